@@ -1,0 +1,520 @@
+"""The streaming-reasoning engine: batched sessions over one persistent KV cache.
+
+Each *row* of the batch is one episode (a stream of chunks). Every engine step is one forward
+pass over all rows: a row feeds either its pending input tokens (a chunk's turn, a turn closer,
+the end-of-input turn) or the token it sampled last. Only new tokens are ever fed — the prefix
+lives in the KV cache — so ingesting a chunk costs its own length, not the prefix's.
+
+Batching (continuous): rows are right-padded within a step; padded positions are masked out of
+every later step (2-D attention mask with holes) and rows keep their own position ids. When a
+row finishes, the next input takes its slot (the old positions are masked), and the cache is
+compacted (padding gathered out) when most of it is padding. When inputs run out, finished rows
+are dropped from the batch.
+
+Time: the clock (virtual or real, see :mod:`adasr.stream`) is shared by all rows. The virtual
+clock is charged each step's measured duration — the batched duration, as a server serving N
+live streams would see — and jumps to the next arrival when every row waits. Processing is
+serial per row: while a row generates a thought, its newly arrived chunks wait (backlog).
+
+Sources of the design: DESIGN.md ("Latency model", "Streaming protocol"); the KV-cache engine
+that injects tokens the model did not generate follows karpathy/nanochat ``engine.py``.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import torch
+from transformers import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from adasr.errors import ConfigError, InputError
+from adasr.policy import PolicyContext, ThoughtPolicy, make_policy
+from adasr.protocol import (
+    STAGE_DEEP,
+    STAGE_INPUT,
+    STAGE_STREAM,
+    Episode,
+    StreamingFormat,
+    default_format,
+    find_boxed,
+)
+from adasr.stream import ArrivalSource, Chunk, RealClock, VirtualClock, make_clock
+
+Event = dict
+"""An engine event: ``{"type", "t", "id", ...}`` with ``t`` in seconds since the episode's stream
+started. Types: ``arrive``, ``ingest``, ``token``, ``thought``, ``eoi``, ``deep_start``,
+``answer``."""
+
+
+@dataclass
+class EngineConfig:
+    """Engine settings.
+
+    Attributes:
+        mode: ``batch`` | ``interleaved`` | ``adaptive`` (ignored if ``policy`` is given).
+        thought_budget: interleaved budget / adaptive cap, tokens per streaming thought.
+        max_deep_tokens: cap on the deep stage (reasoning + answer), tokens.
+        temperature: 0 for greedy decoding, else sampling temperature.
+        top_p: nucleus sampling mass (1.0 = off).
+        top_k: top-k sampling (0 = off).
+        seed: base seed; each episode's generator is seeded from it and the episode's seed/id.
+        initial_decode_rate: decode tokens/s assumed before the first decode step is measured.
+        compact_min_len: compact the cache only when it holds at least this many positions.
+        compact_ratio: compact when the fraction of valid (non-padding) positions drops below it.
+        policy: an explicit :class:`~adasr.policy.ThoughtPolicy` (overrides ``mode``).
+    """
+
+    mode: str = "adaptive"
+    thought_budget: int = 64
+    max_deep_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    initial_decode_rate: float = 20.0
+    compact_min_len: int = 256
+    compact_ratio: float = 0.5
+    policy: ThoughtPolicy | None = None
+
+    def make_policy(self) -> ThoughtPolicy:
+        """The policy to use (``policy`` if set, else the one of ``mode``)."""
+        return self.policy if self.policy is not None else make_policy(self.mode, budget=self.thought_budget)
+
+    def validate(self) -> None:
+        """Raises :class:`ConfigError` for out-of-range values."""
+        if self.max_deep_tokens < 1:
+            raise ConfigError("max_deep_tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+
+
+@dataclass
+class EpisodeInput:
+    """One episode to run: an id, its arrival source, and optionally a reference answer and seed."""
+
+    id: str
+    source: ArrivalSource
+    reference: str | None = None
+    seed: int | None = None
+
+
+@dataclass
+class EpisodeResult:
+    """A finished episode.
+
+    Attributes:
+        id: the input's id.
+        record: the metrics record (DESIGN.md field names; ``correct`` is left ``None`` for the
+            task's checker to fill).
+        episode: the episode with thoughts/deep stage as generated token ids (re-render with
+            :meth:`StreamingFormat.render` to get ``token_ids`` back).
+        token_ids: every token fed to the model, in order (length T).
+        token_stage: per token, 1/2 if the model generated it (streaming thought / deep stage),
+            0 otherwise (input, template, or a turn closer the engine forced at a budget).
+        thoughts: streaming thoughts as text (``None`` where no assistant turn followed a chunk).
+        deep: the deep stage as text.
+        events: the event timeline (no per-token events).
+    """
+
+    id: str
+    record: dict
+    episode: Episode
+    token_ids: list[int]
+    token_stage: list[int]
+    thoughts: list[str | None]
+    deep: str
+    events: list[Event]
+
+
+@dataclass
+class _Gen:
+    stage: int
+    budget: int
+    tokens: list[int] = field(default_factory=list)
+    slack_budget: int | None = None
+
+
+class _Row:
+    """The state of one episode in the batch (host side; its KV lives in the shared cache)."""
+
+    def __init__(self, inp: EpisodeInput, engine: "StreamingEngine", t0: float):
+        self.inp, self.engine, self.t0 = inp, engine, t0
+        self.fmt, self.policy = engine.format, engine.policy
+        self.layout = self.policy.layout
+        self.wall0 = time.perf_counter()
+        seed = inp.seed if inp.seed is not None else zlib.crc32(inp.id.encode())
+        self.generator = torch.Generator().manual_seed(engine.config.seed * 1_000_003 + seed)
+        self.pending: list[tuple[int, int]] = [(t, STAGE_INPUT) for t in self.fmt.prefix_ids(self.layout)]
+        self.ids: list[int] = []
+        self.stage: list[int] = []
+        self.pos = 0
+        self.waiting: list[Chunk] = []
+        self.chunks: list[Chunk] = []
+        self.thoughts: list[list[int] | None] = []
+        self.gen: _Gen | None = None
+        self.deep: list[int] | None = None
+        self.deep_truncated = False
+        self.events: list[Event] = []
+        self.backlogs: list[float] = []
+        self.overrun = 0
+        self.first_gen_at_input: int | None = None
+        self.eoi_at: float | None = None
+        self.first_deep_t: float | None = None
+        self.done_t: float | None = None
+        self.post_input_tokens = 0
+        self.done = False
+
+    # -- time helpers ------------------------------------------------------------------------
+    def rel(self, now: float) -> float:
+        return now - self.t0
+
+    def next_wake(self) -> float | None:
+        """Absolute clock time of this row's next known arrival, or None."""
+        nxt = self.inp.source.next_arrival_s()
+        return None if nxt is None else self.t0 + nxt
+
+    def emit(self, ev: Event, keep: bool = True) -> None:
+        ev["id"] = self.inp.id
+        if keep:
+            self.events.append(ev)
+        if self.engine.on_event is not None:
+            self.engine.on_event(ev)
+
+    # -- planning ----------------------------------------------------------------------------
+    def plan(self, now: float, rate: float) -> tuple[list[tuple[int, int]], bool]:
+        """Tokens (id, stage) to feed this step and whether they must run now."""
+        t = self.rel(now)
+        for ch in self.inp.source.poll(t):
+            self.waiting.append(ch)
+            self.emit({"type": "arrive", "t": ch.arrival_s, "chunk": ch.index, "text": ch.text})
+        feed, self.pending = self.pending, []
+        if self.gen is not None:
+            return feed, True
+        src = self.inp.source
+        if self.waiting:
+            ch = self.waiting.pop(0)
+            self.backlogs.append(max(0.0, t - ch.arrival_s))
+            self.emit({"type": "ingest", "t": t, "chunk": ch.index})
+            feed += [(x, STAGE_INPUT) for x in self.fmt.chunk_ids(ch.text, self.layout, first=not self.chunks)]
+            self.chunks.append(ch)
+            if self.layout == "streaming" and not (src.closed(t) and not self.waiting):
+                nxt = src.next_arrival_s()
+                ctx = PolicyContext(ch.index, t, nxt, len(self.waiting), rate)
+                budget = self.policy.thought_budget(ctx)
+                feed += [(x, STAGE_INPUT) for x in self.fmt.assistant_header]
+                if budget > 0:
+                    self.gen = _Gen(STAGE_STREAM, budget, slack_budget=ctx.slack_budget())
+                else:  # forced skip: an empty assistant turn the model did not choose
+                    self.thoughts.append([])
+                    feed += [(x, STAGE_INPUT) for x in self.fmt.close_ids(generated_stop=False)]
+            elif self.layout == "streaming":
+                self.thoughts.append(None)
+            return feed, True
+        if self.deep is None and src.closed(t):
+            self.eoi_at = (src.eoi_s() or t)
+            self.emit({"type": "eoi", "t": self.eoi_at})
+            self.emit({"type": "deep_start", "t": t})
+            feed += [(x, STAGE_INPUT) for x in self.fmt.eoi_ids(self.layout)]
+            self.deep = []
+            self.gen = _Gen(STAGE_DEEP, self.engine.config.max_deep_tokens)
+            return feed, True
+        return feed, False  # idle: leftover closer tokens may ride along with other rows
+
+    def fed(self, feed: list[tuple[int, int]]) -> None:
+        for tok, st in feed:
+            self.ids.append(tok)
+            self.stage.append(st)
+        self.pos += len(feed)
+
+    # -- after a forward ---------------------------------------------------------------------
+    def sample_done(self, tok: int, t_abs: float) -> None:
+        """Handle the token sampled for this row at the end of a step (clock time ``t_abs``)."""
+        gen, fmt, t = self.gen, self.fmt, self.rel(t_abs)
+        if self.first_gen_at_input is None:
+            self.first_gen_at_input = sum(1 for s in self.stage if s == STAGE_INPUT)
+        if self.eoi_at is not None and t > self.eoi_at or (self.eoi_at is None and self.inp.source.closed(t)):
+            self.post_input_tokens += 1
+        if gen.stage == STAGE_DEEP and self.first_deep_t is None:
+            self.first_deep_t = t
+        stop = tok in fmt.stop_ids
+        if not stop:
+            gen.tokens.append(tok)
+            self.emit({"type": "token", "t": t, "stage": gen.stage, "token": tok}, keep=False)
+        if stop or len(gen.tokens) >= gen.budget:
+            self.pending = ([(fmt.end_of_turn_id, gen.stage)] if stop else [(tok, gen.stage)])
+            self.pending += [(x, STAGE_INPUT) for x in fmt.close_ids(generated_stop=stop)]
+            self._end_turn(gen, stop, t)
+        else:
+            self.pending = [(tok, gen.stage)]
+
+    def _end_turn(self, gen: _Gen, stopped: bool, t: float) -> None:
+        text = self.engine.decode(gen.tokens)
+        self.gen = None
+        if gen.stage == STAGE_STREAM:
+            self.thoughts.append(list(gen.tokens))
+            if gen.slack_budget is not None:
+                self.overrun += max(0, len(gen.tokens) + int(stopped) - gen.slack_budget)
+            self.emit({"type": "thought", "t": t, "chunk": self.chunks[-1].index, "text": text,
+                       "tokens": len(gen.tokens) + int(stopped)})
+            return
+        self.deep = list(gen.tokens)
+        self.deep_truncated = not stopped
+        self.done_t = t
+        self.done = True
+        boxed = find_boxed(text)
+        self.emit({"type": "answer", "t": t, "prediction": boxed[-1] if boxed else None, "text": text})
+
+    # -- result ------------------------------------------------------------------------------
+    def result(self) -> EpisodeResult:
+        eng = self.engine
+        # complete the sequence with the deep stage's closer (not fed: the episode is over)
+        ids, stage = list(self.ids) + [t for t, _ in self.pending], list(self.stage) + [s for _, s in self.pending]
+        thoughts_text = [None if th is None else eng.decode(th) for th in self.thoughts]
+        deep_text = eng.decode(self.deep or [])
+        boxed = find_boxed(deep_text)
+        stream_tokens = sum(1 for s in stage if s == STAGE_STREAM)
+        deep_tokens = sum(1 for s in stage if s == STAGE_DEEP)
+        eoi = self.eoi_at if self.eoi_at is not None else 0.0
+        record = {
+            "id": self.inp.id,
+            "mode": self.policy.name,
+            "input_tokens": sum(1 for s in stage if s == STAGE_INPUT),
+            "stream_tokens": stream_tokens,
+            "deep_tokens": deep_tokens,
+            "post_input_tokens": self.post_input_tokens,
+            "skipped_chunks": len(self.chunks) - sum(1 for th in self.thoughts if th),
+            "n_chunks": len(self.chunks),
+            "overrun_tokens": self.overrun,
+            "pre_reasoning_wait_tokens": self.first_gen_at_input or 0,
+            "post_input_ttft_s": (self.first_deep_t - eoi) if self.first_deep_t is not None else None,
+            "post_input_latency_s": (self.done_t - eoi) if self.done_t is not None else None,
+            "max_backlog_s": max(self.backlogs, default=0.0),
+            "eoi_s": eoi,
+            "wall_s": time.perf_counter() - self.wall0,
+            "correct": None,
+            "prediction": boxed[-1] if boxed else None,
+            "reference": self.inp.reference,
+            "format_ok": (not self.deep_truncated) and len(boxed) == 1,
+        }
+        episode = Episode(chunks=[c.text for c in self.chunks], thoughts=list(self.thoughts),
+                          deep=list(self.deep or []), layout=self.layout)
+        return EpisodeResult(self.inp.id, record, episode, ids, stage, thoughts_text, deep_text, self.events)
+
+
+class StreamingEngine:
+    """Runs streaming episodes on a causal LM with one batched, persistent KV cache.
+
+    Args:
+        model: a Hugging Face causal LM (``forward(input_ids, attention_mask, position_ids,
+            past_key_values, logits_to_keep)``), in eval mode.
+        tokenizer: its tokenizer (with a chat template).
+        config: :class:`EngineConfig`.
+        fmt: the protocol pieces (default: :func:`adasr.protocol.default_format`).
+
+    Raises:
+        ConfigError: for an invalid config; ProtocolError: if the chat template cannot express
+            the streaming protocol.
+    """
+
+    def __init__(self, model, tokenizer, config: EngineConfig | None = None, fmt: StreamingFormat | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.config = config or EngineConfig()
+        self.config.validate()
+        self.policy = self.config.make_policy()
+        self.format = fmt or default_format(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.end_of_turn_id
+        self.on_event: Callable[[Event], None] | None = None
+        self.device = next(model.parameters()).device
+        self.decode_rate = self.config.initial_decode_rate
+        self.warpers = self._warpers()
+        self.stats = {"steps": 0, "compactions": 0, "forward_s": 0.0, "tokens_fed": 0, "padded_fed": 0}
+
+    def _warpers(self) -> LogitsProcessorList:
+        c = self.config
+        procs = LogitsProcessorList()
+        if c.temperature > 0:
+            if c.temperature != 1.0:
+                procs.append(TemperatureLogitsWarper(c.temperature))
+            if c.top_k > 0:
+                procs.append(TopKLogitsWarper(c.top_k))
+            if c.top_p < 1.0:
+                procs.append(TopPLogitsWarper(c.top_p))
+        return procs
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids (special tokens dropped)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------------------------------
+    def run(
+        self,
+        inputs: Iterable[EpisodeInput],
+        *,
+        batch_size: int = 1,
+        clock: str | VirtualClock | RealClock = "virtual",
+        on_event: Callable[[Event], None] | None = None,
+    ) -> Iterator[EpisodeResult]:
+        """Run episodes, ``batch_size`` at a time in one batched cache; yield each as it finishes.
+
+        Args:
+            inputs: episodes to run (consumed lazily).
+            batch_size: rows sharing one forward per step (continuous batching).
+            clock: ``"virtual"`` | ``"real"`` or a clock object, shared by all rows.
+            on_event: callback receiving every :data:`Event` (including per-token ones).
+
+        Raises:
+            ConfigError: for ``batch_size < 1``.
+            InputError: from a source (e.g. invalid UTF-8 on stdin), or when a live source is
+                used with the virtual clock.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        clk = make_clock(clock) if isinstance(clock, str) else clock
+        self.on_event = on_event
+        pending_inputs = iter(inputs)
+        rows: list[_Row | None] = []
+        for _ in range(batch_size):
+            inp = next(pending_inputs, None)
+            if inp is None:
+                break
+            rows.append(_Row(inp, self, clk.now()))
+        if not rows:
+            return
+        cache = DynamicCache()
+        mask = torch.zeros((len(rows), 0), dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            while rows:
+                now = clk.now()
+                plans = [row.plan(now, self.decode_rate) for row in rows]
+                if not any(must for _, must in plans):
+                    for row, (feed, _) in zip(rows, plans):
+                        row.pending = feed + row.pending  # keep deferred tokens
+                    self._wait(rows, clk)
+                    continue
+                feeds = [feed for feed, _ in plans]
+                t_start = time.perf_counter()
+                mask, logits = self._forward(rows, feeds, cache, mask)
+                dt = time.perf_counter() - t_start
+                clk.advance(dt)
+                if all(len(f) == 1 for f in feeds if f):
+                    self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6) if self.stats["steps"] else 1 / max(dt, 1e-6)
+                self.stats["steps"] += 1
+                self.stats["forward_s"] += dt
+                t_end = clk.now()
+                gen_rows = [i for i, r in enumerate(rows) if r.gen is not None and feeds[i]]
+                if gen_rows:
+                    toks = self._sample(logits[gen_rows], [rows[i].generator for i in gen_rows])
+                    for i, tok in zip(gen_rows, toks):
+                        rows[i].sample_done(tok, t_end)
+                # finished rows: yield, refill the slot or drop it
+                keep = []
+                for i, row in enumerate(rows):
+                    if not row.done:
+                        keep.append(i)
+                        continue
+                    yield row.result()
+                    nxt = next(pending_inputs, None)
+                    if nxt is not None:
+                        rows[i] = _Row(nxt, self, clk.now())
+                        mask[i] = 0
+                        keep.append(i)
+                if len(keep) < len(rows):
+                    rows = [rows[i] for i in keep]
+                    if rows:
+                        cache.batch_select_indices(torch.tensor(keep, device=self.device))
+                        mask = mask[keep]
+                if rows:
+                    mask = self._maybe_compact(cache, mask)
+
+    def _wait(self, rows: list[_Row], clk) -> None:
+        wakes = [w for w in (r.next_wake() for r in rows) if w is not None]
+        if wakes:
+            clk.wait_until(min(wakes))
+            return
+        if clk.virtual:
+            raise InputError("a live input source needs the real clock (use --clock real)")
+        for r in rows:  # live sources: block briefly until something arrives
+            r.inp.source.wait(0.05)
+
+    def _forward(self, rows: list[_Row], feeds: list[list[tuple[int, int]]], cache: DynamicCache, mask: torch.Tensor):
+        """One batched forward. Returns the extended mask and last-real-token logits (B, V)."""
+        B, L = len(rows), max(len(f) for f in feeds)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        new_mask = torch.zeros((B, L), dtype=torch.long)
+        pos = torch.zeros((B, L), dtype=torch.long)
+        last = torch.zeros(B, dtype=torch.long)
+        for i, (row, feed) in enumerate(zip(rows, feeds)):
+            n = len(feed)
+            p0 = row.pos
+            if n:
+                ids[i, :n] = torch.tensor([t for t, _ in feed])
+                new_mask[i, :n] = 1
+            pos[i] = torch.arange(p0, p0 + L)
+            last[i] = max(n - 1, 0)
+            row.fed(feed)
+        self.stats["tokens_fed"] += sum(len(f) for f in feeds)
+        self.stats["padded_fed"] += B * L
+        mask = torch.cat([mask, new_mask.to(self.device)], dim=1)
+        keep_idx = torch.unique(last)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask,
+            position_ids=pos.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=keep_idx.to(self.device) if L > 1 else 1,
+        )
+        logits = out.logits  # (B, K, V)
+        if L > 1:
+            col = torch.searchsorted(keep_idx, last)
+            logits = logits[torch.arange(B), col.to(logits.device)]
+        else:
+            logits = logits[:, -1]
+        return mask, logits.float()
+
+    def _sample(self, logits: torch.Tensor, generators: list[torch.Generator]) -> list[int]:
+        """Greedy or sampled next tokens for rows ``logits`` (R, V)."""
+        if self.config.temperature == 0:
+            return logits.argmax(-1).tolist()
+        scores = self.warpers(None, logits.cpu())
+        probs = torch.softmax(scores, dim=-1)
+        return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
+
+    def _maybe_compact(self, cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
+        """Gather padding out of the cache when it dominates. Returns the new mask (B, T')."""
+        B, T = mask.shape
+        if T < self.config.compact_min_len or mask.sum().item() >= self.config.compact_ratio * B * T:
+            return mask
+        counts = mask.sum(1)
+        width = int(counts.max().item())
+        # left-aligned padding in the compacted cache: order of valid positions is preserved
+        idx = torch.zeros((B, width), dtype=torch.long, device=mask.device)
+        new_mask = torch.zeros((B, width), dtype=torch.long, device=mask.device)
+        for b in range(B):
+            valid = mask[b].nonzero().squeeze(1)
+            n = valid.numel()
+            if n:
+                idx[b, width - n:] = valid
+                idx[b, : width - n] = valid[0]
+                new_mask[b, width - n:] = 1
+        for layer in cache.layers:
+            k = layer.keys
+            gi = idx[:, None, :, None].expand(B, k.shape[1], width, k.shape[3])
+            layer.keys = torch.gather(k, 2, gi)
+            layer.values = torch.gather(layer.values, 2, gi)
+        self.stats["compactions"] += 1
+        return new_mask
+
+
+def run_episode(engine: StreamingEngine, inp: EpisodeInput, **kwargs) -> EpisodeResult:
+    """Run a single episode and return its result (convenience over :meth:`StreamingEngine.run`)."""
+    return next(iter(engine.run([inp], batch_size=1, **kwargs)))

@@ -1,0 +1,119 @@
+"""Thought-budget policies: how much the model may think after each chunk.
+
+A policy is a small object the engine asks once per ingested chunk. It never touches the KV
+cache; it only returns a token budget (0 = forced skip). Modes (DESIGN.md):
+
+* ``batch`` — read-then-think: no streaming thoughts (batch layout).
+* ``interleaved`` — a thought after every chunk with a fixed budget (StreamingThinker-like).
+* ``adaptive`` — the model decides (it may end its turn at once: a skip), with the budget capped by
+  the arrival slack: ``min(cap, slack_s * decode_rate)`` (DESIGN.md, "Latency model").
+
+A ``proactive`` policy (answer before end of input) fits by subclassing :class:`ThoughtPolicy`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from adasr.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy sees when a chunk has just been scheduled for ingestion.
+
+    Attributes:
+        chunk_index: index of the chunk (0-based).
+        now_s: current time on the session clock (seconds since the stream started).
+        next_arrival_s: arrival time of the next chunk if known, else ``None`` (live source, or
+            the chunk is the last one known so far).
+        pending_chunks: chunks that have already arrived and wait behind this one.
+        decode_tokens_per_s: the engine's measured decode rate for this row (tokens per second).
+    """
+
+    chunk_index: int
+    now_s: float
+    next_arrival_s: float | None
+    pending_chunks: int
+    decode_tokens_per_s: float
+
+    @property
+    def slack_s(self) -> float | None:
+        """Seconds until the next chunk arrives (0 if one is already waiting), or ``None``."""
+        if self.pending_chunks > 0:
+            return 0.0
+        if self.next_arrival_s is None:
+            return None
+        return max(0.0, self.next_arrival_s - self.now_s)
+
+    def slack_budget(self) -> int | None:
+        """Tokens that fit in the slack at the measured decode rate, or ``None`` if unknown."""
+        slack = self.slack_s
+        return None if slack is None else int(math.floor(slack * self.decode_tokens_per_s))
+
+
+class ThoughtPolicy:
+    """Base policy. Subclasses set ``name``/``layout`` and override :meth:`thought_budget`."""
+
+    name = "base"
+    layout = "streaming"
+
+    def thought_budget(self, ctx: PolicyContext) -> int:
+        """Token budget of the streaming thought after ``ctx.chunk_index`` (0: forced skip)."""
+        raise NotImplementedError
+
+
+class BatchPolicy(ThoughtPolicy):
+    """Read-then-think baseline: chunks are prefilled as they arrive, no thoughts."""
+
+    name, layout = "batch", "batch"
+
+    def thought_budget(self, ctx: PolicyContext) -> int:
+        return 0
+
+
+@dataclass
+class InterleavedPolicy(ThoughtPolicy):
+    """A thought after every chunk with a fixed budget (tokens), whatever the slack."""
+
+    budget: int = 64
+    name = "interleaved"
+
+    def thought_budget(self, ctx: PolicyContext) -> int:
+        return self.budget
+
+
+@dataclass
+class AdaptivePolicy(ThoughtPolicy):
+    """Budget ``min(cap, floor(slack_s * decode_rate))`` (DESIGN.md). When the next arrival is
+    unknown (live input), ``unknown_slack_budget`` tokens are allowed. The model itself may stop
+    earlier by ending its turn (an empty turn is a skip)."""
+
+    cap: int = 64
+    unknown_slack_budget: int = 32
+    name = "adaptive"
+
+    def thought_budget(self, ctx: PolicyContext) -> int:
+        slack = ctx.slack_budget()
+        return min(self.cap, self.unknown_slack_budget if slack is None else slack)
+
+
+MODES = ("batch", "interleaved", "adaptive")
+
+
+def make_policy(mode: str, *, budget: int = 64) -> ThoughtPolicy:
+    """Policy for a mode name; ``budget`` is the interleaved budget / adaptive cap (tokens).
+
+    Raises:
+        ConfigError: for an unknown mode or a negative budget.
+    """
+    if budget < 0:
+        raise ConfigError(f"thought budget must be >= 0 tokens, got {budget}")
+    if mode == "batch":
+        return BatchPolicy()
+    if mode == "interleaved":
+        return InterleavedPolicy(budget=budget)
+    if mode == "adaptive":
+        return AdaptivePolicy(cap=budget)
+    raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
