@@ -1,0 +1,122 @@
+"""Group-relative advantages for GRPO and HRPO.
+
+Source: adasr DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" (our
+definition; AdaSR arXiv 2606.14694 equations are not public). Group normalization follows TRL's
+``GRPOTrainer``: ``A = (R - mean_G) / (std_G + eps)`` with the unbiased (Bessel-corrected,
+``torch.std`` default) standard deviation over the G rollouts of one input.
+
+Batch layout: the B rollouts are ordered so that each consecutive block of ``group_size`` rows
+holds the G rollouts of one input (``B % G == 0``). Token stages (shared with the engine and the
+protocol renderer): ``stage`` 0 = not generated (prompt, chunks, role headers), 1 =
+streaming-thought token, 2 = deep-stage token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+STAGE_PROMPT, STAGE_STREAM, STAGE_DEEP = 0, 1, 2
+
+
+def group_normalize(
+    rewards: torch.Tensor, group_size: int, eps: float = 1e-4, scale: str = "std"
+) -> torch.Tensor:
+    """Normalize rewards within consecutive groups of ``group_size`` rollouts.
+
+    Args:
+        rewards: ``(B,)`` one reward per rollout, groups of G consecutive rows.
+        group_size: G, rollouts per input.
+        eps: added to the group std (TRL's default 1e-4).
+        scale: ``"std"`` -> ``(R - mean_G) / (std_G + eps)``; ``"none"`` -> ``R - mean_G``
+            (Dr. GRPO style, no std scaling).
+
+    Returns:
+        ``(B,)`` float advantages. ``std_G`` is the **unbiased** std (``torch.std`` default, as
+        in TRL GRPOTrainer). A group whose rewards are all equal (e.g. all wrong with the same
+        lengths) gets exactly zero advantage, never NaN; so does any group when G == 1.
+
+    Raises:
+        ValueError: ``rewards`` is not 1-D, ``group_size < 1``, ``B % group_size != 0``, or
+            ``scale`` is unknown.
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D (B,), got shape {tuple(rewards.shape)}")
+    if group_size < 1 or rewards.numel() % group_size != 0:
+        raise ValueError(f"batch of {rewards.numel()} rollouts is not a multiple of group_size={group_size}")
+    if scale not in ("std", "none"):
+        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    r = rewards.float().view(-1, group_size)  # (B/G, G)
+    centered = r - r.mean(dim=1, keepdim=True)
+    if scale == "std" and group_size > 1:
+        centered = centered / (r.std(dim=1, keepdim=True) + eps)
+    flat = (r.amax(dim=1, keepdim=True) == r.amin(dim=1, keepdim=True))  # (B/G, 1) zero variance
+    centered = torch.where(flat, torch.zeros_like(centered), centered)
+    return centered.reshape(-1)
+
+
+def grpo_token_advantages(rewards: torch.Tensor, stage: torch.Tensor, group_size: int, **kw) -> torch.Tensor:
+    """GRPO: the sequence advantage broadcast to every generated token.
+
+    Args:
+        rewards: ``(B,)`` GRPO reward per rollout (:func:`adasr.train.rewards.total_reward`).
+        stage: ``(B, T)`` long token stages; generated tokens have ``stage > 0``.
+        group_size: G. ``**kw`` goes to :func:`group_normalize` (``eps``, ``scale``).
+
+    Returns:
+        ``(B, T)`` float32: ``A_b`` where ``stage[b, t] > 0``, else 0.
+    """
+    _check_stage(stage, rewards)
+    adv = group_normalize(rewards, group_size, **kw)  # (B,)
+    return adv[:, None] * (stage > STAGE_PROMPT).float()
+
+
+def hrpo_token_advantages(
+    stream_rewards: torch.Tensor, deep_rewards: torch.Tensor, stage: torch.Tensor, group_size: int, **kw
+) -> torch.Tensor:
+    """HRPO: stage-wise advantages, each normalized within its group and applied to its stage.
+
+    Args:
+        stream_rewards: ``(B,)`` ``R_S`` per rollout (:func:`adasr.train.rewards.stage_rewards`).
+        deep_rewards: ``(B,)`` ``R_D`` per rollout.
+        stage: ``(B, T)`` long token stages (0 prompt, 1 streaming thought, 2 deep stage).
+        group_size: G. ``**kw`` goes to :func:`group_normalize` (``eps``, ``scale``).
+
+    Returns:
+        ``(B, T)`` float32: ``A_S`` on stage-1 tokens, ``A_D`` on stage-2 tokens, 0 on stage 0.
+    """
+    _check_stage(stage, stream_rewards)
+    _check_stage(stage, deep_rewards)
+    a_s = group_normalize(stream_rewards, group_size, **kw)[:, None]  # (B, 1)
+    a_d = group_normalize(deep_rewards, group_size, **kw)[:, None]
+    return a_s * (stage == STAGE_STREAM).float() + a_d * (stage == STAGE_DEEP).float()
+
+
+def advantage_stats(adv: torch.Tensor, stage: torch.Tensor) -> dict[str, float]:
+    """Per-stage summary of token advantages for logging.
+
+    Args:
+        adv: ``(B, T)`` token advantages.
+        stage: ``(B, T)`` token stages.
+
+    Returns:
+        ``{"stream/mean", "stream/std", "stream/min", "stream/max", "stream/count", and the same
+        for "deep/..."}`` as Python floats; a stage with no tokens reports count 0 and zeros
+        elsewhere; std is the unbiased std (0 for a single token).
+    """
+    out: dict[str, float] = {}
+    for name, s in (("stream", STAGE_STREAM), ("deep", STAGE_DEEP)):
+        v = adv[stage == s].detach().float()
+        n = v.numel()
+        out[f"{name}/count"] = float(n)
+        out[f"{name}/mean"] = v.mean().item() if n else 0.0
+        out[f"{name}/std"] = v.std().item() if n > 1 else 0.0
+        out[f"{name}/min"] = v.min().item() if n else 0.0
+        out[f"{name}/max"] = v.max().item() if n else 0.0
+    return out
+
+
+def _check_stage(stage: torch.Tensor, rewards: torch.Tensor) -> None:
+    if stage.dim() != 2 or rewards.dim() != 1 or stage.shape[0] != rewards.shape[0]:
+        raise ValueError(
+            f"stage must be (B, T) and rewards (B,), got {tuple(stage.shape)} and {tuple(rewards.shape)}"
+        )

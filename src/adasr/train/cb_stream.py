@@ -1,0 +1,172 @@
+"""CB-Stream loss: token cross-entropy with class-balanced weights on decision tokens.
+
+Source: adasr DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" — our
+definition of StreamPro's CB-Stream loss (AdaSR arXiv 2606.14694 equations are not public). The
+class weights are the "effective number of samples" weights of Cui et al., "Class-Balanced Loss
+Based on Effective Number of Samples", CVPR 2019: ``w_c = (1 - beta) / (1 - beta**n_c)``.
+
+A *decision token* is the first generated token of a streaming-thought assistant turn. It decides
+between two classes: **skip** (the token is the end-of-turn id: an empty thought) and **think**
+(any other token). Skips usually dominate the SFT data, so an unweighted loss teaches the model to
+always skip; the class-balanced weights up-weight the rare class. In proactive mode the same two
+classes read **stay silent** (empty assistant turn: end-of-turn first) vs **respond**, and the same
+functions apply unchanged.
+
+Weights are normalized so that the mean weight over decision tokens is 1
+(``sum_c n_c w_c / sum_c n_c == 1``); every other generated token has weight 1, and tokens that
+were not generated (stage 0: prompt, chunks, role headers) weight 0.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Union
+
+import torch
+import torch.nn.functional as F
+
+SKIP, THINK, NOT_DECISION = 0, 1, -1
+CLASS_NAMES = ("skip", "think")
+
+Counts = Union[Mapping[Union[int, str], int], torch.Tensor]
+
+
+def class_balanced_weights(counts: Counts, beta: float) -> Union[dict, torch.Tensor]:
+    """Normalized class-balanced weights ``w_c ∝ (1 - beta) / (1 - beta**n_c)``.
+
+    Args:
+        counts: per-class sample counts ``n_c``: a mapping (any keys, e.g. ``{0: n_skip,
+            1: n_think}`` or ``{"skip": .., "think": ..}``) or a ``(C,)`` tensor.
+        beta: in ``[0, 1)``. ``beta = 0`` gives equal weights (plain CE); ``beta -> 1`` gives
+            inverse-frequency weights.
+
+    Returns:
+        The same container type (dict with the same keys, or a ``(C,)`` float32 tensor) of
+        weights normalized so that ``sum_c n_c w_c / sum_c n_c == 1``. Classes with
+        ``n_c = 0`` get weight 0 (they contribute nothing); all-zero counts give all zeros.
+
+    Raises:
+        ValueError: ``beta`` outside ``[0, 1)`` or a negative count.
+    """
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+    if isinstance(counts, torch.Tensor):
+        keys, n = None, counts.detach().to(torch.float64).reshape(-1)
+    else:
+        keys = list(counts)
+        n = torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64)
+    if (n < 0).any():
+        raise ValueError(f"class counts must be >= 0, got {n.tolist()}")
+    present = n > 0
+    # 1 - beta**n_c is 0 only for n_c = 0; guard it (also 0**0 = 1 when beta = 0).
+    denom = torch.where(present, 1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n), torch.ones_like(n))
+    w = torch.where(present, (1.0 - beta) / denom, torch.zeros_like(n))
+    total = (n * w).sum()
+    if total > 0:
+        w = w * n.sum() / total
+    if keys is None:
+        return w.to(torch.float32).reshape(counts.shape)
+    return {k: float(v) for k, v in zip(keys, w.tolist())}
+
+
+def decision_classes(input_ids: torch.Tensor, decision_mask: torch.Tensor, end_of_turn_id: int) -> torch.Tensor:
+    """Class of every decision token.
+
+    Args:
+        input_ids: ``(B, T)`` token ids.
+        decision_mask: ``(B, T)`` bool, True at the first generated token of each
+            streaming-thought (or proactive) assistant turn.
+        end_of_turn_id: the id that closes an assistant turn (a skip / stay-silent turn starts
+            with it).
+
+    Returns:
+        ``(B, T)`` long: 0 = skip (decision token == end_of_turn_id), 1 = think, -1 elsewhere.
+    """
+    if input_ids.shape != decision_mask.shape:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and decision_mask {tuple(decision_mask.shape)} differ")
+    cls = torch.where(input_ids == end_of_turn_id, SKIP, THINK).long()
+    return torch.where(decision_mask.bool(), cls, torch.full_like(cls, NOT_DECISION))
+
+
+def _counts_vector(class_counts: Counts) -> torch.Tensor:
+    """``{0|"skip": n, 1|"think": n}`` or a ``(2,)`` tensor -> ``(2,)`` float64 [n_skip, n_think]."""
+    if isinstance(class_counts, torch.Tensor):
+        if class_counts.numel() != 2:
+            raise ValueError(f"class_counts tensor must have 2 entries (skip, think), got {class_counts.numel()}")
+        return class_counts.detach().reshape(2).to(torch.float64)
+    out = [0.0, 0.0]
+    for k, v in class_counts.items():
+        idx = CLASS_NAMES.index(k) if isinstance(k, str) and k in CLASS_NAMES else k
+        if idx not in (SKIP, THINK):
+            raise ValueError(f"unknown decision class {k!r}; use 0/'skip' or 1/'think'")
+        out[idx] = float(v)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def cb_stream_token_weights(
+    input_ids: torch.Tensor,
+    labels_mask: torch.Tensor,
+    decision_mask: torch.Tensor,
+    end_of_turn_id: int,
+    beta: float,
+    class_counts: Counts | None = None,
+) -> torch.Tensor:
+    """Per-token CB-Stream loss weights.
+
+    Args:
+        input_ids: ``(B, T)`` token ids.
+        labels_mask: ``(B, T)`` bool, True for generated tokens (``stage > 0``).
+        decision_mask: ``(B, T)`` bool, True at decision tokens (only counted where also
+            generated).
+        end_of_turn_id: id of the end-of-turn token (skip class).
+        beta: class-balancing strength in ``[0, 1)``; 0 reproduces plain masked CE.
+        class_counts: optional dataset-level counts ``{0|"skip": n, 1|"think": n}`` or ``(2,)``
+            tensor; by default the counts of the decision tokens in this batch. With
+            dataset-level counts the mean decision weight is 1 over the dataset, not per batch.
+
+    Returns:
+        ``(B, T)`` float32: 0 for non-generated tokens, 1 for generated non-decision tokens, the
+        normalized class weight ``w_skip`` / ``w_think`` at decision tokens.
+    """
+    if not (input_ids.shape == labels_mask.shape == decision_mask.shape):
+        raise ValueError("input_ids, labels_mask and decision_mask must all have shape (B, T)")
+    gen = labels_mask.bool()
+    cls = decision_classes(input_ids, decision_mask.bool() & gen, end_of_turn_id)  # (B, T)
+    if class_counts is None:
+        counts = torch.stack([(cls == SKIP).sum(), (cls == THINK).sum()]).to(torch.float64)
+    else:
+        counts = _counts_vector(class_counts)
+    w_cls = class_balanced_weights(counts, beta).to(input_ids.device)  # (2,)
+    weights = gen.float()
+    is_dec = cls >= 0
+    return torch.where(is_dec, w_cls[cls.clamp(min=0)], weights)
+
+
+def cb_stream_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted next-token cross-entropy.
+
+    Logits at position ``t`` predict ``input_ids[:, t + 1]``, weighted by the weight of that
+    *target* token: ``sum_t w[t+1] * CE(logits[t], ids[t+1]) / sum_t w[t+1]`` over ``t < T-1``.
+
+    Args:
+        logits: ``(B, T, V)`` model outputs (any float dtype; CE is computed in float32).
+        input_ids: ``(B, T)`` token ids.
+        weights: ``(B, T)`` from :func:`cb_stream_token_weights` (weight 0 = ignored).
+
+    Returns:
+        Scalar loss; 0 (still differentiable) when every target weight is 0. With ``beta = 0``
+        it equals ``F.cross_entropy(..., ignore_index=-100)`` on the generated tokens.
+    """
+    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape or input_ids.shape != weights.shape:
+        raise ValueError(
+            f"expected logits (B,T,V), input_ids and weights (B,T); got {tuple(logits.shape)}, "
+            f"{tuple(input_ids.shape)}, {tuple(weights.shape)}"
+        )
+    pred = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # ((T-1)B, V)
+    target = input_ids[:, 1:].reshape(-1)
+    w = weights[:, 1:].reshape(-1).to(pred.dtype)
+    keep = w != 0  # weight-0 targets (prompt, padding: any id, even -100) are never evaluated
+    denom = w[keep].sum()
+    if not keep.any() or denom <= 0:
+        return pred.sum() * 0.0
+    ce = F.cross_entropy(pred[keep], target[keep], reduction="none")
+    return (ce * w[keep]).sum() / denom

@@ -1,0 +1,146 @@
+"""Per-rollout rewards for GRPO and HRPO.
+
+Source: adasr DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" (our
+definition; AdaSR arXiv 2606.14694 equations are not public).
+
+Per rollout (one engine episode):
+
+* ``r_fmt``   = 1 if the streaming protocol is well formed with exactly one boxed answer, else 0;
+* ``r_acc``   = 1 if the answer verifies against the reference, else 0;
+* ``r_adapt`` = ``-lam_post * post_input_tokens / L - lam_over * overrun_tokens / L``.
+
+GRPO uses one reward per rollout, ``R = r_acc + w_fmt * r_fmt + r_adapt``. HRPO uses two stage
+rewards, each later normalized within its group (:mod:`adasr.train.advantages`):
+
+* ``R_S = r_acc + w_fmt * r_fmt - lam_post * post_input_tokens / L - lam_over * overrun_tokens / L``
+  (applied to streaming-thought tokens),
+* ``R_D = r_acc + w_fmt * r_fmt - lam_post * deep_tokens / L`` (applied to deep-stage tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Mapping, Sequence
+
+import torch
+
+from adasr.errors import ConfigError, DataError
+
+
+@dataclass
+class RewardConfig:
+    """Weights of the rollout rewards (all dimensionless except ``length_norm``).
+
+    Attributes:
+        w_fmt: weight of the format reward ``r_fmt`` in the total and in both stage rewards.
+        lam_post: penalty per ``length_norm`` tokens generated after the end of input
+            (``post_input_tokens`` in GRPO / ``R_S``; ``deep_tokens`` in ``R_D``).
+        lam_over: penalty per ``length_norm`` streaming-thought tokens beyond the slack budget
+            (``overrun_tokens``): thinking slower than the input arrives.
+        length_norm: ``L``, the token-count normalizer of the length penalties; with the
+            defaults, 256 post-input tokens cost 0.5, i.e. half a correct answer.
+    """
+
+    w_fmt: float = 0.2
+    lam_post: float = 0.5
+    lam_over: float = 0.25
+    length_norm: float = 256
+
+    def __post_init__(self) -> None:
+        if not self.length_norm > 0:
+            raise ConfigError(f"RewardConfig.length_norm must be > 0, got {self.length_norm!r}")
+        for name in ("w_fmt", "lam_post", "lam_over"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"RewardConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+@dataclass
+class RolloutStats:
+    """The fields of one episode record that the rewards read.
+
+    Attributes:
+        format_ok: the protocol was well formed with exactly one boxed answer.
+        correct: the answer verified against the reference.
+        stream_tokens: tokens generated in streaming thoughts (before end of input).
+        deep_tokens: tokens generated in the deep stage (after the end-of-input marker).
+        post_input_tokens: tokens generated after the input closed (what the user waits for).
+        overrun_tokens: streaming-thought tokens beyond the slack budget.
+    """
+
+    format_ok: bool
+    correct: bool
+    stream_tokens: int
+    deep_tokens: int
+    post_input_tokens: int
+    overrun_tokens: int
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> "RolloutStats":
+        """Read an engine episode record (a flat dict; extra keys are ignored).
+
+        ``None`` for ``correct``/``format_ok`` (e.g. no reference) counts as False.
+
+        Raises:
+            DataError: a required key is missing or a token count is not an integer.
+        """
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in record]
+        if missing:
+            raise DataError(f"episode record lacks reward fields {missing} (has {sorted(record)})")
+        try:
+            counts = {n: int(record[n]) for n in names[2:]}
+        except (TypeError, ValueError) as err:
+            raise DataError(f"episode record has a non-integer token count: {err}") from None
+        return cls(format_ok=bool(record["format_ok"]), correct=bool(record["correct"]), **counts)
+
+
+def format_reward(stats: RolloutStats) -> float:
+    """``r_fmt``: 1.0 if the episode is well formed with exactly one boxed answer, else 0.0."""
+    return 1.0 if stats.format_ok else 0.0
+
+
+def accuracy_reward(stats: RolloutStats) -> float:
+    """``r_acc``: 1.0 if the answer verifies against the reference, else 0.0."""
+    return 1.0 if stats.correct else 0.0
+
+
+def adaptive_reward(stats: RolloutStats, cfg: RewardConfig) -> float:
+    """``r_adapt = -lam_post * post_input_tokens / L - lam_over * overrun_tokens / L`` (<= 0)."""
+    L = float(cfg.length_norm)
+    return -cfg.lam_post * stats.post_input_tokens / L - cfg.lam_over * stats.overrun_tokens / L
+
+
+def total_reward(stats: RolloutStats, cfg: RewardConfig) -> float:
+    """GRPO reward ``R = r_acc + w_fmt * r_fmt + r_adapt``."""
+    return accuracy_reward(stats) + cfg.w_fmt * format_reward(stats) + adaptive_reward(stats, cfg)
+
+
+def stage_rewards(stats: RolloutStats, cfg: RewardConfig) -> tuple[float, float]:
+    """HRPO stage rewards ``(R_S, R_D)``.
+
+    ``R_S = r_acc + w_fmt*r_fmt - lam_post*post_input_tokens/L - lam_over*overrun_tokens/L``
+    (streaming-thought tokens); ``R_D = r_acc + w_fmt*r_fmt - lam_post*deep_tokens/L``
+    (deep-stage tokens). ``R_S`` equals the GRPO :func:`total_reward`.
+    """
+    base = accuracy_reward(stats) + cfg.w_fmt * format_reward(stats)
+    r_s = base + adaptive_reward(stats, cfg)
+    r_d = base - cfg.lam_post * stats.deep_tokens / float(cfg.length_norm)
+    return r_s, r_d
+
+
+def reward_tensors(stats: Sequence[RolloutStats], cfg: RewardConfig) -> dict[str, torch.Tensor]:
+    """Rewards of a batch of rollouts as float32 tensors of shape ``(B,)``.
+
+    Returns ``{"total": R (GRPO), "stream": R_S, "deep": R_D, "accuracy": r_acc,
+    "format": r_fmt}``, in the order of ``stats`` (keep groups of G rollouts of one input
+    consecutive for :func:`adasr.train.advantages.group_normalize`).
+    """
+    pairs = [stage_rewards(s, cfg) for s in stats]
+    as_t = lambda xs: torch.tensor(list(xs), dtype=torch.float32)  # noqa: E731
+    return {
+        "total": as_t(total_reward(s, cfg) for s in stats),
+        "stream": as_t(p[0] for p in pairs),
+        "deep": as_t(p[1] for p in pairs),
+        "accuracy": as_t(accuracy_reward(s) for s in stats),
+        "format": as_t(format_reward(s) for s in stats),
+    }
