@@ -216,18 +216,25 @@ class _Row:
                 else:  # forced skip: an empty assistant turn the model did not choose
                     self.thoughts.append([])
                     feed += [(x, STAGE_INPUT) for x in self.fmt.close_ids(generated_stop=False)]
-            elif self.layout == "streaming":
-                self.thoughts.append(None)
+            else:  # the stream closed with this chunk: the deep stage starts in the same forward
+                if self.layout == "streaming":
+                    self.thoughts.append(None)
+                if src.closed(t) and not self.waiting:
+                    feed += self._start_deep(t)
             return feed, True
         if self.deep is None and src.closed(t):
-            self.eoi_at = (src.eoi_s() or t)
-            self.emit({"type": "eoi", "t": self.eoi_at})
-            self.emit({"type": "deep_start", "t": t})
-            feed += [(x, STAGE_INPUT) for x in self.fmt.eoi_ids(self.layout)]
-            self.deep = []
-            self.gen = _Gen(STAGE_DEEP, self.engine.config.max_deep_tokens)
-            return feed, True
+            return feed + self._start_deep(t), True
         return feed, False  # idle: leftover closer tokens may ride along with other rows
+
+    def _start_deep(self, t: float) -> list[tuple[int, int]]:
+        """Enter the deep stage at end of input; returns the end-of-input ids to feed."""
+        eoi = self.inp.source.eoi_s()
+        self.eoi_at = eoi if eoi is not None else t
+        self.emit({"type": "eoi", "t": self.eoi_at})
+        self.emit({"type": "deep_start", "t": t})
+        self.deep = []
+        self.gen = _Gen(STAGE_DEEP, self.engine.config.max_deep_tokens)
+        return [(x, STAGE_INPUT) for x in self.fmt.eoi_ids(self.layout)]
 
     def fed(self, feed: list[tuple[int, int]]) -> None:
         for tok, st in feed:

@@ -1,0 +1,345 @@
+"""Resumable evaluation loop: items -> engine episodes -> graded records -> summaries.
+
+Layout of an evaluation directory ``out_dir``::
+
+    out_dir/
+      <mode>/results.jsonl   one graded record per line (metrics.RECORD_FIELDS), appended and
+                             fsync'ed as each episode finishes
+      <mode>/summary.json    metrics.summarize() of the records of the requested items
+      <mode>/summary.md      the same as a one-column markdown table
+      summary.md             all modes side by side (when several modes were run)
+
+Resuming: rerunning the same command skips every item whose id is already in
+``<mode>/results.jsonl``; a line truncated by a kill is dropped (and the file rewritten) so the
+item is simply recomputed. Ctrl-C keeps what was written and raises :class:`EvalInterrupted`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+from adasr.errors import AdasrError, ConfigError, DataError
+from adasr.metrics import summarize, summary_table
+from adasr.tasks.gsm8k import GSM8KItem, is_correct
+
+__all__ = ["EvalInterrupted", "ResultsWriter", "evaluate"]
+
+RESULTS_FILE = "results.jsonl"
+
+
+class EvalInterrupted(AdasrError):
+    """The evaluation was interrupted (Ctrl-C); the records written so far are kept."""
+
+    exit_code = 130
+
+
+class ResultsWriter:
+    """Append-only JSONL store of episode records: ``<out_dir>/results.jsonl``.
+
+    Each :meth:`write` appends one line and flushes and fsyncs it, so a killed run loses at most
+    the record being written. :meth:`done_ids` / :meth:`records` read the file back for resume.
+    """
+
+    def __init__(self, out_dir: str | Path):
+        self.dir = Path(out_dir)
+        self.path = self.dir / RESULTS_FILE
+        self._fh = None
+
+    # -- reading -------------------------------------------------------------------------
+    def records(self) -> list[dict]:
+        """All valid records in the file, in order (the last one per id wins).
+
+        A malformed last line (a write cut short by a kill) is dropped and the file is
+        rewritten without it; malformed lines elsewhere are dropped with a warning.
+
+        Raises:
+            DataError: if the file cannot be read or rewritten.
+        """
+        if not self.path.exists():
+            return []
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise DataError(f"cannot read {self.path}: {e.strerror or e}") from None
+        lines = data.split(b"\n")
+        last_index = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
+        by_id: dict[str, dict] = {}
+        bad_middle: list[int] = []
+        dirty = bool(data) and not data.endswith(b"\n")
+        for i, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+                if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+                    raise ValueError("not a record")
+            except (ValueError, UnicodeDecodeError):
+                dirty = True
+                if i != last_index:
+                    bad_middle.append(i + 1)
+                continue
+            if rec["id"] in by_id:
+                del by_id[rec["id"]]  # keep file order of the latest version
+                dirty = True
+            by_id[rec["id"]] = rec
+        if bad_middle:
+            warnings.warn(
+                f"{self.path}: dropped malformed line(s) {bad_middle[:5]}"
+                f"{' ...' if len(bad_middle) > 5 else ''}; those items will be recomputed",
+                UserWarning,
+                stacklevel=2,
+            )
+        if dirty:
+            self._rewrite(list(by_id.values()))
+        return list(by_id.values())
+
+    def done_ids(self) -> set[str]:
+        """Ids of the records already in the file (see :meth:`records` for repair)."""
+        return {r["id"] for r in self.records()}
+
+    def _rewrite(self, records: list[dict]) -> None:
+        self.close()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in records:
+                    fh.write(_dumps(rec) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise DataError(f"cannot rewrite {self.path}: {e.strerror or e}") from None
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, record: dict) -> None:
+        """Append ``record`` as one JSON line; flushed and fsync'ed before returning."""
+        if self._fh is None:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")
+            except OSError as e:
+                raise DataError(f"cannot write {self.path}: {e.strerror or e}") from None
+        self._fh.write(_dumps(record) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _json_default(obj):
+    """Serialize numpy/torch scalars (``.item()``) and paths; anything else as ``str``."""
+    item = getattr(obj, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    return str(obj)
+
+
+def _dumps(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, default=_json_default)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _prior_elapsed(mode_dir: Path, n_prior: int) -> float | None:
+    """Real seconds spent on the ``n_prior`` already-done records, from the last summary.json
+    (written at the end of a run and on Ctrl-C), if it describes exactly those records."""
+    if n_prior == 0:
+        return 0.0
+    try:
+        prev = json.loads((mode_dir / "summary.json").read_text(encoding="utf-8"))
+        if prev.get("count") == n_prior and isinstance(prev.get("elapsed_s"), (int, float)):
+            return float(prev["elapsed_s"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[acc]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def evaluate(
+    engine_factory: Callable[[str], object],
+    items: Sequence[GSM8KItem],
+    *,
+    modes: Sequence[str],
+    out_dir: str | Path,
+    batch_size: int = 1,
+    wps: float = 2.5,
+    clock: str = "virtual",
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Run ``items`` through the engine in each mode, grade, store and summarize (resumable).
+
+    For each mode: items already in ``<out_dir>/<mode>/results.jsonl`` are skipped; the rest are
+    streamed (``adasr.stream.make_stream(question, wps=wps)``) through
+    ``engine_factory(mode).run(inputs, batch_size=batch_size, clock=clock)``; each finished
+    record gets ``reference`` and ``correct`` (:func:`adasr.tasks.gsm8k.is_correct`) and is
+    appended at once. Then ``summary.json``/``summary.md`` are written for the records of
+    ``items``; with several modes also ``<out_dir>/summary.md`` side by side. The engine is only
+    built for a mode that has work left. ``elapsed_s``/``problems_per_hour`` count the real time
+    of the ``engine.run`` loops (not model loading), accumulated across resumed runs.
+
+    Returns:
+        ``{mode: summary}`` in the order of ``modes``.
+
+    Raises:
+        EvalInterrupted: on Ctrl-C; records written so far are kept (rerun to resume).
+        ConfigError: empty/duplicate modes, a mode unusable as a directory name, a bad batch size.
+        DataError: duplicate item ids.
+    """
+    from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
+    from adasr.stream import make_stream
+
+    modes = list(modes)
+    if not modes:
+        raise ConfigError("give at least one mode to evaluate")
+    if len(set(modes)) != len(modes):
+        raise ConfigError(f"modes must be distinct, got {modes}")
+    for m in modes:
+        if not isinstance(m, str) or not m or m in (".", "..") or "/" in m or "\\" in m:
+            raise ConfigError(f"invalid mode name {m!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    by_id: dict[str, GSM8KItem] = {}
+    for it in items:
+        if it.id in by_id:
+            raise DataError(
+                f"duplicate item id {it.id!r} (lines {by_id[it.id].line} and {it.line})"
+            )
+        by_id[it.id] = it
+
+    out_dir = Path(out_dir)
+    summaries: dict[str, dict] = {}
+    n_written = 0  # records written by this call, all modes
+    with _progress(progress) as bar:
+        for mode in modes:
+            mode_dir = out_dir / mode
+            writer = ResultsWriter(mode_dir)
+            prior = [r for r in writer.records() if r["id"] in by_id]
+            done = {r["id"] for r in prior}
+            todo = [it for it in items if it.id not in done]
+            prior_elapsed = _prior_elapsed(mode_dir, len(done))
+            n_correct = sum(1 for r in prior if r.get("correct") is True)
+            task = bar.add_task(mode, total=len(items), completed=len(done), acc="")
+            n_new, elapsed = 0, 0.0
+
+            def acc_text() -> str:
+                n = len(done) + n_new
+                return f"acc {100 * n_correct / n:.1f}%" if n else ""
+
+            bar.update(task, acc=acc_text())
+            interrupted = False
+            t0 = None
+            try:
+                if todo:
+                    engine = engine_factory(mode)
+                    inputs = (
+                        EpisodeInput(
+                            id=it.id,
+                            source=make_stream(it.question, wps=wps),
+                            reference=it.reference,
+                        )
+                        for it in todo
+                    )
+                    t0 = time.perf_counter()
+                    results = engine.run(inputs, batch_size=batch_size, clock=clock)
+                    try:
+                        for result in results:
+                            item = by_id.get(result.id)
+                            if item is None or item.id in done:
+                                raise RuntimeError(
+                                    f"engine returned an unexpected episode id {result.id!r}"
+                                )
+                            record = dict(result.record)
+                            record["id"] = item.id
+                            record.setdefault("mode", mode)
+                            record["reference"] = item.reference
+                            record["correct"] = is_correct(record.get("prediction"), item.reference)
+                            writer.write(record)
+                            done.add(item.id)
+                            n_new += 1
+                            n_written += 1
+                            n_correct += record["correct"]
+                            bar.update(task, advance=1, acc=acc_text())
+                    finally:
+                        close = getattr(results, "close", None)
+                        if close is not None:
+                            close()
+                    missing = len(todo) - n_new
+                    if missing:
+                        warnings.warn(
+                            f"{mode}: the engine returned no result for {missing} item(s); "
+                            "rerun to retry them",
+                            UserWarning,
+                            stacklevel=2,
+                        )
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                writer.close()
+                if t0 is not None:
+                    elapsed = time.perf_counter() - t0
+
+            # time of this run, plus earlier runs' (estimated at this run's pace if unknown)
+            if prior_elapsed is None:
+                total_elapsed = elapsed * len(done) / n_new if n_new else None
+            else:
+                total_elapsed = prior_elapsed + elapsed if (n_new or prior_elapsed) else None
+            records = [r for r in writer.records() if r["id"] in by_id]
+            summary = summarize(records, elapsed_s=total_elapsed)
+            summary["mode"] = mode
+            summary["complete"] = len(records) == len(items)
+            mode_dir.mkdir(parents=True, exist_ok=True)
+            summary_json = json.dumps(summary, indent=2, default=_json_default)
+            _write_text(mode_dir / "summary.json", summary_json + "\n")
+            _write_text(mode_dir / "summary.md", f"# {mode}\n\n" + summary_table({mode: summary}))
+            summaries[mode] = summary
+            if interrupted:
+                raise EvalInterrupted(
+                    f"interrupted after {n_written} records ({mode}: {len(records)}/{len(items)} "
+                    f"done, saved in {writer.path}); rerun the same command to resume"
+                ) from None
+
+    if len(modes) > 1:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_text(out_dir / "summary.md", "# adasr evaluation\n\n" + summary_table(summaries))
+    return summaries

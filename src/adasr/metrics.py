@@ -1,0 +1,225 @@
+"""Episode records and their aggregation.
+
+One **record** per episode: a flat, JSON-serializable dict whose keys are
+:data:`RECORD_FIELDS` (names are an interface, see DESIGN.md "Metrics"). Token counts are
+tokens of the model's tokenizer; times (except ``wall_s``) are seconds on the clock the
+episode ran under (the *virtual* clock in evaluation: measured compute plus jumps to chunk
+arrivals, so latencies are those a live stream would see; the *real* clock in demos and
+serving). Times are measured from the start of the stream unless stated otherwise.
+
+==============================  ============================================================
+field                           meaning (unit)
+==============================  ============================================================
+``id``                          episode / item id (str)
+``mode``                        ``batch`` | ``interleaved`` | ``adaptive`` | ``proactive`` (str)
+``input_tokens``                tokens ingested that the model did not generate: system
+                                prompt, chunks, role headers, end-of-input marker (tokens)
+``stream_tokens``               streaming-thought tokens generated before EOI, including the
+                                end-of-turn token of each thought (tokens)
+``deep_tokens``                 deep-stage tokens, including the final answer (tokens)
+``post_input_tokens``           tokens generated after EOI (tokens); ``deep_tokens`` plus any
+                                streaming thought still being finished when the input ended
+``skipped_chunks``              chunks whose streaming thought was empty (a skip) (count)
+``n_chunks``                    chunks in the input stream (count)
+``overrun_tokens``              streaming-thought tokens beyond the arrival-slack budget
+                                ``slack_s * decode_rate`` of their thought (tokens)
+``pre_reasoning_wait_tokens``   input tokens ingested before the first generated reasoning
+                                token (tokens)
+``post_input_ttft_s``           end of input (EOI) -> first deep-stage token (s)
+``post_input_latency_s``        EOI -> final answer complete; **the headline latency** (s)
+``max_backlog_s``               longest wait of any chunk from its arrival to the start of its
+                                ingestion (s)
+``eoi_s``                       time of EOI, the last chunk's arrival (s since stream start)
+``wall_s``                      real (wall-clock) time from the episode's admission to its
+                                final answer, whatever the clock (s); batched episodes overlap
+``correct``                     the prediction verifies against the reference (bool; ``None``
+                                until graded or when there is no reference)
+``prediction``                  the final answer, the content of the last ``\\boxed{}`` (str
+                                or ``None``)
+``reference``                   the reference answer (str or ``None``)
+``format_ok``                   the protocol is well formed with exactly one boxed answer (bool)
+==============================  ============================================================
+
+:func:`summarize` aggregates records of one mode; :func:`summary_table` and :func:`rich_table`
+lay several summaries side by side, one column per mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+__all__ = ["RECORD_FIELDS", "NUMERIC_FIELDS", "summarize", "summary_table", "rich_table"]
+
+RECORD_FIELDS: tuple[str, ...] = (
+    "id",
+    "mode",
+    "input_tokens",
+    "stream_tokens",
+    "deep_tokens",
+    "post_input_tokens",
+    "skipped_chunks",
+    "n_chunks",
+    "overrun_tokens",
+    "pre_reasoning_wait_tokens",
+    "post_input_ttft_s",
+    "post_input_latency_s",
+    "max_backlog_s",
+    "eoi_s",
+    "wall_s",
+    "correct",
+    "prediction",
+    "reference",
+    "format_ok",
+)
+"""The fields of an episode record, in order (see the module docstring for units)."""
+
+NUMERIC_FIELDS: tuple[str, ...] = tuple(
+    f
+    for f in RECORD_FIELDS
+    if f not in ("id", "mode", "correct", "prediction", "reference", "format_ok")
+)
+"""Record fields that are numbers (tokens or seconds); :func:`summarize` reports their means."""
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _has_reference(rec: Mapping) -> bool:
+    ref = rec.get("reference")
+    return ref is not None and str(ref).strip() != ""
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolation percentile (numpy's default), ``q`` in [0, 100]."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(records: Iterable[Mapping], *, elapsed_s: float | None = None) -> dict:
+    """Aggregate episode records (normally of one mode).
+
+    Returns a JSON-serializable dict with:
+
+    * ``count``: number of records; ``mode``: their mode when they all share one;
+    * ``accuracy``: fraction correct over records with a reference (an ungraded record with a
+      reference counts as wrong), ``n_graded`` that denominator, ``n_correct``; ``None`` if no
+      record has a reference;
+    * ``format_rate``: mean of ``format_ok`` over records where it is set;
+    * ``mean_<field>`` for every numeric field (:data:`NUMERIC_FIELDS`, plus any other numeric
+      key the records carry), over the records where it is a finite number;
+    * ``p50_post_input_latency_s``, ``p90_post_input_latency_s``;
+    * ``total_wall_s``: sum of ``wall_s``;
+    * ``elapsed_s`` and ``problems_per_hour``: throughput ``count / elapsed_s * 3600`` where
+      ``elapsed_s`` is the real time the run took (pass it: the evaluation loop does). Without
+      it the throughput falls back to ``count / total_wall_s``, which is exact only for serial
+      runs (``batch_size=1``): batched episodes overlap, so their ``wall_s`` sum overcounts.
+
+    Missing values are ``None``.
+    """
+    recs = [r for r in records]
+    out: dict = {"count": len(recs)}
+    modes = {r.get("mode") for r in recs}
+    out["mode"] = modes.pop() if len(modes) == 1 else None
+
+    graded = [r for r in recs if _has_reference(r)]
+    n_correct = sum(1 for r in graded if r.get("correct") is True)
+    out["n_graded"] = len(graded)
+    out["n_correct"] = n_correct
+    out["accuracy"] = n_correct / len(graded) if graded else None
+    fmt = [bool(r["format_ok"]) for r in recs if r.get("format_ok") is not None]
+    out["format_rate"] = sum(fmt) / len(fmt) if fmt else None
+
+    extra = sorted({k for r in recs for k, v in r.items() if _is_number(v)} - set(RECORD_FIELDS))
+    for field in (*NUMERIC_FIELDS, *extra):
+        vals = [float(r[field]) for r in recs if _is_number(r.get(field))]
+        out[f"mean_{field}"] = sum(vals) / len(vals) if vals else None
+
+    lat = [
+        float(r["post_input_latency_s"]) for r in recs if _is_number(r.get("post_input_latency_s"))
+    ]
+    out["p50_post_input_latency_s"] = _percentile(lat, 50)
+    out["p90_post_input_latency_s"] = _percentile(lat, 90)
+
+    walls = [float(r["wall_s"]) for r in recs if _is_number(r.get("wall_s"))]
+    out["total_wall_s"] = sum(walls) if walls else None
+    out["elapsed_s"] = float(elapsed_s) if elapsed_s is not None else None
+    basis = elapsed_s if elapsed_s is not None else out["total_wall_s"]
+    out["problems_per_hour"] = len(recs) / basis * 3600.0 if recs and basis and basis > 0 else None
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt_num(x, spec: str, suffix: str = "") -> str:
+    return "–" if x is None else f"{x:{spec}}{suffix}"
+
+
+def _fmt_rate(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _fmt_accuracy(s: Mapping) -> str:
+    acc = s.get("accuracy")
+    if acc is None:
+        return "–"
+    return f"{100 * acc:.1f}% ({s.get('n_correct', '?')}/{s.get('n_graded', '?')})"
+
+
+# (row label, formatter of one summary)
+_ROWS: tuple[tuple[str, object], ...] = (
+    ("problems", lambda s: str(s.get("count", "–"))),
+    ("accuracy", _fmt_accuracy),
+    ("format rate", lambda s: _fmt_rate(s.get("format_rate"))),
+    ("stream tokens (mean)", lambda s: _fmt_num(s.get("mean_stream_tokens"), ".1f")),
+    ("deep tokens (mean)", lambda s: _fmt_num(s.get("mean_deep_tokens"), ".1f")),
+    ("post-input tokens (mean)", lambda s: _fmt_num(s.get("mean_post_input_tokens"), ".1f")),
+    ("post-input TTFT (mean)", lambda s: _fmt_num(s.get("mean_post_input_ttft_s"), ".2f", " s")),
+    ("post-input latency p50", lambda s: _fmt_num(s.get("p50_post_input_latency_s"), ".2f", " s")),
+    ("post-input latency mean",
+     lambda s: _fmt_num(s.get("mean_post_input_latency_s"), ".2f", " s")),
+    ("max backlog (mean)", lambda s: _fmt_num(s.get("mean_max_backlog_s"), ".2f", " s")),
+    ("problems/hour", lambda s: _fmt_num(s.get("problems_per_hour"), ",.0f")),
+)
+
+
+def _table_cells(summaries: Mapping[str, Mapping]) -> tuple[list[str], list[list[str]]]:
+    header = ["metric", *summaries.keys()]
+    rows = [[label, *(fmt(s) for s in summaries.values())] for label, fmt in _ROWS]
+    return header, rows
+
+
+def summary_table(summaries: Mapping[str, Mapping]) -> str:
+    """A markdown table with one column per mode (key of ``summaries``) and one row per metric:
+    problems, accuracy, format rate, mean stream/deep/post-input tokens, mean post-input TTFT,
+    post-input latency p50 and mean, mean max backlog, problems/hour."""
+    header, rows = _table_cells(summaries)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(summaries: Mapping[str, Mapping], *, title: str | None = None):
+    """The same content as :func:`summary_table`, as a :class:`rich.table.Table`."""
+    from rich.table import Table
+
+    header, rows = _table_cells(summaries)
+    table = Table(title=title)
+    table.add_column(header[0], style="bold")
+    for name in header[1:]:
+        table.add_column(name, justify="right")
+    for cells in rows:
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,1 @@
+"""Tasks: datasets as streams (GSM8K, procedural tasks) and answer checking."""
