@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+GSM8K_TRAIN = Path(os.environ.get(
+    "ADASR_GSM8K_TRAIN", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
+))
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -62,3 +69,10 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
     return make_tiny_model(len(tiny_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def gsm8k_train() -> Path:
+    """The shared GSM8K train file (../shared/data/gsm8k/train.jsonl beside the repo)."""
+    assert GSM8K_TRAIN.is_file(), f"GSM8K train data missing: {GSM8K_TRAIN} (set ADASR_GSM8K_TRAIN)"
+    return GSM8K_TRAIN

@@ -1,0 +1,373 @@
+"""Procedural streaming tasks built from ``reasoning-gym`` generators.
+
+Each generator item (``question``, ``answer``, ``metadata``) is re-rendered as a stream with one
+fact per chunk, a streaming thought that updates a running value after each fact (``""`` — a
+skip — when the fact changes nothing), and a deep stage that states the result and boxes it.
+The answer we compute from the facts is checked with the generator's own ``score_answer``
+against the generator's ``answer``; items that do not match are skipped and counted.
+
+Records follow the shared streaming-episode schema (see :mod:`adasr.tasks.streamify`)::
+
+    id, task, question (the chunks joined by spaces), chunks (N), thoughts (N-1), deep, answer
+
+Families and their knobs (all optional; ``seed`` and ``size`` are arguments of
+:func:`build_procedural`). Defaults are small so that a 135M model can learn the task:
+
+``chain_sum`` (arithmetic; reasoning-gym ``chain_sum``)
+    "Start with 12." "Add 7." "Subtract 3." "What is the result?"; thoughts "" (nothing to
+    update yet), "12 + 7 = 19.", "19 - 3 = 16."; deep "The result is 16. \\boxed{16}".
+    Knobs: ``terms`` (exact number of terms; or ``min_terms``/``max_terms``, default 3-5),
+    ``digits`` (exact digits per term; or ``min_digits``/``max_digits``, default 1-2),
+    ``allow_negation`` (negative terms, default ``False``).
+``letter_counting`` (counting; reasoning-gym ``letter_counting``)
+    'Count the letter "e" in the text that follows.' then ``words_per_chunk`` words per chunk,
+    then 'How many times does the letter "e" appear in the text?'. The thought after a words
+    chunk spells each word containing the letter and keeps a running count
+    ('"then" (t-h-e-n) has 1. Total so far: 3.'); chunks without the letter are skipped.
+    Knobs: ``words`` (exact span length; or ``min_words``/``max_words``, default 4-8),
+    ``words_per_chunk`` (default 2).
+``leg_counting`` (counting with world knowledge; reasoning-gym ``leg_counting``)
+    the generator's instruction, then one animal group per chunk ("3 ducks.", proper plurals),
+    then "How many
+    legs are there in total?"; thought "3 ducks have 3 * 2 = 6 legs. Total so far: 6.";
+    legless animals are skipped. Knobs: ``animals`` (exact number of kinds; or
+    ``min_animals``/``max_animals``, default 2-4), ``min_instances``/``max_instances``
+    (default 1-5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable
+
+from adasr.errors import ConfigError
+
+__all__ = [
+    "PROCEDURAL_TASKS",
+    "ProceduralReport",
+    "build_procedural",
+    "build_procedural_with_report",
+    "score",
+]
+
+
+# --------------------------------------------------------------------------- knobs
+
+
+def _range_knob(knobs: dict, exact: str, lo: str, hi: str, default: tuple[int, int]) -> dict:
+    """Resolve ``exact`` (sets both bounds) or ``lo``/``hi`` knobs into generator kwargs."""
+    out = {lo: default[0], hi: default[1]}
+    if exact in knobs and knobs[exact] is not None:
+        if lo in knobs or hi in knobs:
+            raise ConfigError(f"give either {exact!r} or {lo!r}/{hi!r}, not both")
+        out[lo] = out[hi] = knobs[exact]
+    for k in (lo, hi):
+        if k in knobs and knobs[k] is not None:
+            out[k] = knobs[k]
+    for k, v in out.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{k} must be a positive integer, got {v!r}")
+    if out[lo] > out[hi]:
+        # an exact/upper bound below the default lower bound: move the lower bound down
+        if lo not in knobs:
+            out[lo] = out[hi]
+        elif hi not in knobs:
+            out[hi] = out[lo]
+        else:
+            raise ConfigError(f"{lo} ({out[lo]}) must not exceed {hi} ({out[hi]})")
+    return out
+
+
+def _chain_sum_kwargs(knobs: dict) -> dict:
+    kw = _range_knob(knobs, "terms", "min_terms", "max_terms", (3, 5))
+    kw.update(_range_knob(knobs, "digits", "min_digits", "max_digits", (1, 2)))
+    neg = knobs.get("allow_negation", False)
+    if not isinstance(neg, bool):
+        raise ConfigError(f"allow_negation must be true or false, got {neg!r}")
+    kw["allow_negation"] = neg
+    return kw
+
+
+def _letter_counting_kwargs(knobs: dict) -> dict:
+    kw = _range_knob(knobs, "words", "min_words", "max_words", (4, 8))
+    _words_per_chunk(knobs)
+    return kw
+
+
+def _words_per_chunk(knobs: dict) -> int:
+    n = knobs.get("words_per_chunk", 2)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"words_per_chunk must be a positive integer, got {n!r}")
+    return n
+
+
+def _leg_counting_kwargs(knobs: dict) -> dict:
+    kw = _range_knob(knobs, "animals", "min_animals", "max_animals", (2, 4))
+    kw.update(_range_knob(knobs, "instances", "min_instances", "max_instances", (1, 5)))
+    return kw
+
+
+# --------------------------------------------------------------------------- renderers
+# Each renderer turns one generator item into (chunks, thoughts, deep, computed answer).
+
+
+def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str]:
+    toks = item["metadata"]["expression"].split()
+    if len(toks) % 2 == 0:
+        raise ValueError(f"unexpected expression {item['metadata']['expression']!r}")
+    value = int(toks[0])
+    chunks = [f"Start with {value}."]
+    thoughts = [""]  # nothing to update yet
+    for op, term in zip(toks[1::2], toks[2::2]):
+        t = int(term)
+        shown = f"({t})" if t < 0 else str(t)
+        if op == "+":
+            chunks.append(f"Add {t}.")
+            new = value + t
+        elif op == "-":
+            chunks.append(f"Subtract {t}.")
+            new = value - t
+        else:
+            raise ValueError(f"unexpected operator {op!r}")
+        thoughts.append(f"{value} {op} {shown} = {new}.")
+        value = new
+    chunks.append("What is the result?")
+    return chunks, thoughts, f"The result is {value}. \\boxed{{{value}}}", str(value)
+
+
+def _render_letter_counting(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str]:
+    meta = item["metadata"]
+    letter = meta["target_letter"]
+    words = list(meta["span"])
+    per = _words_per_chunk(knobs)
+    chunks = [f'Count the letter "{letter}" in the text that follows.']
+    thoughts = [""]
+    total = 0
+    for i in range(0, len(words), per):
+        group = words[i : i + per]
+        chunks.append(" ".join(group))
+        parts = []
+        for w in group:
+            n = w.lower().count(letter)
+            if n:
+                total += n
+                parts.append(f'"{w}" ({"-".join(w.lower())}) has {n}.')
+        thoughts.append(" ".join(parts) + f" Total so far: {total}." if parts else "")
+    chunks.append(f'How many times does the letter "{letter}" appear in the text?')
+    times = "time" if total == 1 else "times"
+    deep = f'The letter "{letter}" appears {total} {times}. \\boxed{{{total}}}'
+    return chunks, thoughts, deep, str(total)
+
+
+_IRREGULAR_PLURALS = {
+    "sheep": "sheep", "deer": "deer", "shrimp": "shrimp", "starfish": "starfish",
+    "jellyfish": "jellyfish", "woodlouse": "woodlice", "praying mantis": "praying mantises",
+}
+
+
+def _plural(noun: str) -> str:
+    if noun in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[noun]
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    if noun.endswith(("s", "sh", "ch", "x")):
+        return noun + "es"
+    return noun + "s"
+
+
+def _render_leg_counting(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str]:
+    from reasoning_gym.arithmetic.leg_counting import ANIMALS
+
+    chunks = ["Your task is to count how many legs there are in total when given a list of animals."]
+    thoughts = [""]
+    total = 0
+    for animal, count in item["metadata"]["animals"].items():
+        legs = ANIMALS[animal]
+        name = f"{count} {animal if count == 1 else _plural(animal)}"
+        chunks.append(f"{name}.")
+        if legs == 0:
+            thoughts.append("")  # adds nothing: skip
+            continue
+        total += count * legs
+        verb = "have" if count > 1 else "has"
+        thoughts.append(f"{name} {verb} {count} * {legs} = {count * legs} legs. Total so far: {total}.")
+    chunks.append("How many legs are there in total?")
+    return chunks, thoughts, f"There are {total} legs in total. \\boxed{{{total}}}", str(total)
+
+
+@dataclass(frozen=True)
+class _Family:
+    generator: str
+    kwargs: Callable[[dict], dict]
+    render: Callable[[dict, dict], tuple[list[str], list[str], str, str]]
+    knobs: tuple[str, ...]
+
+
+_FAMILIES: dict[str, _Family] = {
+    "chain_sum": _Family(
+        "chain_sum", _chain_sum_kwargs, _render_chain_sum,
+        ("terms", "min_terms", "max_terms", "digits", "min_digits", "max_digits", "allow_negation"),
+    ),
+    "letter_counting": _Family(
+        "letter_counting", _letter_counting_kwargs, _render_letter_counting,
+        ("words", "min_words", "max_words", "words_per_chunk"),
+    ),
+    "leg_counting": _Family(
+        "leg_counting", _leg_counting_kwargs, _render_leg_counting,
+        ("animals", "min_animals", "max_animals", "instances", "min_instances", "max_instances"),
+    ),
+}
+
+PROCEDURAL_TASKS: tuple[str, ...] = tuple(_FAMILIES)
+"""Names of the procedural task families."""
+
+
+def _family(task: str) -> _Family:
+    if task not in _FAMILIES:
+        raise ConfigError(f"unknown procedural task {task!r}: valid tasks are {', '.join(PROCEDURAL_TASKS)}")
+    return _FAMILIES[task]
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass
+class ProceduralReport:
+    """What :func:`build_procedural_with_report` did: generator items ``drawn``, records
+    ``built``, items ``mismatched`` (our computed answer failed the generator's scorer) and
+    items that could not be rendered (``errors``, message -> count)."""
+
+    task: str
+    drawn: int = 0
+    built: int = 0
+    mismatched: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def build_procedural_with_report(task: str, size: int, seed: int = 0, **knobs: Any) -> tuple[list[dict], ProceduralReport]:
+    """Like :func:`build_procedural`, also returning a :class:`ProceduralReport`."""
+    fam = _family(task)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"size must be a positive integer, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    unknown = sorted(set(knobs) - set(fam.knobs))
+    if unknown:
+        raise ConfigError(
+            f"unknown knob(s) {', '.join(unknown)} for task {task!r}: valid knobs are {', '.join(fam.knobs)}"
+        )
+    gen_kwargs = fam.kwargs(knobs)
+
+    import reasoning_gym
+
+    # items depend only on (seed, index), so a larger virtual size leaves spare items for the
+    # (rare) ones we skip
+    capacity = 2 * size + 16
+    try:
+        ds = reasoning_gym.create_dataset(fam.generator, size=capacity, seed=seed, **gen_kwargs)
+    except (AssertionError, TypeError, ValueError) as e:
+        raise ConfigError(f"invalid knobs for task {task!r} ({gen_kwargs}): {e or type(e).__name__}") from None
+
+    report = ProceduralReport(task=task)
+    out: list[dict] = []
+    for idx in range(capacity):
+        if len(out) >= size:
+            break
+        item = ds[idx]
+        report.drawn += 1
+        try:
+            chunks, thoughts, deep, computed = fam.render(item, knobs)
+        except (KeyError, ValueError, TypeError) as e:
+            msg = f"{type(e).__name__}: {e}"
+            report.errors[msg] = report.errors.get(msg, 0) + 1
+            continue
+        if computed != item["answer"] or ds.score_answer(computed, item) < 1.0:
+            report.mismatched += 1
+            continue
+        assert len(thoughts) == len(chunks) - 1
+        out.append(
+            {
+                "id": f"{task}-{seed}-{idx}",
+                "task": task,
+                "question": " ".join(chunks),
+                "chunks": chunks,
+                "thoughts": thoughts,
+                "deep": deep,
+                "answer": computed,
+            }
+        )
+    report.built = len(out)
+    return out, report
+
+
+def build_procedural(task: str, size: int, seed: int = 0, **knobs: Any) -> list[dict]:
+    """Build ``size`` verified streaming episodes of a procedural task.
+
+    Args:
+        task: one of :data:`PROCEDURAL_TASKS`.
+        size: number of episodes (fewer only if the generator runs out of matching items).
+        seed: generator seed; the same (task, size, seed, knobs) gives the same records.
+        **knobs: per-family difficulty knobs (module docstring).
+
+    Returns:
+        Records in the shared streaming-episode schema.
+
+    Raises:
+        ConfigError: unknown task (the message lists the valid ones), ``size < 1``, an unknown
+            or invalid knob.
+    """
+    return build_procedural_with_report(task, size, seed, **knobs)[0]
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@lru_cache(maxsize=None)
+def _scorer(task: str) -> Callable[[str | None, dict], float]:
+    import reasoning_gym
+
+    fam = _family(task)
+    return reasoning_gym.create_dataset(fam.generator, size=1, seed=0).score_answer
+
+
+def _extract(prediction: str | None) -> str | None:
+    if prediction is None:
+        return None
+    if "\\boxed" in prediction:
+        from adasr.protocol import parse_answer
+
+        boxed = parse_answer(prediction)
+        if boxed is not None:
+            return boxed.strip()
+    return prediction.strip()
+
+
+def score(task: str, prediction: str | None, answer: str) -> bool:
+    """Whether ``prediction`` (a bare answer, or text whose last ``\\boxed{}`` is the answer) is
+    correct for ``answer``.
+
+    Procedural tasks use the reasoning-gym generator's own ``score_answer`` (full credit only);
+    ``"gsm8k"`` compares numbers (commas, ``$`` and a trailing ``.0`` ignored).
+
+    Raises:
+        ConfigError: unknown task.
+    """
+    pred = _extract(prediction)
+    if task == "gsm8k":
+        from adasr.tasks.streamify import canonical_answer
+
+        if pred is None:
+            return False
+        a, b = canonical_answer(pred), canonical_answer(answer)
+        if a == b:
+            return True
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+        except ValueError:
+            return False
+    fn = _scorer(task)
+    if pred is None or pred == "":
+        return False
+    return fn(pred, {"answer": str(answer), "metadata": {}}) >= 1.0
