@@ -67,7 +67,8 @@ class EngineConfig:
         top_p: nucleus sampling mass (1.0 = off).
         top_k: top-k sampling (0 = off).
         seed: base seed; each episode's generator is seeded from it and the episode's seed/id.
-        initial_decode_rate: decode tokens/s assumed before the first decode step is measured.
+        initial_decode_rate: decode tokens/s assumed before the first decode step is measured;
+            ``None`` measures it with a few decode steps when the engine starts.
         compact_min_len: compact the cache only when it holds at least this many positions.
         compact_ratio: compact when the fraction of valid (non-padding) positions drops below it.
         policy: an explicit :class:`~adasr.policy.ThoughtPolicy` (overrides ``mode``).
@@ -80,7 +81,7 @@ class EngineConfig:
     top_p: float = 1.0
     top_k: int = 0
     seed: int = 0
-    initial_decode_rate: float = 20.0
+    initial_decode_rate: float | None = None
     compact_min_len: int = 256
     compact_ratio: float = 0.5
     policy: ThoughtPolicy | None = None
@@ -198,7 +199,11 @@ class _Row:
             self.emit({"type": "arrive", "t": ch.arrival_s, "chunk": ch.index, "text": ch.text})
         feed, self.pending = self.pending, []
         if self.gen is not None:
-            return feed, True
+            if not (self.gen.stage == STAGE_STREAM and self.waiting and self.policy.yield_on_arrival):
+                return feed, True
+            # the next chunk arrived: close the thought now and ingest it in the same forward
+            feed += [(x, STAGE_INPUT) for x in self.fmt.close_ids(generated_stop=False)]
+            self._end_turn(self.gen, False, t)
         src = self.inp.source
         if self.waiting:
             ch = self.waiting.pop(0)
@@ -341,7 +346,7 @@ class StreamingEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.end_of_turn_id
         self.on_event: Callable[[Event], None] | None = None
         self.device = next(model.parameters()).device
-        self.decode_rate = self.config.initial_decode_rate
+        self.decode_rate = self.config.initial_decode_rate or self._calibrate()
         self.warpers = self._warpers()
         self.stats = {"steps": 0, "compactions": 0, "forward_s": 0.0, "tokens_fed": 0, "padded_fed": 0}
 
@@ -356,6 +361,18 @@ class StreamingEngine:
             if c.top_p < 1.0:
                 procs.append(TopPLogitsWarper(c.top_p))
         return procs
+
+    def _calibrate(self, steps: int = 4) -> float:
+        """Measure single-row decode speed (tokens/s) on the batch-layout prefix."""
+        ids = torch.tensor([self.format.prefix_ids("batch")], device=self.device)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            tok = out.logits[:, -1].argmax(-1, keepdim=True)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                tok = self.model(input_ids=tok, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+        return steps / max(time.perf_counter() - t0, 1e-6)
 
     def decode(self, ids: list[int]) -> str:
         """Text of generated ids (special tokens dropped)."""

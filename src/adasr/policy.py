@@ -58,6 +58,8 @@ class ThoughtPolicy:
 
     name = "base"
     layout = "streaming"
+    yield_on_arrival = False
+    """If True, a streaming thought is closed as soon as the next chunk arrives."""
 
     def thought_budget(self, ctx: PolicyContext) -> int:
         """Token budget of the streaming thought after ``ctx.chunk_index`` (0: forced skip)."""
@@ -88,11 +90,13 @@ class InterleavedPolicy(ThoughtPolicy):
 class AdaptivePolicy(ThoughtPolicy):
     """Budget ``min(cap, floor(slack_s * decode_rate))`` (DESIGN.md). When the next arrival is
     unknown (live input), ``unknown_slack_budget`` tokens are allowed. The model itself may stop
-    earlier by ending its turn (an empty turn is a skip)."""
+    earlier by ending its turn (an empty turn is a skip), and a thought still running when the
+    next chunk arrives is closed then (``yield_on_arrival``), so thinking never delays input."""
 
     cap: int = 64
     unknown_slack_budget: int = 32
     name = "adaptive"
+    yield_on_arrival = True
 
     def thought_budget(self, ctx: PolicyContext) -> int:
         slack = ctx.slack_budget()

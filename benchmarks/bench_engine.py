@@ -1,0 +1,134 @@
+"""Engine micro-benchmarks (issue: runtime, section 6). Prints a markdown table.
+
+1. Ingest cost grows with the chunk, not the prefix: at the 10th chunk of a GSM8K problem,
+   ingesting it into the live KV cache vs re-prefilling the whole prefix (target: >= 5x cheaper).
+2. Decode speed inside the engine vs ``model.generate`` on the same model and prompt (>= 0.9x).
+3. ``post_input_ttft_s`` vs (prefill of the last chunk + one decode step) (<= 1.5x).
+
+Usage: ``python benchmarks/bench_engine.py [--model NAME] [--reps 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache
+
+from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episode
+from adasr.models import load_model
+from adasr.protocol import Episode, default_format
+from adasr.stream import make_stream, split_sentences
+from adasr.tasks.gsm8k import load_gsm8k
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
+
+
+def median_time(fn, reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def forward(model, ids: list[int], cache=None):
+    return model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+
+def bench_ingest(model, fmt, question: str, reps: int) -> dict:
+    chunks = split_sentences(question)[:10]
+    prefix = fmt.render(Episode(chunks=chunks[:9], thoughts=[""] * 9)).input_ids
+    # the rendering ends with the end-of-input turn: keep only up to the 9th skip turn
+    prefix = prefix[: len(prefix) - len(fmt.eoi_ids("streaming"))]
+    new = fmt.chunk_ids(chunks[9], "streaming", first=False) + fmt.assistant_header
+    cache = DynamicCache()
+    with torch.inference_mode():
+        forward(model, prefix, cache)
+
+        def ingest():
+            forward(model, new, cache)
+            cache.crop(-len(new))  # transformers 5.x: a negative value removes that many tokens
+
+        t_ingest = median_time(ingest, reps)
+        t_full = median_time(lambda: forward(model, prefix + new), reps)
+    return {"prefix_tokens": len(prefix), "chunk_tokens": len(new), "ingest_s": t_ingest,
+            "reprefill_s": t_full, "speedup": t_full / t_ingest}
+
+
+def bench_decode(model, tok, n: int) -> dict:
+    fmt = default_format(tok)
+    text = "Write a long, detailed story about a dragon who learns arithmetic."
+    prompt = fmt.render(Episode(chunks=[text], layout="batch")).input_ids
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        def gen(k):
+            return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k,
+                                  min_new_tokens=k, do_sample=False)
+        t1 = median_time(lambda: gen(1), 3)
+        tn = median_time(lambda: gen(n), 3)
+    gen_rate = (n - 1) / (tn - t1)
+    eng = StreamingEngine(model, tok, EngineConfig(mode="batch", max_deep_tokens=n))
+    rates = []
+    for _ in range(3):
+        ts = []
+        run_episode(eng, EpisodeInput("d", make_stream(text)),
+                    on_event=lambda e: ts.append(e["t"]) if e["type"] == "token" else None)
+        rates.append((len(ts) - 1) / (ts[-1] - ts[0]))
+    eng_rate = statistics.median(rates)
+    return {"generate_tok_s": gen_rate, "engine_tok_s": eng_rate, "ratio": eng_rate / gen_rate}
+
+
+def bench_ttft(model, tok, question: str, reps: int) -> dict:
+    fmt = default_format(tok)
+    chunks = split_sentences(question)
+    eng = StreamingEngine(model, tok, EngineConfig(mode="batch", max_deep_tokens=8))
+    ttfts = [run_episode(eng, EpisodeInput("t", make_stream(question))).record["post_input_ttft_s"] for _ in range(reps)]
+    prefix = fmt.render(Episode(chunks=chunks[:-1], layout="batch")).input_ids
+    prefix = prefix[: len(prefix) - len(fmt.eoi_ids("batch"))]
+    last = fmt.chunk_ids(chunks[-1], "batch", first=len(chunks) == 1)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        forward(model, prefix, cache)
+
+        def prefill_last_and_decode():
+            out = forward(model, last, cache)
+            forward(model, [int(out.logits[0, -1].argmax())], cache)
+            cache.crop(-(len(last) + 1))
+
+        ref = median_time(prefill_last_and_decode, reps)
+    ttft = statistics.median(ttfts)
+    return {"post_input_ttft_s": ttft, "prefill_last_plus_decode_s": ref, "ratio": ttft / ref}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--data", default=str(DATA))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    lm = load_model(args.model)
+    items = load_gsm8k(args.data, limit=2000)
+    long_q = next(it.question for it in items if len(split_sentences(it.question)) >= 10)
+    ing = bench_ingest(lm.model, default_format(lm.tokenizer), long_q, args.reps)
+    dec = bench_decode(lm.model, lm.tokenizer, args.decode_tokens)
+    ttft = bench_ttft(lm.model, lm.tokenizer, items[0].question, args.reps)
+    print(f"## Engine micro-benchmarks: {args.model}, {torch.get_num_threads()} threads, CPU\n")
+    print("| measure | value | target | met |\n|---|---|---|---|")
+    print(f"| ingest 10th chunk ({ing['chunk_tokens']} tok) vs re-prefill ({ing['prefix_tokens'] + ing['chunk_tokens']} tok) "
+          f"| {ing['ingest_s'] * 1e3:.1f} ms vs {ing['reprefill_s'] * 1e3:.1f} ms = **{ing['speedup']:.1f}x** cheaper | >= 5x | {ing['speedup'] >= 5} |")
+    print(f"| decode: engine vs model.generate | {dec['engine_tok_s']:.1f} vs {dec['generate_tok_s']:.1f} tok/s = "
+          f"**{dec['ratio']:.2f}x** | >= 0.9x | {dec['ratio'] >= 0.9} |")
+    print(f"| post_input_ttft_s vs prefill(last chunk)+1 decode | {ttft['post_input_ttft_s'] * 1e3:.1f} ms vs "
+          f"{ttft['prefill_last_plus_decode_s'] * 1e3:.1f} ms = **{ttft['ratio']:.2f}x** | <= 1.5x | {ttft['ratio'] <= 1.5} |")
+
+
+if __name__ == "__main__":
+    main()

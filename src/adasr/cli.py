@@ -1,0 +1,234 @@
+"""Command line: ``adasr run | eval | models | data build | train``.
+
+Every user mistake (bad input, missing model, malformed data or config) ends with a one-line
+``error: ...`` on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from adasr.errors import AdasrError, ConfigError, InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adaptive streaming reasoning with language models.")
+data_app = typer.Typer(no_args_is_help=True, help="Build streaming training data.")
+app.add_typer(data_app, name="data")
+err = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name, HF id, local dir or adapter dir")]
+DEFAULT_MAX_CHUNK_TOKENS = 128
+
+
+def _engine(loaded, mode: str, budget: int, max_deep_tokens: int, temperature: float, top_p: float, top_k: int, seed: int):
+    from adasr.engine import EngineConfig, StreamingEngine
+
+    cfg = EngineConfig(mode=mode, thought_budget=budget, max_deep_tokens=max_deep_tokens,
+                       temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    return StreamingEngine(loaded.model, loaded.tokenizer, cfg)
+
+
+def _check_context(loaded, n_input_tokens: int, max_deep_tokens: int) -> None:
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    if limit and n_input_tokens + max_deep_tokens > limit:
+        raise InputError(
+            f"the input is {n_input_tokens:,} tokens and the deep stage may add {max_deep_tokens:,}, "
+            f"but the model's context window is {limit:,} tokens: shorten the input"
+        )
+
+
+@app.command()
+def run(
+    text: Annotated[Optional[str], typer.Argument(help="input text, or '-' to stream stdin line by line")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="read the input from a text file")] = None,
+    gsm8k: Annotated[Optional[Path], typer.Option(help="take the problem from a GSM8K-format JSONL")] = None,
+    index: Annotated[int, typer.Option(help="0-based item of --gsm8k")] = 0,
+    model: ModelOpt = "smollm2-135m-instruct",
+    mode: Annotated[str, typer.Option(help="batch | interleaved | adaptive")] = "adaptive",
+    wps: Annotated[float, typer.Option(help="arrival rate, words per second")] = 2.5,
+    chunker: Annotated[str, typer.Option(help="sentence | word | token")] = "sentence",
+    clock: Annotated[str, typer.Option(help="real (sleeps until arrivals) | virtual")] = "real",
+    budget: Annotated[int, typer.Option(help="thought budget / adaptive cap, tokens")] = 64,
+    max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens")] = 512,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: record + event timeline")] = False,
+) -> None:
+    """Stream one input into a model: it thinks while the input arrives, then answers."""
+    from adasr.engine import EpisodeInput
+    from adasr.models import load_model
+    from adasr.stream import file_text, make_stream, stdin_source
+    from adasr.view import LiveView, metrics_table
+
+    sources = [x for x in (text is not None, file is not None, gsm8k is not None) if x]
+    if len(sources) != 1:
+        raise InputError("give exactly one input: TEXT, '-' (stdin), --file F or --gsm8k PATH")
+    reference = None
+    if gsm8k is not None:
+        from adasr.tasks.gsm8k import load_gsm8k
+
+        items = load_gsm8k(gsm8k, limit=index + 1)
+        if index >= len(items) or index < 0:
+            raise InputError(f"--index {index} is out of range: {gsm8k} has {len(items)} valid items")
+        text, reference = items[index].question, items[index].reference
+    elif file is not None:
+        text = file_text(file)
+    live = text == "-"
+    if not live and not (text or "").strip():
+        raise InputError("the input is empty: give some text to stream")
+    loaded = load_model(model)
+    if live:
+        source, clock = stdin_source(), "real"
+    else:
+        source = make_stream(text, chunker=chunker, wps=wps, tokenizer=loaded.tokenizer,
+                             max_chunk_tokens=DEFAULT_MAX_CHUNK_TOKENS)
+        n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
+        _check_context(loaded, n_tokens, max_deep_tokens)
+    engine = _engine(loaded, mode, budget, max_deep_tokens, temperature, top_p, top_k, seed)
+    inp = EpisodeInput(id="run", source=source, reference=reference)
+    if as_json:
+        result = next(engine.run([inp], clock=clock))
+        _grade(result.record)
+        print(json.dumps({"record": result.record, "thoughts": result.thoughts, "deep": result.deep,
+                          "events": result.events}, ensure_ascii=False))
+        return
+    console = Console()
+    with LiveView(loaded.tokenizer, console) as view:
+        result = next(engine.run([inp], clock=clock, on_event=view.on_event))
+    _grade(result.record)
+    console.print(metrics_table(result.record))
+
+
+def _grade(record: dict) -> None:
+    if record.get("reference") is not None:
+        from adasr.tasks.gsm8k import is_correct
+
+        record["correct"] = is_correct(record["prediction"], record["reference"])
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Annotated[Path, typer.Option(help="GSM8K-format JSONL (question, answer with '#### final')")],
+    model: ModelOpt = "smollm2-135m-instruct",
+    mode: Annotated[list[str], typer.Option(help="repeat for a side-by-side table")] = ["adaptive"],  # noqa: B006
+    limit: Annotated[Optional[int], typer.Option(help="first N valid problems")] = None,
+    out: Annotated[Path, typer.Option(help="output directory (resumable)")] = Path("runs/eval"),
+    batch_size: Annotated[int, typer.Option(help="episodes run together in one batched cache")] = 1,
+    wps: float = 2.5,
+    clock: Annotated[str, typer.Option(help="virtual (default: compute time only) | real")] = "virtual",
+    budget: int = 64,
+    max_deep_tokens: int = 512,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> None:
+    """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
+    from adasr.evaluation import evaluate
+    from adasr.metrics import rich_table
+    from adasr.models import load_model
+    from adasr.policy import MODES
+    from adasr.tasks.gsm8k import load_gsm8k
+
+    for m in mode:
+        if m not in MODES:
+            raise ConfigError(f"unknown mode {m!r}: use one of {', '.join(MODES)}")
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit must be >= 1")
+    items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
+    loaded = load_model(model)
+
+    def factory(m: str):
+        return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed)
+
+    summaries = evaluate(factory, items, modes=mode, out_dir=out, batch_size=batch_size, wps=wps, clock=clock)
+    Console().print(rich_table(summaries, title=f"{loaded.name} on {data.name} ({len(items)} problems)"))
+    Console().print(f"records and summaries in {out}/")
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
+    """List the models that run without a download (bundled bases and trained adapters)."""
+    from rich.table import Table
+
+    from adasr.models import list_models
+
+    rows = list_models()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "kind", "size (MB)", "base", "trained on", "available")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], f"{r['size_mb']:.0f}" if r.get("size_mb") else "?",
+                      r.get("base") or "", str(r.get("trained_on") or ""), "yes" if r.get("available") else "no")
+    Console().print(table)
+
+
+@data_app.command("build")
+def data_build(
+    task: Annotated[str, typer.Option(help="gsm8k or a procedural family")],
+    out: Annotated[Path, typer.Option(help="output JSONL")],
+    size: Annotated[Optional[int], typer.Option(help="number of items")] = None,
+    seed: int = 0,
+    source: Annotated[Optional[Path], typer.Option(help="GSM8K JSONL (task gsm8k)")] = None,
+) -> None:
+    """Build a streaming chain-of-thought dataset (no teacher model) and write it as JSONL."""
+    from adasr.tasks.registry import build_dataset, write_jsonl
+
+    ds = build_dataset(task, size=size, seed=seed, source=str(source) if source else None)
+    write_jsonl(ds, out)
+    n_thoughts = sum(len(t) for t in ds["thoughts"])
+    skips = sum(1 for ts in ds["thoughts"] for t in ts if not t)
+    Console().print(f"wrote {len(ds)} episodes to {out} (skip rate {skips / max(n_thoughts, 1):.1%})")
+
+
+@app.command()
+def train(
+    stage: Annotated[str, typer.Argument(help="sft | grpo | hrpo")],
+    config: Annotated[Path, typer.Option(help="YAML or JSON config (see configs/)")],
+) -> None:
+    """Train a streaming reasoner: SFT (CB-Stream loss), GRPO or HRPO."""
+    from adasr.train.config import load_config
+
+    if stage == "sft":
+        from adasr.train.sft import train_sft
+
+        path = train_sft(load_config(config, "sft"))
+    elif stage in ("grpo", "hrpo"):
+        from adasr.train.rl import train_rl
+
+        cfg = load_config(config, "rl")
+        cfg.advantage = stage
+        path = train_rl(cfg)
+    else:
+        raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo")
+    Console().print(f"saved to {path}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one-line messages."""
+    try:
+        app(standalone_mode=False)
+    except AdasrError as e:
+        err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("interrupted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Live terminal view of one streaming episode (rich), fed by engine events.
+
+Shows chunks as they arrive (dim until ingested), the streaming thought after each chunk, the
+deep stage as it is generated, the answer, and a metrics footer once the episode ends.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from adasr.protocol import STAGE_DEEP
+
+
+class LiveView:
+    """Consume engine events (``on_event``) and redraw a rich ``Live`` display.
+
+    Args:
+        tokenizer: decodes per-token events.
+        console: a rich console (default: stdout).
+    """
+
+    def __init__(self, tokenizer, console: Console | None = None):
+        self.tok = tokenizer
+        self.console = console or Console()
+        self.chunks: dict[int, str] = {}
+        self.ingested: set[int] = set()
+        self.thoughts: dict[int, list[int]] = {}
+        self.thought_done: dict[int, str] = {}
+        self.current_chunk: int | None = None
+        self.deep: list[int] = []
+        self.answer: str | None = None
+        self.eoi_t: float | None = None
+        self.now = 0.0
+        self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
+
+    def __enter__(self) -> "LiveView":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.update(self._render())
+        self.live.__exit__(*exc)
+
+    def on_event(self, ev: dict) -> None:
+        """Update the state from one engine event and refresh."""
+        kind, self.now = ev["type"], max(self.now, ev.get("t", 0.0))
+        if kind == "arrive":
+            self.chunks[ev["chunk"]] = ev["text"]
+        elif kind == "ingest":
+            self.ingested.add(ev["chunk"])
+            self.current_chunk = ev["chunk"]
+        elif kind == "token":
+            if ev["stage"] == STAGE_DEEP:
+                self.deep.append(ev["token"])
+            elif self.current_chunk is not None:
+                self.thoughts.setdefault(self.current_chunk, []).append(ev["token"])
+        elif kind == "thought":
+            self.thought_done[ev["chunk"]] = ev["text"]
+        elif kind == "eoi":
+            self.eoi_t = ev["t"]
+        elif kind == "answer":
+            self.answer = ev["prediction"]
+        self.live.update(self._render())
+
+    def _render(self) -> Group:
+        body = Text()
+        for k in sorted(self.chunks):
+            style = "bold" if k in self.ingested else "dim"
+            body.append(f"[{k + 1}] ", style="cyan").append(self.chunks[k] + "\n", style=style)
+            thought = self.thought_done.get(k)
+            if thought is None and k in self.thoughts:
+                thought = self.tok.decode(self.thoughts[k], skip_special_tokens=True) + "…"
+            if thought is not None:
+                body.append("    💭 " + (thought.strip() or "(skip)") + "\n", style="green" if thought.strip() else "dim green")
+        parts = [Panel(body, title=f"input stream  t={self.now:.1f}s", border_style="cyan")]
+        if self.eoi_t is not None:
+            deep = self.tok.decode(self.deep, skip_special_tokens=True)
+            parts.append(Panel(Text(deep, style="yellow"), title="deep stage (after end of input)", border_style="yellow"))
+        if self.answer is not None:
+            parts.append(Text(f"answer: {self.answer}", style="bold magenta"))
+        return Group(*parts)
+
+
+def metrics_table(record: dict) -> Table:
+    """A two-column rich table of an episode record (DESIGN.md field names)."""
+    table = Table(title="episode metrics", show_header=False, box=None)
+    for key, value in record.items():
+        if isinstance(value, float):
+            value = f"{value:.3f}"
+        table.add_row(key, str(value))
+    return table
