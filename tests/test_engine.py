@@ -166,3 +166,12 @@ def test_bad_config():
         EngineConfig(max_deep_tokens=0).validate()
     with pytest.raises(ConfigError):
         EngineConfig(mode="telepathy").make_policy()
+
+
+def test_refilled_slots_see_their_arrivals(tiny_model, tiny_tokenizer):
+    """Regression: a row started at a non-zero clock time must still see arrivals the clock
+    jumped to exactly (float rounding once made the engine spin forever)."""
+    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    inputs = [EpisodeInput(f"e{i}", stream(3, gap=0.1 * (i + 1) + 0.0123)) for i in range(6)]
+    results = list(eng.run(inputs, batch_size=2))
+    assert len(results) == 6

@@ -21,7 +21,7 @@ from adasr.errors import AdasrError, ConfigError, InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adaptive streaming reasoning with language models.")
 data_app = typer.Typer(no_args_is_help=True, help="Build streaming training data.")
 app.add_typer(data_app, name="data")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name, HF id, local dir or adapter dir")]
 DEFAULT_MAX_CHUNK_TOKENS = 128

@@ -176,6 +176,7 @@ class _Row:
 
     # -- time helpers ------------------------------------------------------------------------
     def rel(self, now: float) -> float:
+        """Clock time relative to this episode's start (seconds)."""
         return now - self.t0
 
     def next_wake(self) -> float | None:
@@ -194,7 +195,10 @@ class _Row:
     def plan(self, now: float, rate: float) -> tuple[list[tuple[int, int]], bool]:
         """Tokens (id, stage) to feed this step and whether they must run now."""
         t = self.rel(now)
-        for ch in self.inp.source.poll(t):
+        # sources are asked 1 ns late: a clock that jumped to t0 + arrival must see that arrival
+        # despite float rounding in the subtraction above
+        t_src = t + 1e-9
+        for ch in self.inp.source.poll(t_src):
             self.waiting.append(ch)
             self.emit({"type": "arrive", "t": ch.arrival_s, "chunk": ch.index, "text": ch.text})
         feed, self.pending = self.pending, []
@@ -211,7 +215,7 @@ class _Row:
             self.emit({"type": "ingest", "t": t, "chunk": ch.index})
             feed += [(x, STAGE_INPUT) for x in self.fmt.chunk_ids(ch.text, self.layout, first=not self.chunks)]
             self.chunks.append(ch)
-            if self.layout == "streaming" and not (src.closed(t) and not self.waiting):
+            if self.layout == "streaming" and not (src.closed(t_src) and not self.waiting):
                 nxt = src.next_arrival_s()
                 ctx = PolicyContext(ch.index, t, nxt, len(self.waiting), rate)
                 budget = self.policy.thought_budget(ctx)
@@ -224,15 +228,21 @@ class _Row:
             else:  # the stream closed with this chunk: the deep stage starts in the same forward
                 if self.layout == "streaming":
                     self.thoughts.append(None)
-                if src.closed(t) and not self.waiting:
+                if src.closed(t_src) and not self.waiting:
                     feed += self._start_deep(t)
             return feed, True
-        if self.deep is None and src.closed(t):
+        if self.deep is None and src.closed(t_src):
             return feed + self._start_deep(t), True
         return feed, False  # idle: leftover closer tokens may ride along with other rows
 
     def _start_deep(self, t: float) -> list[tuple[int, int]]:
-        """Enter the deep stage at end of input; returns the end-of-input ids to feed."""
+        """Enter the deep stage at end of input; returns the end-of-input ids to feed.
+
+        Raises:
+            InputError: if the stream closed before any chunk arrived (empty input).
+        """
+        if not self.chunks:
+            raise InputError(f"the input is empty: stream {self.inp.id!r} closed before any text arrived")
         eoi = self.inp.source.eoi_s()
         self.eoi_at = eoi if eoi is not None else t
         self.emit({"type": "eoi", "t": self.eoi_at})

@@ -1,0 +1,126 @@
+"""The CLI as a user meets it: real subprocesses, a tiny local model, clear one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tiny_model, make_tiny_tokenizer
+
+ADASR = [sys.executable, "-m", "adasr.cli"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    """A tiny random model + ChatML tokenizer saved as a local model directory."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    tok = make_tiny_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def adasr(*args, stdin: bytes | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(ADASR + list(args), input=stdin, capture_output=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    err = proc.stderr.decode()
+    assert proc.returncode != 0, err
+    assert "Traceback" not in err, err
+    assert needle in err, err
+    assert err.strip().startswith("error:"), err
+
+
+def test_run_json_on_text(tiny_dir):
+    proc = adasr("run", "Natalia sold 48 clips. Then half as many. How many in total?", "--model", tiny_dir,
+                 "--clock", "virtual", "--max-deep-tokens", "8", "--budget", "4", "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json.loads(proc.stdout)
+    assert out["record"]["n_chunks"] == 3
+    assert {e["type"] for e in out["events"]} >= {"arrive", "ingest", "eoi", "answer"}
+
+
+def test_run_stdin_live_stream(tiny_dir):
+    proc = adasr("run", "-", "--model", tiny_dir, "--max-deep-tokens", "6", "--budget", "4", "--json",
+                 stdin=b"Natalia sold 48 clips.\n\nThen half as many.\n")
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json.loads(proc.stdout)
+    assert out["record"]["n_chunks"] == 2
+
+
+def test_empty_input(tiny_dir):
+    assert_clean_error(adasr("run", "   ", "--model", tiny_dir), "empty")
+    assert_clean_error(adasr("run", "-", "--model", tiny_dir, stdin=b""), "empty")
+
+
+def test_huge_single_sentence(tiny_dir):
+    text = "word " * 20_000  # 100,000 characters, no sentence boundary
+    proc = adasr("run", text, "--model", tiny_dir, "--clock", "virtual")
+    assert_clean_error(proc, "context window")
+
+
+def test_invalid_utf8_on_stdin(tiny_dir):
+    proc = adasr("run", "-", "--model", tiny_dir, "--json", stdin=b"fine line\n\xff\xfe broken\n")
+    assert_clean_error(proc, "UTF-8")
+
+
+def test_nonexistent_model():
+    proc = adasr("run", "hello there.", "--model", "no-such-org/no-such-model-xyz",
+                 env={"HF_HUB_OFFLINE": "1"})
+    assert_clean_error(proc, "no-such-org/no-such-model-xyz")
+    assert len(proc.stderr.decode().strip().splitlines()) == 1
+
+
+def test_unknown_mode(tiny_dir, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "#### 2"}) + "\n")
+    assert_clean_error(adasr("eval", "--data", str(data), "--model", tiny_dir, "--mode", "telepathy"), "unknown mode")
+
+
+def test_eval_malformed_line_and_resume_after_ctrl_c(tiny_dir, tmp_path):
+    data = tmp_path / "d.jsonl"
+    lines = [json.dumps({"question": f"Tom has {i} apples. He eats one. How many are left?", "answer": f"#### {i - 1}"})
+             for i in range(2, 40)]
+    lines.insert(3, "{not json")
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    cmd = ADASR + ["eval", "--data", str(data), "--model", tiny_dir, "--out", str(out), "--mode", "interleaved",
+                   "--max-deep-tokens", "48", "--budget", "16",
+                   "--clock", "real", "--wps", "25"]  # real clock: ~0.4 s per problem, time to press Ctrl-C
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    results = out / "interleaved" / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (results.exists() and len(results.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "d.jsonl:4" in err  # the malformed line is reported with its number
+    kept = [json.loads(x) for x in results.read_text().splitlines()]
+    assert 2 <= len(kept) < 38
+    # rerun: resumes, keeps the first records, finishes the rest
+    proc2 = subprocess.run(cmd, capture_output=True, timeout=300)
+    assert proc2.returncode == 0, proc2.stderr.decode()
+    final = [json.loads(x) for x in results.read_text().splitlines()]
+    assert len(final) == 38
+    assert final[: len(kept)] == kept
+    summary = json.loads((out / "interleaved" / "summary.json").read_text())
+    assert summary["count"] == 38
+
+
+def test_models_json_lists_bundled():
+    proc = adasr("models", "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    names = {m["name"] for m in json.loads(proc.stdout)}
+    assert {"smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"} <= names
