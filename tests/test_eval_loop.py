@@ -325,3 +325,16 @@ def test_multi_mode_summary_has_one_column_per_mode(tmp_path, fake_runtime):
         assert (tmp_path / m / "summary.json").exists() and (tmp_path / m / "summary.md").exists()
         assert sums[m]["count"] == 4 and sums[m]["accuracy"] == pytest.approx(0.5)
     assert sums["batch"]["mean_stream_tokens"] == 0 and sums["adaptive"]["mean_stream_tokens"] == 7
+
+
+def test_streaming_dataset_records_load_and_grade(tmp_path):
+    """`adasr data build` output evaluates directly: chunks as given, graded by the task scorer."""
+    from adasr.tasks.registry import build_dataset, write_jsonl
+
+    path = tmp_path / "chain.jsonl"
+    write_jsonl(build_dataset("chain_sum", size=5, seed=3), path)
+    items = load_gsm8k(path)
+    assert len(items) == 5 and all(it.task == "chain_sum" and it.chunks for it in items)
+    it = items[0]
+    assert it.grade(it.reference) and it.grade(f"\\boxed{{{it.reference}}}")
+    assert not it.grade(str(int(it.reference) + 1))

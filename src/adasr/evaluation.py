@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 from adasr.errors import AdasrError, ConfigError, DataError
 from adasr.metrics import summarize, summary_table
-from adasr.tasks.gsm8k import GSM8KItem, is_correct
+from adasr.tasks.gsm8k import GSM8KItem
 
 __all__ = ["EvalInterrupted", "ResultsWriter", "evaluate"]
 
@@ -212,7 +212,8 @@ def evaluate(
     For each mode: items already in ``<out_dir>/<mode>/results.jsonl`` are skipped; the rest are
     streamed (``adasr.stream.make_stream(question, wps=wps)``) through
     ``engine_factory(mode).run(inputs, batch_size=batch_size, clock=clock)``; each finished
-    record gets ``reference`` and ``correct`` (:func:`adasr.tasks.gsm8k.is_correct`) and is
+    record gets ``reference`` and ``correct`` (:meth:`GSM8KItem.grade`: math-verify for GSM8K, the
+    task's scorer for procedural streams; items with ``chunks`` stream those chunks) and is
     appended at once. Then ``summary.json``/``summary.md`` are written for the records of
     ``items``; with several modes also ``<out_dir>/summary.md`` side by side. The engine is only
     built for a mode that has work left. ``elapsed_s``/``problems_per_hour`` count the real time
@@ -275,7 +276,7 @@ def evaluate(
                     inputs = (
                         EpisodeInput(
                             id=it.id,
-                            source=make_stream(it.question, wps=wps),
+                            source=make_stream(it.chunks or it.question, wps=wps),
                             reference=it.reference,
                         )
                         for it in todo
@@ -293,7 +294,7 @@ def evaluate(
                             record["id"] = item.id
                             record.setdefault("mode", mode)
                             record["reference"] = item.reference
-                            record["correct"] = is_correct(record.get("prediction"), item.reference)
+                            record["correct"] = item.grade(record.get("prediction"))
                             writer.write(record)
                             done.add(item.id)
                             n_new += 1

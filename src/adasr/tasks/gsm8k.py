@@ -44,6 +44,17 @@ class GSM8KItem:
     question: str
     reference: str
     line: int
+    chunks: list[str] | None = None
+    task: str = "gsm8k"
+
+    def grade(self, prediction: str | None) -> bool:
+        """Whether ``prediction`` is correct: :func:`is_correct` for GSM8K, the task's own
+        scorer (reasoning-gym) for procedural streams."""
+        if self.task == "gsm8k":
+            return is_correct(prediction, self.reference)
+        from adasr.tasks.procedural import score
+
+        return score(self.task, prediction, self.reference)
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +96,15 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
     question = obj["question"].strip()
     if not question:
         raise DataError("empty 'question'")
-    reference = extract_reference(obj["answer"])
+    chunks, task = None, "gsm8k"
+    if "chunks" in obj:  # an adasr streaming-dataset record (`adasr data build`): answer is final
+        chunks, task, reference = obj["chunks"], obj.get("task", "gsm8k"), obj["answer"].strip()
+        if not isinstance(chunks, list) or not chunks or not all(isinstance(c, str) and c.strip() for c in chunks):
+            raise DataError("'chunks' must be a non-empty list of non-blank strings")
+        if not isinstance(task, str):
+            raise DataError(f"'task' must be a string, got {type(task).__name__}")
+    else:
+        reference = extract_reference(obj["answer"])
     item_id = obj.get("id")
     if item_id is None:
         item_id = f"gsm8k-{path.stem}-{lineno}"
@@ -93,7 +112,7 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
         item_id = str(item_id).strip()
     else:
         raise DataError(f"'id' must be a non-empty string or integer, got {item_id!r}")
-    return GSM8KItem(id=item_id, question=question, reference=reference, line=lineno)
+    return GSM8KItem(id=item_id, question=question, reference=reference, line=lineno, chunks=chunks, task=task)
 
 
 def load_gsm8k(
@@ -103,6 +122,9 @@ def load_gsm8k(
     on_error: Callable[[DataError], None] | None = None,
 ) -> list[GSM8KItem]:
     """Load GSM8K items from a JSONL file of ``{"question", "answer"[, "id"]}`` objects.
+
+    Records of adasr streaming datasets (``adasr data build``: with ``chunks``, ``task`` and a
+    final ``answer``) load too: their chunks are streamed as given and graded by their task.
 
     A malformed line (invalid UTF-8 or JSON, a missing key, no ``####``, a duplicate id) is
     reported as ``on_error(DataError("<path>:<line>: <reason>"))`` and skipped; the rest of the
