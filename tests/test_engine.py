@@ -175,3 +175,20 @@ def test_refilled_slots_see_their_arrivals(tiny_model, tiny_tokenizer):
     inputs = [EpisodeInput(f"e{i}", stream(3, gap=0.1 * (i + 1) + 0.0123)) for i in range(6)]
     results = list(eng.run(inputs, batch_size=2))
     assert len(results) == 6
+
+
+def test_proactive_hook_ends_episode_before_eoi(tiny_model, tiny_tokenizer):
+    """A policy may commit an answer in a streaming thought (proactive mode) without engine changes."""
+    from adasr.policy import InterleavedPolicy
+
+    class AnswerAtOnce(InterleavedPolicy):
+        name = "proactive-toy"
+
+        def commits_answer(self, thought: str) -> bool:
+            return True
+
+    eng = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=AnswerAtOnce(budget=4), max_deep_tokens=8))
+    res = run_episode(eng, EpisodeInput("p", stream(4, gap=1.0)))
+    assert res.record["n_chunks"] == 1 and res.record["deep_tokens"] == 0
+    assert res.record["post_input_latency_s"] < 0  # answered before the input ended (EOI at 4 s)
+    assert any(e["type"] == "answer" and e["early"] for e in res.events)

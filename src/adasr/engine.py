@@ -163,6 +163,7 @@ class _Row:
         self.thoughts: list[list[int] | None] = []
         self.gen: _Gen | None = None
         self.deep: list[int] | None = None
+        self.answer_turn: list[int] | None = None  # a proactive answer given in a streaming thought
         self.deep_truncated = False
         self.events: list[Event] = []
         self.backlogs: list[float] = []
@@ -287,13 +288,20 @@ class _Row:
                 self.overrun += max(0, len(gen.tokens) + int(stopped) - gen.slack_budget)
             self.emit({"type": "thought", "t": t, "chunk": self.chunks[-1].index, "text": text,
                        "tokens": len(gen.tokens) + int(stopped)})
-            return
-        self.deep = list(gen.tokens)
+            if not self.policy.commits_answer(text):
+                return
+            # proactive: the thought is the answer; the episode ends before end of input
+            eoi = self.inp.source.eoi_s()
+            self.eoi_at = eoi if eoi is not None else t
+            self.deep, self.answer_turn = [], list(gen.tokens)
+        else:
+            self.deep = list(gen.tokens)
         self.deep_truncated = not stopped
         self.done_t = t
         self.done = True
         boxed = find_boxed(text)
-        self.emit({"type": "answer", "t": t, "prediction": boxed[-1] if boxed else None, "text": text})
+        self.emit({"type": "answer", "t": t, "prediction": boxed[-1] if boxed else None, "text": text,
+                   "early": self.answer_turn is not None})
 
     # -- result ------------------------------------------------------------------------------
     def result(self) -> EpisodeResult:
@@ -302,7 +310,7 @@ class _Row:
         ids, stage = list(self.ids) + [t for t, _ in self.pending], list(self.stage) + [s for _, s in self.pending]
         thoughts_text = [None if th is None else eng.decode(th) for th in self.thoughts]
         deep_text = eng.decode(self.deep or [])
-        boxed = find_boxed(deep_text)
+        boxed = find_boxed(deep_text if self.answer_turn is None else eng.decode(self.answer_turn))
         stream_tokens = sum(1 for s in stage if s == STAGE_STREAM)
         deep_tokens = sum(1 for s in stage if s == STAGE_DEEP)
         eoi = self.eoi_at if self.eoi_at is not None else 0.0

@@ -65,6 +65,11 @@ class ThoughtPolicy:
         """Token budget of the streaming thought after ``ctx.chunk_index`` (0: forced skip)."""
         raise NotImplementedError
 
+    def commits_answer(self, thought: str) -> bool:
+        """Proactive hook: True ends the episode with this streaming thought as the answer,
+        before end of input (its last ``\\boxed{}`` is the prediction). Default: never."""
+        return False
+
 
 class BatchPolicy(ThoughtPolicy):
     """Read-then-think baseline: chunks are prefilled as they arrive, no thoughts."""
