@@ -1,0 +1,393 @@
+"""GRPO and HRPO on streaming-engine rollouts: :class:`StreamGRPOTrainer` (a TRL ``GRPOTrainer``).
+
+One optimizer step (``train_rl`` reads top to bottom; the step is
+:meth:`StreamGRPOTrainer._generate_and_score_completions` + TRL's ``_compute_loss``):
+
+1. TRL's ``RepeatSampler`` hands this process ``batch_size`` prompts (dataset rows: ``chunks``,
+   ``answer``), each repeated ``group_size`` (G) times in consecutive rows.
+2. **Rollouts.** The adasr :class:`~adasr.engine.StreamingEngine` runs every row as one sampled
+   streaming episode on the current policy (unwrapped from accelerate/DeepSpeed/PEFT wrappers,
+   in eval mode, all rows in one batched KV cache, virtual clock, chunks arriving at ``wps``
+   words per second; each row has its own seed). Its ``token_ids`` are exactly the sequence the
+   model saw and produced; ``token_stage`` labels each token 0 (not generated: system prompt,
+   chunks, role headers, forced turn closers), 1 (streaming thought) or 2 (deep stage).
+3. **Rewards** (:mod:`adasr.train.rewards`): ``r_acc`` from the task's checker (GSM8K:
+   :func:`adasr.tasks.gsm8k.is_correct`; procedural tasks: their reasoning-gym scorer),
+   ``r_fmt`` and ``r_adapt`` from the engine record.
+4. **Advantages** ``(B, T)`` over the token stages (:mod:`adasr.train.advantages`):
+   HRPO (``advantage: hrpo``) — ``A_S`` from ``R_S`` on stage-1 tokens and ``A_D`` from ``R_D``
+   on stage-2 tokens, each normalized within the G rollouts of one prompt; GRPO — one
+   normalized ``R`` on every generated token.
+5. **Loss** — TRL's ``_compute_loss`` unchanged: it accepts per-token advantages of shape
+   ``(B, T)``. The "prompt" is the system turn (identical for every row); the "completion" is the
+   rest of the episode; ``tool_mask`` (TRL's ``env_mask``) is ``token_stage > 0``, so tokens the
+   model did not generate get no loss. Per token:
+   ``-min(rho_t * A_t, clip(rho_t, 1-eps, 1+eps) * A_t) + kl_beta * KL_t`` with
+   ``rho_t = pi_theta / pi_old`` (k3 KL estimator to the initial policy), aggregated by
+   ``loss_type`` (``dapo``: mean over all generated tokens of the generation batch).
+
+Only ``_generate_and_score_completions`` is overridden (plus a reference-model setup for full
+fine-tuning with ``kl_beta > 0``); the dataloader, sampler, loss, logging, checkpointing and
+``accelerate``/DeepSpeed handling are TRL's. Advantages are normalized within this process's
+batch: TRL's sampler gives each process whole groups (its generation batch, ``batch_size * G``
+rows, is a multiple of G).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
+from adasr.errors import ConfigError
+from adasr.protocol import STAGE_INPUT, default_format
+from adasr.stream import make_stream
+from adasr.train.advantages import advantage_stats, grpo_token_advantages, hrpo_token_advantages
+from adasr.train.config import RLConfig
+from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors
+from adasr.train.sft import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
+
+logger = logging.getLogger(__name__)
+
+Scorer = Callable[[str | None, str, str], bool]
+"""``scorer(prediction, reference, task) -> correct``."""
+
+
+def score_prediction(prediction: str | None, reference: str, task: str) -> bool:
+    """Whether ``prediction`` answers the item: GSM8K through :func:`adasr.tasks.gsm8k.is_correct`,
+    procedural tasks through their reasoning-gym scorer (:func:`adasr.tasks.procedural.score`)."""
+    if prediction is None:
+        return False
+    if task == "gsm8k":
+        from adasr.tasks.gsm8k import is_correct
+
+        return is_correct(prediction, str(reference))
+    from adasr.tasks.procedural import score
+
+    return bool(score(task, prediction, str(reference)))
+
+
+def _engine_reward(completions, **kwargs):  # pragma: no cover - never called (rollouts are scored here)
+    """Placeholder reward function: TRL needs one; :class:`StreamGRPOTrainer` scores rollouts itself."""
+    return [0.0] * len(completions)
+
+
+class StreamGRPOTrainer(GRPOTrainer):
+    """TRL ``GRPOTrainer`` whose rollouts are adasr streaming episodes (GRPO or HRPO advantages).
+
+    Args:
+        model: the policy (a ``PreTrainedModel`` or a ``PeftModel``).
+        tokenizer: its tokenizer (with a chat template).
+        cfg: the :class:`RLConfig` (rollout, reward and advantage settings).
+        args: TRL ``GRPOConfig`` (default: :func:`rl_arguments` of ``cfg``).
+        train_dataset: episodes with ``chunks`` and ``answer`` (and optionally ``task``, ``id``).
+        callbacks: extra ``TrainerCallback`` objects.
+        scorer: ``scorer(prediction, reference, task) -> bool`` (default :func:`score_prediction`).
+
+    Attributes:
+        last_batch: the latest generation batch, for inspection: ``advantages`` ``(B, T)``,
+            ``stage`` ``(B, T)``, ``completion_mask``, ``rewards`` (dict of ``(B,)``),
+            ``records`` (engine records with ``correct`` filled).
+    """
+
+    _tag_names = ["trl", "grpo", "adasr"]
+
+    def __init__(self, model, tokenizer, cfg: RLConfig, *, args: GRPOConfig | None = None, train_dataset=None,
+                 callbacks=None, scorer: Scorer | None = None):
+        from accelerate.utils import is_peft_model
+
+        self.cfg = cfg
+        self.reward_cfg = cfg.reward_config()
+        self.scorer = scorer or score_prediction
+        self.stream_format = default_format(tokenizer)
+        self.last_batch: dict = {}
+        args = args or rl_arguments(cfg)
+        # Full fine-tuning with a KL term: the reference is a frozen copy of the initial policy
+        # (TRL would reload it from `config._name_or_path`, which an in-memory model may lack).
+        own_ref = args.beta != 0.0 and not is_peft_model(model)
+        ref = copy.deepcopy(model).eval() if own_ref else None
+        beta = args.beta
+        if own_ref:
+            args.beta = 0.0
+        super().__init__(model=model, reward_funcs=[_engine_reward], args=args, train_dataset=train_dataset,
+                         processing_class=tokenizer, callbacks=callbacks)
+        if own_ref:
+            from trl.models import prepare_deepspeed
+            from trl.trainer.utils import add_fused_lm_head
+
+            args.beta = self.beta = beta
+            for p in ref.parameters():
+                p.requires_grad_(False)
+            add_fused_lm_head(ref, temperature=self.temperature, cast_lm_head_to_fp32=args.cast_lm_head_to_fp32)
+            if self.is_deepspeed_enabled:
+                self.ref_model = prepare_deepspeed(ref, self.accelerator)
+            else:
+                self.ref_model = self.accelerator.prepare_model(ref, evaluation_mode=True)
+
+    # -- rollouts ---------------------------------------------------------------------------
+    def _engine_config(self) -> EngineConfig:
+        c = self.cfg
+        return EngineConfig(mode=c.mode, thought_budget=c.thought_budget, max_deep_tokens=c.max_deep_tokens,
+                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=c.seed)
+
+    def _rollout_seed(self, i: int) -> int:
+        """Seed of rollout ``i`` of the current generation batch: distinct per row, process, step
+        and mode, and the same after a resume (the global step is restored)."""
+        mode = "train" if self.model.training else "eval"
+        key = f"{self.cfg.seed}:{mode}:{self.state.global_step}:{self.accelerator.process_index}:{i}"
+        return zlib.crc32(key.encode())
+
+    def run_rollouts(self, rows: list[dict]) -> list[EpisodeResult]:
+        """One sampled streaming episode per row on the current policy (rows in order)."""
+        from trl.models import unwrap_model_for_generation
+
+        inputs = [
+            EpisodeInput(id=f"r{i}", source=make_stream(list(row["chunks"]), wps=self.cfg.wps),
+                         reference=str(row["answer"]), seed=self._rollout_seed(i))
+            for i, row in enumerate(rows)
+        ]
+        with unwrap_model_for_generation(
+            self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+        ) as policy:
+            was_training = policy.training
+            policy.eval()
+            try:
+                engine = StreamingEngine(policy, self.processing_class, self._engine_config(), fmt=self.stream_format)
+                done = {r.id: r for r in engine.run(inputs, batch_size=len(inputs), clock="virtual")}
+            finally:
+                policy.train(was_training)
+        return [done[inp.id] for inp in inputs]
+
+    # -- one generation batch ----------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
+        device = self.accelerator.device
+        mode = "train" if self.model.training else "eval"
+        G = self.num_generations if mode == "train" else self.num_generations_eval
+        B = len(inputs)
+        if B % G:
+            raise ConfigError(f"a generation batch of {B} rollouts is not made of whole groups of {G}")
+        metrics = self._metrics[mode]
+
+        t0 = time.perf_counter()
+        results = self.run_rollouts(inputs)
+        metrics["rollout_time"].append(time.perf_counter() - t0)
+
+        # rewards
+        stats: list[RolloutStats] = []
+        for row, res in zip(inputs, results):
+            rec = res.record
+            rec["correct"] = bool(self.scorer(rec["prediction"], str(row["answer"]), row.get("task", self.cfg.task)))
+            stats.append(RolloutStats.from_record(rec))
+        rewards = reward_tensors(stats, self.reward_cfg)
+        rewards["adapt"] = torch.tensor([adaptive_reward(s, self.reward_cfg) for s in stats], dtype=torch.float32)
+
+        # sequences: prompt = system turn (the same for every row), completion = the rest
+        prefix = self.stream_format.prefix_ids("streaming")
+        P = len(prefix)
+        max_c = max(1, self.cfg.max_seq_len - P)
+        comps, stages, truncated = [], [], 0
+        for res in results:
+            if res.token_ids[:P] != prefix:  # pragma: no cover - engine/protocol contract
+                raise RuntimeError("rollout does not start with the protocol's system prefix")
+            ids, st = res.token_ids[P:], res.token_stage[P:]
+            if len(ids) > max_c:
+                ids, st, truncated = ids[:max_c], st[:max_c], truncated + 1
+            comps.append(ids)
+            stages.append(st)
+        T = max(len(c) for c in comps)
+        pad_id = self.processing_class.pad_token_id
+        completion_ids = torch.full((B, T), pad_id, dtype=torch.long)
+        completion_mask = torch.zeros((B, T), dtype=torch.long)
+        stage = torch.zeros((B, T), dtype=torch.long)
+        for b, (ids, st) in enumerate(zip(comps, stages)):
+            completion_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            completion_mask[b, : len(ids)] = 1
+            stage[b, : len(st)] = torch.tensor(st, dtype=torch.long)
+        prompt_ids = torch.tensor([prefix] * B, dtype=torch.long)
+        prompt_mask = torch.ones_like(prompt_ids)
+
+        # advantages (B, T): zero wherever stage == 0 (and on padding, whose stage is 0)
+        kw = {"eps": self.cfg.adv_eps, "scale": self.cfg.adv_scale}
+        if self.cfg.advantage == "hrpo":
+            advantages = hrpo_token_advantages(rewards["stream"], rewards["deep"], stage, G, **kw)
+        else:
+            advantages = grpo_token_advantages(rewards["total"], stage, G, **kw)
+        env_mask = (stage > STAGE_INPUT).long()
+
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
+        env_mask, advantages = env_mask.to(device), advantages.to(device)
+        loss_mask = completion_mask * env_mask
+        num_items_in_batch = self.accelerator.gather(loss_mask.sum()).sum()
+
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        old_logps = ref_logps = None
+        micro = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        from trl.models.utils import disable_gradient_checkpointing
+
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            generate_every = self.args.steps_per_generation * self.num_iterations
+            if self.args.gradient_accumulation_steps % generate_every != 0:
+                old_logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, input_ids, attention_mask, T, batch_size=micro)
+            if self.beta != 0.0:
+                ref_logps = self._reference_logps(input_ids, attention_mask, T, micro)
+
+        self._log_rollouts(metrics, rewards, results, advantages.cpu(), stage, G, truncated)
+        self.last_batch = {
+            "advantages": advantages.detach().cpu(), "stage": stage, "completion_mask": completion_mask.cpu(),
+            "rewards": rewards, "records": [r.record for r in results],
+        }
+        out = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+            "tool_mask": env_mask,
+            "advantages": advantages,
+            "num_items_in_batch": num_items_in_batch,
+        }
+        if old_logps is not None:
+            out["old_per_token_logps"] = old_logps
+        if ref_logps is not None:
+            out["ref_per_token_logps"] = ref_logps
+        return out
+
+    def _reference_logps(self, input_ids, attention_mask, T: int, micro: int) -> torch.Tensor:
+        if self.ref_model is not None:
+            logps, _, _ = self._get_per_token_logps_and_entropies(self.ref_model, input_ids, attention_mask, T,
+                                                                  batch_size=micro)
+            return logps
+        from trl.trainer.utils import use_adapter
+
+        model = self.accelerator.unwrap_model(self.model)
+        with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+            logps, _, _ = self._get_per_token_logps_and_entropies(self.model, input_ids, attention_mask, T,
+                                                                  batch_size=micro)
+        return logps
+
+    def _log_rollouts(self, metrics, rewards: dict, results: list[EpisodeResult], adv: torch.Tensor,
+                      stage: torch.Tensor, G: int, truncated: int) -> None:
+        """Reward terms, accuracy/format rate, token counts and advantage stats by stage."""
+        acc = self.accelerator
+        device = acc.device
+
+        def mean(t: torch.Tensor) -> float:
+            return acc.gather(t.float().to(device)).mean().item()
+
+        def rec_mean(key: str) -> float:
+            return mean(torch.tensor([float(r.record[key] or 0) for r in results]))
+
+        metrics["reward"].append(mean(rewards["total"]))
+        metrics["reward_std"].append(acc.gather(rewards["total"].to(device)).std().item() if len(results) > 1 else 0.0)
+        metrics["rewards/r_acc/mean"].append(mean(rewards["accuracy"]))
+        metrics["rewards/r_fmt/mean"].append(mean(rewards["format"]))
+        metrics["rewards/r_adapt/mean"].append(mean(rewards["adapt"]))
+        metrics["rewards/R_S/mean"].append(mean(rewards["stream"]))
+        metrics["rewards/R_D/mean"].append(mean(rewards["deep"]))
+        metrics["accuracy"].append(mean(rewards["accuracy"]))
+        metrics["format_rate"].append(mean(rewards["format"]))
+        for key in ("stream_tokens", "deep_tokens", "post_input_tokens", "overrun_tokens", "skipped_chunks"):
+            metrics[f"tokens/{key}" if key.endswith("tokens") else key].append(rec_mean(key))
+        metrics["post_input_latency_s"].append(rec_mean("post_input_latency_s"))
+        key = "stream" if self.cfg.advantage == "hrpo" else "total"
+        r = rewards[key].view(-1, G)
+        metrics["frac_reward_zero_std"].append((r.amax(1) == r.amin(1)).float().mean().item())
+        metrics["truncated_frac"].append(truncated / max(len(results), 1))
+        for k, v in advantage_stats(adv, stage).items():
+            metrics[f"advantages/{k}"].append(v)
+
+
+def rl_arguments(cfg: RLConfig) -> GRPOConfig:
+    """The TRL ``GRPOConfig`` of an :class:`RLConfig`.
+
+    ``batch_size`` prompts x ``group_size`` rollouts form one generation batch per optimizer step,
+    split into ``grad_accum`` micro-batches of ``batch_size * group_size / grad_accum`` rollouts.
+    """
+    return GRPOConfig(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.batch_size * cfg.group_size // cfg.grad_accum,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_generations=cfg.group_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        bf16=cfg.bf16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        report_to=cfg.report_to,
+        remove_unused_columns=False,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        beta=cfg.kl_beta,
+        epsilon=cfg.epsilon,
+        num_iterations=cfg.num_iterations,
+        loss_type=cfg.loss_type,
+        scale_rewards="group" if cfg.adv_scale == "std" else "none",
+        max_completion_length=cfg.max_seq_len,
+        log_completions=False,
+    )
+
+
+def train_rl(
+    cfg: RLConfig,
+    *,
+    model=None,
+    tokenizer=None,
+    train_dataset=None,
+    callbacks: list | None = None,
+    scorer: Scorer | None = None,
+) -> Path:
+    """Run GRPO or HRPO (``cfg.advantage``) and return the path of the final model.
+
+    The policy starts from ``cfg.init`` if set (e.g. the SFT ``final/``: a LoRA adapter keeps
+    training when ``lora: true``), else from ``cfg.model``. The final model goes to
+    ``output_dir/final`` with ``adasr_meta.json`` (``stage``: ``"grpo"`` or ``"hrpo"``).
+
+    Args:
+        cfg: a validated :class:`RLConfig`.
+        model / tokenizer: use these objects instead of loading the model.
+        train_dataset: use these episodes (need ``chunks`` and ``answer``) instead of building
+            ``cfg.task``.
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+        scorer: answer checker (default :func:`score_prediction`).
+
+    Raises:
+        ConfigError, DataError, ModelLoadError: one-line user errors.
+    """
+    cfg.validate()
+    resume_from = training_resume_point(cfg)
+    if train_dataset is None:
+        train_dataset, _ = build_splits(cfg)
+    train_dataset = as_dataset(train_dataset, required=("chunks", "answer"))
+    policy = load_policy(cfg, cfg.init or cfg.model, model=model, tokenizer=tokenizer)
+    trainer = StreamGRPOTrainer(policy.model, policy.tokenizer, cfg, train_dataset=train_dataset,
+                                callbacks=callbacks, scorer=scorer)
+    trainer.train(resume_from_checkpoint=resume_from)
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    if getattr(unwrapped, "peft_config", None) and "ref" in unwrapped.peft_config:
+        unwrapped.delete_adapter("ref")  # the frozen KL reference copy is not part of the result
+    return save_final(trainer, policy, cfg, cfg.advantage, trained_on=trained_on(cfg, len(train_dataset)),
+                      extra={"init": cfg.init})
+
+
+__all__ = ["StreamGRPOTrainer", "rl_arguments", "train_rl", "score_prediction"]

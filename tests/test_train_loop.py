@@ -1,0 +1,250 @@
+"""Training loops on a tiny random model: SFT collator and loss, checkpoints/resume, LoRA final
+save, HRPO/GRPO steps on engine rollouts, and config loading errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adasr.errors import ConfigError
+from adasr.protocol import STAGE_INPUT, StreamingFormat
+from adasr.train.config import RLConfig, SFTConfig, load_config
+from conftest import make_tiny_model
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+ROW = {
+    "id": "x",
+    "task": "chain_sum",
+    "chunks": ["Start with 12.", "Add 7.", "What is the result?"],
+    "thoughts": ["", "12 + 7 = 19."],
+    "deep": "The result is 19. \\boxed{19}",
+    "answer": "19",
+}
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    import datasets
+
+    from adasr.tasks.procedural import build_procedural
+
+    return datasets.Dataset.from_list(build_procedural("chain_sum", 8, seed=0, terms=3, digits=1))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_tokenizer):
+    """The tiny model saved as a local model directory (loads through adasr.models.load_model)."""
+    d = tmp_path_factory.mktemp("tiny") / "model"
+    make_tiny_model(len(tiny_tokenizer)).save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+def _sft_cfg(out: Path, **kw) -> SFTConfig:
+    base = dict(model="tiny", task="chain_sum", output_dir=str(out), max_steps=4, batch_size=2, save_steps=2,
+                logging_steps=1, learning_rate=1e-3)
+    base.update(kw)
+    return SFTConfig(**base)
+
+
+def _weights(path: Path) -> dict:
+    return load_file(str(path / "model.safetensors"))
+
+
+# ---------------------------------------------------------------------------------- SFT
+
+
+def test_collator_masks_labels_and_decisions(tiny_tokenizer):
+    from adasr.train.sft import IGNORE, StreamingCollator
+
+    fmt = StreamingFormat(tiny_tokenizer)
+    short = dict(ROW, chunks=["Add 5.", "What is the result?"], thoughts=["5."], deep="\\boxed{5}")
+    batch = StreamingCollator(tiny_tokenizer, fmt)([ROW, short])
+    ids, lab, dec, st, att = (batch[k] for k in ("input_ids", "labels", "decision_mask", "stage", "attention_mask"))
+    assert ids.shape == lab.shape == dec.shape == st.shape == att.shape and ids.shape[0] == 2
+    # labels exactly on generated tokens (stage > 0), -100 elsewhere (prompt, chunks, headers, padding)
+    assert torch.equal(lab != IGNORE, st > STAGE_INPUT)
+    assert torch.equal(lab[st > 0], ids[st > 0])
+    # one decision token per streaming thought: a skip's is the end-of-turn id, a think's the
+    # first token of the thought; each directly follows an assistant header
+    pos = dec[0].nonzero().squeeze(1).tolist()
+    assert len(pos) == len(ROW["thoughts"])
+    assert ids[0, pos[0]].item() == fmt.end_of_turn_id
+    assert ids[0, pos[1]].item() == fmt.encode(ROW["thoughts"][1])[0]
+    h = fmt.assistant_header
+    for p in pos:
+        assert ids[0, p - len(h): p].tolist() == h and st[0, p].item() == 1
+    assert (st[0] == 2).any() and not (dec & (st != 1)).any()
+    # padding of the shorter row: no attention, no label, no decision
+    n = int(att[1].sum())
+    assert n < ids.shape[1] and not att[1, n:].any() and (lab[1, n:] == IGNORE).all() and not dec[1, n:].any()
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after_checkpoint(step: int):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == step:
+                raise _Killed(step)
+
+    return Kill()
+
+
+def test_sft_smoke_checkpoint_and_resume(tmp_path, tiny_tokenizer, episodes):
+    from adasr.train.sft import train_sft
+
+    def run(out, **kw):
+        return train_sft(_sft_cfg(out, **kw.pop("cfg", {})), model=make_tiny_model(len(tiny_tokenizer)),
+                         tokenizer=tiny_tokenizer, train_dataset=episodes, **kw)
+
+    full = run(tmp_path / "a")
+    state = json.loads((tmp_path / "a" / "checkpoint-4" / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    meta = json.loads((full / "adasr_meta.json").read_text())
+    assert meta["stage"] == "sft" and meta["kind"] == "full" and meta["decision_counts"]["think"] > 0
+    assert (full / "tokenizer_config.json").is_file()
+
+    # killed right after checkpoint-2 is written, then resumed: nothing lost
+    with pytest.raises(_Killed):
+        run(tmp_path / "b", callbacks=[_kill_after_checkpoint(2)])
+    assert (tmp_path / "b" / "checkpoint-2").is_dir() and not (tmp_path / "b" / "final").exists()
+    with pytest.raises(ConfigError, match="resume"):
+        run(tmp_path / "b")  # a fresh run would mix with the checkpoints
+    resumed = run(tmp_path / "b", cfg={"resume": True})
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_sft_lora_final_adapter_loads(tmp_path, tiny_dir, episodes):
+    from adasr.models import load_model
+    from adasr.train.sft import train_sft
+
+    cfg = _sft_cfg(tmp_path / "lora", model=str(tiny_dir), lora=True, lora_r=4, lora_alpha=8, max_steps=1,
+                   save_steps=1, learning_rate=1e-2, cb_beta=0.9)
+    final = train_sft(cfg, train_dataset=episodes)
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    meta = json.loads((final / "adasr_meta.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_dir) == meta["base"]
+    assert meta["kind"] == "lora" and meta["stage"] == "sft" and meta["config"]["lora_r"] == 4
+    merged = load_model(str(final)).model
+    base = load_model(str(tiny_dir)).model
+    assert any(not torch.equal(x, y) for x, y in zip(merged.state_dict().values(), base.state_dict().values()))
+
+
+# ---------------------------------------------------------------------------------- RL
+
+
+@pytest.mark.parametrize("advantage", ["hrpo", "grpo"])
+def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch):
+    from adasr.train import rl
+
+    seen = []
+    original = rl.StreamGRPOTrainer._generate_and_score_completions
+
+    def capture(self, inputs):
+        out = original(self, inputs)
+        seen.append((out, dict(self.last_batch)))
+        return out
+
+    monkeypatch.setattr(rl.StreamGRPOTrainer, "_generate_and_score_completions", capture)
+    out = tmp_path / advantage
+    cfg = RLConfig(model="tiny", task="chain_sum", output_dir=str(out), advantage=advantage, max_steps=2,
+                   batch_size=2, group_size=2, save_steps=1, logging_steps=1, learning_rate=1e-3,
+                   thought_budget=4, max_deep_tokens=8, lam_over=1.0)
+    final = rl.train_rl(cfg, model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer,
+                        train_dataset=episodes)
+
+    assert len(seen) == 2
+    for batch, last in seen:
+        adv, stage, env = batch["advantages"], last["stage"], batch["tool_mask"]
+        assert adv.shape == batch["completion_ids"].shape == stage.shape == env.shape and adv.dim() == 2
+        assert adv.shape[0] == cfg.batch_size * cfg.group_size
+        assert torch.equal(env.bool(), stage > 0)  # loss only on generated tokens
+        assert (adv[stage == 0] == 0).all() and (stage == 0).any()  # chunks inside the completion
+        for b in range(adv.shape[0]):  # one advantage per stage (HRPO) or per rollout (GRPO)
+            vals = {s: adv[b][stage[b] == s].unique() for s in (1, 2) if (stage[b] == s).any()}
+            assert all(v.numel() == 1 for v in vals.values())
+            if advantage == "grpo" and len(vals) == 2:
+                assert torch.equal(vals[1], vals[2])
+        assert len(last["records"]) == adv.shape[0] and all(r["correct"] is not None for r in last["records"])
+
+    log = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    steps = [h for h in log if "rewards/r_acc/mean" in h]
+    assert len(steps) == 2
+    for key in ("rewards/r_acc/mean", "rewards/r_fmt/mean", "rewards/r_adapt/mean", "accuracy", "format_rate",
+                "tokens/stream_tokens", "tokens/deep_tokens", "tokens/post_input_tokens", "advantages/stream/mean",
+                "advantages/deep/std", "step_time", "loss"):
+        assert all(key in h and h[key] is not None for h in steps), key
+    assert (out / "checkpoint-1").is_dir()
+    assert json.loads((final / "adasr_meta.json").read_text())["stage"] == advantage
+
+
+# ---------------------------------------------------------------------------------- configs
+
+
+def _write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_load_config_valid(tmp_path):
+    p = _write(tmp_path, "task: chain_sum\nlearning_rate: 1e-5\nbatch_size: 4\ntask_options: {terms: 3}\n")
+    cfg = load_config(p, "sft")
+    assert isinstance(cfg, SFTConfig) and cfg.learning_rate == 1e-5 and cfg.task_options == {"terms": 3}
+    rl = load_config(_write(tmp_path, json.dumps({"task": "chain_sum", "group_size": 2}), "r.json"), "grpo")
+    assert isinstance(rl, RLConfig) and rl.advantage == "grpo" and rl.group_size == 2
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("task: chain_sum\nbatch_sise: 4\n", "unknown key 'batch_sise'.*batch_size"),
+        ("task: chain_sum\nbatch_size: four\n", "'batch_size' must be int"),
+        ("task: chain_sum\nlora: 1\n", "'lora' must be bool"),
+        ("task: chain_sum\nbatch_size: [4\n", "not valid YAML"),
+        ("- task\n", "must be a mapping"),
+        ("task: chain_sums\n", "unknown task 'chain_sums'"),
+        ("task: chain_sum\ncb_beta: 1.5\n", "cb_beta"),
+        ("task: gsm8k\n", "needs data_path"),
+    ],
+)
+def test_load_config_errors(tmp_path, text, match):
+    p = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(p, "sft")
+    assert "\n" not in str(err.value)
+    if "unknown task" not in match:
+        assert str(p) in str(err.value) or "data_path" in match
+
+
+def test_load_config_missing_file_and_kind(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml", "sft")
+    with pytest.raises(ConfigError, match="kind"):
+        load_config(_write(tmp_path, "task: chain_sum\n"), "ppo")
+    with pytest.raises(ConfigError, match="group_size"):
+        load_config(_write(tmp_path, "task: chain_sum\ngroup_size: 1\n"), "hrpo")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_load(path, monkeypatch):
+    kind = "sft" if path.name.startswith("sft") else path.name.split("_")[0]
+    monkeypatch.chdir(REPO)
+    if "gsm8k" in path.name and not (REPO / "../shared/data/gsm8k/train.jsonl").exists():
+        pytest.skip("GSM8K data not present beside the repository")
+    cfg = load_config(path, kind)
+    assert cfg.output_dir.startswith("runs/")
