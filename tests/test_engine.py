@@ -192,3 +192,18 @@ def test_proactive_hook_ends_episode_before_eoi(tiny_model, tiny_tokenizer):
     assert res.record["n_chunks"] == 1 and res.record["deep_tokens"] == 0
     assert res.record["post_input_latency_s"] < 0  # answered before the input ended (EOI at 4 s)
     assert any(e["type"] == "answer" and e["early"] for e in res.events)
+
+
+def test_eoi_aligned_waves_equal_single_runs(tiny_model, tiny_tokenizer):
+    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, gap=0.3 + 0.1 * i)) for i in range(5)]  # noqa: E731
+    single = {r.id: r for inp in inputs() for r in eng.run([inp])}
+    events = []
+    aligned = list(eng.run(inputs(), batch_size=3, align_eoi=True, on_event=events.append))
+    assert sorted(r.id for r in aligned) == sorted(single)
+    assert all(r.token_ids == single[r.id].token_ids for r in aligned)
+    assert all(r.record["eoi_s"] == single[r.id].record["eoi_s"] for r in aligned)
+    with pytest.raises(InputError, match="end of input"):
+        src = LiveSource()
+        src.start()
+        list(eng.run([EpisodeInput("live", src)], batch_size=2, align_eoi=True, clock="real"))

@@ -232,7 +232,7 @@ class FakeEngine:
     def __init__(self, mode, seen, interrupt_at=None):
         self.mode, self.seen, self.interrupt_at = mode, seen, interrupt_at
 
-    def run(self, inputs, batch_size=1, clock="virtual"):
+    def run(self, inputs, batch_size=1, clock="virtual", align_eoi=False):
         assert clock == "virtual" and batch_size >= 1
         for n, inp in enumerate(inputs, start=1):
             if self.interrupt_at == n:

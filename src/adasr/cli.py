@@ -129,6 +129,9 @@ def eval_cmd(
     max_deep_tokens: int = 512,
     temperature: float = 0.0,
     seed: int = 0,
+    align_eoi: Annotated[Optional[bool], typer.Option(
+        "--align-eoi/--no-align-eoi",
+        help="batched waves whose inputs end together (default when --batch-size > 1)")] = None,
 ) -> None:
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
     from adasr.evaluation import evaluate
@@ -148,7 +151,8 @@ def eval_cmd(
     def factory(m: str):
         return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed)
 
-    summaries = evaluate(factory, items, modes=mode, out_dir=out, batch_size=batch_size, wps=wps, clock=clock)
+    summaries = evaluate(factory, items, modes=mode, out_dir=out, batch_size=batch_size, wps=wps, clock=clock,
+                         align_eoi=align_eoi)
     Console().print(rich_table(summaries, title=f"{loaded.name} on {data.name} ({len(items)} problems)"))
     Console().print(f"records and summaries in {out}/")
 

@@ -404,14 +404,21 @@ class StreamingEngine:
         batch_size: int = 1,
         clock: str | VirtualClock | RealClock = "virtual",
         on_event: Callable[[Event], None] | None = None,
+        align_eoi: bool = False,
     ) -> Iterator[EpisodeResult]:
         """Run episodes, ``batch_size`` at a time in one batched cache; yield each as it finishes.
 
         Args:
             inputs: episodes to run (consumed lazily).
-            batch_size: rows sharing one forward per step (continuous batching).
+            batch_size: rows sharing one forward per step.
             clock: ``"virtual"`` | ``"real"`` or a clock object, shared by all rows.
             on_event: callback receiving every :data:`Event` (including per-token ones).
+            align_eoi: ``False`` (default): continuous batching — every stream starts when it
+                gets a row, and a finished row takes the next input at once. ``True``: waves of
+                ``batch_size`` streams, each started late enough that all of them reach end of
+                input at the same moment (needs sources with a known ``eoi_s``). Deep stages then
+                run side by side: the heaviest post-input load a server of N streams can see, and
+                the best overlap for evaluation throughput.
 
         Raises:
             ConfigError: for ``batch_size < 1``.
@@ -423,14 +430,25 @@ class StreamingEngine:
         clk = make_clock(clock) if isinstance(clock, str) else clock
         self.on_event = on_event
         pending_inputs = iter(inputs)
-        rows: list[_Row | None] = []
-        for _ in range(batch_size):
-            inp = next(pending_inputs, None)
-            if inp is None:
-                break
-            rows.append(_Row(inp, self, clk.now()))
-        if not rows:
-            return
+        while True:
+            wave = [inp for inp in (next(pending_inputs, None) for _ in range(batch_size)) if inp is not None]
+            if not wave:
+                return
+            now = clk.now()
+            if align_eoi:
+                eois = [inp.source.eoi_s() for inp in wave]
+                if any(e is None for e in eois):
+                    raise InputError("align_eoi needs streams whose end of input is known in advance")
+                rows = [_Row(inp, self, now + max(eois) - e) for inp, e in zip(wave, eois)]
+            else:
+                rows = [_Row(inp, self, now) for inp in wave]
+            yield from self._run_rows(rows, clk, None if align_eoi else pending_inputs)
+            if not align_eoi:
+                return
+
+    def _run_rows(self, rows: list[_Row], clk, refill: Iterator[EpisodeInput] | None) -> Iterator[EpisodeResult]:
+        """Step ``rows`` to completion in one fresh cache; finished rows take inputs from ``refill``."""
+        pending_inputs = iter(()) if refill is None else refill
         cache = DynamicCache()
         mask = torch.zeros((len(rows), 0), dtype=torch.long, device=self.device)
         with torch.inference_mode():
@@ -448,7 +466,7 @@ class StreamingEngine:
                 dt = time.perf_counter() - t_start
                 clk.advance(dt)
                 if all(len(f) == 1 for f in feeds if f):
-                    self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6) if self.stats["steps"] else 1 / max(dt, 1e-6)
+                    self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6)  # per-row tokens/s
                 self.stats["steps"] += 1
                 self.stats["forward_s"] += dt
                 t_end = clk.now()
@@ -506,6 +524,35 @@ class StreamingEngine:
         self.stats["tokens_fed"] += sum(len(f) for f in feeds)
         self.stats["padded_fed"] += B * L
         mask = torch.cat([mask, new_mask.to(self.device)], dim=1)
+        active = [i for i, f in enumerate(feeds) if f]
+        if len(active) == B or not self._can_slice(cache):
+            return mask, self._model_logits(ids, mask, pos, last, cache)
+        # Rows with nothing to feed sit this step out: run the forward on the active rows' slice
+        # of the cache, then write their new keys/values back (idle rows get masked zeros).
+        idx = torch.tensor(active, device=self.device)
+        full = [(layer.keys, layer.values) for layer in cache.layers]
+        for layer, (k, v) in zip(cache.layers, full):
+            layer.keys, layer.values = k[idx], v[idx]
+        sub = self._model_logits(ids[active], mask[idx], pos[active], last[active], cache)
+        for layer, (k, v) in zip(cache.layers, full):
+            for name, old_t in (("keys", k), ("values", v)):
+                grown = torch.cat([old_t, old_t.new_zeros(B, old_t.shape[1], L, old_t.shape[3])], dim=2)
+                grown[idx] = getattr(layer, name)
+                setattr(layer, name, grown)
+        logits = sub.new_zeros((B, sub.shape[-1]))
+        logits[idx] = sub
+        return mask, logits
+
+    @staticmethod
+    def _can_slice(cache: DynamicCache) -> bool:
+        """Row slicing needs plain full-attention layers (``DynamicLayer``) holding tensors."""
+        from transformers.cache_utils import DynamicLayer
+
+        return bool(cache.layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+
+    def _model_logits(self, ids, mask, pos, last, cache) -> torch.Tensor:
+        """Forward ``ids`` (R, L) and return the logits at each row's last real token (R, V)."""
+        R, L = ids.shape
         keep_idx = torch.unique(last)
         out = self.model(
             input_ids=ids.to(self.device),
@@ -515,13 +562,13 @@ class StreamingEngine:
             use_cache=True,
             logits_to_keep=keep_idx.to(self.device) if L > 1 else 1,
         )
-        logits = out.logits  # (B, K, V)
+        logits = out.logits  # (R, K, V)
         if L > 1:
             col = torch.searchsorted(keep_idx, last)
-            logits = logits[torch.arange(B), col.to(logits.device)]
+            logits = logits[torch.arange(R), col.to(logits.device)]
         else:
             logits = logits[:, -1]
-        return mask, logits.float()
+        return logits.float()
 
     def _sample(self, logits: torch.Tensor, generators: list[torch.Generator]) -> list[int]:
         """Greedy or sampled next tokens for rows ``logits`` (R, V)."""

@@ -206,6 +206,7 @@ def evaluate(
     wps: float = 2.5,
     clock: str = "virtual",
     progress: bool = True,
+    align_eoi: bool | None = None,
 ) -> dict[str, dict]:
     """Run ``items`` through the engine in each mode, grade, store and summarize (resumable).
 
@@ -219,6 +220,10 @@ def evaluate(
     built for a mode that has work left. ``elapsed_s``/``problems_per_hour`` count the real time
     of the ``engine.run`` loops (not model loading), accumulated across resumed runs.
 
+    ``align_eoi`` (default: ``batch_size > 1``) runs waves of ``batch_size`` streams whose ends
+    of input coincide (see :meth:`adasr.engine.StreamingEngine.run`): post-input latencies are
+    then those of N streams ending together; ``False`` starts all streams at once.
+
     Returns:
         ``{mode: summary}`` in the order of ``modes``.
 
@@ -229,6 +234,8 @@ def evaluate(
     """
     from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
     from adasr.stream import make_stream
+
+    align = batch_size > 1 if align_eoi is None else align_eoi
 
     modes = list(modes)
     if not modes:
@@ -282,7 +289,7 @@ def evaluate(
                         for it in todo
                     )
                     t0 = time.perf_counter()
-                    results = engine.run(inputs, batch_size=batch_size, clock=clock)
+                    results = engine.run(inputs, batch_size=batch_size, clock=clock, align_eoi=align)
                     try:
                         for result in results:
                             item = by_id.get(result.id)
