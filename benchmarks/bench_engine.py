@@ -22,6 +22,7 @@ from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episod
 from adasr.models import load_model
 from adasr.protocol import Episode, default_format
 from adasr.stream import make_stream, split_sentences
+from adasr.tasks.streamify import read_jsonl, streamify_gsm8k
 from adasr.tasks.gsm8k import load_gsm8k
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -41,12 +42,12 @@ def forward(model, ids: list[int], cache=None):
     return model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
 
 
-def bench_ingest(model, fmt, question: str, reps: int) -> dict:
-    chunks = split_sentences(question)[:10]
-    prefix = fmt.render(Episode(chunks=chunks[:9], thoughts=[""] * 9)).input_ids
-    # the rendering ends with the end-of-input turn: keep only up to the 9th skip turn
+def bench_ingest(model, fmt, chunks: list[str], thoughts: list[str], k: int, reps: int) -> dict:
+    """Ingest chunk ``k`` (0-based) into a cache holding the episode so far, vs re-prefilling it all."""
+    prefix = fmt.render(Episode(chunks=chunks[:k], thoughts=thoughts[:k])).input_ids
+    # the rendering ends with the end-of-input turn: keep only up to the k-th thought turn
     prefix = prefix[: len(prefix) - len(fmt.eoi_ids("streaming"))]
-    new = fmt.chunk_ids(chunks[9], "streaming", first=False) + fmt.assistant_header
+    new = fmt.chunk_ids(chunks[k], "streaming", first=False) + fmt.assistant_header
     cache = DynamicCache()
     with torch.inference_mode():
         forward(model, prefix, cache)
@@ -115,15 +116,23 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     lm = load_model(args.model)
-    items = load_gsm8k(args.data, limit=2000)
-    long_q = next(it.question for it in items if len(split_sentences(it.question)) >= 10)
-    ing = bench_ingest(lm.model, default_format(lm.tokenizer), long_q, args.reps)
+    fmt = default_format(lm.tokenizer)
+    records, _ = streamify_gsm8k(read_jsonl(args.data, limit=2000))
+    # a 10th chunk that is not the last; the thoughts are the streamified reference steps (for the
+    # long problems of the first 2000 these are all skips before chunk 10)
+    rec = next(r for r in records if len(r["chunks"]) >= 11)
+    ing = bench_ingest(lm.model, fmt, rec["chunks"], rec["thoughts"], 9, args.reps)
+    ing_early = bench_ingest(lm.model, fmt, rec["chunks"], rec["thoughts"], 1, args.reps)
+    items = load_gsm8k(args.data, limit=1)
     dec = bench_decode(lm.model, lm.tokenizer, args.decode_tokens)
     ttft = bench_ttft(lm.model, lm.tokenizer, items[0].question, args.reps)
     print(f"## Engine micro-benchmarks: {args.model}, {torch.get_num_threads()} threads, CPU\n")
     print("| measure | value | target | met |\n|---|---|---|---|")
     print(f"| ingest 10th chunk ({ing['chunk_tokens']} tok) vs re-prefill ({ing['prefix_tokens'] + ing['chunk_tokens']} tok) "
-          f"| {ing['ingest_s'] * 1e3:.1f} ms vs {ing['reprefill_s'] * 1e3:.1f} ms = **{ing['speedup']:.1f}x** cheaper | >= 5x | {ing['speedup'] >= 5} |")
+          f"| {ing['ingest_s'] * 1e3:.1f} ms vs {ing['reprefill_s'] * 1e3:.1f} ms = "
+          f"**{ing['speedup']:.1f}x** cheaper | >= 5x | {ing['speedup'] >= 5} |")
+    print(f"| ingest cost, 2nd vs 10th chunk (prefix {ing_early['prefix_tokens']} vs {ing['prefix_tokens']} tok) | "
+          f"{ing_early['ingest_s'] * 1e3:.1f} ms vs {ing['ingest_s'] * 1e3:.1f} ms | grows with the chunk, not the prefix | - |")
     print(f"| decode: engine vs model.generate | {dec['engine_tok_s']:.1f} vs {dec['generate_tok_s']:.1f} tok/s = "
           f"**{dec['ratio']:.2f}x** | >= 0.9x | {dec['ratio'] >= 0.9} |")
     print(f"| post_input_ttft_s vs prefill(last chunk)+1 decode | {ttft['post_input_ttft_s'] * 1e3:.1f} ms vs "

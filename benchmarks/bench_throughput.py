@@ -3,7 +3,9 @@
 Runs the code behind ``adasr eval`` twice on the same GSM8K problems, in fresh output folders,
 and compares problems per hour (real time of the engine loop; model loading excluded).
 
-Usage: ``python benchmarks/bench_throughput.py [--model smollm2-135m-instruct] [--n 16] [--mode adaptive]``
+Batched runs use EOI-aligned waves (the ``adasr eval`` default for ``--batch-size > 1``).
+
+Usage: ``python benchmarks/bench_throughput.py [--model smollm2-135m-instruct] [--n 16] [--modes batch adaptive]``
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--mode", default="adaptive")
+    ap.add_argument("--modes", nargs="+", default=["batch", "interleaved", "adaptive"])
     ap.add_argument("--max-deep-tokens", type=int, default=256)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--data", default=str(DATA))
@@ -36,20 +38,20 @@ def main() -> None:
     def factory(mode: str) -> StreamingEngine:
         return StreamingEngine(lm.model, lm.tokenizer, EngineConfig(mode=mode, max_deep_tokens=args.max_deep_tokens))
 
-    rows = []
-    for bs in args.batch_sizes:
-        out = Path(args.out) / f"bs{bs}"
-        shutil.rmtree(out, ignore_errors=True)
-        s = evaluate(factory, items, modes=[args.mode], out_dir=out, batch_size=bs, progress=False)[args.mode]
-        rows.append((bs, s))
-    base = rows[0][1]["problems_per_hour"]
-    print(f"## Eval throughput: {args.model}, {args.mode} mode, {len(items)} GSM8K problems, deep cap {args.max_deep_tokens}\n")
-    print("| batch size | problems/hour | speed-up | mean generated tokens | mean post-input latency (s) |")
-    print("|---|---|---|---|---|")
-    for bs, s in rows:
-        gen = s["mean_stream_tokens"] + s["mean_deep_tokens"]
-        print(f"| {bs} | {s['problems_per_hour']:.0f} | {s['problems_per_hour'] / base:.2f}x | {gen:.0f} | "
-              f"{s['mean_post_input_latency_s']:.2f} |")
+    print(f"## Eval throughput: {args.model}, {len(items)} GSM8K problems, deep cap {args.max_deep_tokens}\n")
+    print("| mode | batch size | problems/hour | speed-up | mean generated tokens | mean post-input latency (s) |")
+    print("|---|---|---|---|---|---|")
+    for mode in args.modes:
+        rows = []
+        for bs in args.batch_sizes:
+            out = Path(args.out) / f"{mode}-bs{bs}"
+            shutil.rmtree(out, ignore_errors=True)
+            rows.append((bs, evaluate(factory, items, modes=[mode], out_dir=out, batch_size=bs, progress=False)[mode]))
+        base = rows[0][1]["problems_per_hour"]
+        for bs, s in rows:
+            gen = s["mean_stream_tokens"] + s["mean_deep_tokens"]
+            print(f"| {mode} | {bs} | {s['problems_per_hour']:.0f} | {s['problems_per_hour'] / base:.2f}x | {gen:.0f} | "
+                  f"{s['mean_post_input_latency_s']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -168,7 +168,9 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print a JSON li
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("name", "kind", "size (MB)", "base", "trained on", "available")
+    table = Table("kind", "size (MB)", "base", "trained on", "available")
+    table.add_column("name", no_wrap=True)  # model names are identifiers: never truncated
+    table.columns.insert(0, table.columns.pop())
     for r in rows:
         table.add_row(r["name"], r["kind"], f"{r['size_mb']:.0f}" if r.get("size_mb") else "?",
                       r.get("base") or "", str(r.get("trained_on") or ""), "yes" if r.get("available") else "no")

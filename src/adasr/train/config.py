@@ -440,3 +440,26 @@ def _non_negative(cfg: Any, *names: str) -> None:
 
 
 __all__ = ["SFTConfig", "RLConfig", "load_config", "config_from_dict", "config_class", "known_tasks", "check_task"]
+
+
+def trainer_kwargs(cfg) -> dict:
+    """``TrainingArguments`` fields shared by SFT and RL configs (optimizer, schedule, saving)."""
+    return dict(
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        bf16=cfg.bf16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        report_to=cfg.report_to,
+        remove_unused_columns=False,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+    )

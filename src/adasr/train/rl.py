@@ -50,7 +50,7 @@ from adasr.errors import ConfigError
 from adasr.protocol import STAGE_INPUT, default_format
 from adasr.stream import make_stream
 from adasr.train.advantages import advantage_stats, grpo_token_advantages, hrpo_token_advantages
-from adasr.train.config import RLConfig
+from adasr.train.config import RLConfig, trainer_kwargs
 from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors
 from adasr.train.sft import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
 
@@ -318,23 +318,7 @@ def rl_arguments(cfg: RLConfig) -> GRPOConfig:
         per_device_train_batch_size=cfg.batch_size * cfg.group_size // cfg.grad_accum,
         gradient_accumulation_steps=cfg.grad_accum,
         num_generations=cfg.group_size,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        seed=cfg.seed,
-        bf16=cfg.bf16,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        report_to=cfg.report_to,
-        remove_unused_columns=False,
-        dataloader_num_workers=cfg.dataloader_num_workers,
+        **trainer_kwargs(cfg),
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         top_k=cfg.top_k,

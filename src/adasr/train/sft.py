@@ -38,7 +38,7 @@ from transformers import Trainer
 from adasr.errors import ConfigError, DataError
 from adasr.protocol import STAGE_INPUT, Episode, Rendered, StreamingFormat, default_format
 from adasr.train.cb_stream import cb_stream_loss, cb_stream_token_weights
-from adasr.train.config import RLConfig, SFTConfig
+from adasr.train.config import RLConfig, SFTConfig, trainer_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -433,27 +433,11 @@ def sft_arguments(cfg: SFTConfig, has_eval: bool):
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
+        **trainer_kwargs(cfg),
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
         prediction_loss_only=True,
         label_names=["labels"],
-        seed=cfg.seed,
-        bf16=cfg.bf16,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        report_to=cfg.report_to,
-        remove_unused_columns=False,
-        dataloader_num_workers=cfg.dataloader_num_workers,
     )
 
 
