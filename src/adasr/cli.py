@@ -105,6 +105,7 @@ def run(
     with LiveView(loaded.tokenizer, console) as view:
         result = next(engine.run([inp], clock=clock, on_event=view.on_event))
     _grade(result.record)
+    console.print()
     console.print(metrics_table(result.record))
 
 

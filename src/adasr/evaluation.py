@@ -271,7 +271,7 @@ def evaluate(
             n_new, elapsed = 0, 0.0
 
             def acc_text() -> str:
-                n = len(done) + n_new
+                n = len(done)  # prior and new records alike (new ids are added to `done`)
                 return f"acc {100 * n_correct / n:.1f}%" if n else ""
 
             bar.update(task, acc=acc_text())
