@@ -123,14 +123,20 @@ def main() -> None:
     rec = next(r for r in records if len(r["chunks"]) >= 11)
     ing = bench_ingest(lm.model, fmt, rec["chunks"], rec["thoughts"], 9, args.reps)
     ing_early = bench_ingest(lm.model, fmt, rec["chunks"], rec["thoughts"], 1, args.reps)
+    # the same problem as the engine really streams it in interleaved mode: the model's own thoughts
+    eng = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(mode="interleaved", thought_budget=32, max_deep_tokens=1))
+    own = run_episode(eng, EpisodeInput("p", make_stream(rec["chunks"])))
+    ing_own = bench_ingest(lm.model, fmt, own.episode.chunks, own.episode.thoughts, 9, args.reps)
     items = load_gsm8k(args.data, limit=1)
     dec = bench_decode(lm.model, lm.tokenizer, args.decode_tokens)
     ttft = bench_ttft(lm.model, lm.tokenizer, items[0].question, args.reps)
     print(f"## Engine micro-benchmarks: {args.model}, {torch.get_num_threads()} threads, CPU\n")
     print("| measure | value | target | met |\n|---|---|---|---|")
-    print(f"| ingest 10th chunk ({ing['chunk_tokens']} tok) vs re-prefill ({ing['prefix_tokens'] + ing['chunk_tokens']} tok) "
-          f"| {ing['ingest_s'] * 1e3:.1f} ms vs {ing['reprefill_s'] * 1e3:.1f} ms = "
-          f"**{ing['speedup']:.1f}x** cheaper | >= 5x | {ing['speedup'] >= 5} |")
+    for label, r in (("in the interleaved episode the engine streams (the model's own thoughts)", ing_own),
+                     ("lower bound: every earlier chunk skipped", ing)):
+        print(f"| ingest 10th chunk ({r['chunk_tokens']} tok) vs re-prefill ({r['prefix_tokens'] + r['chunk_tokens']} tok), "
+              f"{label} | {r['ingest_s'] * 1e3:.1f} ms vs {r['reprefill_s'] * 1e3:.1f} ms = "
+              f"**{r['speedup']:.1f}x** cheaper | >= 5x | {r['speedup'] >= 5} |")
     print(f"| ingest cost, 2nd vs 10th chunk (prefix {ing_early['prefix_tokens']} vs {ing['prefix_tokens']} tok) | "
           f"{ing_early['ingest_s'] * 1e3:.1f} ms vs {ing['ingest_s'] * 1e3:.1f} ms | grows with the chunk, not the prefix | - |")
     print(f"| decode: engine vs model.generate | {dec['engine_tok_s']:.1f} vs {dec['generate_tok_s']:.1f} tok/s = "

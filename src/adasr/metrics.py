@@ -19,7 +19,9 @@ field                           meaning (unit)
 ``deep_tokens``                 deep-stage tokens, including the final answer (tokens)
 ``post_input_tokens``           tokens generated after EOI (tokens); ``deep_tokens`` plus any
                                 streaming thought still being finished when the input ended
-``skipped_chunks``              chunks whose streaming thought was empty (a skip) (count)
+``skipped_chunks``              chunks not followed by a non-empty streaming thought (count):
+                                skips, forced skips, and chunks with no thought turn (the last
+                                chunk of a stream that closed with it; every chunk in batch mode)
 ``n_chunks``                    chunks in the input stream (count)
 ``overrun_tokens``              streaming-thought tokens beyond the arrival-slack budget
                                 ``slack_s * decode_rate`` of their thought (tokens)
