@@ -124,3 +124,13 @@ def test_models_json_lists_bundled():
     assert proc.returncode == 0, proc.stderr.decode()
     names = {m["name"] for m in json.loads(proc.stdout)}
     assert {"smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"} <= names
+
+
+def test_data_build_with_knobs_and_bad_knob(tmp_path):
+    out = tmp_path / "cs.jsonl"
+    proc = adasr("data", "build", "--task", "chain_sum", "--size", "6", "--knob", "min_terms=3", "--knob", "max_terms=3",
+                 "--knob", "digits=1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr.decode()
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 6 and all(len(r["chunks"]) == 4 for r in recs)  # 3 terms + the question
+    assert_clean_error(adasr("data", "build", "--task", "chain_sum", "--knob", "digits", "--out", str(out)), "KEY=VALUE")

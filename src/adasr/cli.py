@@ -185,11 +185,18 @@ def data_build(
     size: Annotated[Optional[int], typer.Option(help="number of items")] = None,
     seed: int = 0,
     source: Annotated[Optional[Path], typer.Option(help="GSM8K JSONL (task gsm8k)")] = None,
+    knob: Annotated[list[str], typer.Option(help="task knob KEY=VALUE, repeatable (e.g. digits=1)")] = [],  # noqa: B006
 ) -> None:
     """Build a streaming chain-of-thought dataset (no teacher model) and write it as JSONL."""
     from adasr.tasks.registry import build_dataset, write_jsonl
 
-    ds = build_dataset(task, size=size, seed=seed, source=str(source) if source else None)
+    knobs = {}
+    for kv in knob:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--knob needs KEY=VALUE, got {kv!r}")
+        knobs[key] = json.loads(value) if value.lstrip("-").replace(".", "", 1).isdigit() or value in ("true", "false") else value
+    ds = build_dataset(task, size=size, seed=seed, source=str(source) if source else None, **knobs)
     write_jsonl(ds, out)
     n_thoughts = sum(len(t) for t in ds["thoughts"])
     skips = sum(1 for ts in ds["thoughts"] for t in ts if not t)
