@@ -76,18 +76,28 @@ def extract_reference(answer: str) -> str:
     return ref
 
 
-def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
-    """Parse one JSONL line; raises DataError (without location) when it is malformed."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"invalid UTF-8 at byte {e.start}") from None
+def json_object(text: str) -> dict:
+    """Decode one JSONL line that must hold a JSON object.
+
+    Raises:
+        DataError: invalid JSON or not an object (the message has no file location: callers add it).
+    """
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
+    """Parse one JSONL line; raises DataError (without location) when it is malformed."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"invalid UTF-8 at byte {e.start}") from None
+    obj = json_object(text)
     for key in ("question", "answer"):
         if key not in obj:
             raise DataError(f"missing key {key!r}")

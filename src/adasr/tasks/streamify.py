@@ -77,7 +77,6 @@ excluded and counted by reason in :class:`StreamifyReport`.
 from __future__ import annotations
 
 import ast
-import json
 import math
 import operator
 import re
@@ -88,6 +87,7 @@ from typing import Iterable
 
 from adasr import stream as _stream
 from adasr.errors import DataError
+from adasr.tasks.gsm8k import json_object
 
 __all__ = [
     "NUMBER_WORDS",
@@ -699,10 +699,7 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{ln}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}:{ln}: expected a JSON object, got {type(obj).__name__}")
-            out.append(obj)
+                out.append(json_object(line))
+            except DataError as e:
+                raise DataError(f"{p}:{ln}: {e}") from None
     return out
