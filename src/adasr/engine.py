@@ -522,10 +522,11 @@ class StreamingEngine:
             last[i] = max(n - 1, 0)
             row.fed(feed)
         self.stats["tokens_fed"] += sum(len(f) for f in feeds)
-        self.stats["padded_fed"] += B * L
         mask = torch.cat([mask, new_mask.to(self.device)], dim=1)
         active = [i for i, f in enumerate(feeds) if f]
-        if len(active) == B or not self._can_slice(cache):
+        sliced = len(active) < B and self._can_slice(cache)
+        self.stats["padded_fed"] += (len(active) if sliced else B) * L  # positions the model ran
+        if not sliced:
             return mask, self._model_logits(ids, mask, pos, last, cache)
         # Rows with nothing to feed sit this step out: run the forward on the active rows' slice
         # of the cache, then write their new keys/values back (idle rows get masked zeros).
