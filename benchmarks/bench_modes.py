@@ -78,7 +78,9 @@ def main() -> None:
         return StreamingEngine(lm.model, lm.tokenizer, cfg)
 
     t0 = time.perf_counter()
-    summaries = evaluate(factory, items, modes=args.modes, out_dir=out, batch_size=args.batch_size, wps=args.wps)
+    # one shared virtual clock, waves of streams whose inputs end together: the heaviest post-input load
+    summaries = evaluate(factory, items, modes=args.modes, out_dir=out, batch_size=args.batch_size, wps=args.wps,
+                         clock="virtual", align_eoi=args.batch_size > 1)
     base = generate_baseline(lm, items, args.max_deep_tokens, args.batch_size, out / "generate.jsonl")
     gen_acc = sum(r["correct"] for r in base) / len(base)
     print(f"## {args.model}: {len(items)} GSM8K train problems, virtual clock, {args.wps} words/s, "

@@ -207,3 +207,32 @@ def test_eoi_aligned_waves_equal_single_runs(tiny_model, tiny_tokenizer):
         src = LiveSource()
         src.start()
         list(eng.run([EpisodeInput("live", src)], batch_size=2, align_eoi=True, clock="real"))
+
+
+def test_per_stream_clocks_fill_every_step(tiny_model, tiny_tokenizer):
+    """Per-stream clocks: a waiting row jumps to its own next arrival instead of sitting steps
+    out, so a batch of misaligned streams takes exactly as many steps as its longest stream run
+    alone, with the same tokens and the same arrival-relative timeline."""
+    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i, gap=0.7 + 0.9 * i, off=i)) for i in range(3)]  # noqa: E731
+    single, steps = {}, []
+    for inp in inputs():
+        before = eng.stats["steps"]
+        single[inp.id] = run_episode(eng, inp)
+        steps.append(eng.stats["steps"] - before)
+    before = eng.stats["steps"]
+    batched = list(eng.run(inputs(), batch_size=3, clock="per-stream"))
+    assert eng.stats["steps"] - before == max(steps)
+    for r in batched:
+        assert r.token_ids == single[r.id].token_ids
+        assert r.record["eoi_s"] == single[r.id].record["eoi_s"]
+        assert r.record["post_input_latency_s"] > 0
+    # refilled slots start their own clock at 0
+    refilled = list(eng.run([EpisodeInput(f"r{i}", stream(2 + i % 2, gap=0.4 + 0.3 * i)) for i in range(5)],
+                            batch_size=2, clock="per-stream"))
+    assert sorted(r.id for r in refilled) == [f"r{i}" for i in range(5)]
+    for r in refilled:
+        i = int(r.id[1:])
+        assert r.record["eoi_s"] == pytest.approx((0.4 + 0.3 * i) * (2 + i % 2))
+    with pytest.raises(ConfigError, match="shared clock"):
+        list(eng.run(inputs(), batch_size=3, clock="per-stream", align_eoi=True))

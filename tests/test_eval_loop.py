@@ -233,7 +233,8 @@ class FakeEngine:
         self.mode, self.seen, self.interrupt_at = mode, seen, interrupt_at
 
     def run(self, inputs, batch_size=1, clock="virtual", align_eoi=False):
-        assert clock == "virtual" and batch_size >= 1
+        assert clock in ("virtual", "per-stream") and batch_size >= 1
+        self.seen.append(("run", (batch_size, clock, align_eoi)))
         for n, inp in enumerate(inputs, start=1):
             if self.interrupt_at == n:
                 raise KeyboardInterrupt
@@ -271,7 +272,7 @@ def test_interrupt_then_resume(tmp_path, fake_runtime):
 
     seen.clear()
     sums = evaluate(lambda m: FakeEngine(m, seen), items, modes=["adaptive"], out_dir=tmp_path, progress=False)
-    assert [i for _, i in seen] == ["gsm8k-train-3", "gsm8k-train-4", "gsm8k-train-5"]
+    assert [i for m, i in seen if m != "run"] == ["gsm8k-train-3", "gsm8k-train-4", "gsm8k-train-5"]
     recs = _read(results)
     assert sorted(r["id"] for r in recs) == [it.id for it in items]
     assert all(set(RECORD_FIELDS) <= set(r) for r in recs)
@@ -307,7 +308,7 @@ def test_truncated_last_line_is_dropped_and_recomputed(tmp_path, fake_runtime):
         fh.write('{"id": "gsm8k-train-3"')
     seen: list = []
     evaluate(lambda m: FakeEngine(m, seen), _items(3), modes=["batch"], out_dir=tmp_path, progress=False)
-    assert seen == [("batch", "gsm8k-train-3")]
+    assert [x for x in seen if x[0] != "run"] == [("batch", "gsm8k-train-3")]
     assert [r["id"] for r in _read(path)] == ["gsm8k-train-1", "gsm8k-train-2", "gsm8k-train-3"]
 
 
@@ -338,3 +339,31 @@ def test_streaming_dataset_records_load_and_grade(tmp_path):
     it = items[0]
     assert it.grade(it.reference) and it.grade(f"\\boxed{{{it.reference}}}")
     assert not it.grade(str(int(it.reference) + 1))
+
+
+@pytest.mark.parametrize("batch_size, clock, align, expected", [
+    (1, None, None, (1, "virtual", False)),
+    (4, None, None, (4, "per-stream", False)),  # a server at full load: every row always busy
+    (4, "virtual", None, (4, "virtual", True)),  # one shared timeline: EOI-aligned waves
+    (4, None, True, (4, "virtual", True)),
+    (4, "virtual", False, (4, "virtual", False)),
+])
+def test_eval_clock_defaults_are_recorded(tmp_path, fake_runtime, batch_size, clock, align, expected):
+    from adasr.evaluation import evaluate
+
+    seen: list = []
+    sums = evaluate(lambda m: FakeEngine(m, seen), _items(3), modes=["adaptive"], out_dir=tmp_path,
+                    progress=False, batch_size=batch_size, clock=clock, align_eoi=align)
+    assert [c for m, c in seen if m == "run"] == [expected]
+    s = sums["adaptive"]
+    assert (s["batch_size"], s["clock"], s["align_eoi"]) == expected
+    assert json.loads((tmp_path / "adaptive" / "summary.json").read_text())["clock"] == expected[1]
+
+
+def test_eval_unknown_clock(tmp_path, fake_runtime):
+    from adasr.errors import ConfigError
+    from adasr.evaluation import evaluate
+
+    with pytest.raises(ConfigError, match="unknown clock 'wall'"):
+        evaluate(lambda m: FakeEngine(m, []), _items(2), modes=["adaptive"], out_dir=tmp_path, progress=False,
+                 clock="wall")

@@ -87,6 +87,33 @@ def test_collator_masks_labels_and_decisions(tiny_tokenizer):
     assert n < ids.shape[1] and not att[1, n:].any() and (lab[1, n:] == IGNORE).all() and not dec[1, n:].any()
 
 
+def test_batch_layout_is_the_read_then_think_twin(tiny_tokenizer):
+    """layout=batch: the same steps, written after end of input as one deep stage; no decisions."""
+    from adasr.train.sft import StreamingCollator, row_episode
+
+    fmt = StreamingFormat(tiny_tokenizer)
+    ep = row_episode(ROW, "batch")
+    assert ep.layout == "batch" and ep.thoughts == [None] * len(ROW["chunks"])
+    assert ep.deep == "12 + 7 = 19. The result is 19. \\boxed{19}"
+    batch = StreamingCollator(tiny_tokenizer, fmt, layout="batch")([ROW])
+    st, dec, ids = batch["stage"][0], batch["decision_mask"][0], batch["input_ids"][0]
+    assert not dec.any() and not (st == 1).any()
+    assert tiny_tokenizer.decode(ids[st == 2]).startswith("12 + 7 = 19.")
+    with pytest.raises(ConfigError, match="layout must be one of streaming, batch"):
+        _sft_cfg(Path("runs/x"), layout="sideways").validate()
+
+
+def test_accelerate_cpu_launch_sets_use_cpu(monkeypatch):
+    """`accelerate launch --cpu` exports ACCELERATE_USE_CPU; the Trainer must then put batches on the CPU."""
+    from adasr.train.config import trainer_kwargs
+
+    cfg = _sft_cfg(Path("runs/x"))
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    assert trainer_kwargs(cfg)["use_cpu"] is False
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    assert trainer_kwargs(cfg)["use_cpu"] is True
+
+
 class _Killed(Exception):
     pass
 

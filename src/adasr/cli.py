@@ -125,14 +125,16 @@ def eval_cmd(
     out: Annotated[Path, typer.Option(help="output directory (resumable)")] = Path("runs/eval"),
     batch_size: Annotated[int, typer.Option(help="episodes run together in one batched cache")] = 1,
     wps: float = 2.5,
-    clock: Annotated[str, typer.Option(help="virtual (default: compute time only) | real")] = "virtual",
+    clock: Annotated[Optional[str], typer.Option(
+        help="per-stream (default at --batch-size > 1: each stream charged its batched steps, a server "
+             "at full load) | virtual (one shared timeline; default at --batch-size 1) | real")] = None,
     budget: int = 64,
     max_deep_tokens: int = 512,
     temperature: float = 0.0,
     seed: int = 0,
     align_eoi: Annotated[Optional[bool], typer.Option(
         "--align-eoi/--no-align-eoi",
-        help="batched waves whose inputs end together (default when --batch-size > 1)")] = None,
+        help="with a shared clock: batched waves whose inputs end together (default when --batch-size > 1)")] = None,
 ) -> None:
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
     from adasr.evaluation import evaluate

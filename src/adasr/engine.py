@@ -11,10 +11,15 @@ row finishes, the next input takes its slot (the old positions are masked), and 
 compacted (padding gathered out) when most of it is padding. When inputs run out, finished rows
 are dropped from the batch.
 
-Time: the clock (virtual or real, see :mod:`adasr.stream`) is shared by all rows. The virtual
-clock is charged each step's measured duration — the batched duration, as a server serving N
-live streams would see — and jumps to the next arrival when every row waits. Processing is
-serial per row: while a row generates a thought, its newly arrived chunks wait (backlog).
+Time (clocks: :mod:`adasr.stream`). With a shared clock (``"virtual"`` or ``"real"``) all rows
+live on one timeline: the virtual clock is charged each step's measured duration — the batched
+duration, as a server serving N live streams would see — and jumps to the next arrival when
+every row waits, so a row that waits for its next chunk sits steps out while others think.
+With ``"per-stream"`` clocks each row has its own virtual clock, charged the measured duration
+of every batched step it takes part in and jumped to its next arrival as soon as it waits: a
+server at full load, whose N rows always have work because it serves more streams than rows.
+Processing is serial per row: while a row generates a thought, its newly arrived chunks wait
+(backlog).
 
 Sources of the design: DESIGN.md ("Latency model", "Streaming protocol"); the KV-cache engine
 that injects tokens the model did not generate follows karpathy/nanochat ``engine.py``.
@@ -47,7 +52,7 @@ from adasr.protocol import (
     default_format,
     find_boxed,
 )
-from adasr.stream import ArrivalSource, Chunk, RealClock, VirtualClock, make_clock
+from adasr.stream import PER_STREAM, ArrivalSource, Chunk, RealClock, VirtualClock, make_clock
 
 Event = dict
 """An engine event: ``{"type", "t", "id", ...}`` with ``t`` in seconds since the episode's stream
@@ -147,8 +152,8 @@ class _Gen:
 class _Row:
     """The state of one episode in the batch (host side; its KV lives in the shared cache)."""
 
-    def __init__(self, inp: EpisodeInput, engine: "StreamingEngine", t0: float):
-        self.inp, self.engine, self.t0 = inp, engine, t0
+    def __init__(self, inp: EpisodeInput, engine: "StreamingEngine", t0: float, clock: VirtualClock | RealClock):
+        self.inp, self.engine, self.t0, self.clock = inp, engine, t0, clock
         self.fmt, self.policy = engine.format, engine.policy
         self.layout = self.policy.layout
         self.wall0 = time.perf_counter()
@@ -411,7 +416,11 @@ class StreamingEngine:
         Args:
             inputs: episodes to run (consumed lazily).
             batch_size: rows sharing one forward per step.
-            clock: ``"virtual"`` | ``"real"`` or a clock object, shared by all rows.
+            clock: ``"virtual"`` | ``"real"`` or a clock object, shared by all rows; or
+                ``"per-stream"``: a virtual clock per row, charged the measured duration of each
+                batched step the row takes part in and jumped to the row's next arrival whenever
+                it waits (a server at full load; see the module docstring). Identical to
+                ``"virtual"`` at ``batch_size=1``.
             on_event: callback receiving every :data:`Event` (including per-token ones).
             align_eoi: ``False`` (default): continuous batching — every stream starts when it
                 gets a row, and a finished row takes the next input at once. ``True``: waves of
@@ -421,13 +430,16 @@ class StreamingEngine:
                 the best overlap for evaluation throughput.
 
         Raises:
-            ConfigError: for ``batch_size < 1``.
+            ConfigError: for ``batch_size < 1``, or ``align_eoi`` with per-stream clocks.
             InputError: from a source (e.g. invalid UTF-8 on stdin), or when a live source is
                 used with the virtual clock.
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        clk = make_clock(clock) if isinstance(clock, str) else clock
+        per_stream = clock == PER_STREAM
+        if per_stream and align_eoi:
+            raise ConfigError("align_eoi needs a shared clock: per-stream clocks have no common end of input")
+        clk = make_clock("virtual" if per_stream else clock) if isinstance(clock, str) else clock
         self.on_event = on_event
         pending_inputs = iter(inputs)
         while True:
@@ -439,42 +451,62 @@ class StreamingEngine:
                 eois = [inp.source.eoi_s() for inp in wave]
                 if any(e is None for e in eois):
                     raise InputError("align_eoi needs streams whose end of input is known in advance")
-                rows = [_Row(inp, self, now + max(eois) - e) for inp, e in zip(wave, eois)]
+                rows = [_Row(inp, self, now + max(eois) - e, clk) for inp, e in zip(wave, eois)]
             else:
-                rows = [_Row(inp, self, now) for inp in wave]
-            yield from self._run_rows(rows, clk, None if align_eoi else pending_inputs)
+                rows = [self._new_row(inp, clk, per_stream) for inp in wave]
+            yield from self._run_rows(rows, clk, None if align_eoi else pending_inputs, per_stream)
             if not align_eoi:
                 return
 
-    def _run_rows(self, rows: list[_Row], clk, refill: Iterator[EpisodeInput] | None) -> Iterator[EpisodeResult]:
+    def _new_row(self, inp: EpisodeInput, clk, per_stream: bool) -> _Row:
+        """A row starting now: on the shared clock, or at 0 on a clock of its own."""
+        return _Row(inp, self, 0.0, VirtualClock()) if per_stream else _Row(inp, self, clk.now(), clk)
+
+    def _plan(self, row: _Row, per_stream: bool) -> tuple[list[tuple[int, int]], bool]:
+        """``row.plan`` at the row's clock time; a per-stream row that waits jumps to its next arrival."""
+        plan = row.plan(row.clock.now(), self.decode_rate)
+        while per_stream and not plan[1]:
+            wake = row.next_wake()
+            if wake is None or wake <= row.clock.now():
+                break
+            row.pending = plan[0] + row.pending  # keep deferred tokens
+            row.clock.wait_until(wake)
+            plan = row.plan(row.clock.now(), self.decode_rate)
+        return plan
+
+    def _run_rows(self, rows: list[_Row], clk, refill: Iterator[EpisodeInput] | None,
+                  per_stream: bool = False) -> Iterator[EpisodeResult]:
         """Step ``rows`` to completion in one fresh cache; finished rows take inputs from ``refill``."""
         pending_inputs = iter(()) if refill is None else refill
         cache = DynamicCache()
         mask = torch.zeros((len(rows), 0), dtype=torch.long, device=self.device)
         with torch.inference_mode():
             while rows:
-                now = clk.now()
-                plans = [row.plan(now, self.decode_rate) for row in rows]
+                plans = [self._plan(row, per_stream) for row in rows]
                 if not any(must for _, must in plans):
                     for row, (feed, _) in zip(rows, plans):
                         row.pending = feed + row.pending  # keep deferred tokens
-                    self._wait(rows, clk)
+                    self._wait(rows, clk, per_stream)
                     continue
                 feeds = [feed for feed, _ in plans]
                 t_start = time.perf_counter()
                 mask, logits = self._forward(rows, feeds, cache, mask)
                 dt = time.perf_counter() - t_start
-                clk.advance(dt)
+                if per_stream:  # each row is charged the steps it takes part in
+                    for row, feed in zip(rows, feeds):
+                        if feed:
+                            row.clock.advance(dt)
+                else:
+                    clk.advance(dt)
                 if all(len(f) == 1 for f in feeds if f):
                     self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6)  # per-row tokens/s
                 self.stats["steps"] += 1
                 self.stats["forward_s"] += dt
-                t_end = clk.now()
                 gen_rows = [i for i, r in enumerate(rows) if r.gen is not None and feeds[i]]
                 if gen_rows:
                     toks = self._sample(logits[gen_rows], [rows[i].generator for i in gen_rows])
                     for i, tok in zip(gen_rows, toks):
-                        rows[i].sample_done(tok, t_end)
+                        rows[i].sample_done(tok, rows[i].clock.now())
                 # finished rows: yield, refill the slot or drop it
                 keep = []
                 for i, row in enumerate(rows):
@@ -484,7 +516,7 @@ class StreamingEngine:
                     yield row.result()
                     nxt = next(pending_inputs, None)
                     if nxt is not None:
-                        rows[i] = _Row(nxt, self, clk.now())
+                        rows[i] = self._new_row(nxt, clk, per_stream)
                         mask[i] = 0
                         keep.append(i)
                 if len(keep) < len(rows):
@@ -495,8 +527,13 @@ class StreamingEngine:
                 if rows:
                     mask = self._maybe_compact(cache, mask)
 
-    def _wait(self, rows: list[_Row], clk) -> None:
+    def _wait(self, rows: list[_Row], clk, per_stream: bool = False) -> None:
         wakes = [w for w in (r.next_wake() for r in rows) if w is not None]
+        if wakes and per_stream:  # float rounding left a row just short of its arrival
+            for r in rows:
+                if r.next_wake() is not None:
+                    r.clock.wait_until(r.next_wake() + 1e-9)
+            return
         if wakes:
             clk.wait_until(min(wakes))
             return

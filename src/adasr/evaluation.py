@@ -204,7 +204,7 @@ def evaluate(
     out_dir: str | Path,
     batch_size: int = 1,
     wps: float = 2.5,
-    clock: str = "virtual",
+    clock: str | None = None,
     progress: bool = True,
     align_eoi: bool | None = None,
 ) -> dict[str, dict]:
@@ -220,22 +220,33 @@ def evaluate(
     built for a mode that has work left. ``elapsed_s``/``problems_per_hour`` count the real time
     of the ``engine.run`` loops (not model loading), accumulated across resumed runs.
 
-    ``align_eoi`` (default: ``batch_size > 1``) runs waves of ``batch_size`` streams whose ends
-    of input coincide (see :meth:`adasr.engine.StreamingEngine.run`): post-input latencies are
-    then those of N streams ending together; ``False`` starts all streams at once.
+    ``clock`` (default: ``"virtual"`` at ``batch_size=1``, else ``"per-stream"``): with
+    ``"per-stream"`` clocks each stream is charged the measured duration of every batched step
+    it takes part in, and a row whose stream waits for its next chunk jumps to it instead of
+    sitting steps out: the latencies of a server at full load (N rows always busy), and full
+    batches for evaluation throughput. ``"virtual"``/``"real"`` put every stream on one shared
+    timeline; then ``align_eoi`` (default: ``batch_size > 1``) runs waves of ``batch_size``
+    streams whose ends of input coincide (see :meth:`adasr.engine.StreamingEngine.run`):
+    post-input latencies are those of N streams ending together; ``False`` starts all streams at
+    once. The summary records the ``clock``, ``batch_size`` and ``align_eoi`` used.
 
     Returns:
         ``{mode: summary}`` in the order of ``modes``.
 
     Raises:
         EvalInterrupted: on Ctrl-C; records written so far are kept (rerun to resume).
-        ConfigError: empty/duplicate modes, a mode unusable as a directory name, a bad batch size.
+        ConfigError: empty/duplicate modes, a mode unusable as a directory name, a bad batch size,
+            an unknown clock.
         DataError: duplicate item ids.
     """
     from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
-    from adasr.stream import make_stream
+    from adasr.stream import CLOCKS, PER_STREAM, make_stream
 
-    align = batch_size > 1 if align_eoi is None else align_eoi
+    if clock is None:
+        clock = "virtual" if batch_size == 1 or align_eoi else PER_STREAM
+    if clock not in CLOCKS:
+        raise ConfigError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
+    align = (batch_size > 1 and clock != PER_STREAM) if align_eoi is None else align_eoi
 
     modes = list(modes)
     if not modes:
@@ -335,6 +346,7 @@ def evaluate(
             records = [r for r in writer.records() if r["id"] in by_id]
             summary = summarize(records, elapsed_s=total_elapsed)
             summary["mode"] = mode
+            summary.update(clock=clock, batch_size=batch_size, align_eoi=align)
             summary["complete"] = len(records) == len(items)
             mode_dir.mkdir(parents=True, exist_ok=True)
             summary_json = json.dumps(summary, indent=2, default=_json_default)

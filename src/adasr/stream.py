@@ -158,8 +158,16 @@ class RealClock:
             time.sleep(delay)
 
 
+PER_STREAM = "per-stream"
+"""Clock name for one virtual clock per stream (:meth:`adasr.engine.StreamingEngine.run`)."""
+
+CLOCKS = ("virtual", "real", PER_STREAM)
+"""Clock names the engine accepts."""
+
+
 def make_clock(kind: str) -> VirtualClock | RealClock:
-    """Return a clock by name: ``"virtual"`` or ``"real"``.
+    """Return a shared clock by name: ``"virtual"`` or ``"real"`` (``"per-stream"`` clocks are
+    made by the engine, one per row).
 
     Raises:
         InputError: for any other name.
@@ -168,7 +176,7 @@ def make_clock(kind: str) -> VirtualClock | RealClock:
         return VirtualClock()
     if kind == "real":
         return RealClock()
-    raise InputError(f"unknown clock {kind!r}: use 'virtual' or 'real'")
+    raise InputError(f"unknown clock {kind!r}: use one of {', '.join(CLOCKS)}")
 
 
 # ---------------------------------------------------------------------------------------------

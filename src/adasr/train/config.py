@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from adasr.errors import ConfigError
+from adasr.protocol import LAYOUTS
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 ADVANTAGES = ("hrpo", "grpo")
@@ -141,12 +142,16 @@ class SFTConfig(_TrainConfig):
             think); ``0`` is plain masked cross-entropy (DESIGN.md; Cui et al. CVPR 2019).
         eval_steps: evaluate the held-out loss every this many steps (``None``: at each save;
             only when ``eval_size > 0``).
+        layout: ``streaming`` (each thought right after its chunk: a streaming reasoner) or
+            ``batch`` (the same steps written after end of input: the read-then-think baseline
+            trained on identical data; :func:`adasr.train.sft.row_episode`).
     """
 
     output_dir: str = "runs/sft"
     learning_rate: float = 1e-5
     cb_beta: float = 0.999
     eval_steps: int | None = None
+    layout: str = "streaming"
 
     kind = "sft"
 
@@ -156,6 +161,8 @@ class SFTConfig(_TrainConfig):
             raise ConfigError(f"cb_beta must be in [0, 1) (0 = plain cross-entropy), got {self.cb_beta}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ConfigError(f"eval_steps must be >= 1 or null, got {self.eval_steps}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
 
 @dataclass
@@ -443,8 +450,15 @@ __all__ = ["SFTConfig", "RLConfig", "load_config", "config_from_dict", "config_c
 
 
 def trainer_kwargs(cfg) -> dict:
-    """``TrainingArguments`` fields shared by SFT and RL configs (optimizer, schedule, saving)."""
+    """``TrainingArguments`` fields shared by SFT and RL configs (optimizer, schedule, saving).
+
+    ``use_cpu`` follows ``accelerate launch --cpu`` (env ``ACCELERATE_USE_CPU``): without it a
+    single-process ``--cpu`` launch on a GPU machine placed the model on the CPU (accelerate) but
+    the batches on ``cuda:0`` (``TrainingArguments.device``)."""
+    from accelerate.utils import parse_flag_from_env
+
     return dict(
+        use_cpu=parse_flag_from_env("ACCELERATE_USE_CPU"),
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps,

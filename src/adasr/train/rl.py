@@ -7,8 +7,9 @@ One optimizer step (``train_rl`` reads top to bottom; the step is
    ``answer``), each repeated ``group_size`` (G) times in consecutive rows.
 2. **Rollouts.** The adasr :class:`~adasr.engine.StreamingEngine` runs every row as one sampled
    streaming episode on the current policy (unwrapped from accelerate/DeepSpeed/PEFT wrappers,
-   in eval mode, all rows in one batched KV cache, virtual clock, chunks arriving at ``wps``
-   words per second; each row has its own seed). Its ``token_ids`` are exactly the sequence the
+   in eval mode, all rows in one batched KV cache, per-stream virtual clocks — each rollout is
+   charged the batched steps it takes part in and never sits a step out waiting for its next
+   chunk — chunks arriving at ``wps`` words per second; each row has its own seed). Its ``token_ids`` are exactly the sequence the
    model saw and produced; ``token_stage`` labels each token 0 (not generated: system prompt,
    chunks, role headers, forced turn closers), 1 (streaming thought) or 2 (deep stage).
 3. **Rewards** (:mod:`adasr.train.rewards`): ``r_acc`` from the task's checker (GSM8K:
@@ -161,7 +162,7 @@ class StreamGRPOTrainer(GRPOTrainer):
             policy.eval()
             try:
                 engine = StreamingEngine(policy, self.processing_class, self._engine_config(), fmt=self.stream_format)
-                done = {r.id: r for r in engine.run(inputs, batch_size=len(inputs), clock="virtual")}
+                done = {r.id: r for r in engine.run(inputs, batch_size=len(inputs), clock="per-stream")}
             finally:
                 policy.train(was_training)
         return [done[inp.id] for inp in inputs]

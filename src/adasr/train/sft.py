@@ -97,9 +97,23 @@ def as_dataset(rows, required: Sequence[str] = ("chunks", "thoughts", "deep")):
     return ds
 
 
-def row_episode(row: dict) -> Episode:
-    """The streaming-layout :class:`Episode` of a dataset row (chunks, thoughts, deep)."""
-    return Episode(chunks=list(row["chunks"]), thoughts=list(row["thoughts"]), deep=row["deep"], layout="streaming")
+def row_episode(row: dict, layout: str = "streaming") -> Episode:
+    """The :class:`Episode` of a dataset row (chunks, thoughts with ``""`` = skip, deep).
+
+    ``layout="streaming"`` keeps each thought after its chunk. ``layout="batch"`` is the
+    read-then-think twin of the same episode: one user turn holding every chunk, then the
+    non-empty thoughts, in order, followed by the deep stage, as one assistant turn. The
+    reasoning text is identical; only *when* it is written changes (the fair baseline for
+    post-input latency, DESIGN.md "Modes").
+
+    Raises:
+        ProtocolError: for an unknown layout (from :class:`Episode` rendering).
+    """
+    if layout == "batch":
+        steps = [t.strip() for t in row["thoughts"] if t and t.strip()]
+        deep = " ".join(steps + [row["deep"]])
+        return Episode(chunks=list(row["chunks"]), thoughts=[None] * len(row["chunks"]), deep=deep, layout="batch")
+    return Episode(chunks=list(row["chunks"]), thoughts=list(row["thoughts"]), deep=row["deep"], layout=layout)
 
 
 @dataclass
@@ -120,8 +134,9 @@ class EpisodeStats:
     mean_len: float
 
 
-def prepare_episodes(ds, fmt: StreamingFormat, max_seq_len: int):
-    """Render every row once: drop rows longer than ``max_seq_len`` and count decision classes.
+def prepare_episodes(ds, fmt: StreamingFormat, max_seq_len: int, layout: str = "streaming"):
+    """Render every row once (in ``layout``, see :func:`row_episode`): drop rows longer than
+    ``max_seq_len`` and count decision classes (none in batch layout).
 
     Returns:
         ``(dataset, EpisodeStats)``.
@@ -134,7 +149,7 @@ def prepare_episodes(ds, fmt: StreamingFormat, max_seq_len: int):
     lengths: list[int] = []
     for i, row in enumerate(ds):
         try:
-            r = fmt.render(row_episode(row))
+            r = fmt.render(row_episode(row, layout))
         except Exception as err:  # noqa: BLE001 - a malformed record names itself
             raise DataError(f"episode {row.get('id', i)!r} cannot be rendered: {err}") from None
         if len(r.input_ids) > max_seq_len:
@@ -159,9 +174,10 @@ def prepare_episodes(ds, fmt: StreamingFormat, max_seq_len: int):
 class StreamingCollator:
     """Render dataset rows with the streaming protocol and pad them into a batch.
 
-    Each row (``chunks``, ``thoughts`` with ``""`` = skip, ``deep``) becomes
-    ``Episode(chunks, thoughts, deep)`` in streaming layout, rendered by
-    :meth:`StreamingFormat.render`; sequences longer than ``max_seq_len`` are cut at the right.
+    Each row (``chunks``, ``thoughts`` with ``""`` = skip, ``deep``) becomes an :class:`Episode`
+    in ``layout`` (:func:`row_episode`: ``streaming``, or ``batch`` for its read-then-think
+    twin), rendered by :meth:`StreamingFormat.render`; sequences longer than ``max_seq_len`` are
+    cut at the right.
 
     Returns (from ``__call__``) a dict of ``(B, T)`` tensors, right-padded:
         ``input_ids``; ``attention_mask`` (1 on real tokens); ``labels`` (the id where the model
@@ -169,14 +185,16 @@ class StreamingCollator:
         decision tokens); ``stage`` (0 input, 1 streaming thought, 2 deep stage; 0 on padding).
     """
 
-    def __init__(self, tokenizer, fmt: StreamingFormat | None = None, max_seq_len: int | None = None):
+    def __init__(self, tokenizer, fmt: StreamingFormat | None = None, max_seq_len: int | None = None,
+                 layout: str = "streaming"):
         self.fmt = fmt or default_format(tokenizer)
         self.max_seq_len = max_seq_len
+        self.layout = layout
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.fmt.end_of_turn_id
 
     def render(self, row: dict) -> Rendered:
-        r = self.fmt.render(row_episode(row))
+        r = self.fmt.render(row_episode(row, self.layout))
         if self.max_seq_len is not None and len(r.input_ids) > self.max_seq_len:
             n = self.max_seq_len
             r = Rendered(r.input_ids[:n], r.stage[:n], r.decision[:n])
@@ -412,10 +430,12 @@ def save_final(trainer, policy: Policy, cfg: SFTConfig | RLConfig, stage: str, *
 
 
 def trained_on(cfg: SFTConfig | RLConfig, n: int) -> str:
-    """The ``trained_on`` line of ``adasr_meta.json``: task, source and episode count."""
+    """The ``trained_on`` line of ``adasr_meta.json``: task, source, episode count and, for a
+    read-then-think SFT, its layout."""
     src = f" from {Path(cfg.data_path).name}" if cfg.data_path else ""
     knobs = f" {json.dumps(cfg.task_options, sort_keys=True)}" if cfg.task_options else ""
-    return f"{cfg.task}{knobs}{src} ({n} episodes)"
+    layout = ", batch layout" if getattr(cfg, "layout", "streaming") == "batch" else ""
+    return f"{cfg.task}{knobs}{src} ({n} episodes{layout})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,17 +492,17 @@ def train_sft(
     if cfg.gradient_checkpointing and policy.kind == "lora":
         policy.model.enable_input_require_grads()  # checkpointed LoRA needs grads at the inputs
     fmt = StreamingFormat(policy.tokenizer)
-    train_dataset, stats = prepare_episodes(train_dataset, fmt, cfg.max_seq_len)
+    train_dataset, stats = prepare_episodes(train_dataset, fmt, cfg.max_seq_len, cfg.layout)
     if eval_dataset is not None:
-        eval_dataset, _ = prepare_episodes(eval_dataset, fmt, cfg.max_seq_len)
-    logger.info("SFT on %d episodes: decision classes %s", stats.kept, stats.class_counts)
+        eval_dataset, _ = prepare_episodes(eval_dataset, fmt, cfg.max_seq_len, cfg.layout)
+    logger.info("SFT (%s layout) on %d episodes: decision classes %s", cfg.layout, stats.kept, stats.class_counts)
 
     trainer = StreamSFTTrainer(
         model=policy.model,
         args=sft_arguments(cfg, eval_dataset is not None),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=StreamingCollator(policy.tokenizer, fmt, cfg.max_seq_len),
+        data_collator=StreamingCollator(policy.tokenizer, fmt, cfg.max_seq_len, cfg.layout),
         processing_class=policy.tokenizer,
         callbacks=callbacks,
         cb_beta=cfg.cb_beta,
