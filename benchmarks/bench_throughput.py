@@ -3,13 +3,13 @@
 Runs the code behind ``adasr eval`` twice on the same GSM8K problems, in fresh output folders,
 and compares problems per hour (real time of the engine loop; model loading excluded).
 
-Batched runs use ``adasr eval``'s default for ``--batch-size > 1``: per-stream virtual clocks (each
-stream charged the measured duration of every batched step it takes part in; a waiting row jumps
-to its next chunk instead of sitting steps out). ``--clock virtual`` compares one shared clock with
-EOI-aligned waves (8 streams ending together; rows that wait sit steps out).
+Batched runs use ``adasr eval``'s default for ``--batch-size > 1``: one shared virtual clock and
+EOI-aligned waves (8 streams ending together; rows waiting for a chunk sit steps out).
+``--clock per-stream`` gives each stream its own virtual clock instead (charged every batched step
+it takes part in; a waiting row jumps to its next chunk, so every step runs all rows).
 
 Usage: ``python benchmarks/bench_throughput.py [--model smollm2-135m-instruct] [--n 16] [--modes batch adaptive]
-[--clock virtual]``
+[--clock per-stream]``
 """
 
 from __future__ import annotations

@@ -236,3 +236,18 @@ def test_per_stream_clocks_fill_every_step(tiny_model, tiny_tokenizer):
         assert r.record["eoi_s"] == pytest.approx((0.4 + 0.3 * i) * (2 + i % 2))
     with pytest.raises(ConfigError, match="shared clock"):
         list(eng.run(inputs(), batch_size=3, clock="per-stream", align_eoi=True))
+
+
+def test_split_steps_keep_results(tiny_model, tiny_tokenizer):
+    """A step mixing chunk ingests with decoded tokens runs as two forwards (no padding of the
+    decode rows to the chunk's length); the tokens are those of an unsplit run."""
+    inputs = lambda: [EpisodeInput(f"e{i}", stream(3 + i % 2, gap=0.3 + 0.25 * i, off=i)) for i in range(4)]  # noqa: E731
+    plain = engine(tiny_model, tiny_tokenizer, mode="interleaved", split_min_waste=None)
+    ref = {r.id: r.token_ids for r in plain.run(inputs(), batch_size=4, clock="per-stream")}
+    assert plain.stats["split_steps"] == 0
+    split = engine(tiny_model, tiny_tokenizer, mode="interleaved", split_min_waste=1)
+    out = {r.id: r.token_ids for r in split.run(inputs(), batch_size=4, clock="per-stream")}
+    assert split.stats["split_steps"] > 0 and split.stats["padded_fed"] < plain.stats["padded_fed"]
+    assert out == ref
+    with pytest.raises(ConfigError, match="split_min_waste"):
+        engine(tiny_model, tiny_tokenizer, split_min_waste=0)

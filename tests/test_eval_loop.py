@@ -343,8 +343,8 @@ def test_streaming_dataset_records_load_and_grade(tmp_path):
 
 @pytest.mark.parametrize("batch_size, clock, align, expected", [
     (1, None, None, (1, "virtual", False)),
-    (4, None, None, (4, "per-stream", False)),  # a server at full load: every row always busy
-    (4, "virtual", None, (4, "virtual", True)),  # one shared timeline: EOI-aligned waves
+    (4, None, None, (4, "virtual", True)),  # one shared timeline: EOI-aligned waves
+    (4, "per-stream", None, (4, "per-stream", False)),  # a server at full load: every row always busy
     (4, None, True, (4, "virtual", True)),
     (4, "virtual", False, (4, "virtual", False)),
 ])

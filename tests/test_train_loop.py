@@ -169,6 +169,14 @@ def test_sft_lora_final_adapter_loads(tmp_path, tiny_dir, episodes):
     merged = load_model(str(final)).model
     base = load_model(str(tiny_dir)).model
     assert any(not torch.equal(x, y) for x, y in zip(merged.state_dict().values(), base.state_dict().values()))
+    # the adapter as the start of a further stage: LoRA keeps training it, full FT trains every weight
+    from adasr.train.sft import load_policy
+
+    lora = load_policy(RLConfig(task="chain_sum", lora=True), str(final))
+    assert lora.kind == "lora" and 0 < sum(p.requires_grad for p in lora.model.parameters()) < len(
+        list(lora.model.parameters()))
+    full = load_policy(RLConfig(task="chain_sum", lora=False), str(final))
+    assert full.kind == "full" and all(p.requires_grad for p in full.model.parameters())
 
 
 # ---------------------------------------------------------------------------------- RL

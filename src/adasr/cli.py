@@ -126,8 +126,8 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option(help="episodes run together in one batched cache")] = 1,
     wps: float = 2.5,
     clock: Annotated[Optional[str], typer.Option(
-        help="per-stream (default at --batch-size > 1: each stream charged its batched steps, a server "
-             "at full load) | virtual (one shared timeline; default at --batch-size 1) | real")] = None,
+        help="virtual (default: one shared timeline, compute time only) | per-stream (each stream charged "
+             "the batched steps it takes part in: a server at full load) | real")] = None,
     budget: int = 64,
     max_deep_tokens: int = 512,
     temperature: float = 0.0,

@@ -77,6 +77,11 @@ class EngineConfig:
         compact_min_len: compact the cache only when it holds at least this many positions.
         compact_ratio: compact when the fraction of valid (non-padding) positions drops below it.
         policy: an explicit :class:`~adasr.policy.ThoughtPolicy` (overrides ``mode``).
+        split_min_waste: when some rows feed a multi-token chunk while others feed one decoded
+            token, padding the decode rows to the longest feed costs ``n_decode * (L - 1)``
+            wasted token positions; from this many on, the step runs two forwards instead (the
+            multi-token rows, then the one-token rows, each on its slice of the cache). The step
+            is still one server step: its duration is the sum. ``None``: never split.
     """
 
     mode: str = "adaptive"
@@ -90,6 +95,7 @@ class EngineConfig:
     compact_min_len: int = 256
     compact_ratio: float = 0.5
     policy: ThoughtPolicy | None = None
+    split_min_waste: int | None = 16
 
     def make_policy(self) -> ThoughtPolicy:
         """The policy to use (``policy`` if set, else the one of ``mode``)."""
@@ -101,6 +107,8 @@ class EngineConfig:
             raise ConfigError("max_deep_tokens must be >= 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+        if self.split_min_waste is not None and self.split_min_waste < 1:
+            raise ConfigError("split_min_waste must be >= 1 (or None: never split a step)")
 
 
 @dataclass
@@ -239,6 +247,8 @@ class _Row:
             return feed, True
         if self.deep is None and src.closed(t_src):
             return feed + self._start_deep(t), True
+        if feed and not self.ids and t >= 0:
+            return feed, True  # the session opens: prefill the system prompt before input arrives
         return feed, False  # idle: leftover closer tokens may ride along with other rows
 
     def _start_deep(self, t: float) -> list[tuple[int, int]]:
@@ -371,7 +381,8 @@ class StreamingEngine:
         self.device = next(model.parameters()).device
         self.decode_rate = self.config.initial_decode_rate or self._calibrate()
         self.warpers = self._warpers()
-        self.stats = {"steps": 0, "compactions": 0, "forward_s": 0.0, "tokens_fed": 0, "padded_fed": 0}
+        self.stats = {"steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0, "tokens_fed": 0,
+                      "padded_fed": 0}
 
     def _warpers(self) -> LogitsProcessorList:
         c = self.config
@@ -490,7 +501,15 @@ class StreamingEngine:
                     continue
                 feeds = [feed for feed, _ in plans]
                 t_start = time.perf_counter()
-                mask, logits = self._forward(rows, feeds, cache, mask)
+                split = self._split(feeds, cache)
+                if split is None:
+                    mask, logits = self._forward(rows, feeds, cache, mask)
+                else:  # multi-token feeds first, then the one-token rows (see split_min_waste)
+                    mask, logits = self._forward(rows, split[0], cache, mask)
+                    mask, decoded = self._forward(rows, split[1], cache, mask)
+                    one = [i for i, f in enumerate(split[1]) if f]
+                    logits[one] = decoded[one]
+                    self.stats["split_steps"] += 1
                 dt = time.perf_counter() - t_start
                 if per_stream:  # each row is charged the steps it takes part in
                     for row, feed in zip(rows, feeds):
@@ -580,6 +599,16 @@ class StreamingEngine:
         logits = sub.new_zeros((B, sub.shape[-1]))
         logits[idx] = sub
         return mask, logits
+
+    def _split(self, feeds: list[list[tuple[int, int]]], cache: DynamicCache):
+        """``(multi-token feeds, one-token feeds)`` when a step is worth splitting, else None."""
+        if self.config.split_min_waste is None:
+            return None
+        L = max(len(f) for f in feeds)
+        n_one = sum(len(f) == 1 for f in feeds)
+        if L < 2 or n_one == 0 or n_one * (L - 1) < self.config.split_min_waste or not self._can_slice(cache):
+            return None
+        return [f if len(f) > 1 else [] for f in feeds], [f if len(f) == 1 else [] for f in feeds]
 
     @staticmethod
     def _can_slice(cache: DynamicCache) -> bool:

@@ -220,15 +220,15 @@ def evaluate(
     built for a mode that has work left. ``elapsed_s``/``problems_per_hour`` count the real time
     of the ``engine.run`` loops (not model loading), accumulated across resumed runs.
 
-    ``clock`` (default: ``"virtual"`` at ``batch_size=1``, else ``"per-stream"``): with
+    ``clock`` (default ``"virtual"``) and ``"real"`` put every stream on one shared timeline;
+    then ``align_eoi`` (default: ``batch_size > 1``) runs waves of ``batch_size`` streams whose
+    ends of input coincide (see :meth:`adasr.engine.StreamingEngine.run`): post-input latencies
+    are those of N streams ending together; ``False`` starts all streams at once. With
     ``"per-stream"`` clocks each stream is charged the measured duration of every batched step
     it takes part in, and a row whose stream waits for its next chunk jumps to it instead of
-    sitting steps out: the latencies of a server at full load (N rows always busy), and full
-    batches for evaluation throughput. ``"virtual"``/``"real"`` put every stream on one shared
-    timeline; then ``align_eoi`` (default: ``batch_size > 1``) runs waves of ``batch_size``
-    streams whose ends of input coincide (see :meth:`adasr.engine.StreamingEngine.run`):
-    post-input latencies are those of N streams ending together; ``False`` starts all streams at
-    once. The summary records the ``clock``, ``batch_size`` and ``align_eoi`` used.
+    sitting steps out: full batches, and the latencies of a server at full load (N rows always
+    busy; thoughts get less time between chunks, so adaptive accuracy can drop). The summary
+    records the ``clock``, ``batch_size`` and ``align_eoi`` used.
 
     Returns:
         ``{mode: summary}`` in the order of ``modes``.
@@ -243,7 +243,7 @@ def evaluate(
     from adasr.stream import CLOCKS, PER_STREAM, make_stream
 
     if clock is None:
-        clock = "virtual" if batch_size == 1 or align_eoi else PER_STREAM
+        clock = "virtual"
     if clock not in CLOCKS:
         raise ConfigError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
     align = (batch_size > 1 and clock != PER_STREAM) if align_eoi is None else align_eoi

@@ -351,6 +351,8 @@ def load_policy(cfg: SFTConfig | RLConfig, name: str | None = None, *, model=Non
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(cfg))
+    else:  # a merged adapter comes back frozen (PEFT freezes the base): train every weight
+        model.requires_grad_(True)
     return Policy(model, _ensure_pad(loaded.tokenizer), _model_ref(name), "lora" if cfg.lora else "full")
 
 
