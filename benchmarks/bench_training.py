@@ -55,7 +55,6 @@ PRESETS = {
         "reference": "base, batch",
         "rows": [
             ("base, batch", "qwen2.5-coder-0.5b-instruct", "batch"),
-            ("base, adaptive", "qwen2.5-coder-0.5b-instruct", "adaptive"),
             ("SFT LoRA, batch", "runs/sft_gsm8k_qwen_lora/final", "batch"),
             ("SFT LoRA, adaptive", "runs/sft_gsm8k_qwen_lora/final", "adaptive"),
         ],
