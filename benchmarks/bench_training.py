@@ -46,6 +46,9 @@ PRESETS = {
             ("SFT streaming, adaptive", "runs/sft_procedural_smollm2/final", "adaptive"),
             ("SFT+GRPO, adaptive", "runs/grpo_procedural_smollm2/final", "adaptive"),
             ("SFT+HRPO, adaptive", "runs/hrpo_procedural_smollm2/final", "adaptive"),
+            # the same pair trained on episodes whose deep stage is "\boxed{N}" alone (knob final: boxed)
+            ("SFT read-then-think, boxed-only, batch", "runs/sft_procedural_smollm2_batch_boxed/final", "batch"),
+            ("SFT streaming, boxed-only, adaptive", "runs/sft_procedural_smollm2_boxed/final", "adaptive"),
         ],
     },
     "gsm8k": {

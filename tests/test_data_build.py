@@ -283,6 +283,12 @@ def test_chain_sum_running_value_and_knobs():
         assert all(len(re.sub(r"\D", "", c)) <= 1 for c in r["chunks"][:-1])
     words = build_procedural("letter_counting", 5, 0, words=6, words_per_chunk=3)
     assert all(len(r["chunks"]) == 4 for r in words)
+    # final: boxed -> the same episodes with a bare \boxed{N} deep stage
+    boxed = build_procedural("chain_sum", 10, 0, terms=4, digits=1, final="boxed")
+    assert [(b["question"], b["thoughts"]) for b in boxed] == [(r["question"], r["thoughts"]) for r in recs]
+    assert all(b["deep"] == f"\\boxed{{{b['answer']}}}" for b in boxed)
+    with pytest.raises(ConfigError, match="final must be 'sentence' or 'boxed'"):
+        build_procedural("chain_sum", 2, 0, final="short")
 
 
 def test_procedural_config_errors():

@@ -18,7 +18,8 @@ Families and their knobs (all optional; ``seed`` and ``size`` are arguments of
     update yet), "12 + 7 = 19.", "19 - 3 = 16."; deep "The result is 16. \\boxed{16}".
     Knobs: ``terms`` (exact number of terms; or ``min_terms``/``max_terms``, default 3-5),
     ``digits`` (exact digits per term; or ``min_digits``/``max_digits``, default 1-2),
-    ``allow_negation`` (negative terms, default ``False``).
+    ``allow_negation`` (negative terms, default ``False``), ``final`` (the deep stage:
+    ``"sentence"``, default, is ``The result is N. \\boxed{N}``; ``"boxed"`` is ``\\boxed{N}`` alone).
 ``letter_counting`` (counting; reasoning-gym ``letter_counting``)
     'Count the letter "e" in the text that follows.' then ``words_per_chunk`` words per chunk,
     then 'How many times does the letter "e" appear in the text?'. The thought after a words
@@ -87,7 +88,15 @@ def _chain_sum_kwargs(knobs: dict) -> dict:
     if not isinstance(neg, bool):
         raise ConfigError(f"allow_negation must be true or false, got {neg!r}")
     kw["allow_negation"] = neg
+    _chain_sum_final(knobs)
     return kw
+
+
+def _chain_sum_final(knobs: dict) -> str:
+    final = knobs.get("final", "sentence")
+    if final not in ("sentence", "boxed"):
+        raise ConfigError(f"final must be 'sentence' or 'boxed', got {final!r}")
+    return final
 
 
 def _letter_counting_kwargs(knobs: dict) -> dict:
@@ -134,7 +143,9 @@ def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], st
         thoughts.append(f"{value} {op} {shown} = {new}.")
         value = new
     chunks.append("What is the result?")
-    return chunks, thoughts, f"The result is {value}. \\boxed{{{value}}}", str(value)
+    boxed = f"\\boxed{{{value}}}"
+    deep = boxed if _chain_sum_final(knobs) == "boxed" else f"The result is {value}. {boxed}"
+    return chunks, thoughts, deep, str(value)
 
 
 def _render_letter_counting(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str]:
@@ -208,7 +219,7 @@ class _Family:
 _FAMILIES: dict[str, _Family] = {
     "chain_sum": _Family(
         "chain_sum", _chain_sum_kwargs, _render_chain_sum,
-        ("terms", "min_terms", "max_terms", "digits", "min_digits", "max_digits", "allow_negation"),
+        ("terms", "min_terms", "max_terms", "digits", "min_digits", "max_digits", "allow_negation", "final"),
     ),
     "letter_counting": _Family(
         "letter_counting", _letter_counting_kwargs, _render_letter_counting,
