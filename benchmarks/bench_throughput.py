@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--max-deep-tokens", type=int, default=256)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--clock", default=None, help="clock of the batched runs (default: adasr eval's)")
+    ap.add_argument("--clock", default="virtual", help="clock of the batched runs (default: adasr eval's)")
     ap.add_argument("--out", default="benchmarks/out/throughput")
     args = ap.parse_args()
     lm = load_model(args.model)
@@ -50,9 +50,9 @@ def main() -> None:
     for mode in args.modes:
         rows = []
         for bs in args.batch_sizes:
-            out = Path(args.out) / f"{mode}-bs{bs}-{args.clock or 'default'}"
+            out = Path(args.out) / f"{mode}-bs{bs}-{args.clock if bs > 1 else 'virtual'}"
             shutil.rmtree(out, ignore_errors=True)
-            clock = args.clock if bs > 1 else None
+            clock = args.clock if bs > 1 else "virtual"
             rows.append((bs, evaluate(factory, items, modes=[mode], out_dir=out, batch_size=bs, clock=clock,
                                       progress=False)[mode]))
         base = rows[0][1]["problems_per_hour"]

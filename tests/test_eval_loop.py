@@ -352,8 +352,9 @@ def test_eval_clock_defaults_are_recorded(tmp_path, fake_runtime, batch_size, cl
     from adasr.evaluation import evaluate
 
     seen: list = []
+    kw = {} if clock is None else {"clock": clock}  # None: the default clock
     sums = evaluate(lambda m: FakeEngine(m, seen), _items(3), modes=["adaptive"], out_dir=tmp_path,
-                    progress=False, batch_size=batch_size, clock=clock, align_eoi=align)
+                    progress=False, batch_size=batch_size, align_eoi=align, **kw)
     assert [c for m, c in seen if m == "run"] == [expected]
     s = sums["adaptive"]
     assert (s["batch_size"], s["clock"], s["align_eoi"]) == expected

@@ -125,9 +125,9 @@ def eval_cmd(
     out: Annotated[Path, typer.Option(help="output directory (resumable)")] = Path("runs/eval"),
     batch_size: Annotated[int, typer.Option(help="episodes run together in one batched cache")] = 1,
     wps: float = 2.5,
-    clock: Annotated[Optional[str], typer.Option(
-        help="virtual (default: one shared timeline, compute time only) | per-stream (each stream charged "
-             "the batched steps it takes part in: a server at full load) | real")] = None,
+    clock: Annotated[str, typer.Option(
+        help="virtual (one shared timeline, compute time only) | per-stream (each stream charged "
+             "the batched steps it takes part in: a server at full load) | real")] = "virtual",
     budget: int = 64,
     max_deep_tokens: int = 512,
     temperature: float = 0.0,

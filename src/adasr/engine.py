@@ -550,8 +550,9 @@ class StreamingEngine:
         wakes = [w for w in (r.next_wake() for r in rows) if w is not None]
         if wakes and per_stream:  # float rounding left a row just short of its arrival
             for r in rows:
-                if r.next_wake() is not None:
-                    r.clock.wait_until(r.next_wake() + 1e-9)
+                wake = r.next_wake()
+                if wake is not None:
+                    r.clock.wait_until(wake + 1e-9)
             return
         if wakes:
             clk.wait_until(min(wakes))

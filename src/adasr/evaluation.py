@@ -204,7 +204,7 @@ def evaluate(
     out_dir: str | Path,
     batch_size: int = 1,
     wps: float = 2.5,
-    clock: str | None = None,
+    clock: str = "virtual",
     progress: bool = True,
     align_eoi: bool | None = None,
 ) -> dict[str, dict]:
@@ -242,8 +242,6 @@ def evaluate(
     from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
     from adasr.stream import CLOCKS, PER_STREAM, make_stream
 
-    if clock is None:
-        clock = "virtual"
     if clock not in CLOCKS:
         raise ConfigError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
     align = (batch_size > 1 and clock != PER_STREAM) if align_eoi is None else align_eoi
