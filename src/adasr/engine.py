@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import torch
-from transformers import DynamicCache
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     TemperatureLogitsWarper,
@@ -42,6 +41,7 @@ from transformers.generation.logits_process import (
 )
 
 from adasr.errors import ConfigError, InputError
+from adasr.kvcache import GrowableLayer, StreamingCache
 from adasr.policy import PolicyContext, ThoughtPolicy, make_policy
 from adasr.protocol import (
     STAGE_DEEP,
@@ -399,7 +399,7 @@ class StreamingEngine:
     def _calibrate(self, steps: int = 4) -> float:
         """Measure single-row decode speed (tokens/s) on the batch-layout prefix."""
         ids = torch.tensor([self.format.prefix_ids("batch")], device=self.device)
-        cache = DynamicCache()
+        cache = StreamingCache()
         with torch.inference_mode():
             out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             tok = out.logits[:, -1].argmax(-1, keepdim=True)
@@ -489,7 +489,7 @@ class StreamingEngine:
                   per_stream: bool = False) -> Iterator[EpisodeResult]:
         """Step ``rows`` to completion in one fresh cache; finished rows take inputs from ``refill``."""
         pending_inputs = iter(()) if refill is None else refill
-        cache = DynamicCache()
+        cache = StreamingCache()
         mask = torch.zeros((len(rows), 0), dtype=torch.long, device=self.device)
         with torch.inference_mode():
             while rows:
@@ -562,7 +562,7 @@ class StreamingEngine:
         for r in rows:  # live sources: block briefly until something arrives
             r.inp.source.wait(0.05)
 
-    def _forward(self, rows: list[_Row], feeds: list[list[tuple[int, int]]], cache: DynamicCache, mask: torch.Tensor):
+    def _forward(self, rows: list[_Row], feeds: list[list[tuple[int, int]]], cache: StreamingCache, mask: torch.Tensor):
         """One batched forward. Returns the extended mask and last-real-token logits (B, V)."""
         B, L = len(rows), max(len(f) for f in feeds)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long)
@@ -585,23 +585,20 @@ class StreamingEngine:
         self.stats["padded_fed"] += (len(active) if sliced else B) * L  # positions the model ran
         if not sliced:
             return mask, self._model_logits(ids, mask, pos, last, cache)
-        # Rows with nothing to feed sit this step out: run the forward on the active rows' slice
-        # of the cache, then write their new keys/values back (idle rows get masked zeros).
-        idx = torch.tensor(active, device=self.device)
-        full = [(layer.keys, layer.values) for layer in cache.layers]
-        for layer, (k, v) in zip(cache.layers, full):
-            layer.keys, layer.values = k[idx], v[idx]
-        sub = self._model_logits(ids[active], mask[idx], pos[active], last[active], cache)
-        for layer, (k, v) in zip(cache.layers, full):
-            for name, old_t in (("keys", k), ("values", v)):
-                grown = torch.cat([old_t, old_t.new_zeros(B, old_t.shape[1], L, old_t.shape[3])], dim=2)
-                grown[idx] = getattr(layer, name)
-                setattr(layer, name, grown)
+        # Rows with nothing to feed sit this step out: the forward runs on the active rows' slice of
+        # the cache (views when the rows are contiguous), whose new positions are then taken back;
+        # the idle rows get zeros there, masked out.
+        full = cache.layers
+        cache.layers = [layer.rows(active, L) for layer in full]
+        sub = self._model_logits(ids[active], mask[active], pos[active], last[active], cache)
+        for layer, part in zip(full, cache.layers):
+            layer.merge_rows(part, active)
+        cache.layers = full
         logits = sub.new_zeros((B, sub.shape[-1]))
-        logits[idx] = sub
+        logits[active] = sub
         return mask, logits
 
-    def _split(self, feeds: list[list[tuple[int, int]]], cache: DynamicCache):
+    def _split(self, feeds: list[list[tuple[int, int]]], cache: StreamingCache):
         """``(multi-token feeds, one-token feeds)`` when a step is worth splitting, else None."""
         if self.config.split_min_waste is None:
             return None
@@ -612,11 +609,9 @@ class StreamingEngine:
         return [f if len(f) > 1 else [] for f in feeds], [f if len(f) == 1 else [] for f in feeds]
 
     @staticmethod
-    def _can_slice(cache: DynamicCache) -> bool:
-        """Row slicing needs plain full-attention layers (``DynamicLayer``) holding tensors."""
-        from transformers.cache_utils import DynamicLayer
-
-        return bool(cache.layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+    def _can_slice(cache: StreamingCache) -> bool:
+        """Row slicing needs the engine's full-attention layers (:class:`GrowableLayer`), initialised."""
+        return bool(cache.layers) and all(type(layer) is GrowableLayer and layer.is_initialized for layer in cache.layers)
 
     def _model_logits(self, ids, mask, pos, last, cache) -> torch.Tensor:
         """Forward ``ids`` (R, L) and return the logits at each row's last real token (R, V)."""
@@ -646,7 +641,7 @@ class StreamingEngine:
         probs = torch.softmax(scores, dim=-1)
         return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
 
-    def _maybe_compact(self, cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
+    def _maybe_compact(self, cache: StreamingCache, mask: torch.Tensor) -> torch.Tensor:
         """Gather padding out of the cache when it dominates. Returns the new mask (B, T')."""
         B, T = mask.shape
         if T < self.config.compact_min_len or mask.sum().item() >= self.config.compact_ratio * B * T:
