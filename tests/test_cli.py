@@ -49,6 +49,14 @@ def test_run_json_on_text(tiny_dir):
     assert {e["type"] for e in out["events"]} >= {"arrive", "ingest", "eoi", "answer"}
 
 
+def test_run_in_bfloat16_and_unknown_dtype(tiny_dir):
+    proc = adasr("run", "Natalia sold 48 clips. How many?", "--model", tiny_dir, "--dtype", "bfloat16",
+                 "--clock", "virtual", "--max-deep-tokens", "6", "--budget", "4", "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout)["record"]["deep_tokens"] > 0
+    assert_clean_error(adasr("run", "hi there.", "--model", tiny_dir, "--dtype", "int8"), "unknown dtype 'int8'")
+
+
 def test_run_stdin_live_stream(tiny_dir):
     proc = adasr("run", "-", "--model", tiny_dir, "--max-deep-tokens", "6", "--budget", "4", "--json",
                  stdin=b"Natalia sold 48 clips.\n\nThen half as many.\n")
