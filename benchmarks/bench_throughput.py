@@ -1,7 +1,8 @@
 """Eval throughput, ``--batch-size 1`` vs ``--batch-size 8`` (issue: runtime, section 6; target >= 3x).
 
 Runs the code behind ``adasr eval`` twice on the same GSM8K problems, in fresh output folders,
-and compares problems per hour (real time of the engine loop; model loading excluded).
+and compares problems per hour (real time of the engine loop; model loading excluded) and the mean
+number of rows a step runs (batch occupancy).
 
 Batched runs use ``adasr eval``'s default for ``--batch-size > 1``: one shared virtual clock and
 EOI-aligned waves (8 streams ending together; rows waiting for a chunk sit steps out).
@@ -44,28 +45,34 @@ def main() -> None:
     lm = load_model(args.model, dtype=args.dtype)
     items = load_gsm8k(args.data, limit=args.n)
 
+    engines: list[StreamingEngine] = []
+
     def factory(mode: str) -> StreamingEngine:
-        return StreamingEngine(lm.model, lm.tokenizer, EngineConfig(mode=mode, max_deep_tokens=args.max_deep_tokens))
+        engines.append(StreamingEngine(lm.model, lm.tokenizer,
+                                       EngineConfig(mode=mode, max_deep_tokens=args.max_deep_tokens)))
+        return engines[-1]
 
     print(f"## Eval throughput: {args.model} ({args.dtype}), {len(items)} problems of {Path(args.data).name}, "
           f"deep cap {args.max_deep_tokens}\n")
-    print("| mode | batch size | clock | problems/hour | speed-up | mean generated tokens | accuracy "
-          "| mean post-input latency (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | batch size | clock | problems/hour | speed-up | rows per step | mean generated tokens "
+          "| accuracy | mean post-input latency (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode in args.modes:
         rows = []
         for bs in args.batch_sizes:
             out = Path(args.out) / f"{mode}-bs{bs}-{args.clock if bs > 1 else 'virtual'}-{args.dtype}"
             shutil.rmtree(out, ignore_errors=True)
             clock = args.clock if bs > 1 else "virtual"
-            rows.append((bs, evaluate(factory, items, modes=[mode], out_dir=out, batch_size=bs, clock=clock,
-                                      progress=False)[mode]))
+            summary = evaluate(factory, items, modes=[mode], out_dir=out, batch_size=bs, clock=clock,
+                               progress=False)[mode]
+            stats = engines[-1].stats
+            rows.append((bs, summary, stats["row_steps"] / max(stats["steps"], 1)))
         base = rows[0][1]["problems_per_hour"]
-        for bs, s in rows:
+        for bs, s, occupancy in rows:
             gen = s["mean_stream_tokens"] + s["mean_deep_tokens"]
             clock = s["clock"] + (", EOI-aligned waves" if s["align_eoi"] else "")
             print(f"| {mode} | {bs} | {clock} | {s['problems_per_hour']:.0f} | {s['problems_per_hour'] / base:.2f}x | "
-                  f"{gen:.0f} | {s['accuracy']:.1%} | {s['mean_post_input_latency_s']:.2f} |", flush=True)
+                  f"{occupancy:.2f} | {gen:.0f} | {s['accuracy']:.1%} | {s['mean_post_input_latency_s']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,12 @@ def test_split_steps_keep_results(tiny_model, tiny_tokenizer):
     assert out == ref
     with pytest.raises(ConfigError, match="split_min_waste"):
         engine(tiny_model, tiny_tokenizer, split_min_waste=0)
+
+
+def test_stats_count_batch_occupancy(tiny_model, tiny_tokenizer):
+    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    list(eng.run([EpisodeInput("one", stream(3))]))
+    assert eng.stats["row_steps"] == eng.stats["steps"] > 0
+    eng.stats.update(steps=0, row_steps=0)
+    list(eng.run([EpisodeInput(f"e{i}", stream(3, off=i)) for i in range(3)], batch_size=3))
+    assert eng.stats["steps"] < eng.stats["row_steps"] <= 3 * eng.stats["steps"]

@@ -365,6 +365,12 @@ class StreamingEngine:
         config: :class:`EngineConfig`.
         fmt: the protocol pieces (default: :func:`adasr.protocol.default_format`).
 
+    Attributes:
+        stats: running counters: ``steps`` (server steps), ``row_steps`` (rows that fed something,
+            summed over steps: ``row_steps / steps`` is the mean batch occupancy), ``split_steps``,
+            ``compactions``, ``forward_s`` (seconds in forwards), ``tokens_fed`` (real tokens) and
+            ``padded_fed`` (token positions the model ran, padding included).
+
     Raises:
         ConfigError: for an invalid config; ProtocolError: if the chat template cannot express
             the streaming protocol.
@@ -381,8 +387,8 @@ class StreamingEngine:
         self.device = next(model.parameters()).device
         self.decode_rate = self.config.initial_decode_rate or self._calibrate()
         self.warpers = self._warpers()
-        self.stats = {"steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0, "tokens_fed": 0,
-                      "padded_fed": 0}
+        self.stats = {"steps": 0, "row_steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0,
+                      "tokens_fed": 0, "padded_fed": 0}
 
     def _warpers(self) -> LogitsProcessorList:
         c = self.config
@@ -520,6 +526,7 @@ class StreamingEngine:
                 if all(len(f) == 1 for f in feeds if f):
                     self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6)  # per-row tokens/s
                 self.stats["steps"] += 1
+                self.stats["row_steps"] += sum(1 for f in feeds if f)
                 self.stats["forward_s"] += dt
                 gen_rows = [i for i, r in enumerate(rows) if r.gen is not None and feeds[i]]
                 if gen_rows:

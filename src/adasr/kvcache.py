@@ -80,7 +80,8 @@ class GrowableLayer(DynamicLayer):
         for name in ("keys", "values"):
             buf, n = self._reserve(name, add, self._buf[name]), self._len[name]
             contiguous = idx == list(range(idx[0], idx[0] + len(idx)))
-            sub._buf[name] = buf.narrow(0, idx[0], len(idx)) if contiguous else buf[idx, :, : n + add]
+            sub._buf[name] = (buf.narrow(0, idx[0], len(idx)) if contiguous else
+                              torch.index_select(buf.narrow(2, 0, n + add), 0, torch.tensor(idx, device=buf.device)))
             sub._len[name] = n
         return sub
 
