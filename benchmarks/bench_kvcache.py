@@ -1,0 +1,66 @@
+"""Decode-step cost by batch size, KV cache and dtype (why batched evaluation gains what it gains).
+
+For each dtype, batch size and cache class, prefill ``--prefix`` random tokens per row, then time
+``--steps`` single-token decode steps (a 2-D attention mask, as the engine passes) and report the
+median step time and tokens/s. ``DynamicCache`` is transformers' (appends with ``torch.cat``, a
+copy of the whole cache per step); ``StreamingCache`` is the engine's (appends in place).
+
+Usage: ``python benchmarks/bench_kvcache.py [--model smollm2-135m-instruct] [--prefix 400] [--steps 40]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import DynamicCache
+
+from adasr.kvcache import StreamingCache
+from adasr.models import load_model
+
+
+def step_ms(model, cache_cls, batch: int, prefix: int, steps: int) -> float:
+    """Median milliseconds of one decode step for ``batch`` rows after ``prefix`` cached tokens."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, 1000, (batch, prefix), generator=g)
+    mask = torch.ones(batch, prefix, dtype=torch.long)
+    cache = cache_cls()
+    times = []
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for s in range(steps):
+            tok = out.logits[:, -1:].argmax(-1)
+            mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long)], 1)
+            t0 = time.perf_counter()
+            out = model(input_ids=tok, attention_mask=mask, position_ids=torch.full((batch, 1), prefix + s),
+                        past_key_values=cache, use_cache=True)
+            times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times[3:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--prefix", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    args = ap.parse_args()
+    print(f"## Decode step: {args.model}, {args.prefix} cached positions, {torch.get_num_threads()} threads\n")
+    print("| dtype | batch | DynamicCache (ms/step) | StreamingCache (ms/step) | StreamingCache tokens/s "
+          "| step cost vs batch 1 |")
+    print("|---|---|---|---|---|---|")
+    for dtype in args.dtypes:
+        model = load_model(args.model, dtype=dtype).model
+        base = None
+        for b in args.batch_sizes:
+            dyn = step_ms(model, DynamicCache, b, args.prefix, args.steps)
+            ours = step_ms(model, StreamingCache, b, args.prefix, args.steps)
+            base = base or ours
+            print(f"| {dtype} | {b} | {dyn:.1f} | {ours:.1f} | {1000 * b / ours:.0f} | {ours / base:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
