@@ -89,12 +89,13 @@ def test_ingest_feeds_only_new_tokens(tiny_model, tiny_tokenizer):
     run_episode(eng, EpisodeInput("a", stream(5)))
     # every token is fed exactly once: the prefix is never re-encoded
     res = run_episode(eng, EpisodeInput("b", stream(5)))
-    fed_before = eng.stats["tokens_fed"]
+    fed = lambda: eng.stats["tokens_fed"] + eng.stats["prefix_hits"] * len(eng.format.prefix_ids("batch"))  # noqa: E731
+    fed_before = fed()
     run_episode(eng, EpisodeInput("c", stream(5)))
     footer = eng.format.assistant_footer
     stopped = res.token_stage[-len(footer)] == STAGE_DEEP and res.token_ids[-len(footer)] == footer[0]
     unfed_tail = len(footer) + (0 if stopped else 1)  # the deep stage's last token + closer end the episode
-    assert eng.stats["tokens_fed"] - fed_before == len(res.token_ids) - unfed_tail
+    assert fed() - fed_before == len(res.token_ids) - unfed_tail
 
 
 def test_virtual_clock_backlog_and_waiting(tiny_model, tiny_tokenizer):
@@ -260,3 +261,43 @@ def test_stats_count_batch_occupancy(tiny_model, tiny_tokenizer):
     eng.stats.update(steps=0, row_steps=0)
     list(eng.run([EpisodeInput(f"e{i}", stream(3, off=i)) for i in range(3)], batch_size=3))
     assert eng.stats["steps"] < eng.stats["row_steps"] <= 3 * eng.stats["steps"]
+
+
+@pytest.mark.parametrize("mode", ["batch", "adaptive"])
+def test_prefix_cache_opens_sessions_without_prefill_and_keeps_results(tiny_model, tiny_tokenizer, mode):
+    inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, off=i)) for i in range(5)]  # noqa: E731
+    runs = {}
+    for cached in (False, True):
+        eng = engine(tiny_model, tiny_tokenizer, mode=mode, prefix_cache=cached, temperature=1.0, seed=3)
+        runs[cached] = (eng.stats, {r.id: r for r in eng.run(inputs(), batch_size=3)})
+    (off_stats, off), (on_stats, on) = runs[False], runs[True]
+    assert on_stats["prefix_hits"] == 5 and off_stats["prefix_hits"] == 0
+    P = len(engine(tiny_model, tiny_tokenizer, mode=mode).format.prefix_ids("batch" if mode == "batch" else "streaming"))
+    assert off_stats["tokens_fed"] - on_stats["tokens_fed"] == 5 * P
+    for i, r in on.items():
+        assert r.token_ids == off[i].token_ids and r.thoughts == off[i].thoughts and r.deep == off[i].deep
+
+
+def test_prefix_cache_injects_exact_prefix_keys_values(tiny_model, tiny_tokenizer):
+    from adasr.engine import _Row
+    from adasr.kvcache import StreamingCache
+    from adasr.stream import VirtualClock
+
+    eng = engine(tiny_model, tiny_tokenizer, mode="adaptive")
+    prefix, chunk = eng.format.prefix_ids("streaming"), eng.format.chunk_ids("Add 5.", "streaming", first=True)
+    P, C = len(prefix), len(chunk)
+    rows = [_Row(EpisodeInput(f"r{i}", stream(1)), eng, 0.0, VirtualClock()) for i in range(3)]
+    rows[1].pos = 7  # mid-episode: not served from the prefix cache
+    opening = [(t, STAGE_INPUT) for t in prefix + chunk]
+    cache = StreamingCache()
+    with torch.inference_mode():
+        mask, run = eng._open_from_prefix_cache(rows, [opening, [(5, STAGE_INPUT)], opening], cache,
+                                                torch.zeros((3, 0), dtype=torch.long))
+        assert run == [opening[P:], [(5, STAGE_INPUT)], opening[P:]] and [r.pos for r in rows] == [P, 7, P]
+        assert mask.tolist() == [[1] * P, [0] * P, [1] * P]
+        cache.batch_select_indices(torch.tensor([0, 2]))  # the chunk on top of the injected prefix ...
+        attn = torch.cat([mask[[0, 2]], torch.ones(2, C, dtype=torch.long)], 1)
+        out = tiny_model(input_ids=torch.tensor([chunk] * 2), attention_mask=attn,
+                         position_ids=torch.arange(P, P + C).expand(2, C), past_key_values=cache, use_cache=True)
+        ref = tiny_model(input_ids=torch.tensor([prefix + chunk])).logits[0, P:]  # ... = one plain prefill
+    assert torch.allclose(out.logits[0], ref, atol=1e-5) and torch.allclose(out.logits[1], ref, atol=1e-5)

@@ -7,8 +7,11 @@ The engine is replaced by a fake that follows the ``StreamingEngine.run`` contra
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
+import time
 import types
 from dataclasses import dataclass
 
@@ -289,6 +292,30 @@ def test_interrupt_then_resume(tmp_path, fake_runtime):
         raise AssertionError("engine built although nothing is left to do")
 
     assert evaluate(no_engine, items, modes=["adaptive"], out_dir=tmp_path, progress=False)["adaptive"]["count"] == 5
+
+
+class SwallowingEngine(FakeEngine):
+    """A Ctrl-C arrives while the engine is in library code that catches everything."""
+
+    def run(self, inputs, **kw):
+        for n, result in enumerate(super().run(inputs, **kw), start=1):
+            if n == 2:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)  # the handler runs here; the KeyboardInterrupt is swallowed
+                except BaseException:  # noqa: BLE001 (the point of this fake)
+                    pass
+            yield result
+
+
+def test_ctrl_c_swallowed_by_library_code_still_stops_the_eval(tmp_path, fake_runtime):
+    from adasr.evaluation import EvalInterrupted, evaluate
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(EvalInterrupted, match="interrupted after 2 records"):
+        evaluate(lambda m: SwallowingEngine(m, []), _items(5), modes=["adaptive"], out_dir=tmp_path, progress=False)
+    assert len(_read(tmp_path / "adaptive" / "results.jsonl")) == 2
+    assert signal.getsignal(signal.SIGINT) is before  # evaluate's handler is removed
 
 
 def test_truncated_last_line_is_dropped_and_recomputed(tmp_path, fake_runtime):

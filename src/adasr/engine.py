@@ -82,6 +82,10 @@ class EngineConfig:
             wasted token positions; from this many on, the step runs two forwards instead (the
             multi-token rows, then the one-token rows, each on its slice of the cache). The step
             is still one server step: its duration is the sum. ``None``: never split.
+        prefix_cache: serve every session's opening prefix (the system prompt; the same for all
+            episodes of an engine) from keys/values computed once per :meth:`StreamingEngine.run`
+            instead of prefilling it per episode (prefix caching, as in vLLM's automatic prefix
+            caching). Tokens and positions are unchanged; only the compute is saved.
     """
 
     mode: str = "adaptive"
@@ -96,6 +100,7 @@ class EngineConfig:
     compact_ratio: float = 0.5
     policy: ThoughtPolicy | None = None
     split_min_waste: int | None = 16
+    prefix_cache: bool = True
 
     def make_policy(self) -> ThoughtPolicy:
         """The policy to use (``policy`` if set, else the one of ``mode``)."""
@@ -369,7 +374,8 @@ class StreamingEngine:
         stats: running counters: ``steps`` (server steps), ``row_steps`` (rows that fed something,
             summed over steps: ``row_steps / steps`` is the mean batch occupancy), ``split_steps``,
             ``compactions``, ``forward_s`` (seconds in forwards), ``tokens_fed`` (real tokens) and
-            ``padded_fed`` (token positions the model ran, padding included).
+            ``padded_fed`` (token positions the model ran, padding included), ``prefix_hits``
+            (sessions opened from the prefix cache).
 
     Raises:
         ConfigError: for an invalid config; ProtocolError: if the chat template cannot express
@@ -388,7 +394,9 @@ class StreamingEngine:
         self.decode_rate = self.config.initial_decode_rate or self._calibrate()
         self.warpers = self._warpers()
         self.stats = {"steps": 0, "row_steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0,
-                      "tokens_fed": 0, "padded_fed": 0}
+                      "tokens_fed": 0, "padded_fed": 0, "prefix_hits": 0}
+        self._prefix_ids = self.format.prefix_ids(self.policy.layout)
+        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _warpers(self) -> LogitsProcessorList:
         c = self.config
@@ -458,6 +466,7 @@ class StreamingEngine:
             raise ConfigError("align_eoi needs a shared clock: per-stream clocks have no common end of input")
         clk = make_clock("virtual" if per_stream else clock) if isinstance(clock, str) else clock
         self.on_event = on_event
+        self._prefix_kv = None  # computed on first use in this run (the weights may have changed)
         pending_inputs = iter(inputs)
         while True:
             wave = [inp for inp in (next(pending_inputs, None) for _ in range(batch_size)) if inp is not None]
@@ -507,10 +516,12 @@ class StreamingEngine:
                     continue
                 feeds = [feed for feed, _ in plans]
                 t_start = time.perf_counter()
-                split = self._split(feeds, cache)
-                if split is None:
-                    mask, logits = self._forward(rows, feeds, cache, mask)
-                else:  # multi-token feeds first, then the one-token rows (see split_min_waste)
+                mask, run = self._open_from_prefix_cache(rows, feeds, cache, mask)
+                split = self._split(run, cache) if any(run) else None
+                logits = None
+                if split is None and any(run):
+                    mask, logits = self._forward(rows, run, cache, mask)
+                elif split is not None:  # multi-token feeds first, then the one-token rows (see split_min_waste)
                     mask, logits = self._forward(rows, split[0], cache, mask)
                     mask, decoded = self._forward(rows, split[1], cache, mask)
                     one = [i for i, f in enumerate(split[1]) if f]
@@ -523,12 +534,12 @@ class StreamingEngine:
                             row.clock.advance(dt)
                 else:
                     clk.advance(dt)
-                if all(len(f) == 1 for f in feeds if f):
+                if logits is not None and all(len(f) == 1 for f in run if f):
                     self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6)  # per-row tokens/s
                 self.stats["steps"] += 1
                 self.stats["row_steps"] += sum(1 for f in feeds if f)
                 self.stats["forward_s"] += dt
-                gen_rows = [i for i, r in enumerate(rows) if r.gen is not None and feeds[i]]
+                gen_rows = [i for i, r in enumerate(rows) if r.gen is not None and run[i]]
                 if gen_rows:
                     toks = self._sample(logits[gen_rows], [rows[i].generator for i in gen_rows])
                     for i, tok in zip(gen_rows, toks):
@@ -604,6 +615,37 @@ class StreamingEngine:
         logits = sub.new_zeros((B, sub.shape[-1]))
         logits[active] = sub
         return mask, logits
+
+    def _open_from_prefix_cache(self, rows: list[_Row], feeds: list[list[tuple[int, int]]], cache: StreamingCache,
+                                mask: torch.Tensor) -> tuple[torch.Tensor, list[list[tuple[int, int]]]]:
+        """Serve rows whose session opens this step from the prefix cache (``config.prefix_cache``).
+
+        Their prefix keys/values (computed once per run, batch 1, positions ``0..P-1``) are
+        appended to the cache (P new positions: the row's prefix, masked zeros for other rows),
+        and the prefix is removed from their feed. Returns the extended mask (B, T + P) and the
+        feeds left for the forward.
+        """
+        P = len(self._prefix_ids)
+        hit = [i for i, (row, f) in enumerate(zip(rows, feeds)) if self.config.prefix_cache and row.pos == 0
+               and len(f) >= P and [t for t, _ in f[:P]] == self._prefix_ids]
+        if not hit:
+            return mask, feeds
+        if self._prefix_kv is None:
+            ids = torch.tensor([self._prefix_ids], device=self.device)
+            own = StreamingCache()
+            self.model(input_ids=ids, past_key_values=own, use_cache=True, logits_to_keep=1)
+            self._prefix_kv = [(layer.keys.clone(), layer.values.clone()) for layer in own.layers]
+        idx = torch.tensor(hit, device=self.device)
+        for layer_idx, (k, v) in enumerate(self._prefix_kv):
+            new_k, new_v = k.new_zeros((len(rows), *k.shape[1:])), v.new_zeros((len(rows), *v.shape[1:]))
+            new_k[idx], new_v[idx] = k, v
+            cache.update(new_k, new_v, layer_idx)
+        new_mask = torch.zeros((len(rows), P), dtype=torch.long, device=self.device)
+        new_mask[idx] = 1
+        for i in hit:
+            rows[i].fed(feeds[i][:P])
+        self.stats["prefix_hits"] += len(hit)
+        return torch.cat([mask, new_mask], dim=1), [f[P:] if i in hit else f for i, f in enumerate(feeds)]
 
     def _split(self, feeds: list[list[tuple[int, int]]], cache: StreamingCache):
         """``(multi-token feeds, one-token feeds)`` when a step is worth splitting, else None."""

@@ -16,8 +16,11 @@ item is simply recomputed. Ctrl-C keeps what was written and raises :class:`Eval
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -196,6 +199,30 @@ def _progress(enabled: bool):
     )
 
 
+@contextlib.contextmanager
+def _sigint_flag():
+    """Yield an event set by every Ctrl-C (SIGINT) while the block runs.
+
+    The handler still raises :class:`KeyboardInterrupt` at once; the event lets the evaluation
+    loop stop at the next record even if that exception was caught inside library code (a broad
+    ``except`` in a dependency). Outside the main thread, no handler is installed.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def evaluate(
     engine_factory: Callable[[str], object],
     items: Sequence[GSM8KItem],
@@ -267,7 +294,7 @@ def evaluate(
     out_dir = Path(out_dir)
     summaries: dict[str, dict] = {}
     n_written = 0  # records written by this call, all modes
-    with _progress(progress) as bar:
+    with _progress(progress) as bar, _sigint_flag() as ctrl_c:
         for mode in modes:
             mode_dir = out_dir / mode
             writer = ResultsWriter(mode_dir)
@@ -317,6 +344,8 @@ def evaluate(
                             n_written += 1
                             n_correct += record["correct"]
                             bar.update(task, advance=1, acc=acc_text())
+                            if ctrl_c.is_set():  # a Ctrl-C that library code swallowed
+                                raise KeyboardInterrupt
                     finally:
                         close = getattr(results, "close", None)
                         if close is not None:
