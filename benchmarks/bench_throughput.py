@@ -60,9 +60,9 @@ def main() -> None:
     for mode in args.modes:
         rows = []
         for bs in args.batch_sizes:
-            out = Path(args.out) / f"{mode}-bs{bs}-{args.clock if bs > 1 else 'virtual'}-{args.dtype}"
-            shutil.rmtree(out, ignore_errors=True)
             clock = args.clock if bs > 1 else "virtual"
+            out = Path(args.out) / f"{mode}-bs{bs}-{clock}-{args.dtype}"
+            shutil.rmtree(out, ignore_errors=True)
             summary = evaluate(factory, items, modes=[mode], out_dir=out, batch_size=bs, clock=clock,
                                progress=False)[mode]
             stats = engines[-1].stats

@@ -517,16 +517,17 @@ class StreamingEngine:
                 feeds = [feed for feed, _ in plans]
                 t_start = time.perf_counter()
                 mask, run = self._open_from_prefix_cache(rows, feeds, cache, mask)
-                split = self._split(run, cache) if any(run) else None
-                logits = None
-                if split is None and any(run):
-                    mask, logits = self._forward(rows, run, cache, mask)
-                elif split is not None:  # multi-token feeds first, then the one-token rows (see split_min_waste)
-                    mask, logits = self._forward(rows, split[0], cache, mask)
-                    mask, decoded = self._forward(rows, split[1], cache, mask)
-                    one = [i for i, f in enumerate(split[1]) if f]
-                    logits[one] = decoded[one]
-                    self.stats["split_steps"] += 1
+                logits = None  # stays None when every feed was served from the prefix cache
+                if any(run):
+                    split = self._split(run, cache)
+                    if split is None:
+                        mask, logits = self._forward(rows, run, cache, mask)
+                    else:  # multi-token feeds first, then the one-token rows (see split_min_waste)
+                        mask, logits = self._forward(rows, split[0], cache, mask)
+                        mask, decoded = self._forward(rows, split[1], cache, mask)
+                        one = [i for i, f in enumerate(split[1]) if f]
+                        logits[one] = decoded[one]
+                        self.stats["split_steps"] += 1
                 dt = time.perf_counter() - t_start
                 if per_stream:  # each row is charged the steps it takes part in
                     for row, feed in zip(rows, feeds):
@@ -625,9 +626,11 @@ class StreamingEngine:
         and the prefix is removed from their feed. Returns the extended mask (B, T + P) and the
         feeds left for the forward.
         """
+        if not self.config.prefix_cache:
+            return mask, feeds
         P = len(self._prefix_ids)
-        hit = [i for i, (row, f) in enumerate(zip(rows, feeds)) if self.config.prefix_cache and row.pos == 0
-               and len(f) >= P and [t for t, _ in f[:P]] == self._prefix_ids]
+        hit = [i for i, (row, f) in enumerate(zip(rows, feeds))
+               if row.pos == 0 and len(f) >= P and [t for t, _ in f[:P]] == self._prefix_ids]
         if not hit:
             return mask, feeds
         if self._prefix_kv is None:

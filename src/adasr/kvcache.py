@@ -68,31 +68,36 @@ class GrowableLayer(DynamicLayer):
         self._append("values", value_states)
         return self.keys, self.values
 
+    @staticmethod
+    def _is_span(idx: list[int]) -> bool:
+        """Whether rows ``idx`` are consecutive (then a slice of them is a view, not a copy)."""
+        return idx == list(range(idx[0], idx[0] + len(idx)))
 
     def rows(self, idx: list[int], add: int) -> "GrowableLayer":
         """A layer over batch rows ``idx`` with room for ``add`` more positions.
 
-        A contiguous ``idx`` gives views of this layer's buffers (appends land here directly);
+        Consecutive ``idx`` give views of this layer's buffers (appends land here directly);
         otherwise the rows are copied. Either way, call :meth:`merge_rows` after the forward.
         """
         sub = GrowableLayer()
         sub.dtype, sub.device, sub.is_initialized = self.dtype, self.device, True
+        span = self._is_span(idx)
+        picked = None if span else torch.tensor(idx, device=self.device)
         for name in ("keys", "values"):
             buf, n = self._reserve(name, add, self._buf[name]), self._len[name]
-            contiguous = idx == list(range(idx[0], idx[0] + len(idx)))
-            sub._buf[name] = (buf.narrow(0, idx[0], len(idx)) if contiguous else
-                              torch.index_select(buf.narrow(2, 0, n + add), 0, torch.tensor(idx, device=buf.device)))
+            sub._buf[name] = (buf.narrow(0, idx[0], len(idx)) if span else
+                              torch.index_select(buf.narrow(2, 0, n + add), 0, picked))
             sub._len[name] = n
         return sub
 
     def merge_rows(self, sub: "GrowableLayer", idx: list[int]) -> None:
         """Take back the positions a forward appended to ``sub = self.rows(idx, add)``; other rows
         get zeros there (they must be masked out)."""
+        span = self._is_span(idx)
         for name in ("keys", "values"):
             n, m = self._len[name], sub._len[name]
-            buf = self._buf[name]
-            if sub._buf[name].data_ptr() != buf.narrow(0, idx[0], 1).data_ptr():  # a copy, not a view
-                buf[idx, :, n:m] = sub._buf[name][:, :, n:m]
+            if not span:  # sub holds copies: write its new positions back
+                self._buf[name][idx, :, n:m] = sub._buf[name][:, :, n:m]
             self._len[name] = m
 
 
