@@ -25,7 +25,8 @@ def problem(gsm8k_train):
 
 
 def test_streamed_gsm8k_episode_renders_back_from_text(smol, problem):
-    eng = StreamingEngine(smol.model, smol.tokenizer, EngineConfig(mode="interleaved", thought_budget=16, max_deep_tokens=48))
+    eng = StreamingEngine(smol.model, smol.tokenizer, EngineConfig(mode="interleaved", thought_budget=16, max_deep_tokens=48,
+                                                                   protocol="v1"))
     res = run_episode(eng, EpisodeInput(problem.id, make_stream(problem.question), reference=problem.reference))
     assert res.record["n_chunks"] == 2 and res.record["stream_tokens"] > 0
     # re-render the finished episode from its *text* (as a training set would store it)
@@ -61,10 +62,11 @@ def test_bundled_trained_adapter_is_a_streaming_reasoner():
     from adasr.tasks.procedural import score
 
     lm = load_model("smollm2-135m-chain-sum")
-    assert lm.source == "adapter"
+    assert lm.source == "adapter" and lm.protocol == "v1"  # trained before protocol versions existed
     # interleaved: a fixed thought budget, so the outcome does not depend on this machine's speed
     # (adaptive budgets follow the measured decode rate)
-    eng = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(mode="interleaved", thought_budget=32, max_deep_tokens=64))
+    eng = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(mode="interleaved", thought_budget=32, max_deep_tokens=64,
+                                                                protocol=lm.protocol))
     results = list(eng.run([EpisodeInput(f"c{i}", make_stream(q), reference=a) for i, (q, a) in enumerate(CHAIN_SUM)],
                            batch_size=len(CHAIN_SUM)))
     right = sum(score("chain_sum", r.record["prediction"], r.record["reference"]) for r in results)

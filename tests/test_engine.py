@@ -22,6 +22,7 @@ def stream(n: int, gap: float = 0.5, off: int = 0) -> ScheduledStream:
 def engine(model, tok, **kw) -> StreamingEngine:
     kw.setdefault("thought_budget", 6)
     kw.setdefault("max_deep_tokens", 10)
+    kw.setdefault("protocol", "v1")  # free-running thoughts (v2 ends a thought at its first line break)
     return StreamingEngine(model, tok, EngineConfig(**kw))
 
 
@@ -188,7 +189,8 @@ def test_proactive_hook_ends_episode_before_eoi(tiny_model, tiny_tokenizer):
         def commits_answer(self, thought: str) -> bool:
             return True
 
-    eng = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=AnswerAtOnce(budget=4), max_deep_tokens=8))
+    eng = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=AnswerAtOnce(budget=4), max_deep_tokens=8,
+                                                                       protocol="v1"))
     res = run_episode(eng, EpisodeInput("p", stream(4, gap=1.0)))
     assert res.record["n_chunks"] == 1 and res.record["deep_tokens"] == 0
     assert res.record["post_input_latency_s"] < 0  # answered before the input ended (EOI at 4 s)

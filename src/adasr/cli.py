@@ -43,7 +43,7 @@ def _engine(loaded, mode: str, budget: int, max_deep_tokens: int, temperature: f
     from adasr.engine import EngineConfig, StreamingEngine
 
     cfg = EngineConfig(mode=mode, thought_budget=budget, max_deep_tokens=max_deep_tokens,
-                       temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+                       temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, protocol=loaded.protocol)
     return StreamingEngine(loaded.model, loaded.tokenizer, cfg)
 
 
@@ -215,6 +215,47 @@ def data_build(
     n_thoughts = sum(len(t) for t in ds["thoughts"])
     skips = sum(1 for ts in ds["thoughts"] for t in ts if not t)
     Console().print(f"wrote {len(ds)} episodes to {out} (skip rate {skips / max(n_thoughts, 1):.1%})")
+
+
+@data_app.command("distill")
+def data_distill(
+    source: Annotated[Path, typer.Option(help="GSM8K-format JSONL of problems to solve")],
+    out: Annotated[Path, typer.Option(help="distillation directory (resumable)")],
+    model: ModelOpt = "qwen2.5-coder-0.5b-instruct",
+    dtype: DtypeOpt = "bfloat16",
+    samples: Annotated[int, typer.Option(help="solutions sampled per problem (K)")] = 2,
+    start: Annotated[int, typer.Option(help="skip the first N valid problems")] = 0,
+    limit: Annotated[Optional[int], typer.Option(help="then take at most N problems")] = None,
+    exclude: Annotated[list[Path], typer.Option(
+        help="held-out JSONL whose questions must never be sampled (repeatable)")] = [],  # noqa: B006
+    batch_size: Annotated[int, typer.Option(help="rows decoded together")] = 16,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    max_tokens: Annotated[int, typer.Option(help="cap on a solution, tokens")] = 400,
+    seed: int = 0,
+) -> None:
+    """Self-distill: sample read-then-think solutions, keep those math-verify accepts, convert
+    them to streaming episodes (episodes.jsonl, report.json). Resumable after a kill."""
+    from adasr.tasks.gsm8k import load_gsm8k
+    from adasr.tasks.splits import drop_overlap
+    from adasr.train.distill import DistillConfig, distill, write_episodes
+
+    if start < 0 or (limit is not None and limit < 1):
+        raise ConfigError("need --start >= 0 and --limit >= 1")
+    cfg = DistillConfig(model=model, samples=samples, temperature=temperature, top_p=top_p,
+                        max_tokens=max_tokens, batch_size=batch_size, seed=seed, dtype=dtype)
+    cfg.validate()
+    items = load_gsm8k(source, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
+    items = items[start:] if limit is None else items[start:start + limit]
+    items, dropped = drop_overlap(items, exclude)
+    if dropped:
+        err.print(f"dropped {dropped} problem(s) whose question is in an --exclude file")
+    if not items:
+        raise ConfigError("no problems left to distill (check --start/--limit/--exclude)")
+    loaded = _load(model, dtype)
+    records = distill(loaded.model, loaded.tokenizer, items, out, cfg)
+    report = write_episodes(records, out, loaded.tokenizer)
+    Console().print(report.summary_line())
 
 
 @app.command()

@@ -49,7 +49,7 @@ from adasr.protocol import (
     STAGE_STREAM,
     Episode,
     StreamingFormat,
-    default_format,
+    protocol_format,
     find_boxed,
 )
 from adasr.stream import PER_STREAM, ArrivalSource, Chunk, RealClock, VirtualClock, make_clock
@@ -82,6 +82,10 @@ class EngineConfig:
             wasted token positions; from this many on, the step runs two forwards instead (the
             multi-token rows, then the one-token rows, each on its slice of the cache). The step
             is still one server step: its duration is the sum. ``None``: never split.
+        protocol: streaming protocol version (:data:`adasr.protocol.PROTOCOLS`) when no ``fmt``
+            is given to the engine; ``None``: :data:`adasr.protocol.UNTRAINED_PROTOCOL` (models
+            adasr did not train). :func:`adasr.models.load_model` reports a trained model's
+            version as ``LoadedModel.protocol``.
         prefix_cache: serve every session's opening prefix (the system prompt; the same for all
             episodes of an engine) from keys/values computed once per :meth:`StreamingEngine.run`
             instead of prefilling it per episode (prefix caching, as in vLLM's automatic prefix
@@ -100,6 +104,7 @@ class EngineConfig:
     compact_ratio: float = 0.5
     policy: ThoughtPolicy | None = None
     split_min_waste: int | None = 16
+    protocol: str | None = None
     prefix_cache: bool = True
 
     def make_policy(self) -> ThoughtPolicy:
@@ -270,7 +275,7 @@ class _Row:
         self.emit({"type": "deep_start", "t": t})
         self.deep = []
         self.gen = _Gen(STAGE_DEEP, self.engine.config.max_deep_tokens)
-        return [(x, STAGE_INPUT) for x in self.fmt.eoi_ids(self.layout)]
+        return [(x, STAGE_INPUT) for x in self.fmt.eoi_ids(self.layout, [c.text for c in self.chunks])]
 
     def fed(self, feed: list[tuple[int, int]]) -> None:
         for tok, st in feed:
@@ -289,6 +294,11 @@ class _Row:
         if gen.stage == STAGE_DEEP and self.first_deep_t is None:
             self.first_deep_t = t
         stop = tok in fmt.stop_ids
+        if not stop and gen.stage == STAGE_STREAM and fmt.one_line_thoughts and tok in fmt.newline_ids:
+            # a one-line thought ends at its line break: the engine closes the turn
+            self.pending = [(x, STAGE_INPUT) for x in fmt.close_ids(generated_stop=False)]
+            self._end_turn(gen, True, t)
+            return
         if not stop:
             gen.tokens.append(tok)
             self.emit({"type": "token", "t": t, "stage": gen.stage, "token": tok}, keep=False)
@@ -368,7 +378,8 @@ class StreamingEngine:
             past_key_values, logits_to_keep)``), in eval mode.
         tokenizer: its tokenizer (with a chat template).
         config: :class:`EngineConfig`.
-        fmt: the protocol pieces (default: :func:`adasr.protocol.default_format`).
+        fmt: the protocol pieces (default: :func:`adasr.protocol.protocol_format` of
+            ``config.protocol``).
 
     Attributes:
         stats: running counters: ``steps`` (server steps), ``row_steps`` (rows that fed something,
@@ -387,7 +398,7 @@ class StreamingEngine:
         self.config = config or EngineConfig()
         self.config.validate()
         self.policy = self.config.make_policy()
-        self.format = fmt or default_format(tokenizer)
+        self.format = fmt or protocol_format(tokenizer, self.config.protocol)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.end_of_turn_id
         self.on_event: Callable[[Event], None] | None = None
         self.device = next(model.parameters()).device

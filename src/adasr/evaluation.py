@@ -42,15 +42,16 @@ class EvalInterrupted(AdasrError):
 
 
 class ResultsWriter:
-    """Append-only JSONL store of episode records: ``<out_dir>/results.jsonl``.
+    """Append-only JSONL store of records keyed by ``id``: ``<out_dir>/<filename>``
+    (``results.jsonl`` by default).
 
     Each :meth:`write` appends one line and flushes and fsyncs it, so a killed run loses at most
     the record being written. :meth:`done_ids` / :meth:`records` read the file back for resume.
     """
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, filename: str = RESULTS_FILE):
         self.dir = Path(out_dir)
-        self.path = self.dir / RESULTS_FILE
+        self.path = self.dir / filename
         self._fh = None
 
     # -- reading -------------------------------------------------------------------------

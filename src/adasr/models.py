@@ -137,6 +137,10 @@ class LoadedModel:
         source: ``"bundled"``, ``"local"`` (a directory or ``.gguf`` file), ``"hub"`` or
             ``"adapter"`` (a PEFT adapter merged into its base).
         path: the directory the weights were loaded from (for an adapter: the adapter dir).
+        protocol: the streaming protocol version a trained adapter was trained with
+            (``adasr_meta.json``'s ``"protocol"``; ``"v1"`` for adapters that predate the field),
+            ``None`` for a model adasr did not train (the engine then uses
+            :data:`adasr.protocol.UNTRAINED_PROTOCOL`).
     """
 
     model: "PreTrainedModel"
@@ -144,6 +148,7 @@ class LoadedModel:
     name: str
     source: str
     path: str
+    protocol: str | None = None
 
 
 def cache_root() -> Path:
@@ -651,6 +656,17 @@ def _adapter_info(adapter_dir: Path) -> tuple[str | None, dict]:
     return (base if isinstance(base, str) and base else None), meta
 
 
+def _adapter_protocol(model_dir: Path) -> str:
+    """The protocol version an adasr-trained model was trained with (``"v1"`` when its
+    ``adasr_meta.json`` predates the field)."""
+    meta_path = model_dir / _ADAPTER_META
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"unreadable {_ADAPTER_META} in {model_dir}: {_one_line(err)}") from err
+    return str((meta if isinstance(meta, dict) else {}).get("protocol") or "v1")
+
+
 def _load_adapter(
     adapter_dir: Path, *, dtype: torch.dtype | None, trust_remote_code: bool, cache_dir: Any, depth: int
 ) -> tuple[Any, Any]:
@@ -771,7 +787,7 @@ def _load(
             adapters[name], dtype=dtype, trust_remote_code=trust_remote_code, cache_dir=cache_dir, depth=depth
         )
         model, tok = _finish(model, tok, dtype)
-        return LoadedModel(model, tok, name, "adapter", str(adapters[name]))
+        return LoadedModel(model, tok, name, "adapter", str(adapters[name]), _adapter_protocol(adapters[name]))
 
     path = Path(name).expanduser()
     if path.is_file():
@@ -786,11 +802,12 @@ def _load(
                 path, dtype=dtype, trust_remote_code=trust_remote_code, cache_dir=cache_dir, depth=depth
             )
             model, tok = _finish(model, tok, dtype)
-            return LoadedModel(model, tok, name, "adapter", str(path.resolve()))
+            return LoadedModel(model, tok, name, "adapter", str(path.resolve()), _adapter_protocol(path))
         if (path / "config.json").is_file():
             model, tok = _load_pretrained_dir(path, dtype=dtype, trust_remote_code=trust_remote_code, what="model")
             model, tok = _finish(model, tok, dtype)
-            return LoadedModel(model, tok, name, "local", str(path.resolve()))
+            trained = (path / _ADAPTER_META).is_file()  # a full fine-tune saved by adasr train
+            return LoadedModel(model, tok, name, "local", str(path.resolve()), _adapter_protocol(path) if trained else None)
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             model, tok, target = _load_local_gguf(ggufs[0], root, dtype=dtype, trust_remote_code=trust_remote_code)

@@ -24,6 +24,7 @@ its turn); the rest of the footer (e.g. ``"\\n"`` after ``<|im_end|>``) is not.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -45,6 +46,38 @@ BATCH_INSTRUCTION = (
 )
 EOI_TEXT = "[END OF INPUT] Finish the reasoning and give the final answer as \\boxed{answer}."
 BATCH_EOI_TEXT = "Reason step by step and put the final answer within \\boxed{}."
+
+NOTES_INSTRUCTION = (
+    "You are a careful problem solver. The user's problem arrives one sentence at a time, and the "
+    "question usually comes last. After each sentence, reply with one short line of notes: a "
+    "quantity the sentence gives, or a value you can already compute from the sentences so far "
+    "(for example: May: 48 / 2 = 24 clips). Do not answer yet. When the input has ended, the "
+    "whole problem is restated: then reason step by step, using your notes, and give the final "
+    "answer as \\boxed{answer}."
+)
+EOI_RESTATE_TEXT = (
+    "[END OF INPUT] The whole problem: {input}\nReason step by step (your notes above may help) and "
+    "put the final answer within \\boxed{}."
+)
+
+PROTOCOLS: dict[str, dict[str, str]] = {
+    "v1": {"streaming_instruction": STREAMING_INSTRUCTION, "eoi_text": EOI_TEXT},
+    "v1-restate": {"streaming_instruction": STREAMING_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT},
+    "v2": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT, "one_line_thoughts": True},
+}
+"""Named versions of the streaming layout's texts (the batch layout is the same in all).
+
+* ``v1`` — the first protocol: "write a short note per piece", a plain end-of-input marker. The
+  shipped ``chain_sum`` adapter was trained on it.
+* ``v1-restate`` — v1 with the whole input restated in the end-of-input turn (ablation).
+* ``v2`` — one line of notes per sentence (a thought ends at its first line break), the
+  question-comes-last instruction, and the restated input at end of input, so that the deep
+  stage reads the problem in one place as read-then-think does.
+"""
+
+UNTRAINED_PROTOCOL = "v2"
+"""The protocol used for models adasr did not train (base instruct models): see
+benchmarks/RESULTS.md, "Untrained models in streaming modes"."""
 
 LAYOUTS = ("streaming", "batch")
 
@@ -167,6 +200,8 @@ class StreamingFormat:
         batch_instruction: system message of the ``batch`` layout.
         eoi_text: content of the end-of-input user turn (streaming layout).
         batch_eoi_text: text appended to the single user turn at end of input (batch layout).
+        one_line_thoughts: a streaming thought ends at its first line break: the engine closes
+            the turn there, without the line-break token (one short note per chunk).
 
     Raises:
         ProtocolError: if the chat template cannot express the protocol.
@@ -180,12 +215,15 @@ class StreamingFormat:
         batch_instruction: str = BATCH_INSTRUCTION,
         eoi_text: str = EOI_TEXT,
         batch_eoi_text: str = BATCH_EOI_TEXT,
+        one_line_thoughts: bool = False,
     ):
         self.tokenizer = tokenizer
         self.pieces = _split_template(tokenizer)
         self.instructions = {"streaming": streaming_instruction, "batch": batch_instruction}
         self.eoi_text = eoi_text
         self.batch_eoi_text = batch_eoi_text
+        self.one_line_thoughts = one_line_thoughts
+        self.protocol: str | None = None  # the PROTOCOLS name, when built by for_protocol
         p = self.pieces
         self.user_header = self.encode(p.user_header)
         self.user_footer = self.encode(p.user_footer)
@@ -197,6 +235,26 @@ class StreamingFormat:
         self.stop_ids: frozenset[int] = frozenset(
             {self.end_of_turn_id} | set(_as_list(getattr(tokenizer, "eos_token_id", None)))
         )
+
+    @functools.cached_property
+    def newline_ids(self) -> frozenset[int]:
+        """Ids of the vocabulary tokens whose text contains a line break (one scan, cached):
+        a one-line streaming thought ends at the first of them (``one_line_thoughts``)."""
+        tok = self.tokenizer
+        return frozenset(i for i in range(len(tok)) if "\n" in tok.decode([i]))
+
+    @classmethod
+    def for_protocol(cls, tokenizer, protocol: str = "v1") -> "StreamingFormat":
+        """The format of a named protocol version (:data:`PROTOCOLS`).
+
+        Raises:
+            ProtocolError: unknown protocol name, or a chat template that cannot express it.
+        """
+        if protocol not in PROTOCOLS:
+            raise ProtocolError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        fmt = cls(tokenizer, **PROTOCOLS[protocol])
+        fmt.protocol = protocol
+        return fmt
 
     # -- tokenization ------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -221,10 +279,15 @@ class StreamingFormat:
             return self.user_header + self.encode(text) + self.user_footer
         return self.encode(text if first else " " + text)
 
-    def eoi_ids(self, layout: str) -> list[int]:
-        """Ids fed at end of input, up to and including the deep stage's assistant header."""
+    def eoi_ids(self, layout: str, chunks: Sequence[str] = ()) -> list[int]:
+        """Ids fed at end of input, up to and including the deep stage's assistant header.
+
+        In the streaming layout an ``eoi_text`` with an ``{input}`` field restates the whole
+        input there (the ``chunks`` joined by spaces), so that the deep stage reads the problem
+        in one place, as read-then-think does (see :data:`PROTOCOLS`)."""
         if layout == "streaming":
-            return self.user_header + self.encode(self.eoi_text) + self.user_footer + self.assistant_header
+            text = self.eoi_text.replace("{input}", " ".join(chunks)) if "{input}" in self.eoi_text else self.eoi_text
+            return self.user_header + self.encode(text) + self.user_footer + self.assistant_header
         return self.encode("\n\n" + self.batch_eoi_text) + self.user_footer + self.assistant_header
 
     def close_ids(self, generated_stop: bool) -> list[int]:
@@ -261,7 +324,7 @@ class StreamingFormat:
                     raise ProtocolError(f"chunk {k} has no assistant turn but is not the last chunk")
                 continue
             self._assistant_turn(out, thought, STAGE_STREAM, decision=True)
-        out.add(self.eoi_ids(layout))
+        out.add(self.eoi_ids(layout, episode.chunks))
         if episode.deep is not None:
             deep = self.content_ids(episode.deep)
             out.add(deep, STAGE_DEEP)
@@ -310,11 +373,21 @@ def parse_answer(text: str) -> str | None:
     return boxed[-1] if boxed else None
 
 
-@lru_cache(maxsize=8)
-def _cached_format(tokenizer) -> StreamingFormat:
-    return StreamingFormat(tokenizer)
+@lru_cache(maxsize=16)
+def _cached_format(tokenizer, protocol: str) -> StreamingFormat:
+    return StreamingFormat.for_protocol(tokenizer, protocol)
+
+
+def protocol_format(tokenizer, protocol: str | None = None) -> StreamingFormat:
+    """A cached :class:`StreamingFormat` of a protocol version for ``tokenizer``; ``None``:
+    :data:`UNTRAINED_PROTOCOL`.
+
+    Raises:
+        ProtocolError: unknown protocol, or a chat template that cannot express it.
+    """
+    return _cached_format(tokenizer, protocol or UNTRAINED_PROTOCOL)
 
 
 def default_format(tokenizer) -> StreamingFormat:
-    """A cached :class:`StreamingFormat` with the default instructions for ``tokenizer``."""
-    return _cached_format(tokenizer)
+    """A cached :class:`StreamingFormat` of protocol ``v1`` (the training default) for ``tokenizer``."""
+    return _cached_format(tokenizer, "v1")

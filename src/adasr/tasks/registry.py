@@ -20,8 +20,9 @@ from adasr.tasks.streamify import read_jsonl, streamify_gsm8k
 
 __all__ = ["TASKS", "FEATURES", "DEFAULT_PROCEDURAL_SIZE", "build_dataset", "write_jsonl", "score"]
 
-TASKS: tuple[str, ...] = ("gsm8k", *PROCEDURAL_TASKS)
-"""Every task name :func:`build_dataset` accepts."""
+TASKS: tuple[str, ...] = ("gsm8k", "episodes", *PROCEDURAL_TASKS)
+"""Every task name :func:`build_dataset` accepts. ``episodes`` reads ready streaming episodes
+(the shared schema, e.g. ``episodes.jsonl`` of ``adasr data distill``) from ``source``."""
 
 DEFAULT_PROCEDURAL_SIZE = 1000
 """Episodes built for a procedural task when ``size`` is not given."""
@@ -82,6 +83,21 @@ def build_dataset(
         if not records:
             reasons = ", ".join(f"{k}: {v}" for k, v in report.excluded.items()) or "no clean problems"
             raise DataError(f"no valid GSM8K problems in {source} ({report.total} read; {reasons})")
+    elif task == "episodes":
+        if source is None:
+            raise ConfigError("task 'episodes' needs source=<path of a streaming-episode JSON-lines file>")
+        if knobs:
+            raise ConfigError(f"task 'episodes' takes no knobs, got {', '.join(sorted(knobs))}")
+        records = read_jsonl(source, limit=size)
+        for i, r in enumerate(records):
+            missing = sorted(set(FEATURES) - set(r))
+            if missing:
+                raise DataError(f"{source}: record {i + 1} is not a streaming episode (missing {', '.join(missing)})")
+            if len(r["thoughts"]) not in (len(r["chunks"]) - 1, len(r["chunks"])):
+                raise DataError(f"{source}: record {i + 1} has {len(r['thoughts'])} thoughts for {len(r['chunks'])} chunks")
+        records = [{k: r[k] for k in FEATURES} for r in records]
+        if not records:
+            raise DataError(f"no episodes in {source}")
     else:
         records = build_procedural(task, DEFAULT_PROCEDURAL_SIZE if size is None else size, seed, **knobs)
         if not records:

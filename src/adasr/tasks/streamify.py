@@ -101,6 +101,9 @@ __all__ = [
     "known_numbers",
     "parse_solution",
     "streamify_problem",
+    "streamify_solution",
+    "parse_free_solution",
+    "align_steps",
     "streamify_gsm8k",
     "read_jsonl",
 ]
@@ -331,6 +334,8 @@ class Step:
     consistent: bool = True
     chunk: int | None = None
     placed: bool = False
+    span: tuple[int, int] | None = None
+    """Free-form solutions: ``(start, end)`` character offsets of the step in the solution text."""
 
 
 def _close(a: float, b: float) -> bool:
@@ -496,6 +501,209 @@ def _release_chunk(
     return best if unit is None else min(best, unit)
 
 
+@dataclass
+class _ChunkIndex:
+    """What the alignment rules need to know about a problem's chunks."""
+
+    mentions: list[set[float]]  # literal values (digits, number words) per chunk
+    units_after: list[set[float]]  # implied-unit constants known after each chunk
+    words: list[set[str]]
+    content: list[set[str]]
+    df: Counter
+
+    @classmethod
+    def of(cls, chunks: list[str]) -> "_ChunkIndex":
+        units_after: list[set[float]] = []
+        text_so_far = ""
+        for c in chunks:
+            text_so_far += " " + c
+            units_after.append(_unit_constants(text_so_far))
+        content = [_content_words(c) for c in chunks]
+        return cls([known_numbers(c) for c in chunks], units_after, [_words(c) for c in chunks], content,
+                   Counter(w for ws in content for w in ws))
+
+
+def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "deep") -> None:
+    """Place each step after the earliest chunk once every quantity it uses is known (sets
+    ``Step.chunk``/``Step.placed``; the rules are in the module docstring).
+
+    Args:
+        chunks: the question's chunks (N).
+        steps: the solution's steps, in order; modified in place.
+        unannotated: what a step without arithmetic does: ``"deep"`` (reference solutions: it
+            and every later step go to the deep stage) or ``"attach"`` (free-form solutions:
+            prose travels with the next step that computes something; trailing prose and any
+            step holding ``\\boxed{}`` go to the deep stage).
+    """
+    if unannotated not in ("deep", "attach"):
+        raise ValueError(f"unannotated must be 'deep' or 'attach', got {unannotated!r}")
+    idx = _ChunkIndex.of(chunks)
+    n = len(chunks)
+    results_so_far: set[float] = set()
+    prev_chunk = 0
+    to_deep = False  # once a step goes to the deep stage, every later step follows it
+    waiting: list[Step] = []  # prose steps attached to the next computing step
+    for st in steps:
+        if unannotated == "attach" and not st.annotated and "\\boxed" not in st.text:
+            waiting.append(st)
+            continue
+        target = None
+        if st.annotated and "\\boxed" not in st.text:
+            target = max(prev_chunk, _anchor_chunk(st, idx.words, idx.content))
+            words = _content_words(st.text)
+            for op in st.operands:
+                if op in results_so_far:
+                    continue
+                k = _release_chunk(op, words, idx.mentions, idx.units_after, idx.content, idx.df)
+                if k is None:
+                    target = None  # never known: fallback to the deep stage
+                    break
+                target = max(target, k)
+        if target is None:
+            to_deep = True  # no annotation, operands never known, or the answer: the deep stage
+        else:
+            st.placed = True
+            prev_chunk = target
+            if target == n - 1:
+                to_deep = True  # lands on the last chunk: no thought follows it
+        for s in [*waiting, st]:
+            s.chunk = None if to_deep else target
+        waiting = []
+        results_so_far.update(st.results)
+
+
+# Free-form solutions (the model's own, e.g. from self-distillation) carry no <<expr=result>>
+# annotations: their arithmetic is read from the text. LaTeX operators are turned into Python
+# ones, then every chain "E0 = E1 = ... = En" of arithmetic expressions gives one annotation
+# (operands: the numbers of E0..E(n-1); result: the value of En).
+_LATEX_OPS = (
+    ("\\times", "*"), ("\\cdot", "*"), ("×", "*"), ("·", "*"), ("\\div", "/"), ("÷", "/"),
+    ("\\left", ""), ("\\right", ""), ("\\$", ""), ("$", ""), ("\\%", "%"), ("\\,", ""), ("{,}", ""),
+    ("\\[", " "), ("\\]", " "), ("\\(", " "), ("\\)", " "), ("−", "-"), ("–", "-"),
+)
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}")
+_EXPR = r"[\d.()+\-*/ ]*\d[\d.()+\-*/ ]*"
+_CHAIN = re.compile(rf"(?<![\w.])({_EXPR})(?:=\s*({_EXPR}))+")
+_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+|\*\*Step|Step\s+\d)")
+
+
+def _math_text(text: str) -> str:
+    """``text`` with LaTeX arithmetic turned into plain ``+ - * /`` expressions."""
+    s = _LATEX_TEXT.sub(r" \1 ", text)
+    for _ in range(3):  # nested fractions
+        s = _LATEX_FRAC.sub(r"((\1)/(\2))", s)
+    for a, b in _LATEX_OPS:
+        s = s.replace(a, b)
+    s = _THOUSANDS_IN_TEXT.sub("", s)
+    return re.sub(r"(?<=\d)\s*%", "/100", s)
+
+
+_THOUSANDS_IN_TEXT = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def _annotations(text: str) -> tuple[list[float], list[float], bool]:
+    """``(operands, results, consistent)`` of the arithmetic chains written in ``text``."""
+    operands: list[float] = []
+    results: list[float] = []
+    consistent = True
+    for m in _CHAIN.finditer(_math_text(text)):
+        parts = [p.strip() for p in m.group(0).split("=")]
+        parts = [p for p in parts if p]
+        if len(parts) < 2 or not re.search(r"\d\s*[-+*/]\s*[\d(]|\)\s*[-+*/]", " ".join(parts[:-1])):
+            continue  # "x = 5" or "2 = 2": nothing computed
+        res = _safe_eval(parts[-1])
+        if res is None:
+            continue
+        for p in parts[:-1]:
+            val = _safe_eval(p)
+            if val is not None and not _close(val, res):
+                consistent = False
+            operands.extend(k for k in (_key(float(x)) for x in _NUM_IN_EXPR.findall(p))
+                            if k not in results)
+        results.append(_key(res))
+    return operands, results, consistent
+
+
+def parse_free_solution(text: str) -> list[Step]:
+    """Split a free-form (model-written) solution into steps with operands read from its text.
+
+    A step is a paragraph or a list item ("1.", "-", "###", "Step 2"); display math
+    (``\\[ ... \\]``) and other continuation lines belong to the step above them. A step is
+    *annotated* when it writes at least one computation ``E0 = ... = En`` with an operator in
+    ``E0..E(n-1)`` (LaTeX ``\\times``, ``\\div``, ``\\frac{a}{b}`` and ``%`` understood).
+
+    Raises:
+        ParseFailure: the text has no non-blank line.
+    """
+    spans: list[list[int]] = []  # [start, end) of each block in ``text``
+    in_math = False
+    new_block = True
+    for m in re.finditer(r"[^\n]*(?:\n|$)", text):
+        line = m.group(0).rstrip("\n")
+        if not line.strip():
+            new_block = not in_math
+            if m.end() == len(text):
+                break
+            continue
+        starts_item = _LIST_ITEM.match(line) is not None and not in_math
+        if new_block or (starts_item and spans):
+            spans.append([m.start(), m.start()])
+        spans[-1][1] = m.start() + len(line.rstrip())
+        new_block = False
+        opened, closed = line.count("\\["), line.count("\\]")
+        in_math = (in_math or opened > closed) and not (closed > opened or (in_math and closed))
+    steps = []
+    for a, b in spans:
+        body = text[a:b].strip()
+        ops, res, ok = _annotations(body)
+        steps.append(Step(text=body, operands=tuple(ops), results=tuple(res), annotated=bool(res),
+                          consistent=ok, span=(a, b)))
+    if not steps:
+        raise ParseFailure("no solution steps")
+    return steps
+
+
+def streamify_solution(question: str, solution: str, final: str, *, id: str = "",
+                       task: str = "gsm8k", prose_in_thoughts: bool = False) -> StreamifiedProblem:
+    """Streamify a free-form solution (e.g. the model's own, from :mod:`adasr.train.distill`).
+
+    Same chunking and placement rules as :func:`streamify_problem` (:func:`align_steps`), with
+    steps and operands read by :func:`parse_free_solution`; prose without arithmetic travels
+    with the next computing step, and the step with the ``\\boxed{}`` answer, with everything
+    after it, forms the deep stage (``The answer is \\boxed{final}.`` is appended when the
+    solution boxes nothing). The deep stage is a slice of the solution text, exactly as the
+    model wrote it. A streaming thought is a short note: the computing steps placed after its
+    chunk, one per line, as the model wrote them; the prose placed with them (plans, restated
+    facts: "To find the total, we need to ...") is dropped unless ``prose_in_thoughts``, in which
+    case the thought is the whole slice. Short thoughts fit the slack between chunks (an adaptive
+    thought is closed when the next chunk arrives).
+
+    Raises:
+        ParseFailure: empty question or solution.
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise ParseFailure("empty question")
+    chunks = _split(question)
+    steps = parse_free_solution(solution or "")
+    align_steps(chunks, steps, unannotated="attach")
+    def text_of(group: list[Step]) -> str:  # placement is monotone: a group is one slice
+        return solution[group[0].span[0]:group[-1].span[1]].strip() if group else ""
+
+    def thought(k: int) -> str:
+        group = [s for s in steps if s.chunk == k]
+        return text_of(group) if prose_in_thoughts else "\n".join(s.text for s in group if s.annotated)
+
+    thoughts = [thought(k) for k in range(len(chunks) - 1)]
+    deep = text_of([s for s in steps if s.chunk is None])
+    if "\\boxed" not in deep:
+        deep = (deep + "\n\n" if deep else "") + f"The answer is \\boxed{{{canonical_answer(final)}}}."
+    record = {"id": id, "task": task, "question": question.strip(), "chunks": chunks, "thoughts": thoughts,
+              "deep": deep, "answer": canonical_answer(final)}
+    issues = ["inconsistent arithmetic"] if any(not s.consistent for s in steps) else []
+    return StreamifiedProblem(record=record, steps=steps, clean=not issues, issues=issues)
+
+
 def streamify_problem(question: str, answer: str, *, id: str = "", task: str = "gsm8k") -> StreamifiedProblem:
     """Streamify one GSM8K problem (``question`` and its reference ``answer`` field).
 
@@ -511,45 +719,8 @@ def streamify_problem(question: str, answer: str, *, id: str = "", task: str = "
     chunks = _split(question)
     if not chunks:
         raise ParseFailure("empty question")
+    align_steps(chunks, steps, unannotated="deep")
     n = len(chunks)
-
-    mentions = [known_numbers(c) for c in chunks]  # literal values (digits, number words)
-    units_after: list[set[float]] = []  # implied-unit constants known after each chunk
-    text_so_far = ""
-    for c in chunks:
-        text_so_far += " " + c
-        units_after.append(_unit_constants(text_so_far))
-    chunk_words = [_words(c) for c in chunks]
-    chunk_content = [_content_words(c) for c in chunks]
-    df = Counter(w for ws in chunk_content for w in ws)
-
-    results_so_far: set[float] = set()
-    prev_chunk = 0
-    to_deep = False  # once a step goes to the deep stage, every later step follows it
-    for st in steps:
-        target = None
-        if st.annotated:
-            target = max(prev_chunk, _anchor_chunk(st, chunk_words, chunk_content))
-            words = _content_words(st.text)
-            for op in st.operands:
-                if op in results_so_far:
-                    continue
-                k = _release_chunk(op, words, mentions, units_after, chunk_content, df)
-                if k is None:
-                    target = None  # never known: fallback to the deep stage
-                    break
-                target = max(target, k)
-        if target is None:
-            to_deep = True  # no annotation, or operands never known: a fallback to the deep stage
-        else:
-            st.placed = True
-            prev_chunk = target
-            if target == n - 1:
-                to_deep = True  # lands on the last chunk: no thought follows it
-        if not to_deep:
-            st.chunk = target
-        results_so_far.update(st.results)
-
     thoughts = [" ".join(s.text for s in steps if s.chunk == k) for k in range(n - 1)]
     deep_lines = [s.text for s in steps if s.chunk is None]
     deep_lines.append(f"The answer is \\boxed{{{final}}}.")

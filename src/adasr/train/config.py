@@ -41,6 +41,11 @@ class _TrainConfig:
         task: dataset task name (``gsm8k`` or a procedural task of :mod:`adasr.tasks.registry`).
         data_path: source file of the task (``gsm8k``: the GSM8K ``train.jsonl``; required).
         task_options: extra keyword arguments of the task's dataset builder (procedural knobs).
+        exclude: held-out GSM8K-format JSONL files: building the training data fails if one of
+            their questions occurs in it (:func:`adasr.tasks.splits.assert_disjoint`).
+        protocol: streaming protocol version the episodes are rendered with
+            (:data:`adasr.protocol.PROTOCOLS`); recorded in ``adasr_meta.json`` so that
+            inference renders the same way.
         train_size: training episodes (``None``: all the source has).
         eval_size: held-out episodes carved from the same build (never trained on).
         seed: seed of data building, shuffling, LoRA init and sampling.
@@ -75,6 +80,8 @@ class _TrainConfig:
     task: str = "gsm8k"
     data_path: str | None = None
     task_options: dict = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
+    protocol: str = "v1"
     train_size: int | None = 1000
     eval_size: int = 0
     seed: int = 0
@@ -127,6 +134,13 @@ class _TrainConfig:
         if not self.output_dir:
             raise ConfigError("output_dir must be a directory path")
         check_task(self.task, self.data_path)
+        from adasr.protocol import PROTOCOLS
+
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        for path in self.exclude:
+            if not Path(path).expanduser().is_file():
+                raise ConfigError(f"exclude file {path} does not exist")
 
     def to_dict(self) -> dict:
         """The config as a plain JSON-able dict (what ``adasr_meta.json`` records)."""
@@ -278,6 +292,8 @@ def check_task(task: str, data_path: str | None) -> None:
         raise ConfigError(f"data_path {data_path} does not exist")
     if task == "gsm8k" and data_path is None:
         raise ConfigError("task gsm8k needs data_path (the GSM8K train.jsonl, e.g. ../shared/data/gsm8k/train.jsonl)")
+    if task == "episodes" and data_path is None:
+        raise ConfigError("task episodes needs data_path (a streaming-episode JSONL, e.g. from adasr data distill)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
 from adasr.errors import ConfigError
-from adasr.protocol import STAGE_INPUT, default_format
+from adasr.protocol import STAGE_INPUT, StreamingFormat
 from adasr.stream import make_stream
 from adasr.train.advantages import advantage_stats, grpo_token_advantages, hrpo_token_advantages
 from adasr.train.config import RLConfig, trainer_kwargs
@@ -107,7 +107,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         self.cfg = cfg
         self.reward_cfg = cfg.reward_config()
         self.scorer = scorer or score_prediction
-        self.stream_format = default_format(tokenizer)
+        self.stream_format = StreamingFormat.for_protocol(tokenizer, cfg.protocol)
         self.last_batch: dict = {}
         args = args or rl_arguments(cfg)
         # Full fine-tuning with a KL term: the reference is a frozen copy of the initial policy

@@ -67,6 +67,10 @@ def build_splits(cfg: SFTConfig | RLConfig):
 
     size = None if cfg.train_size is None else cfg.train_size + cfg.eval_size
     ds = build_dataset(cfg.task, size=size, seed=cfg.seed, source=cfg.data_path, **(cfg.task_options or {}))
+    if cfg.exclude:
+        from adasr.tasks.splits import assert_disjoint, heldout_questions
+
+        assert_disjoint(ds["question"], heldout_questions(cfg.exclude), f"the training data of {cfg.task}")
     n = len(ds)
     if n <= cfg.eval_size:
         raise DataError(f"task {cfg.task!r} gave {n} episodes: not enough for eval_size={cfg.eval_size} plus training")
@@ -422,6 +426,7 @@ def save_final(trainer, policy: Policy, cfg: SFTConfig | RLConfig, stage: str, *
             "kind": policy.kind,
             "trained_on": trained_on,
             "stage": stage,
+            "protocol": cfg.protocol,
             "config": cfg.to_dict(),
             "global_step": int(trainer.state.global_step),
         }
@@ -493,7 +498,7 @@ def train_sft(
     policy = load_policy(cfg, model=model, tokenizer=tokenizer)
     if cfg.gradient_checkpointing and policy.kind == "lora":
         policy.model.enable_input_require_grads()  # checkpointed LoRA needs grads at the inputs
-    fmt = StreamingFormat(policy.tokenizer)
+    fmt = StreamingFormat.for_protocol(policy.tokenizer, cfg.protocol)
     train_dataset, stats = prepare_episodes(train_dataset, fmt, cfg.max_seq_len, cfg.layout)
     if eval_dataset is not None:
         eval_dataset, _ = prepare_episodes(eval_dataset, fmt, cfg.max_seq_len, cfg.layout)

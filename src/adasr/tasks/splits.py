@@ -1,0 +1,63 @@
+"""Held-out splits and the overlap check that keeps evaluation data out of training.
+
+GSM8K ships one file (``train.jsonl``); adasr carves its held-out problems from the end of it
+(:data:`GSM8K_HELDOUT`: the last 400 problems) and trains/distills from the top. Since GSM8K
+repeats a few questions verbatim, position alone is not enough: every consumer of training data
+checks question text against the held-out files with :func:`drop_overlap` /
+:func:`assert_disjoint` (questions compared after :func:`normalize_question`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Sequence, TypeVar
+
+from adasr.errors import DataError
+
+__all__ = ["GSM8K_HELDOUT", "normalize_question", "heldout_questions", "drop_overlap", "assert_disjoint"]
+
+GSM8K_HELDOUT = 400
+"""Problems at the end of GSM8K ``train.jsonl`` kept out of every training and distillation run."""
+
+T = TypeVar("T")
+
+
+def normalize_question(text: str) -> str:
+    """Lower-cased question with whitespace collapsed (the key of the overlap check)."""
+    return re.sub(r"\s+", " ", str(text)).strip().lower()
+
+
+def heldout_questions(paths: Iterable[str | os.PathLike]) -> set[str]:
+    """Normalized questions of the items in GSM8K-format JSONL files.
+
+    Raises:
+        DataError: a file is missing or holds no valid item.
+    """
+    from adasr.tasks.gsm8k import load_gsm8k
+
+    out: set[str] = set()
+    for p in paths:
+        out.update(normalize_question(it.question) for it in load_gsm8k(Path(p), on_error=lambda e: None))
+    return out
+
+
+def drop_overlap(items: Sequence[T], exclude: Iterable[str | os.PathLike]) -> tuple[list[T], int]:
+    """``items`` (objects with a ``question``) without those whose question is in an ``exclude``
+    file; returns ``(kept, number dropped)``."""
+    held = heldout_questions(exclude)
+    kept = [it for it in items if normalize_question(it.question) not in held]
+    return kept, len(items) - len(kept)
+
+
+def assert_disjoint(train_questions: Iterable[str], heldout: Iterable[str], what: str = "training data") -> None:
+    """Raise if any held-out question occurs in ``train_questions``.
+
+    Raises:
+        DataError: naming how many overlap and one example.
+    """
+    held = {normalize_question(q) for q in heldout}
+    shared = sorted({normalize_question(q) for q in train_questions} & held)
+    if shared:
+        raise DataError(f"{len(shared)} held-out question(s) occur in {what}, e.g. {shared[0][:80]!r}")

@@ -1,0 +1,298 @@
+"""Self-distillation by rejection sampling: the model's own correct read-then-think solutions.
+
+For every problem, ``samples`` read-then-think solutions are sampled from the model with the
+streaming engine (batch layout, whole question as one chunk, batched rows, continuous batching)
+and graded with the task's checker (math-verify for GSM8K). Every sample is appended to
+``<out>/samples.jsonl`` as soon as it finishes (flushed and fsync'ed), so a killed run loses at
+most the episodes in flight and a rerun of the same command resumes where it stopped. Only the
+samples marked ``correct`` are later converted into streaming episodes
+(:func:`adasr.tasks.streamify.streamify_solution`).
+
+This is rejection-sampling fine-tuning / self-training (STaR: Zelikman et al., NeurIPS 2022;
+RFT: Yuan et al., arXiv 2308.01825): the training targets are in the model's own style, so SFT
+on them teaches the streaming protocol without spending the model's skill on an unfamiliar
+solution style. Any Hugging Face causal LM works as the sampler (e.g. a stronger teacher on a
+GPU) through the same function.
+
+Layout of ``<out>``::
+
+    samples.jsonl   one record per sample: id ("<item id>#<k>"), item_id, sample, question,
+                    reference, solution (generated text), prediction, correct, tokens
+    config.json     the settings of the run (a rerun with other settings is refused)
+    episodes.jsonl  the streaming episodes converted from the correct samples
+    report.json     counts: problems tried, samples, kept, episodes, reasoning-token shares
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from adasr.errors import ConfigError
+from adasr.evaluation import ResultsWriter
+from adasr.tasks.gsm8k import GSM8KItem
+
+__all__ = ["DistillConfig", "DistillStats", "distill", "sample_id"]
+
+SAMPLES_FILE = "samples.jsonl"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class DistillConfig:
+    """Settings of one distillation run (all recorded in ``config.json``).
+
+    Attributes:
+        model: the sampler's name (bundled name, HF id or path), for provenance.
+        samples: solutions sampled per problem (K).
+        temperature: sampling temperature (> 0).
+        top_p: nucleus sampling mass.
+        max_tokens: cap on a solution, tokens (longer ones are truncated and rejected).
+        batch_size: rows decoded together in the engine.
+        seed: base seed; sample ``k`` of item ``i`` is seeded from ``(seed, crc32(i), k)``.
+        dtype: weight/compute dtype of the sampler (recorded; the caller loads the model).
+    """
+
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    samples: int = 2
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 400
+    batch_size: int = 16
+    seed: int = 0
+    dtype: str = "bfloat16"
+
+    def validate(self) -> None:
+        """Raises :class:`ConfigError` for out-of-range values."""
+        if self.samples < 1:
+            raise ConfigError(f"--samples must be >= 1, got {self.samples}")
+        if not self.temperature > 0:
+            raise ConfigError("distillation samples: --temperature must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("need 0 < top_p <= 1")
+        if self.max_tokens < 16:
+            raise ConfigError("--max-tokens must be >= 16")
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be >= 1")
+
+
+@dataclass
+class DistillStats:
+    """Counts of a distillation directory: problems tried, samples drawn and kept."""
+
+    problems: int = 0
+    problems_solved: int = 0
+    samples: int = 0
+    kept: int = 0
+
+    @property
+    def keep_rate(self) -> float:
+        return self.kept / self.samples if self.samples else 0.0
+
+
+def sample_id(item_id: str, k: int) -> str:
+    """Id of sample ``k`` of an item: ``"<item id>#<k>"``."""
+    return f"{item_id}#{k}"
+
+
+def _check_config(out_dir: Path, cfg: DistillConfig) -> None:
+    """Write ``config.json`` on first use; refuse to mix samples drawn with other settings.
+
+    Raises:
+        ConfigError: ``out_dir`` holds samples drawn with different settings.
+    """
+    path = out_dir / CONFIG_FILE
+    mine = asdict(cfg)
+    mine.pop("batch_size")  # does not change what is sampled (beyond float rounding)
+    if path.exists():
+        prev = json.loads(path.read_text(encoding="utf-8"))
+        diff = sorted(k for k in set(mine) | set(prev) if mine.get(k) != prev.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: {prev.get(k)!r} there, {mine.get(k)!r} now" for k in diff)
+            raise ConfigError(f"{out_dir} holds samples drawn with other settings ({detail}): "
+                              "use another --out or the same settings")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(mine, indent=2) + "\n", encoding="utf-8")
+
+
+def stats(records: Sequence[dict]) -> DistillStats:
+    """:class:`DistillStats` of sample records."""
+    solved = {r["item_id"] for r in records if r.get("correct")}
+    return DistillStats(problems=len({r["item_id"] for r in records}), problems_solved=len(solved),
+                        samples=len(records), kept=sum(1 for r in records if r.get("correct")))
+
+
+def distill(
+    model,
+    tokenizer,
+    items: Sequence[GSM8KItem],
+    out_dir: str | Path,
+    cfg: DistillConfig,
+    *,
+    progress: bool = True,
+    on_record: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Sample ``cfg.samples`` read-then-think solutions per item; append every graded sample.
+
+    Args:
+        model, tokenizer: the sampler (a Hugging Face causal LM with a chat template).
+        items: the problems (GSM8K-format items, graded by :meth:`GSM8KItem.grade`).
+        out_dir: the distillation directory (see the module docstring); resumable.
+        cfg: :class:`DistillConfig`.
+        progress: show a progress bar (kept/seen counts, ETA).
+        on_record: called with each new sample record.
+
+    Returns:
+        All sample records of ``items`` in the directory (earlier runs' included).
+
+    Raises:
+        ConfigError: invalid settings, or a directory drawn with other settings.
+        EvalInterrupted: on Ctrl-C (samples written so far are kept; rerun to resume).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
+    from adasr.evaluation import EvalInterrupted
+    from adasr.stream import Chunk, ScheduledStream
+
+    cfg.validate()
+    out_dir = Path(out_dir)
+    _check_config(out_dir, cfg)
+    writer = ResultsWriter(out_dir, SAMPLES_FILE)
+    wanted = {sample_id(it.id, k): (it, k) for it in items for k in range(cfg.samples)}
+    prior = [r for r in writer.records() if r["id"] in wanted]
+    done = {r["id"] for r in prior}
+    todo = [(it, k) for sid, (it, k) in wanted.items() if sid not in done]
+    seen, kept = len(prior), sum(1 for r in prior if r.get("correct"))
+    engine = StreamingEngine(model, tokenizer, EngineConfig(
+        mode="batch", max_deep_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+        seed=cfg.seed, initial_decode_rate=1.0))
+    inputs = (EpisodeInput(id=sample_id(it.id, k), source=ScheduledStream([Chunk(0, it.question, 0.0)]),
+                           reference=it.reference, seed=zlib.crc32(it.id.encode()) * 64 + k)
+              for it, k in todo)
+    bar = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[kept]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress)
+    new: list[dict] = []
+    try:
+        with bar:
+            task = bar.add_task("distill", total=len(wanted), completed=seen, kept=f"kept {kept}/{seen}")
+            results = engine.run(inputs, batch_size=cfg.batch_size, clock="virtual")
+            for res in results:
+                it, k = wanted[res.id]
+                rec = {"id": res.id, "item_id": it.id, "sample": k, "question": it.question,
+                       "reference": it.reference, "solution": res.deep,
+                       "prediction": res.record["prediction"], "tokens": res.record["deep_tokens"],
+                       "format_ok": res.record["format_ok"]}
+                rec["correct"] = bool(rec["format_ok"]) and it.grade(rec["prediction"])
+                writer.write(rec)
+                new.append(rec)
+                seen += 1
+                kept += rec["correct"]
+                bar.update(task, advance=1, kept=f"kept {kept}/{seen}")
+                if on_record is not None:
+                    on_record(rec)
+    except KeyboardInterrupt:
+        raise EvalInterrupted(f"interrupted: {seen} samples saved in {writer.path}; rerun the same command "
+                              "to resume") from None
+    finally:
+        writer.close()
+    return prior + new
+
+
+EPISODES_FILE = "episodes.jsonl"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`write_episodes` made of a distillation directory.
+
+    Attributes:
+        problems: problems tried (with at least one sample).
+        problems_solved: problems with at least one kept (correct) sample.
+        samples: samples drawn.
+        kept: samples math-verify accepted.
+        excluded: kept samples not converted, by reason (``"code"``: the solution runs Python
+            and quotes an output the model imagined; ``"unparsable"``: no steps).
+        episodes: streaming episodes written.
+        stream_token_share: reasoning tokens in streaming thoughts / all reasoning tokens
+            (thoughts + deep stage), pooled over episodes: the share moved before end of input.
+        skip_rate: non-final chunks whose thought is empty / all non-final chunks.
+        mean_thought_tokens: mean tokens of the non-empty streaming thoughts.
+        mean_deep_tokens: mean tokens of the deep stage.
+    """
+
+    problems: int = 0
+    problems_solved: int = 0
+    samples: int = 0
+    kept: int = 0
+    excluded: dict | None = None
+    episodes: int = 0
+    stream_token_share: float = 0.0
+    skip_rate: float = 0.0
+    mean_thought_tokens: float = 0.0
+    mean_deep_tokens: float = 0.0
+
+    def summary_line(self) -> str:
+        return (f"{self.samples} samples of {self.problems} problems: kept {self.kept} "
+                f"({self.kept / max(self.samples, 1):.1%}; {self.problems_solved} problems solved), "
+                f"{self.episodes} streaming episodes ({self.stream_token_share:.1%} of reasoning tokens before "
+                f"end of input, skip rate {self.skip_rate:.1%})")
+
+
+def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> ConversionReport:
+    """Convert the correct samples into streaming episodes: ``<out>/episodes.jsonl`` (the
+    shared streaming-episode schema, one per kept sample, in sample order) and
+    ``<out>/report.json`` (:class:`ConversionReport`). Rewritten whole on every call.
+
+    Args:
+        records: sample records (from :func:`distill`).
+        out_dir: the distillation directory.
+        tokenizer: counts tokens for the report.
+    """
+    from adasr.tasks.registry import write_jsonl
+    from adasr.tasks.streamify import ParseFailure, streamify_solution
+
+    out_dir = Path(out_dir)
+    st = stats(records)
+    rep = ConversionReport(problems=st.problems, problems_solved=st.problems_solved, samples=st.samples,
+                           kept=st.kept, excluded={})
+    episodes: list[dict] = []
+    n_stream = n_deep = n_nonfinal = n_skip = 0
+    thought_lens: list[int] = []
+
+    def n_tok(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
+    for r in records:
+        if not r.get("correct"):
+            continue
+        if "```" in r["solution"]:
+            rep.excluded["code"] = rep.excluded.get("code", 0) + 1
+            continue
+        try:
+            ep = streamify_solution(r["question"], r["solution"], r["reference"], id=r["id"]).record
+        except ParseFailure:
+            rep.excluded["unparsable"] = rep.excluded.get("unparsable", 0) + 1
+            continue
+        episodes.append(ep)
+        lens = [n_tok(t) for t in ep["thoughts"]]
+        thought_lens += [n for n in lens if n]
+        n_stream += sum(lens)
+        n_deep += n_tok(ep["deep"])
+        n_nonfinal += len(lens)
+        n_skip += sum(1 for n in lens if n == 0)
+    rep.episodes = len(episodes)
+    if episodes:
+        rep.stream_token_share = n_stream / max(n_stream + n_deep, 1)
+        rep.skip_rate = n_skip / n_nonfinal if n_nonfinal else 1.0
+        rep.mean_thought_tokens = sum(thought_lens) / len(thought_lens) if thought_lens else 0.0
+        rep.mean_deep_tokens = n_deep / len(episodes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(episodes, out_dir / EPISODES_FILE)
+    (out_dir / REPORT_FILE).write_text(json.dumps(asdict(rep), indent=2) + "\n", encoding="utf-8")
+    return rep

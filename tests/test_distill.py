@@ -1,0 +1,124 @@
+"""Self-distillation: free-form solutions aligned to chunks (hand-checked), sampling resumable
+and refusing mixed settings, conversion report, held-out overlap checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adasr.errors import ConfigError, DataError
+from adasr.tasks.gsm8k import GSM8KItem
+from adasr.tasks.splits import assert_disjoint, drop_overlap, normalize_question
+from adasr.tasks.streamify import parse_free_solution, streamify_solution
+from adasr.train.distill import DistillConfig, distill, stats, write_episodes
+
+NATALIA_Q = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+             "How many clips did Natalia sell altogether in April and May?")
+# a solution Qwen2.5-Coder-0.5B-Instruct sampled (gsm8k-train-1#1), verbatim
+NATALIA_SOL = (
+    "To solve this problem, we need to calculate the total number of clips sold by Natalia in April and May. "
+    "Here's the step-by-step reasoning:\n\n1. Calculate the number of clips sold in April.\n2. Calculate the "
+    "number of clips sold in May.\n3. Add the number of clips sold in April and May to get the total number of "
+    "clips sold.\n\nLet's start with the calculations:\n\n1. In April, Natalia sold 48 clips.\n2. In May, Natalia "
+    "sold half as many clips as in April. Therefore, the number of clips sold in May is:\n   \\[\n   \\frac{48}{2} "
+    "= 24\n   \\]\n3. The total number of clips sold in April and May is the sum of the clips sold in April and "
+    "May:\n   \\[\n   48 + 24 = 72\n   \\]\n\nSo, the total number of clips sold in April and May is "
+    "\\(\\boxed{72}\\)."
+)
+WENG_Q = ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+          "How much did she earn?")
+WENG_SOL = (
+    "Weng earns 12 dollars per hour.\n\nFirst convert the minutes: 50 / 60 = 0.8333 hours.\n\n"
+    "Then her pay is 12 \\times 0.8333 = 10 dollars.\n\nSo she earned \\boxed{10} dollars."
+)
+
+
+def test_free_solution_steps_and_operands():
+    steps = parse_free_solution(NATALIA_SOL)
+    computing = [s for s in steps if s.annotated]
+    assert [s.operands for s in computing] == [(48.0, 2.0), (48.0, 24.0)]
+    assert [s.results for s in computing] == [(24.0,), (72.0,)]
+    assert all(s.consistent for s in steps)
+    # display math belongs to the list item above it
+    assert computing[0].text.startswith("2. In May") and computing[0].text.endswith("\\]")
+    assert NATALIA_SOL[steps[-1].span[0]:steps[-1].span[1]].endswith("\\(\\boxed{72}\\).")
+
+
+def test_free_solution_hand_checked_placement():
+    # Natalia: 48/2 and 48+24 need only chunk 0 (48, "half"): a thought after chunk 0; the
+    # plan and restated facts (prose) are dropped from the thought; the boxed line is deep.
+    p = streamify_solution(NATALIA_Q, NATALIA_SOL, "72")
+    assert p.record["chunks"] == [NATALIA_Q.split(". ")[0] + ".", "How many clips did Natalia sell altogether in April and May?"]
+    assert p.record["thoughts"] == [
+        "2. In May, Natalia sold half as many clips as in April. Therefore, the number of clips sold in May is:\n"
+        "   \\[\n   \\frac{48}{2} = 24\n   \\]\n"
+        "3. The total number of clips sold in April and May is the sum of the clips sold in April and May:\n"
+        "   \\[\n   48 + 24 = 72\n   \\]"
+    ]
+    assert p.record["deep"] == "So, the total number of clips sold in April and May is \\(\\boxed{72}\\)."
+    assert p.clean
+    # Weng: 50/60 needs 50 (chunk 1); 12 * 0.8333 uses the result: both after chunk 1
+    w = streamify_solution(WENG_Q, WENG_SOL, "10")
+    assert w.record["thoughts"] == ["", "First convert the minutes: 50 / 60 = 0.8333 hours.\n"
+                                        "Then her pay is 12 \\times 0.8333 = 10 dollars."]
+    assert w.record["deep"] == "So she earned \\boxed{10} dollars."
+    # with prose kept, a thought is the exact slice of the solution
+    wk = streamify_solution(WENG_Q, WENG_SOL, "10", prose_in_thoughts=True)
+    assert wk.record["thoughts"][1] == WENG_SOL[:WENG_SOL.index("\n\nSo she")]
+
+
+def test_free_solution_without_boxed_gets_an_answer_line_and_inconsistency_is_flagged():
+    p = streamify_solution("Ann has 3 apples. Bob has 4 apples. How many in all?", "3 + 4 = 8 apples.", "7")
+    assert p.record["thoughts"] == ["", "3 + 4 = 8 apples."]
+    assert p.record["deep"] == "The answer is \\boxed{7}."
+    assert not p.clean and p.issues == ["inconsistent arithmetic"]
+
+
+def test_overlap_checks(tmp_path):
+    held = tmp_path / "held.jsonl"
+    held.write_text(json.dumps({"question": "What is  2+2?", "answer": "#### 4"}) + "\n")
+    items = [GSM8KItem("a", "what is 2+2?", "4", 1), GSM8KItem("b", "What is 3+3?", "6", 2)]
+    kept, dropped = drop_overlap(items, [held])
+    assert [it.id for it in kept] == ["b"] and dropped == 1
+    assert normalize_question(" What\nis  2+2? ") == "what is 2+2?"
+    with pytest.raises(DataError, match="1 held-out question"):
+        assert_disjoint(["What is 2+2?"], ["what is 2+2?"])
+    assert_disjoint(["What is 3+3?"], ["what is 2+2?"])
+
+
+def test_distill_resumes_and_refuses_other_settings(tiny_model, tiny_tokenizer, tmp_path):
+    items = [GSM8KItem(f"q{i}", f"Natalia sold {i} clips. How many clips?", str(i), i) for i in range(3)]
+    cfg = DistillConfig(model="tiny", samples=2, max_tokens=16, batch_size=4)
+    seen: list[str] = []
+    recs = distill(tiny_model, tiny_tokenizer, items[:2], tmp_path, cfg, progress=False,
+                   on_record=lambda r: seen.append(r["id"]))
+    assert sorted(r["id"] for r in recs) == ["q0#0", "q0#1", "q1#0", "q1#1"]
+    assert all(set(r) >= {"solution", "prediction", "correct", "tokens", "reference"} for r in recs)
+    # a rerun over more items samples only what is missing, with the same draws as before
+    seen.clear()
+    recs2 = distill(tiny_model, tiny_tokenizer, items, tmp_path, cfg, progress=False,
+                    on_record=lambda r: seen.append(r["id"]))
+    assert sorted(seen) == ["q2#0", "q2#1"] and len(recs2) == 6
+    fresh = distill(tiny_model, tiny_tokenizer, items[:1], tmp_path / "again", cfg, progress=False)
+    assert {r["id"]: r["solution"] for r in fresh} == {r["id"]: r["solution"] for r in recs2 if r["item_id"] == "q0"}
+    with pytest.raises(ConfigError, match="temperature"):
+        distill(tiny_model, tiny_tokenizer, items, tmp_path, DistillConfig(model="tiny", samples=2, max_tokens=16,
+                                                                          temperature=0.9), progress=False)
+
+
+def test_write_episodes_report(tiny_tokenizer, tmp_path):
+    base = {"question": NATALIA_Q, "reference": "72", "prediction": "72", "tokens": 1, "format_ok": True}
+    records = [
+        {**base, "id": "n#0", "item_id": "n", "solution": NATALIA_SOL, "correct": True},
+        {**base, "id": "n#1", "item_id": "n", "solution": "```python\nprint(48 + 24)\n```\n\\boxed{72}", "correct": True},
+        {**base, "id": "w#0", "item_id": "w", "question": WENG_Q, "reference": "10", "solution": "x", "correct": False},
+    ]
+    rep = write_episodes(records, tmp_path, tiny_tokenizer)
+    assert (rep.problems, rep.problems_solved, rep.samples, rep.kept, rep.episodes) == (2, 1, 3, 2, 1)
+    assert rep.excluded == {"code": 1}
+    assert rep.skip_rate == 0.0 and 0.5 < rep.stream_token_share < 1.0
+    eps = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in eps] == ["n#0"] and eps[0]["answer"] == "72"
+    assert json.loads((tmp_path / "report.json").read_text())["episodes"] == 1
+    assert stats(records).keep_rate == pytest.approx(2 / 3)
