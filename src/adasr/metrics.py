@@ -1,7 +1,7 @@
 """Episode records and their aggregation.
 
 One **record** per episode: a flat, JSON-serializable dict whose keys are
-:data:`RECORD_FIELDS` (names are an interface, see DESIGN.md "Metrics"). Token counts are
+:data:`RECORD_FIELDS` (names are an interface, see docs/DESIGN.md "Metrics"). Token counts are
 tokens of the model's tokenizer; times (except ``wall_s``) are seconds on the clock the
 episode ran under (the *virtual* clock in evaluation: measured compute plus jumps to chunk
 arrivals, so latencies are those a live stream would see; the *real* clock in demos and
