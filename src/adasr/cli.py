@@ -1,4 +1,4 @@
-"""Command line: ``adasr run | eval | models | data build | train``.
+"""Command line: ``adasr run | eval | models | data build | train | plot``.
 
 Every user mistake (bad input, missing model, malformed data or config) ends with a one-line
 ``error: ...`` on stderr and a non-zero exit code, never a traceback.
@@ -21,6 +21,8 @@ from adasr.errors import AdasrError, ConfigError, InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adaptive streaming reasoning with language models.")
 data_app = typer.Typer(no_args_is_help=True, help="Build streaming training data.")
 app.add_typer(data_app, name="data")
+plot_app = typer.Typer(no_args_is_help=True, help="Draw pictures of evaluations and episodes (PNG; .svg/.pdf also work).")
+app.add_typer(plot_app, name="plot")
 err = Console(stderr=True, soft_wrap=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name, HF id, local dir or adapter dir")]
@@ -279,6 +281,39 @@ def train(
     else:
         raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo")
     Console().print(f"saved to {path}")
+
+
+EvalDirsArg = Annotated[list[Path], typer.Argument(
+    help="evaluation directories written by `adasr eval --out` (or <mode> directories in them)", show_default=False)]
+PlotOutOpt = Annotated[Path, typer.Option("--out", "-o", help="image file to write (.png, .svg, .pdf)", show_default=False)]
+
+
+@plot_app.command("frontier")
+def plot_frontier_cmd(run_dirs: EvalDirsArg, out: PlotOutOpt) -> None:
+    """Accuracy (95% Wilson interval) vs p50 post-input latency, one point per (directory, mode)."""
+    from adasr.plots import plot_frontier
+
+    Console().print(f"wrote {plot_frontier(run_dirs, out)}")
+
+
+@plot_app.command("cdf")
+def plot_cdf_cmd(run_dirs: EvalDirsArg, out: PlotOutOpt) -> None:
+    """Empirical CDF of the post-input latency, one line per (directory, mode)."""
+    from adasr.plots import plot_latency_cdf
+
+    Console().print(f"wrote {plot_latency_cdf(run_dirs, out)}")
+
+
+@plot_app.command("timeline")
+def plot_timeline_cmd(
+    run_json: Annotated[str, typer.Argument(help="output of `adasr run --json` saved to a file, or '-' (stdin)",
+                                            show_default=False)],
+    out: PlotOutOpt,
+) -> None:
+    """One episode's timeline: chunk arrivals, ingestion, thoughts, end of input, deep stage, answer."""
+    from adasr.plots import plot_timeline
+
+    Console().print(f"wrote {plot_timeline(run_json, out)}")
 
 
 def main() -> None:

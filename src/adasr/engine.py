@@ -21,7 +21,7 @@ server at full load, whose N rows always have work because it serves more stream
 Processing is serial per row: while a row generates a thought, its newly arrived chunks wait
 (backlog).
 
-Sources of the design: DESIGN.md ("Latency model", "Streaming protocol"); the KV-cache engine
+Sources of the design: docs/DESIGN.md ("Latency model", "Streaming protocol"); the KV-cache engine
 that injects tokens the model did not generate follows karpathy/nanochat ``engine.py``.
 """
 
@@ -137,7 +137,7 @@ class EpisodeResult:
 
     Attributes:
         id: the input's id.
-        record: the metrics record (DESIGN.md field names; ``correct`` is left ``None`` for the
+        record: the metrics record (docs/DESIGN.md field names; ``correct`` is left ``None`` for the
             task's checker to fill).
         episode: the episode with thoughts/deep stage as generated token ids (re-render with
             :meth:`StreamingFormat.render` to get ``token_ids`` back).

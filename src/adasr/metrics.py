@@ -1,7 +1,7 @@
 """Episode records and their aggregation.
 
 One **record** per episode: a flat, JSON-serializable dict whose keys are
-:data:`RECORD_FIELDS` (names are an interface, see DESIGN.md "Metrics"). Token counts are
+:data:`RECORD_FIELDS` (names are an interface, see docs/DESIGN.md "Metrics"). Token counts are
 tokens of the model's tokenizer; times (except ``wall_s``) are seconds on the clock the
 episode ran under (the *virtual* clock in evaluation: measured compute plus jumps to chunk
 arrivals, so latencies are those a live stream would see; the *real* clock in demos and
@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping
 
-__all__ = ["RECORD_FIELDS", "NUMERIC_FIELDS", "summarize", "summary_table", "rich_table"]
+__all__ = ["RECORD_FIELDS", "NUMERIC_FIELDS", "wilson_interval", "summarize", "summary_table", "rich_table"]
 
 RECORD_FIELDS: tuple[str, ...] = (
     "id",
@@ -104,6 +104,30 @@ def _percentile(values: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n`` (default: 95%, ``z = 1.96``).
+
+    ``(p + z²/2n ± z * sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)`` with ``p = k / n`` (Wilson,
+    JASA 1927). Unlike the normal ("Wald") interval it stays inside [0, 1] and is not empty at
+    ``k = 0`` or ``k = n``, which matters for the small evaluation sets of this project.
+
+    Returns:
+        ``(lo, hi)``, both in [0, 1].
+
+    Raises:
+        ValueError: ``n < 1``, ``k`` outside ``[0, n]``, or ``z <= 0``.
+    """
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need n >= 1 and 0 <= k <= n, got k={k}, n={n}")
+    if not z > 0:
+        raise ValueError(f"z must be > 0, got {z}")
+    p = k / n
+    z2 = z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
 def summarize(records: Iterable[Mapping], *, elapsed_s: float | None = None) -> dict:
     """Aggregate episode records (normally of one mode).
 
@@ -112,7 +136,8 @@ def summarize(records: Iterable[Mapping], *, elapsed_s: float | None = None) -> 
     * ``count``: number of records; ``mode``: their mode when they all share one;
     * ``accuracy``: fraction correct over records with a reference (an ungraded record with a
       reference counts as wrong), ``n_graded`` that denominator, ``n_correct``; ``None`` if no
-      record has a reference;
+      record has a reference; ``accuracy_ci95``: its 95% Wilson interval ``[lo, hi]``
+      (:func:`wilson_interval`), ``None`` when ``accuracy`` is;
     * ``format_rate``: mean of ``format_ok`` over records where it is set;
     * ``mean_<field>`` for every numeric field (:data:`NUMERIC_FIELDS`, plus any other numeric
       key the records carry), over the records where it is a finite number;
@@ -135,6 +160,7 @@ def summarize(records: Iterable[Mapping], *, elapsed_s: float | None = None) -> 
     out["n_graded"] = len(graded)
     out["n_correct"] = n_correct
     out["accuracy"] = n_correct / len(graded) if graded else None
+    out["accuracy_ci95"] = list(wilson_interval(n_correct, len(graded))) if graded else None
     fmt = [bool(r["format_ok"]) for r in recs if r.get("format_ok") is not None]
     out["format_rate"] = sum(fmt) / len(fmt) if fmt else None
 

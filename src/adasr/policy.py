@@ -1,12 +1,12 @@
 """Thought-budget policies: how much the model may think after each chunk.
 
 A policy is a small object the engine asks once per ingested chunk. It never touches the KV
-cache; it only returns a token budget (0 = forced skip). Modes (DESIGN.md):
+cache; it only returns a token budget (0 = forced skip). Modes (docs/DESIGN.md):
 
 * ``batch`` — read-then-think: no streaming thoughts (batch layout).
 * ``interleaved`` — a thought after every chunk with a fixed budget (StreamingThinker-like).
 * ``adaptive`` — the model decides (it may end its turn at once: a skip), with the budget capped by
-  the arrival slack: ``min(cap, slack_s * decode_rate)`` (DESIGN.md, "Latency model").
+  the arrival slack: ``min(cap, slack_s * decode_rate)`` (docs/DESIGN.md, "Latency model").
 
 A ``proactive`` policy (answer before end of input) fits by subclassing :class:`ThoughtPolicy`.
 """
@@ -93,7 +93,7 @@ class InterleavedPolicy(ThoughtPolicy):
 
 @dataclass
 class AdaptivePolicy(ThoughtPolicy):
-    """Budget ``min(cap, floor(slack_s * decode_rate))`` (DESIGN.md). When the next arrival is
+    """Budget ``min(cap, floor(slack_s * decode_rate))`` (docs/DESIGN.md). When the next arrival is
     unknown (live input), ``unknown_slack_budget`` tokens are allowed. The model itself may stop
     earlier by ending its turn (an empty turn is a skip), and a thought still running when the
     next chunk arrives is closed then (``yield_on_arrival``), so thinking never delays input."""

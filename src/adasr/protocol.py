@@ -2,7 +2,7 @@
 
 Inference (the engine) and training (SFT data, RL rollouts) both build their token ids from
 the pieces of :class:`StreamingFormat`, so that a training sequence equals the ids the engine
-ingested and generated (DESIGN.md, "Streaming protocol").
+ingested and generated (docs/DESIGN.md, "Streaming protocol").
 
 Layouts (see docs/ARCHITECTURE.md):
 

@@ -5,7 +5,7 @@ A *stream* is a sequence of :class:`Chunk` objects, each with an arrival time ``
 :class:`ArrivalSource`: it asks which chunks have arrived by a given time, when the next one is
 due, and whether the stream is closed (end of input, EOI).
 
-Two clocks (DESIGN.md, "Latency model"):
+Two clocks (docs/DESIGN.md, "Latency model"):
 
 * :class:`VirtualClock` — discrete-event time. Compute steps advance it by their *measured*
   durations; waiting for an arrival jumps it forward. Nothing sleeps, so an evaluation costs

@@ -86,7 +86,7 @@ class LiveView:
 
 
 def metrics_table(record: dict) -> Table:
-    """A two-column rich table of an episode record (DESIGN.md field names)."""
+    """A two-column rich table of an episode record (docs/DESIGN.md field names)."""
     table = Table(title="episode metrics", show_header=False, box=None)
     for key, value in record.items():
         if isinstance(value, float):

@@ -1,6 +1,6 @@
 """Group-relative advantages for GRPO and HRPO.
 
-Source: adasr DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" (our
+Source: docs/DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" (our
 definition; AdaSR arXiv 2606.14694 equations are not public). Group normalization follows TRL's
 ``GRPOTrainer``: ``A = (R - mean_G) / (std_G + eps)`` with the unbiased (Bessel-corrected,
 ``torch.std`` default) standard deviation over the G rollouts of one input.

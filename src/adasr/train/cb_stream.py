@@ -1,6 +1,6 @@
 """CB-Stream loss: token cross-entropy with class-balanced weights on decision tokens.
 
-Source: adasr DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" — our
+Source: docs/DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" — our
 definition of StreamPro's CB-Stream loss (AdaSR arXiv 2606.14694 equations are not public). The
 class weights are the "effective number of samples" weights of Cui et al., "Class-Balanced Loss
 Based on Effective Number of Samples", CVPR 2019: ``w_c = (1 - beta) / (1 - beta**n_c)``.

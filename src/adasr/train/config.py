@@ -153,7 +153,7 @@ class SFTConfig(_TrainConfig):
 
     Attributes (besides the shared ones of ``_TrainConfig``):
         cb_beta: CB-Stream class-balancing strength in ``[0, 1)`` on decision tokens (skip vs
-            think); ``0`` is plain masked cross-entropy (DESIGN.md; Cui et al. CVPR 2019).
+            think); ``0`` is plain masked cross-entropy (docs/DESIGN.md; Cui et al. CVPR 2019).
         eval_steps: evaluate the held-out loss every this many steps (``None``: at each save;
             only when ``eval_size > 0``).
         layout: ``streaming`` (each thought right after its chunk: a streaming reasoner) or

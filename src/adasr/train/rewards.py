@@ -1,6 +1,6 @@
 """Per-rollout rewards for GRPO and HRPO.
 
-Source: adasr DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" (our
+Source: docs/DESIGN.md, section "Rewards, HRPO and CB-Stream (our definitions)" (our
 definition; AdaSR arXiv 2606.14694 equations are not public).
 
 Per rollout (one engine episode):

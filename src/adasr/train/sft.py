@@ -18,7 +18,7 @@ What is masked: every token the model did not generate (system prompt, chunks, r
 the end-of-input turn, the newline after ``<|im_end|>``: stage 0) has weight 0; streaming-thought
 and deep-stage tokens weight 1; decision tokens (the first token of each streaming-thought turn:
 skip = end-of-turn id, think = anything else) carry the class-balanced weight
-(docs/TRAINING.md, DESIGN.md "Rewards, HRPO and CB-Stream").
+(docs/TRAINING.md, docs/DESIGN.md "Rewards, HRPO and CB-Stream").
 
 The helpers (:func:`build_splits`, :func:`load_policy`, :func:`training_resume_point`,
 :func:`save_final`) are shared with :mod:`adasr.train.rl`.
@@ -108,7 +108,7 @@ def row_episode(row: dict, layout: str = "streaming") -> Episode:
     read-then-think twin of the same episode: one user turn holding every chunk, then the
     non-empty thoughts, in order, followed by the deep stage, as one assistant turn. The
     reasoning text is identical; only *when* it is written changes (the fair baseline for
-    post-input latency, DESIGN.md "Modes").
+    post-input latency, docs/DESIGN.md "Modes").
 
     Raises:
         ProtocolError: for an unknown layout (from :class:`Episode` rendering).
