@@ -303,3 +303,42 @@ def test_prefix_cache_injects_exact_prefix_keys_values(tiny_model, tiny_tokenize
                          position_ids=torch.arange(P, P + C).expand(2, C), past_key_values=cache, use_cache=True)
         ref = tiny_model(input_ids=torch.tensor([prefix + chunk])).logits[0, P:]  # ... = one plain prefill
     assert torch.allclose(out.logits[0], ref, atol=1e-5) and torch.allclose(out.logits[1], ref, atol=1e-5)
+
+
+class _Steered(torch.nn.Module):
+    """The tiny model, steered to write ``x \\n x \\n ...``: +100 on the newline token after ``x``
+    and on ``x`` after anything else."""
+
+    def __init__(self, model, x: int, newline: int):
+        super().__init__()
+        self.inner, self.x, self.nl = model, x, newline
+
+    def forward(self, input_ids, **kw):
+        out = self.inner(input_ids=input_ids, **kw)
+        after_x = (input_ids[:, -1] == self.x) if input_ids.shape[1] == 1 else torch.zeros(len(input_ids), dtype=torch.bool)
+        out.logits[:, -1, self.nl] += 100.0 * after_x
+        out.logits[:, -1, self.x] += 100.0 * ~after_x
+        return out
+
+
+def test_protocol_v2_one_line_thoughts_and_restated_input(tiny_model, tiny_tokenizer):
+    x, nl = tiny_tokenizer.encode("A")[0], tiny_tokenizer.encode("\n")[0]
+    model = _Steered(tiny_model, x, nl)
+    results = {}
+    for protocol in ("v1", "v2"):
+        eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(mode="interleaved", thought_budget=6,
+                                                                  max_deep_tokens=5, protocol=protocol))
+        res = run_episode(eng, EpisodeInput("a", stream(3)))
+        assert res.token_ids == eng.format.render(res.episode).input_ids
+        results[protocol] = (res, eng.format)
+    v1, v2 = results["v1"][0], results["v2"][0]
+    assert v1.episode.thoughts[:2] == [[x, nl, x, nl, x, nl]] * 2  # free-running until the budget
+    assert v2.episode.thoughts[:2] == [[x], [x]]  # one line: the turn closes at the line break
+    assert v2.record["stream_tokens"] == 2 and v2.record["skipped_chunks"] == 1
+    # v2 restates the whole input in the end-of-input turn; v1 does not
+    fmt2 = results["v2"][1]
+    restated = fmt2.encode(fmt2.eoi_text.replace("{input}", " ".join(v2.episode.chunks)))
+    ids = v2.token_ids
+    assert any(ids[i:i + len(restated)] == restated for i in range(len(ids)))
+    assert "{input}" not in tiny_tokenizer.decode(v2.token_ids)
+    assert " ".join(v1.episode.chunks) not in tiny_tokenizer.decode(v1.token_ids)
