@@ -66,6 +66,8 @@ def test_free_solution_hand_checked_placement():
     # with prose kept, a thought is the exact slice of the solution
     wk = streamify_solution(WENG_Q, WENG_SOL, "10", prose_in_thoughts=True)
     assert wk.record["thoughts"][1] == WENG_SOL[:WENG_SOL.index("\n\nSo she")]
+    one = streamify_solution(NATALIA_Q, NATALIA_SOL, "72", one_line=True).record["thoughts"][0]
+    assert "\n" not in one and one.startswith("2. In May") and one.endswith("48 + 24 = 72 \\]")
 
 
 def test_free_solution_without_boxed_gets_an_answer_line_and_inconsistency_is_flagged():

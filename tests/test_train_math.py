@@ -43,9 +43,9 @@ def test_rewards_hand_computed():
     assert format_reward(s) == 1.0 and accuracy_reward(s) == 1.0
     assert adaptive_reward(s, cfg) == pytest.approx(-0.5 * 128 / 256 - 0.25 * 32 / 256)  # -0.28125
     assert total_reward(s, cfg) == pytest.approx(1 + 0.2 - 0.28125)
-    r_s, r_d = stage_rewards(s, cfg)
-    assert r_s == pytest.approx(0.91875)
-    assert r_d == pytest.approx(1.2 - 0.5 * 64 / 256)  # 1.075
+    r_s, r_d = stage_rewards(s, cfg)  # lam_stream .5, lam_deep .5, L_D 64
+    assert r_s == pytest.approx(1.2 + 0.5 * 100 / (100 + 128) - 0.25 * 32 / 256)  # share of reasoning before EOI
+    assert r_d == pytest.approx(1.2 - 0.5 * 64 / 64)  # 0.7
 
 
 def test_rewards_wrong_and_malformed():
@@ -53,10 +53,25 @@ def test_rewards_wrong_and_malformed():
     s = _stats(fmt=False, ok=False, stream=10, deep=50, post=200, over=20)
     assert format_reward(s) == 0.0 and accuracy_reward(s) == 0.0
     assert total_reward(s, cfg) == pytest.approx(-2.0 - 0.1)
-    assert stage_rewards(s, cfg) == pytest.approx((-2.1, -0.5))
+    assert stage_rewards(s, cfg) == pytest.approx((-0.5 * 20 / 100, -0.5 * 50 / 64))  # no share credit when wrong
     t = reward_tensors([s, _stats()], cfg)
     assert t["total"].shape == (2,) and t["total"][0].item() == pytest.approx(-2.1)
-    assert t["deep"][0].item() == pytest.approx(-0.5)
+    assert t["deep"][0].item() == pytest.approx(-0.5 * 50 / 64)
+
+
+def test_stage_rewards_give_the_stages_distinct_credit():
+    """In a group of correct rollouts, the streaming stage is ranked by how much of the work it
+    did before end of input, the deep stage by its own length: the rankings can disagree, so
+    HRPO's stage advantages differ from GRPO's single one (the first definition made them equal
+    up to < 0.01)."""
+    from adasr.train.advantages import group_normalize
+
+    cfg = RewardConfig()
+    group = [_stats(stream=s, deep=d, post=d, over=0) for s, d in ((120, 40), (0, 30), (60, 90), (10, 20))]
+    t = reward_tensors(group, cfg)
+    a_s, a_d = group_normalize(t["stream"], 4), group_normalize(t["deep"], 4)
+    assert a_s.argmax() == 0 and a_d.argmax() == 3  # most work while listening vs shortest deep stage
+    assert torch.corrcoef(torch.stack([a_s, a_d]))[0, 1] < 0.5
 
 
 def test_rollout_stats_from_record():

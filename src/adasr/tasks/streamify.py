@@ -665,7 +665,8 @@ def parse_free_solution(text: str) -> list[Step]:
 
 
 def streamify_solution(question: str, solution: str, final: str, *, id: str = "",
-                       task: str = "gsm8k", prose_in_thoughts: bool = False) -> StreamifiedProblem:
+                       task: str = "gsm8k", prose_in_thoughts: bool = False,
+                       one_line: bool = False) -> StreamifiedProblem:
     """Streamify a free-form solution (e.g. the model's own, from :mod:`adasr.train.distill`).
 
     Same chunking and placement rules as :func:`streamify_problem` (:func:`align_steps`), with
@@ -677,7 +678,9 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
     chunk, one per line, as the model wrote them; the prose placed with them (plans, restated
     facts: "To find the total, we need to ...") is dropped unless ``prose_in_thoughts``, in which
     case the thought is the whole slice. Short thoughts fit the slack between chunks (an adaptive
-    thought is closed when the next chunk arrives).
+    thought is closed when the next chunk arrives). ``one_line`` collapses each thought's
+    whitespace (line breaks of lists and display math included) to single spaces, the thought
+    format of protocol ``v2`` (a thought ends at its first line break).
 
     Raises:
         ParseFailure: empty question or solution.
@@ -692,7 +695,8 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
 
     def thought(k: int) -> str:
         group = [s for s in steps if s.chunk == k]
-        return text_of(group) if prose_in_thoughts else "\n".join(s.text for s in group if s.annotated)
+        text = text_of(group) if prose_in_thoughts else "\n".join(s.text for s in group if s.annotated)
+        return re.sub(r"\s+", " ", text).strip() if one_line else text
 
     thoughts = [thought(k) for k in range(len(chunks) - 1)]
     deep = text_of([s for s in steps if s.chunk is None])

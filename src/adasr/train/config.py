@@ -195,7 +195,8 @@ class RLConfig(_TrainConfig):
         max_deep_tokens: cap of the deep stage (reasoning + answer), tokens.
         wps: arrival rate of the chunks, words per second.
         mode: ``adaptive`` (budget capped by the arrival slack) or ``interleaved``.
-        w_fmt / lam_post / lam_over / length_norm: :class:`adasr.train.rewards.RewardConfig`.
+        w_fmt / lam_post / lam_over / length_norm / lam_stream / lam_deep / deep_length_norm:
+            :class:`adasr.train.rewards.RewardConfig`.
         kl_beta: weight of the KL penalty to the initial policy (0: none, no reference model).
         epsilon: PPO clip range of the probability ratio.
         num_iterations: optimization passes per generated batch (TRL's mu).
@@ -224,6 +225,9 @@ class RLConfig(_TrainConfig):
     lam_post: float = 0.5
     lam_over: float = 0.25
     length_norm: float = 256
+    lam_stream: float = 0.5
+    lam_deep: float = 0.5
+    deep_length_norm: float = 64
     kl_beta: float = 0.0
     epsilon: float = 0.2
     num_iterations: int = 1
@@ -266,7 +270,8 @@ class RLConfig(_TrainConfig):
         from adasr.train.rewards import RewardConfig
 
         return RewardConfig(w_fmt=self.w_fmt, lam_post=self.lam_post, lam_over=self.lam_over,
-                            length_norm=self.length_norm)
+                            length_norm=self.length_norm, lam_stream=self.lam_stream, lam_deep=self.lam_deep,
+                            deep_length_norm=self.deep_length_norm)
 
 
 # ---------------------------------------------------------------------------------------------

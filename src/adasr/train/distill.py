@@ -249,6 +249,9 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> C
     shared streaming-episode schema, one per kept sample, in sample order) and
     ``<out>/report.json`` (:class:`ConversionReport`). Rewritten whole on every call.
 
+    Episodes come from :func:`adasr.tasks.streamify.streamify_solution` with one-line thoughts
+    (protocol ``v2``'s thought format: a thought ends at its first line break).
+
     Args:
         records: sample records (from :func:`distill`).
         out_dir: the distillation directory.
@@ -275,7 +278,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> C
             rep.excluded["code"] = rep.excluded.get("code", 0) + 1
             continue
         try:
-            ep = streamify_solution(r["question"], r["solution"], r["reference"], id=r["id"]).record
+            ep = streamify_solution(r["question"], r["solution"], r["reference"], id=r["id"], one_line=True).record
         except ParseFailure:
             rep.excluded["unparsable"] = rep.excluded.get("unparsable", 0) + 1
             continue

@@ -12,9 +12,20 @@ Per rollout (one engine episode):
 GRPO uses one reward per rollout, ``R = r_acc + w_fmt * r_fmt + r_adapt``. HRPO uses two stage
 rewards, each later normalized within its group (:mod:`adasr.train.advantages`):
 
-* ``R_S = r_acc + w_fmt * r_fmt - lam_post * post_input_tokens / L - lam_over * overrun_tokens / L``
-  (applied to streaming-thought tokens),
-* ``R_D = r_acc + w_fmt * r_fmt - lam_post * deep_tokens / L`` (applied to deep-stage tokens).
+* ``R_S = r_acc + w_fmt * r_fmt + lam_stream * r_acc * share - lam_over * overrun_tokens / L``
+  with ``share = stream_tokens / (stream_tokens + post_input_tokens)``, the part of the
+  reasoning done while the input was still arriving (applied to streaming-thought tokens);
+* ``R_D = r_acc + w_fmt * r_fmt - lam_deep * deep_tokens / L_D`` (applied to deep-stage tokens).
+
+Why (revised; docs/DESIGN.md, "HRPO"): the first definition gave the streaming stage
+``R_S = R`` and the deep stage ``R`` with ``deep_tokens`` for ``post_input_tokens``; both were
+dominated by ``r_acc`` and their length terms differed by < 0.01, so after group normalization
+``A_S`` and ``A_D`` were nearly the same and HRPO could not differ from GRPO. Now each stage is
+credited for what it controls, on scales that move the group ranking: streaming thoughts for
+moving the work of a *correct* answer before end of input (a share in [0, 1], scaled by
+``lam_stream``) and for keeping pace with the input (overrun); the deep stage for reaching the
+answer in few tokens after end of input (``L_D`` of the order of a deep stage, not of a whole
+episode).
 """
 
 from __future__ import annotations
@@ -39,17 +50,25 @@ class RewardConfig:
             (``overrun_tokens``): thinking slower than the input arrives.
         length_norm: ``L``, the token-count normalizer of the length penalties; with the
             defaults, 256 post-input tokens cost 0.5, i.e. half a correct answer.
+        lam_stream: HRPO ``R_S``: credit for the share of a correct answer's reasoning tokens
+            generated before end of input.
+        lam_deep: HRPO ``R_D``: penalty per ``deep_length_norm`` deep-stage tokens.
+        deep_length_norm: ``L_D``, tokens (default 64: 64 deep tokens cost ``lam_deep``).
     """
 
     w_fmt: float = 0.2
     lam_post: float = 0.5
     lam_over: float = 0.25
     length_norm: float = 256
+    lam_stream: float = 0.5
+    lam_deep: float = 0.5
+    deep_length_norm: float = 64
 
     def __post_init__(self) -> None:
-        if not self.length_norm > 0:
-            raise ConfigError(f"RewardConfig.length_norm must be > 0, got {self.length_norm!r}")
-        for name in ("w_fmt", "lam_post", "lam_over"):
+        for name in ("length_norm", "deep_length_norm"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"RewardConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("w_fmt", "lam_post", "lam_over", "lam_stream", "lam_deep"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RewardConfig.{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -115,16 +134,24 @@ def total_reward(stats: RolloutStats, cfg: RewardConfig) -> float:
     return accuracy_reward(stats) + cfg.w_fmt * format_reward(stats) + adaptive_reward(stats, cfg)
 
 
-def stage_rewards(stats: RolloutStats, cfg: RewardConfig) -> tuple[float, float]:
-    """HRPO stage rewards ``(R_S, R_D)``.
+def stream_share(stats: RolloutStats) -> float:
+    """Share of the reasoning generated before end of input:
+    ``stream_tokens / (stream_tokens + post_input_tokens)`` (0 when nothing was generated)."""
+    total = stats.stream_tokens + stats.post_input_tokens
+    return stats.stream_tokens / total if total else 0.0
 
-    ``R_S = r_acc + w_fmt*r_fmt - lam_post*post_input_tokens/L - lam_over*overrun_tokens/L``
-    (streaming-thought tokens); ``R_D = r_acc + w_fmt*r_fmt - lam_post*deep_tokens/L``
-    (deep-stage tokens). ``R_S`` equals the GRPO :func:`total_reward`.
+
+def stage_rewards(stats: RolloutStats, cfg: RewardConfig) -> tuple[float, float]:
+    """HRPO stage rewards ``(R_S, R_D)`` (ours; see the module docstring for why).
+
+    ``R_S = r_acc + w_fmt*r_fmt + lam_stream*r_acc*share - lam_over*overrun_tokens/L``
+    (streaming-thought tokens; ``share`` = :func:`stream_share`);
+    ``R_D = r_acc + w_fmt*r_fmt - lam_deep*deep_tokens/L_D`` (deep-stage tokens).
     """
-    base = accuracy_reward(stats) + cfg.w_fmt * format_reward(stats)
-    r_s = base + adaptive_reward(stats, cfg)
-    r_d = base - cfg.lam_post * stats.deep_tokens / float(cfg.length_norm)
+    acc = accuracy_reward(stats)
+    base = acc + cfg.w_fmt * format_reward(stats)
+    r_s = base + cfg.lam_stream * acc * stream_share(stats) - cfg.lam_over * stats.overrun_tokens / float(cfg.length_norm)
+    r_d = base - cfg.lam_deep * stats.deep_tokens / float(cfg.deep_length_norm)
     return r_s, r_d
 
 

@@ -50,7 +50,7 @@ from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEng
 from adasr.errors import ConfigError
 from adasr.protocol import STAGE_INPUT, StreamingFormat
 from adasr.stream import make_stream
-from adasr.train.advantages import advantage_stats, grpo_token_advantages, hrpo_token_advantages
+from adasr.train.advantages import advantage_stats, group_normalize, grpo_token_advantages, hrpo_token_advantages
 from adasr.train.config import RLConfig, trainer_kwargs
 from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors
 from adasr.train.sft import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
@@ -306,6 +306,15 @@ class StreamGRPOTrainer(GRPOTrainer):
         metrics["truncated_frac"].append(truncated / max(len(results), 1))
         for k, v in advantage_stats(adv, stage).items():
             metrics[f"advantages/{k}"].append(v)
+        # do the stages get distinct credit? correlation over rollouts of the group-normalized
+        # stage rewards (1.0: HRPO's stage advantages carry the same signal, as GRPO's would)
+        a_s = group_normalize(rewards["stream"], G, eps=self.cfg.adv_eps, scale=self.cfg.adv_scale)
+        a_d = group_normalize(rewards["deep"], G, eps=self.cfg.adv_eps, scale=self.cfg.adv_scale)
+        both = (a_s != 0) | (a_d != 0)
+        if int(both.sum()) > 2 and float(a_s[both].std()) > 0 and float(a_d[both].std()) > 0:
+            corr = torch.corrcoef(torch.stack([a_s[both], a_d[both]]))[0, 1].item()
+            metrics["advantages/stage_corr"].append(corr)
+        metrics["advantages/stage_abs_diff"].append((a_s - a_d).abs().mean().item())
 
 
 def rl_arguments(cfg: RLConfig) -> GRPOConfig:
