@@ -88,6 +88,11 @@ def test_nonexistent_model():
     assert len(proc.stderr.decode().strip().splitlines()) == 1
 
 
+def test_unknown_device_and_revision_of_a_local_dir(tiny_dir):
+    assert_clean_error(adasr("run", "hi there.", "--model", tiny_dir, "--device", "tpu"), "unknown device 'tpu'")
+    assert_clean_error(adasr("run", "hi there.", "--model", tiny_dir, "--revision", "v2"), "hub ids only")
+
+
 def test_unknown_mode(tiny_dir, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "#### 2"}) + "\n")

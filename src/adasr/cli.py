@@ -27,16 +27,21 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name, HF i
 DtypeOpt = Annotated[str, typer.Option(
     help="float32 | bfloat16 | float16: weight and compute dtype (bfloat16 makes batched steps much cheaper "
          "on CPUs with AMX; see benchmarks/RESULTS.md)")]
+DeviceOpt = Annotated[str, typer.Option(
+    help="cpu | cuda | cuda:N | auto (CUDA if available): where the model runs")]
+RevisionOpt = Annotated[Optional[str], typer.Option(
+    help="branch, tag or commit of a Hugging Face hub id (default: its main branch)")]
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_CHUNK_TOKENS = 128
 
 
-def _load(model: str, dtype: str):
-    from adasr.models import load_model
+def _load(model: str, dtype: str, device: str = "cpu", revision: str | None = None):
+    from adasr.models import load_model, resolve_device
 
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    return load_model(model, dtype=dtype)
+    resolve_device(device)  # a bad device fails before any loading
+    return load_model(model, dtype=dtype, device=device, revision=revision)
 
 
 def _engine(loaded, mode: str, budget: int, max_deep_tokens: int, temperature: float, top_p: float, top_k: int, seed: int):
@@ -64,6 +69,8 @@ def run(
     index: Annotated[int, typer.Option(help="0-based item of --gsm8k")] = 0,
     model: ModelOpt = "smollm2-135m-instruct",
     dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "cpu",
+    revision: RevisionOpt = None,
     mode: Annotated[str, typer.Option(help="batch | interleaved | adaptive")] = "adaptive",
     wps: Annotated[float, typer.Option(help="arrival rate, words per second")] = 2.5,
     chunker: Annotated[str, typer.Option(help="sentence | word | token")] = "sentence",
@@ -97,7 +104,7 @@ def run(
     live = text == "-"
     if not live and not (text or "").strip():
         raise InputError("the input is empty: give some text to stream")
-    loaded = _load(model, dtype)
+    loaded = _load(model, dtype, device, revision)
     if live:
         source, clock = stdin_source(), "real"
     else:
@@ -133,6 +140,8 @@ def eval_cmd(
     data: Annotated[Path, typer.Option(help="GSM8K-format JSONL (question, answer with '#### final')")],
     model: ModelOpt = "smollm2-135m-instruct",
     dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "cpu",
+    revision: RevisionOpt = None,
     mode: Annotated[list[str], typer.Option(help="repeat for a side-by-side table")] = ["adaptive"],  # noqa: B006
     limit: Annotated[Optional[int], typer.Option(help="first N valid problems")] = None,
     out: Annotated[Path, typer.Option(help="output directory (resumable)")] = Path("runs/eval"),
@@ -161,7 +170,7 @@ def eval_cmd(
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
     items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
-    loaded = _load(model, dtype)
+    loaded = _load(model, dtype, device, revision)
 
     def factory(m: str):
         return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed)
