@@ -78,7 +78,9 @@ class BundledModel:
     Attributes:
         name: registry name (what users pass to :func:`load_model`).
         description: one-line human description.
-        upstream: the Hugging Face repository the weights were converted from (informational).
+        upstream: the Hugging Face hub id the weights were converted from. Adapters trained on
+            this base record it as their ``base_model_name_or_path`` (what PEFT and the hub
+            expect); adasr itself still loads the bundled weights (:func:`hub_base_id`).
         gguf_filename: file name of the (assembled) GGUF file.
         sha256: hex SHA-256 of the complete GGUF file.
         size_bytes: size of the complete GGUF file in bytes.
@@ -634,8 +636,21 @@ def _bundled_adapters() -> dict[str, Path]:
     }
 
 
-def _adapter_info(adapter_dir: Path) -> tuple[str | None, dict]:
-    """(base model reference, adasr metadata) of an adapter directory."""
+def adapter_info(adapter_dir: str | os.PathLike) -> tuple[str | None, dict]:
+    """The base model and adasr metadata of a PEFT adapter directory (the one reader of both).
+
+    The base is ``adasr_meta.json``'s ``"base"`` (the name adasr loads: a bundled name, a path,
+    a hub id) if present, else ``adapter_config.json``'s ``base_model_name_or_path`` (which, for
+    adapters adasr trained on a bundled base, is the upstream hub id). A relative base that
+    exists beside the adapter is made absolute.
+
+    Returns:
+        ``(base or None, metadata dict or {})``.
+
+    Raises:
+        ModelLoadError: ``adapter_config.json`` or ``adasr_meta.json`` is unreadable.
+    """
+    adapter_dir = Path(adapter_dir)
     try:
         cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     except (OSError, ValueError) as err:
@@ -649,16 +664,24 @@ def _adapter_info(adapter_dir: Path) -> tuple[str | None, dict]:
             raise ModelLoadError(f"unreadable {_ADAPTER_META} in {adapter_dir}: {_one_line(err)}") from err
         if not isinstance(meta, dict):
             meta = {}
-    base = meta.get("base") or cfg.get("base_model_name_or_path")
+    base = meta.get("base") or (cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None)
     if isinstance(base, str) and base and not Path(base).is_absolute() and (adapter_dir / base).exists():
         base = str((adapter_dir / base).resolve())
     return (base if isinstance(base, str) and base else None), meta
 
 
+def hub_base_id(base: str) -> str:
+    """The base reference to publish in an adapter's ``base_model_name_or_path``: the upstream
+    hub id of a bundled base (``smollm2-135m-instruct`` -> ``HuggingFaceTB/SmolLM2-135M-Instruct``),
+    anything else unchanged."""
+    spec = BUNDLED.get(base)
+    return spec.upstream if spec is not None else base
+
+
 def _load_adapter(
     adapter_dir: Path, *, dtype: torch.dtype | None, trust_remote_code: bool, cache_dir: Any, depth: int
 ) -> tuple[Any, Any]:
-    base, _ = _adapter_info(adapter_dir)
+    base, _ = adapter_info(adapter_dir)
     if base is None:
         raise ModelLoadError(f"adapter {adapter_dir} does not name its base model (base_model_name_or_path)")
     if depth >= _MAX_ADAPTER_DEPTH:
@@ -995,7 +1018,7 @@ def list_models(*, cache_dir: str | os.PathLike | None = None) -> list[dict]:
         })
     for name, adapter_dir in _bundled_adapters().items():
         try:
-            base, meta = _adapter_info(adapter_dir)
+            base, meta = adapter_info(adapter_dir)
         except ModelLoadError:
             base, meta = None, {}
         has_weights = any(
@@ -1037,9 +1060,11 @@ __all__ = [
     "DEFAULT_MODEL",
     "BundledModel",
     "LoadedModel",
+    "adapter_info",
     "cache_root",
     "list_models",
     "hf_offline",
+    "hub_base_id",
     "load_model",
     "resolve_bundled_gguf",
     "resolve_device",
