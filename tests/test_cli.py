@@ -132,6 +132,20 @@ def test_eval_malformed_line_and_resume_after_ctrl_c(tiny_dir, tmp_path):
     assert summary["count"] == 38
 
 
+def test_eval_records_config_and_refuses_another(tiny_dir, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "Tom has 3 apples. He eats one. How many?", "answer": "#### 2"}) + "\n")
+    args = ["eval", "--data", str(data), "--model", tiny_dir, "--out", str(tmp_path / "out"), "--mode", "batch",
+            "--max-deep-tokens", "4"]
+    proc = adasr(*args)
+    assert proc.returncode == 0, proc.stderr.decode()
+    cfg = json.loads((tmp_path / "out" / "batch" / "config.json").read_text())
+    assert cfg["model"] == str(Path(tiny_dir).resolve()) and cfg["max_deep_tokens"] == 4 and cfg["device"] == "cpu"
+    assert cfg["data"] == str(data.resolve()) and cfg["dtype"] == "float32" and cfg["budget"] == 64
+    assert_clean_error(adasr(*args, "--budget", "8"), "budget 64 -> 8")
+    assert adasr(*args).returncode == 0  # same settings: resumes (nothing left to do)
+
+
 def test_models_json_lists_bundled():
     proc = adasr("models", "--json")
     assert proc.returncode == 0, proc.stderr.decode()

@@ -44,6 +44,13 @@ def _load(model: str, dtype: str, device: str = "cpu", revision: str | None = No
     return load_model(model, dtype=dtype, device=device, revision=revision)
 
 
+def _model_ref(model: str) -> str:
+    """A model as recorded in an eval's config.json: an existing local path made absolute (the
+    same model whatever the working directory), anything else as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def _engine(loaded, mode: str, budget: int, max_deep_tokens: int, temperature: float, top_p: float, top_k: int, seed: int):
     from adasr.engine import EngineConfig, StreamingEngine
 
@@ -175,8 +182,15 @@ def eval_cmd(
     def factory(m: str):
         return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed)
 
+    run_config = {
+        "model": _model_ref(model), "model_path": loaded.path, "revision": revision,
+        "data": str(data.expanduser().resolve()), "limit": limit,
+        "dtype": dtype, "device": loaded.model.device.type,
+        "budget": budget, "max_deep_tokens": max_deep_tokens,
+        "temperature": temperature, "top_p": 1.0, "top_k": 0, "seed": seed,
+    }
     summaries = evaluate(factory, items, modes=mode, out_dir=out, batch_size=batch_size, wps=wps, clock=clock,
-                         align_eoi=align_eoi)
+                         align_eoi=align_eoi, run_config=run_config)
     Console().print(rich_table(summaries, title=f"{loaded.name} on {data.name} ({len(items)} problems)"))
     Console().print(f"records and summaries in {out}/")
 
