@@ -146,6 +146,27 @@ def test_eval_records_config_and_refuses_another(tiny_dir, tmp_path):
     assert adasr(*args).returncode == 0  # same settings: resumes (nothing left to do)
 
 
+def test_verbose_sets_up_logging():
+    import logging
+
+    from adasr.cli import setup_logging
+
+    root, ours = logging.getLogger(), logging.getLogger("adasr")
+    saved = (root.level, ours.level, list(root.handlers))
+    try:
+        setup_logging(0)
+        assert ours.getEffectiveLevel() == logging.WARNING and root.level == logging.WARNING
+        setup_logging(1)
+        assert ours.getEffectiveLevel() == logging.INFO and root.level == logging.WARNING
+        assert sum(getattr(h, "_adasr", False) for h in root.handlers) == 1  # replaced, not stacked
+    finally:
+        root.handlers[:] = saved[2]
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
+    proc = adasr("-v", "models", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout), proc.stderr.decode()
+
+
 def test_models_json_lists_bundled():
     proc = adasr("models", "--json")
     assert proc.returncode == 0, proc.stderr.decode()

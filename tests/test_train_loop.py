@@ -271,9 +271,20 @@ def test_load_config_valid(tmp_path):
     assert isinstance(rl, RLConfig) and rl.advantage == "grpo" and rl.group_size == 2
 
 
+def test_report_to_takes_a_name_or_a_list(tmp_path):
+    from adasr.train.sft import sft_arguments
+
+    cfg = load_config(_write(tmp_path, "task: chain_sum\nreport_to: [tensorboard, wandb]\n"), "sft")
+    assert cfg.report_to == ["tensorboard", "wandb"]
+    assert sft_arguments(cfg, has_eval=False).report_to == ["tensorboard", "wandb"]
+    assert load_config(_write(tmp_path, "task: chain_sum\nreport_to: tensorboard\n"), "sft").report_to == "tensorboard"
+
+
 @pytest.mark.parametrize(
     "text, match",
     [
+        ("task: chain_sum\nreport_to: [none, wandb]\n", "stand alone"),
+        ("task: chain_sum\nreport_to: []\n", "report_to must be"),
         ("task: chain_sum\nbatch_sise: 4\n", "unknown key 'batch_sise'.*batch_size"),
         ("task: chain_sum\nbatch_size: four\n", "'batch_size' must be int"),
         ("task: chain_sum\nlora: 1\n", "'lora' must be bool"),

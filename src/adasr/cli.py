@@ -7,6 +7,7 @@ Every user mistake (bad input, missing model, malformed data or config) ends wit
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -33,6 +34,35 @@ RevisionOpt = Annotated[Optional[str], typer.Option(
     help="branch, tag or commit of a Hugging Face hub id (default: its main branch)")]
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_CHUNK_TOKENS = 128
+
+
+def setup_logging(verbose: int = 0) -> None:
+    """Log records to stderr: WARNING and above by default; ``-v`` adds adasr's INFO messages
+    (model loading and caching, training progress), ``-vv`` adasr's DEBUG and every library's
+    INFO."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_adasr", False)]:
+        root.removeHandler(old)
+    handler._adasr = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose >= 2 else logging.WARNING)
+    logging.getLogger("adasr").setLevel(
+        logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
+    if verbose >= 2:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_info()
+
+
+@app.callback()
+def _main_options(
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True, help="log progress to stderr: -v adasr's INFO, -vv DEBUG and library INFO")] = 0,
+) -> None:
+    """Adaptive streaming reasoning with language models."""
+    setup_logging(verbose)
 
 
 def _load(model: str, dtype: str, device: str = "cpu", revision: str | None = None):
