@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tests never touch the network: hub ids resolve from the local Hugging Face cache only (set
+# before any test imports huggingface_hub, and inherited by the CLI subprocesses).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 GSM8K_TRAIN = Path(os.environ.get(
     "ADASR_GSM8K_TRAIN", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 ))

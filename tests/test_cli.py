@@ -88,6 +88,11 @@ def test_nonexistent_model():
     assert len(proc.stderr.decode().strip().splitlines()) == 1
 
 
+def test_unknown_device_and_revision_of_a_local_dir(tiny_dir):
+    assert_clean_error(adasr("run", "hi there.", "--model", tiny_dir, "--device", "tpu"), "unknown device 'tpu'")
+    assert_clean_error(adasr("run", "hi there.", "--model", tiny_dir, "--revision", "v2"), "hub ids only")
+
+
 def test_unknown_mode(tiny_dir, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "#### 2"}) + "\n")
@@ -125,6 +130,41 @@ def test_eval_malformed_line_and_resume_after_ctrl_c(tiny_dir, tmp_path):
     assert final[: len(kept)] == kept
     summary = json.loads((out / "interleaved" / "summary.json").read_text())
     assert summary["count"] == 38
+
+
+def test_eval_records_config_and_refuses_another(tiny_dir, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "Tom has 3 apples. He eats one. How many?", "answer": "#### 2"}) + "\n")
+    args = ["eval", "--data", str(data), "--model", tiny_dir, "--out", str(tmp_path / "out"), "--mode", "batch",
+            "--max-deep-tokens", "4"]
+    proc = adasr(*args)
+    assert proc.returncode == 0, proc.stderr.decode()
+    cfg = json.loads((tmp_path / "out" / "batch" / "config.json").read_text())
+    assert cfg["model"] == str(Path(tiny_dir).resolve()) and cfg["max_deep_tokens"] == 4 and cfg["device"] == "cpu"
+    assert cfg["data"] == str(data.resolve()) and cfg["dtype"] == "float32" and cfg["budget"] == 64
+    assert_clean_error(adasr(*args, "--budget", "8"), "budget 64 -> 8")
+    assert adasr(*args).returncode == 0  # same settings: resumes (nothing left to do)
+
+
+def test_verbose_sets_up_logging():
+    import logging
+
+    from adasr.cli import setup_logging
+
+    root, ours = logging.getLogger(), logging.getLogger("adasr")
+    saved = (root.level, ours.level, list(root.handlers))
+    try:
+        setup_logging(0)
+        assert ours.getEffectiveLevel() == logging.WARNING and root.level == logging.WARNING
+        setup_logging(1)
+        assert ours.getEffectiveLevel() == logging.INFO and root.level == logging.WARNING
+        assert sum(getattr(h, "_adasr", False) for h in root.handlers) == 1  # replaced, not stacked
+    finally:
+        root.handlers[:] = saved[2]
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
+    proc = adasr("-v", "models", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout), proc.stderr.decode()
 
 
 def test_models_json_lists_bundled():

@@ -395,3 +395,86 @@ def test_eval_unknown_clock(tmp_path, fake_runtime):
     with pytest.raises(ConfigError, match="unknown clock 'wall'"):
         evaluate(lambda m: FakeEngine(m, []), _items(2), modes=["adaptive"], out_dir=tmp_path, progress=False,
                  clock="wall")
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance: config.json, refusal of a different configuration, resume of the same
+# ---------------------------------------------------------------------------------------------
+
+RUN_CONFIG = {"model": "m", "dtype": "float32", "device": "cpu", "budget": 64, "max_deep_tokens": 512,
+              "temperature": 0.0, "seed": 0, "data": "/d/train.jsonl", "limit": 3}
+
+
+def test_eval_records_its_configuration(tmp_path, fake_runtime):
+    from adasr.evaluation import evaluate
+
+    evaluate(lambda m: FakeEngine(m, []), _items(3), modes=["batch", "adaptive"], out_dir=tmp_path, progress=False,
+             batch_size=2, wps=4.0, run_config=RUN_CONFIG)
+    for mode in ("batch", "adaptive"):
+        cfg = json.loads((tmp_path / mode / "config.json").read_text())
+        assert {k: cfg[k] for k in RUN_CONFIG} == RUN_CONFIG
+        assert (cfg["mode"], cfg["batch_size"], cfg["wps"], cfg["clock"], cfg["align_eoi"]) == (mode, 2, 4.0, "virtual", True)
+        assert cfg["adasr_version"] and cfg["torch_version"] and cfg["transformers_version"]
+        assert "git_commit" in cfg
+
+
+def test_eval_refuses_a_different_configuration_and_resumes_the_same(tmp_path, fake_runtime):
+    from adasr.errors import ConfigError
+    from adasr.evaluation import EvalInterrupted, evaluate
+
+    seen: list = []
+    items = _items(5)
+    with pytest.raises(EvalInterrupted):
+        evaluate(lambda m: FakeEngine(m, seen, interrupt_at=3), items, modes=["adaptive"], out_dir=tmp_path,
+                 progress=False, run_config=RUN_CONFIG)
+    results = tmp_path / "adaptive" / "results.jsonl"
+    before = results.read_text()
+    first = (tmp_path / "adaptive" / "config.json").read_text()
+
+    def must_not_run(mode):
+        raise AssertionError("a refused eval must not build an engine")
+
+    for change, named in [({"budget": 32}, "budget 64 -> 32"), ({"model": "other"}, 'model "m" -> "other"'),
+                          ({"temperature": 0.7, "seed": 1}, "seed 0 -> 1, temperature 0.0 -> 0.7")]:
+        with pytest.raises(ConfigError) as info:
+            evaluate(must_not_run, items, modes=["adaptive"], out_dir=tmp_path, progress=False,
+                     run_config={**RUN_CONFIG, **change})
+        msg = str(info.value)
+        assert "\n" not in msg and named in msg and "another --out" in msg
+    with pytest.raises(ConfigError, match="batch_size 1 -> 4"):
+        evaluate(must_not_run, items, modes=["adaptive"], out_dir=tmp_path, progress=False, batch_size=4,
+                 run_config=RUN_CONFIG)
+    with pytest.raises(ConfigError, match="wps 2.5 -> 5.0"):  # a new mode is fine, a changed one is not
+        evaluate(must_not_run, items, modes=["batch", "adaptive"], out_dir=tmp_path, progress=False, wps=5.0,
+                 run_config=RUN_CONFIG)
+    assert not (tmp_path / "batch").exists()  # refused before anything ran
+    assert results.read_text() == before and (tmp_path / "adaptive" / "config.json").read_text() == first
+
+    # the same configuration (a larger limit and another adasr version are not result settings) resumes
+    seen.clear()
+    sums = evaluate(lambda m: FakeEngine(m, seen), items, modes=["adaptive"], out_dir=tmp_path, progress=False,
+                    run_config={**RUN_CONFIG, "limit": 50, "adasr_version": "9.9"})
+    assert [i for m, i in seen if m != "run"] == ["gsm8k-train-3", "gsm8k-train-4", "gsm8k-train-5"]
+    assert sums["adaptive"]["count"] == 5
+    assert (tmp_path / "adaptive" / "config.json").read_text() == first  # the first run's record stays
+
+
+def test_eval_dir_without_config_or_results(tmp_path, fake_runtime):
+    """An older eval directory (results, no config.json) resumes; a directory with a config but
+    no results takes the new configuration."""
+    from adasr.evaluation import evaluate
+
+    evaluate(lambda m: FakeEngine(m, []), _items(2), modes=["batch"], out_dir=tmp_path, progress=False,
+             run_config=RUN_CONFIG)
+    (tmp_path / "batch" / "config.json").unlink()
+    seen: list = []
+    evaluate(lambda m: FakeEngine(m, seen), _items(3), modes=["batch"], out_dir=tmp_path, progress=False,
+             run_config={**RUN_CONFIG, "budget": 8})
+    assert [i for m, i in seen if m != "run"] == ["gsm8k-train-3"]
+    assert json.loads((tmp_path / "batch" / "config.json").read_text())["budget"] == 8
+
+    (tmp_path / "adaptive").mkdir()
+    (tmp_path / "adaptive" / "config.json").write_text(json.dumps({"budget": 1}))
+    evaluate(lambda m: FakeEngine(m, []), _items(2), modes=["adaptive"], out_dir=tmp_path, progress=False,
+             run_config=RUN_CONFIG)
+    assert json.loads((tmp_path / "adaptive" / "config.json").read_text())["budget"] == 64

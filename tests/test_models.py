@@ -266,7 +266,6 @@ def test_real_pieces_are_located_without_importing():
 
 @pytest.mark.parametrize("name", ["foo/definitely-not-a-model-xyz", "no-such-model-xyz", "./no/such/dir", "/no/such/dir"])
 def test_nonexistent_model_one_line_error(monkeypatch, tmp_path, name):
-    monkeypatch.delenv("ADASR_ALLOW_DOWNLOAD", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(models, "_ADAPTERS_DIR", tmp_path / "none")
     with pytest.raises(ModelLoadError) as info:
@@ -274,7 +273,88 @@ def test_nonexistent_model_one_line_error(monkeypatch, tmp_path, name):
     msg = str(info.value)
     assert "\n" not in msg
     assert f"model '{name}' not found" in msg
-    assert "smollm2-135m-instruct" in msg and "no network" in msg
+    assert "smollm2-135m-instruct" in msg and "not a local path" in msg
+    if not name.startswith(("/", ".")):  # a hub id: offline, the cache was the only place to look
+        assert "HF_HUB_OFFLINE" in msg and "no network" in msg
+
+
+def _fake_from_pretrained(seen: list, err: Exception | None = None):
+    def from_pretrained(name, **kwargs):
+        seen.append(kwargs)
+        if err is not None:
+            raise OSError(f"Cannot load {name}") from err
+        raise AssertionError("not reached")
+
+    return from_pretrained
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_hub_ids_download_unless_offline(monkeypatch, tmp_path, offline):
+    """No adasr gate: a hub id is loaded as transformers loads it (download allowed) unless
+    HF_HUB_OFFLINE is set, even when it was set after huggingface_hub was imported."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seen: list = []
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained",
+                        _fake_from_pretrained(seen, LocalEntryNotFoundError("no connection")))
+    with pytest.raises(ModelLoadError) as info:
+        load_model("some-org/some-model", revision="v1", cache_dir=tmp_path)
+    msg = str(info.value)
+    assert "\n" not in msg and "some-org/some-model" in msg
+    assert seen[0]["revision"] == "v1" and seen[0]["trust_remote_code"] is False
+    if offline:
+        assert seen[0]["local_files_only"] is True
+        assert "not found" in msg and "HF_HUB_OFFLINE" in msg
+    else:
+        assert "local_files_only" not in seen[0]
+        assert "cannot download" in msg and "revision 'v1'" in msg and "HF_HUB_OFFLINE=1" in msg
+
+
+def test_hub_not_found_and_bad_revision_messages(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    response = type("R", (), {"headers": {}, "status_code": 404, "request": None, "url": "u"})()
+    cases = [(RepositoryNotFoundError("404 repo", response=response), "not a Hugging Face hub repository"),
+             (RevisionNotFoundError("404 rev", response=response), "revision 'nope' of model 'org/m' not found")]
+    for err, needle in cases:
+        monkeypatch.setattr(AutoTokenizer, "from_pretrained", _fake_from_pretrained([], err))
+        with pytest.raises(ModelLoadError) as info:
+            load_model("org/m", revision="nope", cache_dir=tmp_path)
+        assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_revision_only_for_hub_ids(tiny_base):
+    with pytest.raises(ModelLoadError, match="hub ids only"):
+        load_model(str(tiny_base), revision="main")
+    with pytest.raises(ModelLoadError, match="hub ids only"):
+        load_model(DEFAULT_MODEL, revision="main")
+
+
+def test_devices(tiny_base, monkeypatch):
+    from adasr.errors import ConfigError
+    from adasr.models import resolve_device
+
+    assert resolve_device("cpu") == resolve_device(None) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        load_model(str(tiny_base), device="tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        load_model(str(tiny_base), device="cuda")
+    lm = load_model(str(tiny_base), device="auto")
+    assert lm.model.device.type == "cpu"
 
 
 def test_unusable_local_paths(tmp_path):
@@ -355,7 +435,7 @@ def test_hub_id_from_the_local_hf_cache(monkeypatch, tiny_base, tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.delenv("ADASR_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the cache only: the miss below must not go online
 
     lm = load_model("tiny-org/tiny-llama", cache_dir=tmp_path / "adasr")
     assert lm.source == "hub" and lm.name == "tiny-org/tiny-llama"

@@ -179,6 +179,33 @@ def test_sft_lora_final_adapter_loads(tmp_path, tiny_dir, episodes):
     assert full.kind == "full" and all(p.requires_grad for p in full.model.parameters())
 
 
+def test_adapter_on_a_bundled_base_publishes_its_upstream_id(tmp_path, tiny_tokenizer, episodes):
+    """A LoRA trained on a bundled base names the upstream hub id in adapter_config.json (for PEFT
+    and the hub) while adasr_meta.json keeps the bundled name that adasr loads (offline)."""
+    from adasr.models import BUNDLED, adapter_info
+    from adasr.train.sft import train_sft
+
+    name = "smollm2-135m-instruct"
+    cfg = _sft_cfg(tmp_path / "lora", model=name, lora=True, lora_r=4, lora_alpha=8, max_steps=1, save_steps=1)
+    final = train_sft(cfg, model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer,
+                      train_dataset=episodes)
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    meta = json.loads((final / "adasr_meta.json").read_text())
+    upstream = BUNDLED[name].upstream
+    assert upstream == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert adapter["base_model_name_or_path"] == upstream == meta["base_model_name_or_path"]
+    assert meta["base"] == name
+    assert adapter_info(final) == (name, meta)  # what load_model merges the adapter into
+    card = (final / "README.md").read_text()
+    assert card.startswith("---\n") and f"base_model: {upstream}" in card and "library_name: peft" in card
+    # the shipped adapter follows the same convention
+    from adasr import models
+
+    shipped = models._bundled_adapters()["smollm2-135m-chain-sum"]
+    assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] == upstream
+    assert adapter_info(shipped)[0] == name
+
+
 # ---------------------------------------------------------------------------------- RL
 
 
@@ -244,9 +271,20 @@ def test_load_config_valid(tmp_path):
     assert isinstance(rl, RLConfig) and rl.advantage == "grpo" and rl.group_size == 2
 
 
+def test_report_to_takes_a_name_or_a_list(tmp_path):
+    from adasr.train.sft import sft_arguments
+
+    cfg = load_config(_write(tmp_path, "task: chain_sum\nreport_to: [tensorboard, wandb]\n"), "sft")
+    assert cfg.report_to == ["tensorboard", "wandb"]
+    assert sft_arguments(cfg, has_eval=False).report_to == ["tensorboard", "wandb"]
+    assert load_config(_write(tmp_path, "task: chain_sum\nreport_to: tensorboard\n"), "sft").report_to == "tensorboard"
+
+
 @pytest.mark.parametrize(
     "text, match",
     [
+        ("task: chain_sum\nreport_to: [none, wandb]\n", "stand alone"),
+        ("task: chain_sum\nreport_to: []\n", "report_to must be"),
         ("task: chain_sum\nbatch_sise: 4\n", "unknown key 'batch_sise'.*batch_size"),
         ("task: chain_sum\nbatch_size: four\n", "'batch_size' must be int"),
         ("task: chain_sum\nlora: 1\n", "'lora' must be bool"),

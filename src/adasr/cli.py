@@ -7,6 +7,7 @@ Every user mistake (bad input, missing model, malformed data or config) ends wit
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,16 +30,57 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name, HF i
 DtypeOpt = Annotated[str, typer.Option(
     help="float32 | bfloat16 | float16: weight and compute dtype (bfloat16 makes batched steps much cheaper "
          "on CPUs with AMX; see benchmarks/RESULTS.md)")]
+DeviceOpt = Annotated[str, typer.Option(
+    help="cpu | cuda | cuda:N | auto (CUDA if available): where the model runs")]
+RevisionOpt = Annotated[Optional[str], typer.Option(
+    help="branch, tag or commit of a Hugging Face hub id (default: its main branch)")]
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_CHUNK_TOKENS = 128
 
 
-def _load(model: str, dtype: str):
-    from adasr.models import load_model
+def setup_logging(verbose: int = 0) -> None:
+    """Log records to stderr: WARNING and above by default; ``-v`` adds adasr's INFO messages
+    (model loading and caching, training progress), ``-vv`` adasr's DEBUG and every library's
+    INFO."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_adasr", False)]:
+        root.removeHandler(old)
+    handler._adasr = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose >= 2 else logging.WARNING)
+    logging.getLogger("adasr").setLevel(
+        logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
+    if verbose >= 2:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_info()
+
+
+@app.callback()
+def _main_options(
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True, help="log progress to stderr: -v adasr's INFO, -vv DEBUG and library INFO")] = 0,
+) -> None:
+    """Adaptive streaming reasoning with language models."""
+    setup_logging(verbose)
+
+
+def _load(model: str, dtype: str, device: str = "cpu", revision: str | None = None):
+    from adasr.models import load_model, resolve_device
 
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    return load_model(model, dtype=dtype)
+    resolve_device(device)  # a bad device fails before any loading
+    return load_model(model, dtype=dtype, device=device, revision=revision)
+
+
+def _model_ref(model: str) -> str:
+    """A model as recorded in an eval's config.json: an existing local path made absolute (the
+    same model whatever the working directory), anything else as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def _engine(loaded, mode: str, budget: int, max_deep_tokens: int, temperature: float, top_p: float, top_k: int, seed: int):
@@ -66,6 +108,8 @@ def run(
     index: Annotated[int, typer.Option(help="0-based item of --gsm8k")] = 0,
     model: ModelOpt = "smollm2-135m-instruct",
     dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "cpu",
+    revision: RevisionOpt = None,
     mode: Annotated[str, typer.Option(help="batch | interleaved | adaptive")] = "adaptive",
     wps: Annotated[float, typer.Option(help="arrival rate, words per second")] = 2.5,
     chunker: Annotated[str, typer.Option(help="sentence | word | token")] = "sentence",
@@ -99,7 +143,7 @@ def run(
     live = text == "-"
     if not live and not (text or "").strip():
         raise InputError("the input is empty: give some text to stream")
-    loaded = _load(model, dtype)
+    loaded = _load(model, dtype, device, revision)
     if live:
         source, clock = stdin_source(), "real"
     else:
@@ -135,6 +179,8 @@ def eval_cmd(
     data: Annotated[Path, typer.Option(help="GSM8K-format JSONL (question, answer with '#### final')")],
     model: ModelOpt = "smollm2-135m-instruct",
     dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "cpu",
+    revision: RevisionOpt = None,
     mode: Annotated[list[str], typer.Option(help="repeat for a side-by-side table")] = ["adaptive"],  # noqa: B006
     limit: Annotated[Optional[int], typer.Option(help="first N valid problems")] = None,
     out: Annotated[Path, typer.Option(help="output directory (resumable)")] = Path("runs/eval"),
@@ -163,13 +209,23 @@ def eval_cmd(
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
     items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
-    loaded = _load(model, dtype)
+    loaded = _load(model, dtype, device, revision)
 
     def factory(m: str):
         return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed)
 
+    from adasr.protocol import UNTRAINED_PROTOCOL
+
+    run_config = {
+        "model": _model_ref(model), "model_path": loaded.path, "revision": revision,
+        "data": str(data.expanduser().resolve()), "limit": limit,
+        "dtype": dtype, "device": loaded.model.device.type,
+        "budget": budget, "max_deep_tokens": max_deep_tokens,
+        "temperature": temperature, "top_p": 1.0, "top_k": 0, "seed": seed,
+        "protocol": loaded.protocol or UNTRAINED_PROTOCOL,
+    }
     summaries = evaluate(factory, items, modes=mode, out_dir=out, batch_size=batch_size, wps=wps, clock=clock,
-                         align_eoi=align_eoi)
+                         align_eoi=align_eoi, run_config=run_config)
     Console().print(rich_table(summaries, title=f"{loaded.name} on {data.name} ({len(items)} problems)"))
     Console().print(f"records and summaries in {out}/")
 

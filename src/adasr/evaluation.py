@@ -3,6 +3,9 @@
 Layout of an evaluation directory ``out_dir``::
 
     out_dir/
+      <mode>/config.json     the run's full configuration (model, mode, budget, max_deep_tokens,
+                             words/s, dtype, batch size, clock, temperature, seed, ...) and
+                             provenance (adasr/torch/transformers versions, git commit)
       <mode>/results.jsonl   one graded record per line (metrics.RECORD_FIELDS), appended and
                              fsync'ed as each episode finishes
       <mode>/summary.json    metrics.summarize() of the records of the requested items
@@ -12,12 +15,16 @@ Layout of an evaluation directory ``out_dir``::
 Resuming: rerunning the same command skips every item whose id is already in
 ``<mode>/results.jsonl``; a line truncated by a kill is dropped (and the file rewritten) so the
 item is simply recomputed. Ctrl-C keeps what was written and raises :class:`EvalInterrupted`.
+A rerun whose configuration differs from ``<mode>/config.json`` in a setting that changes results
+(anything but :data:`INFORMATIONAL_KEYS`) is refused with a :class:`ConfigError` naming the
+differing keys, so records of two configurations never mix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import threading
@@ -30,9 +37,20 @@ from adasr.errors import AdasrError, ConfigError, DataError
 from adasr.metrics import summarize, summary_table
 from adasr.tasks.gsm8k import GSM8KItem
 
-__all__ = ["EvalInterrupted", "ResultsWriter", "evaluate"]
+__all__ = ["EvalInterrupted", "ResultsWriter", "evaluate", "provenance"]
+
+logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+CONFIG_FILE = "config.json"
+INFORMATIONAL_KEYS = frozenset({
+    "adasr_version", "torch_version", "transformers_version", "git_commit", "git_dirty", "limit", "model_path",
+})
+"""Keys of ``config.json`` recorded for provenance but not compared on resume: versions and the
+git commit (an upgrade does not by itself invalidate records), ``limit`` (a rerun may add items)
+and ``model_path`` (where the same model was read from). Every other key (model, mode, budget,
+max_deep_tokens, wps, dtype, device, batch_size, clock, align_eoi, temperature, seed, data...)
+changes results, latencies included, and must match."""
 
 
 class EvalInterrupted(AdasrError):
@@ -165,6 +183,20 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_config(mode_dir: Path, config: dict) -> None:
+    """Write ``config.json`` unless the directory's first run already recorded it (kept as the
+    record of how its results were made; :func:`_check_config` has vouched that they match)."""
+    path = mode_dir / CONFIG_FILE
+    has_results = (mode_dir / RESULTS_FILE).is_file() and (mode_dir / RESULTS_FILE).stat().st_size > 0
+    if path.is_file() and has_results:
+        return
+    try:
+        mode_dir.mkdir(parents=True, exist_ok=True)
+        _write_text(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise DataError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def _prior_elapsed(mode_dir: Path, n_prior: int) -> float | None:
     """Real seconds spent on the ``n_prior`` already-done records, from the last summary.json
     (written at the end of a run and on Ctrl-C), if it describes exactly those records."""
@@ -177,6 +209,85 @@ def _prior_elapsed(mode_dir: Path, n_prior: int) -> float | None:
     except (OSError, ValueError, AttributeError):
         pass
     return None
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    """(HEAD commit, work tree dirty?) of the git checkout adasr runs from, or ``(None, None)``."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None, None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() or None, (bool(dirty.stdout.strip()) if dirty.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def provenance() -> dict:
+    """Versions of adasr, torch and transformers, and the git commit adasr runs from (if any)."""
+    from importlib import metadata
+
+    import adasr
+
+    info: dict = {"adasr_version": adasr.__version__}
+    for dist in ("torch", "transformers"):
+        try:
+            info[f"{dist}_version"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[f"{dist}_version"] = None
+    info["git_commit"], info["git_dirty"] = _git_commit()
+    return info
+
+
+def _normalized(config: dict) -> dict:
+    return json.loads(json.dumps(config, default=_json_default))
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=_json_default, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_config(mode_dir: Path, config: dict) -> None:
+    """Refuse to resume ``mode_dir`` if its results were made with a different configuration.
+
+    Raises:
+        ConfigError: one line naming the differing keys (old -> new values).
+        DataError: an unreadable ``config.json``.
+    """
+    path = mode_dir / CONFIG_FILE
+    has_results = (mode_dir / RESULTS_FILE).is_file() and (mode_dir / RESULTS_FILE).stat().st_size > 0
+    if not path.is_file():
+        if has_results:
+            logger.warning("%s has results but no %s (written by an older adasr): resuming without a "
+                           "configuration check", mode_dir, CONFIG_FILE)
+        return
+    if not has_results:  # nothing to mix with: the new configuration replaces the old one
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}: delete it to resume without a configuration check") from None
+    keys = sorted((set(old) | set(config)) - INFORMATIONAL_KEYS)
+    diffs = [k for k in keys if old.get(k) != config.get(k)]
+    if diffs:
+        what = ", ".join(f"{k} {_short(old.get(k))} -> {_short(config.get(k))}" for k in diffs)
+        raise ConfigError(
+            f"{mode_dir} holds results of another configuration ({what}): rerun with the same settings to "
+            "resume, or choose another --out"
+        )
+    changed = [k for k in sorted(INFORMATIONAL_KEYS & (set(old) | set(config))) if k != "limit"
+               and old.get(k) != config.get(k)]
+    if changed:
+        logger.warning("resuming %s with different %s than its first run (recorded in %s)",
+                       mode_dir, ", ".join(changed), path)
 
 
 def _progress(enabled: bool):
@@ -235,6 +346,7 @@ def evaluate(
     clock: str = "virtual",
     progress: bool = True,
     align_eoi: bool | None = None,
+    run_config: dict | None = None,
 ) -> dict[str, dict]:
     """Run ``items`` through the engine in each mode, grade, store and summarize (resumable).
 
@@ -258,14 +370,21 @@ def evaluate(
     busy; thoughts get less time between chunks, so adaptive accuracy can drop). The summary
     records the ``clock``, ``batch_size`` and ``align_eoi`` used.
 
+    ``run_config`` (what the caller knows: model, dtype, device, budget, max_deep_tokens,
+    temperature, seed, data...) is merged with this call's ``mode``, ``batch_size``, ``wps``,
+    ``clock``, ``align_eoi`` and :func:`provenance`, and written to ``<out_dir>/<mode>/config.json``
+    before the mode runs. A directory that already holds results of a configuration differing in
+    any key outside :data:`INFORMATIONAL_KEYS` is refused (checked for every mode before anything
+    runs); the same configuration resumes.
+
     Returns:
         ``{mode: summary}`` in the order of ``modes``.
 
     Raises:
         EvalInterrupted: on Ctrl-C; records written so far are kept (rerun to resume).
         ConfigError: empty/duplicate modes, a mode unusable as a directory name, a bad batch size,
-            an unknown clock.
-        DataError: duplicate item ids.
+            an unknown clock, or a resume with a different configuration (``run_config``).
+        DataError: duplicate item ids, an unreadable ``config.json``.
     """
     from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
     from adasr.stream import CLOCKS, PER_STREAM, make_stream
@@ -293,11 +412,18 @@ def evaluate(
         by_id[it.id] = it
 
     out_dir = Path(out_dir)
+    base_config = {**(run_config or {}), **provenance(), "batch_size": batch_size, "wps": wps, "clock": clock,
+                   "align_eoi": align}
+    configs = {m: _normalized({**base_config, "mode": m}) for m in modes}
+    for m in modes:  # refuse before anything runs
+        _check_config(out_dir / m, configs[m])
+
     summaries: dict[str, dict] = {}
     n_written = 0  # records written by this call, all modes
     with _progress(progress) as bar, _sigint_flag() as ctrl_c:
         for mode in modes:
             mode_dir = out_dir / mode
+            _write_config(mode_dir, configs[mode])
             writer = ResultsWriter(mode_dir)
             prior = [r for r in writer.records() if r["id"] in by_id]
             done = {r["id"] for r in prior}

@@ -1,8 +1,8 @@
 """Model loading: bundled GGUF models, local directories, PEFT adapters and Hugging Face ids.
 
 Everything the engine and the trainers run goes through :func:`load_model`, which returns a
-:class:`LoadedModel` (model in eval mode on the CPU, float32 unless asked otherwise, and a
-tokenizer whose pad token is set).
+:class:`LoadedModel` (model in eval mode on the CPU unless another device is asked, float32
+unless asked otherwise, and a tokenizer whose pad token is set).
 
 Resolution order of ``load_model(name_or_path)``:
 
@@ -16,10 +16,13 @@ Resolution order of ``load_model(name_or_path)``:
    a Hugging Face model directory (``config.json``) or a PEFT adapter directory
    (``adapter_config.json``; its base is loaded through :func:`load_model` recursively, the
    adapter merged into it);
-4. a **Hugging Face hub id**, read from the local Hugging Face cache only (there is no network
-   at run time; set ``ADASR_ALLOW_DOWNLOAD=1`` to let a cache miss download).
+4. a **Hugging Face hub id**, loaded as ``transformers`` loads it: from the Hugging Face cache,
+   downloading what is missing (optionally at a ``revision``); with ``HF_HUB_OFFLINE=1`` only
+   the cache is read.
 
-Every failure raises :class:`~adasr.errors.ModelLoadError` with a one-line message.
+The weights are moved to ``device`` (``"cpu"`` by default, ``"cuda"``, ``"cuda:N"`` or
+``"auto"``) once loaded. Every failure raises :class:`~adasr.errors.ModelLoadError` with a
+one-line message (an unknown or unavailable device: :class:`~adasr.errors.ConfigError`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from adasr.errors import ModelLoadError
+from adasr.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -75,7 +78,9 @@ class BundledModel:
     Attributes:
         name: registry name (what users pass to :func:`load_model`).
         description: one-line human description.
-        upstream: the Hugging Face repository the weights were converted from (informational).
+        upstream: the Hugging Face hub id the weights were converted from. Adapters trained on
+            this base record it as their ``base_model_name_or_path`` (what PEFT and the hub
+            expect); adasr itself still loads the bundled weights (:func:`hub_base_id`).
         gguf_filename: file name of the (assembled) GGUF file.
         sha256: hex SHA-256 of the complete GGUF file.
         size_bytes: size of the complete GGUF file in bytes.
@@ -131,7 +136,8 @@ class LoadedModel:
     """A model ready for inference.
 
     Attributes:
-        model: the causal LM, in eval mode, on the CPU, float32 unless another dtype was asked.
+        model: the causal LM, in eval mode, on the device asked for (CPU by default), float32
+            unless another dtype was asked.
         tokenizer: its tokenizer; ``pad_token`` is always set (falls back to the EOS token).
         name: the registry name, path or hub id as given to :func:`load_model`.
         source: ``"bundled"``, ``"local"`` (a directory or ``.gguf`` file), ``"hub"`` or
@@ -635,42 +641,66 @@ def _bundled_adapters() -> dict[str, Path]:
     }
 
 
-def _adapter_info(adapter_dir: Path) -> tuple[str | None, dict]:
-    """(base model reference, adasr metadata) of an adapter directory."""
+def adapter_info(adapter_dir: str | os.PathLike) -> tuple[str | None, dict]:
+    """The base model and adasr metadata of a PEFT adapter directory (the one reader of both).
+
+    The base is ``adasr_meta.json``'s ``"base"`` (the name adasr loads: a bundled name, a path,
+    a hub id) if present, else ``adapter_config.json``'s ``base_model_name_or_path`` (which, for
+    adapters adasr trained on a bundled base, is the upstream hub id). A relative base that
+    exists beside the adapter is made absolute.
+
+    Returns:
+        ``(base or None, metadata dict or {})``.
+
+    Raises:
+        ModelLoadError: ``adapter_config.json`` or ``adasr_meta.json`` is unreadable.
+    """
+    adapter_dir = Path(adapter_dir)
     try:
         cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"unreadable adapter_config.json in {adapter_dir}: {_one_line(err)}") from err
-    meta: dict = {}
-    meta_path = adapter_dir / _ADAPTER_META
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(f"unreadable {_ADAPTER_META} in {adapter_dir}: {_one_line(err)}") from err
-        if not isinstance(meta, dict):
-            meta = {}
-    base = meta.get("base") or cfg.get("base_model_name_or_path")
+    meta = read_meta(adapter_dir)
+    base = meta.get("base") or (cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None)
     if isinstance(base, str) and base and not Path(base).is_absolute() and (adapter_dir / base).exists():
         base = str((adapter_dir / base).resolve())
     return (base if isinstance(base, str) and base else None), meta
 
 
+def read_meta(model_dir: str | os.PathLike) -> dict:
+    """``adasr_meta.json`` of a model adasr trained (adapter or full), or ``{}`` if it has none.
+
+    Raises:
+        ModelLoadError: the file exists but is unreadable.
+    """
+    meta_path = Path(model_dir) / _ADAPTER_META
+    if not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"unreadable {_ADAPTER_META} in {model_dir}: {_one_line(err)}") from err
+    return meta if isinstance(meta, dict) else {}
+
+
 def _adapter_protocol(model_dir: Path) -> str:
     """The protocol version an adasr-trained model was trained with (``"v1"`` when its
     ``adasr_meta.json`` predates the field)."""
-    meta_path = model_dir / _ADAPTER_META
-    try:
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"unreadable {_ADAPTER_META} in {model_dir}: {_one_line(err)}") from err
-    return str((meta if isinstance(meta, dict) else {}).get("protocol") or "v1")
+    return str(read_meta(model_dir).get("protocol") or "v1")
+
+
+def hub_base_id(base: str) -> str:
+    """The base reference to publish in an adapter's ``base_model_name_or_path``: the upstream
+    hub id of a bundled base (``smollm2-135m-instruct`` -> ``HuggingFaceTB/SmolLM2-135M-Instruct``),
+    anything else unchanged."""
+    spec = BUNDLED.get(base)
+    return spec.upstream if spec is not None else base
 
 
 def _load_adapter(
     adapter_dir: Path, *, dtype: torch.dtype | None, trust_remote_code: bool, cache_dir: Any, depth: int
 ) -> tuple[Any, Any]:
-    base, _ = _adapter_info(adapter_dir)
+    base, _ = adapter_info(adapter_dir)
     if base is None:
         raise ModelLoadError(f"adapter {adapter_dir} does not name its base model (base_model_name_or_path)")
     if depth >= _MAX_ADAPTER_DEPTH:
@@ -704,11 +734,25 @@ def _load_adapter(
 # --------------------------------------------------------------------------------------------
 
 
-def _not_found(name: str) -> ModelLoadError:
-    return ModelLoadError(
-        f"model '{name}' not found: not a bundled name ({', '.join(list(BUNDLED) + list(_bundled_adapters()))}), "
-        "not a local directory, and not in the Hugging Face cache (no network at run time)"
-    )
+def _not_found(name: str, hub_why: str | None = None) -> ModelLoadError:
+    """``model '<name>' not found``: not bundled, not a local path (and ``hub_why``, for an id)."""
+    bundled = ", ".join(list(BUNDLED) + list(_bundled_adapters()))
+    hub = f", and {hub_why}" if hub_why else ""
+    return ModelLoadError(f"model '{name}' not found: not a bundled name ({bundled}), not a local path{hub}")
+
+
+def hf_offline() -> bool:
+    """Whether Hugging Face downloads are off: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``)
+    is true now, or was when ``huggingface_hub`` was imported."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.is_offline_mode())
+    except Exception:  # noqa: BLE001 - an old or broken huggingface_hub: assume online
+        return False
 
 
 def _gguf_cache_dir(gguf: Path, root: Path) -> Path:
@@ -730,28 +774,54 @@ def _load_local_gguf(gguf: Path, root: Path, *, dtype: torch.dtype | None, trust
     return model, tok, target
 
 
-def _load_hub(name: str, *, dtype: torch.dtype | None, trust_remote_code: bool) -> tuple[Any, Any]:
+def _hub_error(name: str, revision: str | None, err: BaseException, offline: bool) -> ModelLoadError:
+    """A one-line :class:`ModelLoadError` for a failed hub load (``err`` and its causes)."""
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    kinds = {type(x).__name__ for x in chain}
+    text = " ".join(str(x) for x in chain).lower()
+    at = f" at revision '{revision}'" if revision else ""
+    if "GatedRepoError" in kinds or "gated repo" in text:
+        return ModelLoadError(
+            f"model '{name}' is gated on the Hugging Face hub: accept its terms on huggingface.co and log in "
+            "(`hf auth login` or HF_TOKEN)"
+        )
+    if "RevisionNotFoundError" in kinds or "not a valid git identifier" in text:
+        return ModelLoadError(f"revision '{revision}' of model '{name}' not found on the Hugging Face hub")
+    if "RepositoryNotFoundError" in kinds or "not a valid model identifier" in text:
+        return _not_found(name, "not a Hugging Face hub repository (a private one needs `hf auth login` or HF_TOKEN)")
+    if offline and ("LocalEntryNotFoundError" in kinds or "OfflineModeIsEnabled" in kinds
+                    or isinstance(err, OSError) or "offline" in text or "cached files" in text):
+        return _not_found(name, f"not in the Hugging Face cache{at} (HF_HUB_OFFLINE is set: no network)")
+    if "couldn't connect" in text or "connection" in text or "LocalEntryNotFoundError" in kinds:
+        return ModelLoadError(
+            f"cannot download model '{name}'{at} from the Hugging Face hub (no connection) and it is not in the "
+            "Hugging Face cache: check the network, or set HF_HUB_OFFLINE=1 to use the cache only"
+        )
+    return ModelLoadError(f"cannot load hub model '{name}'{at}: {_one_line(err)}")
+
+
+def _load_hub(
+    name: str, *, dtype: torch.dtype | None, trust_remote_code: bool, revision: str | None
+) -> tuple[Any, Any]:
+    """Tokenizer and model of a hub id, as ``transformers`` loads them: cache first, download
+    what is missing unless offline (``HF_HUB_OFFLINE``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    attempts = [True]
-    if os.environ.get("ADASR_ALLOW_DOWNLOAD", "").strip() in {"1", "true", "yes"}:
-        attempts.append(False)
-    last: Exception | None = None
-    for local_only in attempts:
-        try:
-            with _quiet_progress():
-                tokenizer = AutoTokenizer.from_pretrained(
-                    name, local_files_only=local_only, trust_remote_code=trust_remote_code
-                )
-                model = AutoModelForCausalLM.from_pretrained(
-                    name, dtype=dtype or torch.float32, local_files_only=local_only, trust_remote_code=trust_remote_code
-                )
-            return model, tokenizer
-        except Exception as err:  # noqa: BLE001
-            last = err
-    if isinstance(last, OSError) or "local_files_only" in str(last) or "couldn't connect" in str(last).lower():
-        raise _not_found(name) from last
-    raise ModelLoadError(f"cannot load hub model '{name}': {_one_line(last or 'unknown error')}") from last
+    offline = hf_offline()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+    if offline:  # also when HF_HUB_OFFLINE was set after huggingface_hub was imported
+        kwargs["local_files_only"] = True
+    try:
+        with _quiet_progress(offline):  # keep download progress visible
+            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, **kwargs)
+    except Exception as err:  # noqa: BLE001
+        raise _hub_error(name, revision, err, offline) from err
+    return model, tokenizer
 
 
 def _load(
@@ -761,11 +831,14 @@ def _load(
     trust_remote_code: bool,
     cache_dir: str | os.PathLike | None,
     depth: int,
+    revision: str | None = None,
 ) -> LoadedModel:
     name = str(name_or_path)
     root = _resolve_root(cache_dir)
     if not name.strip():
         raise ModelLoadError("empty model name: give a bundled name, a local path or a Hugging Face id")
+    if revision is not None and (name in BUNDLED or name in _bundled_adapters() or Path(name).expanduser().exists()):
+        raise ModelLoadError(f"a revision ('{revision}') applies to Hugging Face hub ids only, not to '{name}'")
 
     if name in BUNDLED:
         spec = BUNDLED[name]
@@ -819,29 +892,77 @@ def _load(
         )
 
     looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.replace("/", "") or name.count("/") > 1
-    if looks_like_path or not _HUB_ID.match(name):
+    if looks_like_path:
         raise _not_found(name)
-    model, tok = _load_hub(name, dtype=dtype, trust_remote_code=trust_remote_code)
+    if not _HUB_ID.match(name):
+        raise _not_found(name, "not a valid Hugging Face hub id")
+    model, tok = _load_hub(name, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
     model, tok = _finish(model, tok, dtype)
     return LoadedModel(model, tok, name, "hub", str(getattr(model, "name_or_path", name)))
+
+
+DEVICES = ("cpu", "cuda", "auto")
+"""Device names :func:`load_model` accepts (besides ``"cuda:N"`` and ``torch.device`` objects)."""
+
+
+def resolve_device(device: "str | torch.device | None" = "cpu") -> torch.device:
+    """The ``torch.device`` a model should run on.
+
+    Args:
+        device: ``"cpu"`` (or ``None``), ``"cuda"`` / ``"cuda:N"`` (must be available), ``"auto"``
+            (the first CUDA device if there is one, else the CPU) or a ``torch.device``.
+
+    Raises:
+        ConfigError: an unknown device name, or CUDA asked for but not available (one line).
+    """
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        text = str(device).strip().lower()
+        if text == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+            raise ConfigError(f"unknown device {device!r}: use one of {', '.join(DEVICES)} (or cuda:N)")
+        dev = torch.device(text)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {str(device)!r} asked for, but CUDA is not available (torch {torch.__version__}, "
+                f"built {'with' if torch.version.cuda else 'without'} CUDA): use --device cpu or auto"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unknown device {str(device)!r}: use one of {', '.join(DEVICES)} (or cuda:N)")
+    return dev
 
 
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
     dtype: torch.dtype | None = None,
+    device: "str | torch.device | None" = "cpu",
+    revision: str | None = None,
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer, ready for inference on the CPU.
+    """Load a causal LM and its tokenizer, ready for inference.
 
     Args:
         name_or_path: a bundled model name (see :data:`BUNDLED`), a bundled adapter name, a path
             to a ``.gguf`` file, a Hugging Face model directory, a PEFT adapter directory (its
             base, named by ``adasr_meta.json``'s ``"base"`` or ``base_model_name_or_path``, is
             loaded through this function and the adapter merged into it), or a Hugging Face hub
-            id already in the local Hugging Face cache.
+            id (read from the Hugging Face cache, downloaded if missing unless ``HF_HUB_OFFLINE``
+            is set, exactly as ``transformers`` does).
         dtype: torch dtype of the returned weights; ``None`` means ``torch.float32``.
+        device: where the weights go: ``"cpu"`` (default), ``"cuda"`` / ``"cuda:N"`` or
+            ``"auto"`` (CUDA if available); see :func:`resolve_device`. Loading, conversion and
+            adapter merging happen on the CPU; the finished model is moved.
+        revision: branch, tag or commit of a Hugging Face hub id (``None``: the default branch);
+            an error for any other kind of name.
         trust_remote_code: allow custom modelling code from the model's repository (off by
             default).
         cache_dir: adasr cache root for this call (where bundled and ``.gguf`` models are
@@ -849,20 +970,26 @@ def load_model(
             cache (``$HF_HOME``).
 
     Returns:
-        A :class:`LoadedModel`: model in eval mode on the CPU, tokenizer with a pad token,
+        A :class:`LoadedModel`: model in eval mode on ``device``, tokenizer with a pad token,
         ``generation_config.pad_token_id`` set.
 
     Raises:
         ModelLoadError: the name resolves to nothing, a file is missing, fails its hash check or
-            is corrupt, or the cache cannot be written. The message is one line.
+            is corrupt, a download fails, or the cache cannot be written. The message is one line.
+        ConfigError: an unknown device, or CUDA asked for without CUDA (checked before loading).
 
     Timing: the first load of a bundled model dequantizes its GGUF and writes the cache
     (~15-20 s for SmolLM2-135M, ~45 s for Qwen2.5-Coder-0.5B on two busy cores); later loads take
     under a second (the safetensors file is memory-mapped).
     """
-    return _load(
-        name_or_path, dtype=_resolve_dtype(dtype), trust_remote_code=trust_remote_code, cache_dir=cache_dir, depth=0
+    dev = resolve_device(device)
+    loaded = _load(
+        name_or_path, dtype=_resolve_dtype(dtype), trust_remote_code=trust_remote_code, cache_dir=cache_dir, depth=0,
+        revision=revision,
     )
+    if dev.type != "cpu":
+        loaded.model = loaded.model.to(dev)
+    return loaded
 
 
 def list_models(*, cache_dir: str | os.PathLike | None = None) -> list[dict]:
@@ -911,7 +1038,7 @@ def list_models(*, cache_dir: str | os.PathLike | None = None) -> list[dict]:
         })
     for name, adapter_dir in _bundled_adapters().items():
         try:
-            base, meta = _adapter_info(adapter_dir)
+            base, meta = adapter_info(adapter_dir)
         except ModelLoadError:
             base, meta = None, {}
         has_weights = any(
@@ -953,8 +1080,12 @@ __all__ = [
     "DEFAULT_MODEL",
     "BundledModel",
     "LoadedModel",
+    "adapter_info",
     "cache_root",
     "list_models",
+    "hf_offline",
+    "hub_base_id",
     "load_model",
     "resolve_bundled_gguf",
+    "resolve_device",
 ]

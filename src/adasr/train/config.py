@@ -72,7 +72,8 @@ class _TrainConfig:
         resume: resume from the last ``checkpoint-*`` in ``output_dir``.
         bf16: train in bfloat16 mixed precision (GPU); CPU runs should leave it off.
         gradient_checkpointing: trade compute for activation memory (large models on GPU).
-        report_to: ``transformers`` logging integrations (``none``, ``tensorboard``, ``wandb``).
+        report_to: ``transformers`` logging integration(s): a name (``none``, ``all``,
+            ``tensorboard``, ``wandb``...) or a list of names (``[tensorboard, wandb]``).
         dataloader_num_workers: DataLoader worker processes.
     """
 
@@ -107,7 +108,7 @@ class _TrainConfig:
     resume: bool = False
     bf16: bool = False
     gradient_checkpointing: bool = False
-    report_to: str = "none"
+    report_to: Union[str, list[str]] = "none"
     dataloader_num_workers: int = 0
 
     kind = "base"
@@ -133,6 +134,11 @@ class _TrainConfig:
             raise ConfigError("model must name a model (bundled name, local path or Hugging Face id)")
         if not self.output_dir:
             raise ConfigError("output_dir must be a directory path")
+        targets = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
+            raise ConfigError(f"report_to must be an integration name or a non-empty list of names, got {self.report_to!r}")
+        if len(targets) > 1 and {"none", "all"} & set(targets):
+            raise ConfigError(f"report_to: 'none' and 'all' stand alone, not in a list ({targets})")
         check_task(self.task, self.data_path)
         from adasr.protocol import PROTOCOLS
 

@@ -12,7 +12,8 @@ Recipe (top to bottom, :func:`train_sft`):
    renderer the engine uses at inference) and whose loss is CB-Stream
    (:func:`adasr.train.cb_stream.cb_stream_loss`);
 5. save ``output_dir/final`` (:func:`save_final`): a LoRA adapter whose ``base_model_name_or_path``
-   is the adasr model name as given, or a full model + tokenizer; plus ``adasr_meta.json``.
+   is the upstream hub id of a bundled base (else the model as given), or a full model +
+   tokenizer; plus ``adasr_meta.json`` (``"base"``: what adasr loads) and a model card.
 
 What is masked: every token the model did not generate (system prompt, chunks, role headers,
 the end-of-input turn, the newline after ``<|im_end|>``: stage 0) has weight 0; streaming-thought
@@ -290,18 +291,12 @@ def _model_ref(name: str) -> str:
 
 
 def _adapter_base(adapter_dir: Path) -> str:
-    meta = {}
-    if (adapter_dir / META_FILE).is_file():
-        try:
-            meta = json.loads((adapter_dir / META_FILE).read_text())
-        except ValueError:
-            meta = {}
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base = (meta.get("base") if isinstance(meta, dict) else None) or cfg.get("base_model_name_or_path")
+    """The base an adapter directory names (:func:`adasr.models.adapter_info`)."""
+    from adasr.models import adapter_info
+
+    base, _ = adapter_info(adapter_dir)
     if not base:
         raise ConfigError(f"adapter {adapter_dir} does not name its base model (base_model_name_or_path)")
-    if not Path(base).is_absolute() and (adapter_dir / base).exists():
-        base = str((adapter_dir / base).resolve())
     return base
 
 
@@ -404,25 +399,32 @@ def training_resume_point(cfg: SFTConfig | RLConfig) -> str | None:
 
 def save_final(trainer, policy: Policy, cfg: SFTConfig | RLConfig, stage: str, *, trained_on: str,
                extra: dict | None = None) -> Path:
-    """Save the trained model to ``output_dir/final`` with ``adasr_meta.json``.
+    """Save the trained model to ``output_dir/final`` with ``adasr_meta.json`` and a model card.
 
-    LoRA: the adapter (``adapter_config.json`` with ``base_model_name_or_path`` = the base as
-    given, so :func:`adasr.models.load_model` finds it). Full: ``save_pretrained`` + tokenizer.
-    ``adasr_meta.json``: ``{"base", "kind", "trained_on", "stage", "config", ...extra}``.
+    LoRA: the adapter; its ``adapter_config.json`` ``base_model_name_or_path`` is the upstream
+    hub id of a bundled base (:func:`adasr.models.hub_base_id`, what PEFT and the hub expect),
+    else the base as given. Full: ``save_pretrained`` + tokenizer. ``adasr_meta.json``:
+    ``{"base", "base_model_name_or_path", "kind", "trained_on", "stage", "config", ...extra}``,
+    where ``"base"`` is what :func:`adasr.models.load_model` loads (a bundled base stays the
+    bundled weights: no download). ``README.md``: a short model card (:func:`model_card`).
     """
+    from adasr.models import hub_base_id
+
     final = Path(cfg.output_dir) / FINAL_DIR
     trainer.save_model(str(final))  # gathers ZeRO-3 / FSDP weights; PEFT saves the adapter only
     if trainer.is_world_process_zero():
         final.mkdir(parents=True, exist_ok=True)
+        published = hub_base_id(policy.base)
         adapter_cfg = final / "adapter_config.json"
         if policy.kind == "lora" and adapter_cfg.is_file():
             data = json.loads(adapter_cfg.read_text())
-            data["base_model_name_or_path"] = policy.base
+            data["base_model_name_or_path"] = published
             adapter_cfg.write_text(json.dumps(data, indent=2, sort_keys=True))
         elif policy.kind == "full":
             policy.tokenizer.save_pretrained(str(final))
         meta = {
             "base": policy.base,
+            "base_model_name_or_path": published,
             "kind": policy.kind,
             "trained_on": trained_on,
             "stage": stage,
@@ -432,8 +434,50 @@ def save_final(trainer, policy: Policy, cfg: SFTConfig | RLConfig, stage: str, *
         }
         meta.update(extra or {})
         (final / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        (final / "README.md").write_text(model_card(meta))
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def model_card(meta: dict) -> str:
+    """A short Hugging Face model card (``README.md``) for a saved ``final/`` directory, from its
+    ``adasr_meta.json`` dict."""
+    base, published = meta["base"], meta.get("base_model_name_or_path") or meta["base"]
+    lora = meta["kind"] == "lora"
+    cfg = meta.get("config") or {}
+    is_hub_id = not Path(published).expanduser().is_absolute() and "/" in published
+    front = ["---"]
+    if is_hub_id:
+        front.append(f"base_model: {published}")
+    front += [f"library_name: {'peft' if lora else 'transformers'}", "pipeline_tag: text-generation",
+              "tags:", "- adasr", "- streaming-reasoning", f"- {meta['stage']}"]
+    if lora:
+        front.append("- lora")
+    front.append("---")
+    what = (f"A rank-{cfg.get('lora_r', '?')} LoRA adapter" if lora else "A fully fine-tuned model")
+    bundled = base != published
+    lines = [
+        "", f"# {meta['stage'].upper()} streaming reasoner on {published if is_hub_id else Path(published).name}", "",
+        f"{what} trained with adasr (stage `{meta['stage']}`, "
+        f"{meta.get('global_step', '?')} optimizer steps) to think while its input is still arriving: "
+        "chunks arrive as user turns, a streaming thought (or a skip) follows each, and a short deep "
+        "stage ends with `\\boxed{answer}`.", "",
+        f"- trained on: {meta.get('trained_on', '?')}",
+        f"- base: `{published}`" + (f" (adasr's bundled `{base}`: its GGUF weights dequantized to float32; "
+                                    "on the full-precision upstream weights results may differ slightly)"
+                                    if bundled else ""),
+        "", "## Use", "", "```bash",
+        "adasr run --file input.txt --model path/to/this/directory   # or: some_producer | adasr run - --model ...",
+        "```", "",
+        "The streaming protocol (prompt, turns, end-of-input marker) is adasr's; plain `generate` on a "
+        "whole prompt is not what it was trained for. `adasr_meta.json` holds the full training config.",
+    ]
+    if lora and is_hub_id:
+        lines += ["", "With PEFT alone:", "", "```python",
+                  "from peft import AutoPeftModelForCausalLM",
+                  "model = AutoPeftModelForCausalLM.from_pretrained(\"path/to/this/directory\")",
+                  "```"]
+    return "\n".join(front + lines) + "\n"
 
 
 def trained_on(cfg: SFTConfig | RLConfig, n: int) -> str:
@@ -526,5 +570,5 @@ def train_sft(
 
 __all__ = [
     "StreamingCollator", "StreamSFTTrainer", "Policy", "as_dataset", "build_splits", "prepare_episodes", "load_policy",
-    "lora_config", "training_resume_point", "save_final", "trained_on", "sft_arguments", "train_sft",
+    "lora_config", "training_resume_point", "save_final", "model_card", "trained_on", "sft_arguments", "train_sft",
 ]
