@@ -104,6 +104,9 @@ def test_distill_resumes_and_refuses_other_settings(tiny_model, tiny_tokenizer, 
     assert sorted(seen) == ["q2#0", "q2#1"] and len(recs2) == 6
     fresh = distill(tiny_model, tiny_tokenizer, items[:1], tmp_path / "again", cfg, progress=False)
     assert {r["id"]: r["solution"] for r in fresh} == {r["id"]: r["solution"] for r in recs2 if r["item_id"] == "q0"}
+    more = distill(tiny_model, tiny_tokenizer, items[:1], tmp_path, DistillConfig(model="tiny", samples=3, max_tokens=16),
+                   progress=False)  # a larger K extends the run
+    assert sorted(r["id"] for r in more) == ["q0#0", "q0#1", "q0#2"]
     with pytest.raises(ConfigError, match="temperature"):
         distill(tiny_model, tiny_tokenizer, items, tmp_path, DistillConfig(model="tiny", samples=2, max_tokens=16,
                                                                           temperature=0.9), progress=False)

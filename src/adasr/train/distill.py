@@ -107,9 +107,10 @@ def _check_config(out_dir: Path, cfg: DistillConfig) -> None:
     path = out_dir / CONFIG_FILE
     mine = asdict(cfg)
     mine.pop("batch_size")  # does not change what is sampled (beyond float rounding)
+    mine.pop("samples")  # sample k of an item is the same draw whatever K: a larger K extends the run
     if path.exists():
         prev = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in set(mine) | set(prev) if mine.get(k) != prev.get(k))
+        diff = sorted(k for k in mine if mine[k] != prev.get(k))
         if diff:
             detail = ", ".join(f"{k}: {prev.get(k)!r} there, {mine.get(k)!r} now" for k in diff)
             raise ConfigError(f"{out_dir} holds samples drawn with other settings ({detail}): "
