@@ -182,3 +182,26 @@ def test_data_build_with_knobs_and_bad_knob(tmp_path):
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == 6 and all(len(r["chunks"]) == 4 for r in recs)  # 3 terms + the question
     assert_clean_error(adasr("data", "build", "--task", "chain_sum", "--knob", "digits", "--out", str(out)), "KEY=VALUE")
+
+
+def test_data_distill_end_to_end_and_errors(tiny_dir, tmp_path):
+    """`adasr data distill` on a tiny local model: samples appended, episodes and report written,
+    held-out questions excluded; bad settings and a mixed rerun end with one-line errors."""
+    src = tmp_path / "p.jsonl"
+    held = tmp_path / "held.jsonl"
+    rows = [{"question": f"Ann has {i} apples. How many apples?", "answer": f"#### {i}"} for i in range(3)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held.write_text(json.dumps(rows[2]) + "\n")
+    out = tmp_path / "d"
+    proc = adasr("data", "distill", "--model", tiny_dir, "--source", str(src), "--out", str(out), "--samples", "2",
+                 "--max-tokens", "16", "--dtype", "float32", "--exclude", str(held))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "dropped 1 problem" in proc.stderr.decode()
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(s["id"] for s in samples) == ["gsm8k-p-1#0", "gsm8k-p-1#1", "gsm8k-p-2#0", "gsm8k-p-2#1"]
+    assert json.loads((out / "report.json").read_text())["samples"] == 4
+    assert (out / "episodes.jsonl").exists()
+    assert_clean_error(adasr("data", "distill", "--model", tiny_dir, "--source", str(src), "--out", str(out),
+                             "--max-tokens", "16", "--dtype", "float32", "--temperature", "0.9"), "other settings")
+    assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--samples", "0"),
+                       "--samples must be >= 1")
