@@ -252,15 +252,16 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print a JSON li
 
 @data_app.command("build")
 def data_build(
-    task: Annotated[str, typer.Option(help="gsm8k or a procedural family")],
+    task: Annotated[str, typer.Option(help="gsm8k, a procedural family or a proactive family (proactive_perception, ...)")],
     out: Annotated[Path, typer.Option(help="output JSONL")],
     size: Annotated[Optional[int], typer.Option(help="number of items")] = None,
     seed: int = 0,
-    source: Annotated[Optional[Path], typer.Option(help="GSM8K JSONL (task gsm8k)")] = None,
-    knob: Annotated[list[str], typer.Option(help="task knob KEY=VALUE, repeatable (e.g. digits=1)")] = [],  # noqa: B006
+    source: Annotated[Optional[Path], typer.Option(help="GSM8K JSONL (tasks gsm8k, proactive_gsm8k)")] = None,
+    knob: Annotated[list[str], typer.Option(help="task knob KEY=VALUE, repeatable (e.g. digits=1, split=test)")] = [],  # noqa: B006
 ) -> None:
     """Build a streaming chain-of-thought dataset (no teacher model) and write it as JSONL."""
-    from adasr.tasks.registry import build_dataset, write_jsonl
+    from adasr.tasks.proactive import PROACTIVE_TASKS
+    from adasr.tasks.registry import build_dataset, build_proactive_dataset, write_jsonl
 
     knobs = {}
     for kv in knob:
@@ -268,11 +269,17 @@ def data_build(
         if not sep or not key:
             raise ConfigError(f"--knob needs KEY=VALUE, got {kv!r}")
         knobs[key] = json.loads(value) if value.lstrip("-").replace(".", "", 1).isdigit() or value in ("true", "false") else value
-    ds = build_dataset(task, size=size, seed=seed, source=str(source) if source else None, **knobs)
+    src = str(source) if source else None
+    if task in PROACTIVE_TASKS:
+        ds, report = build_proactive_dataset(task, size=size, seed=seed, source=src, **knobs)
+        Console().print(report.message(), highlight=False)
+    else:
+        ds = build_dataset(task, size=size, seed=seed, source=src, **knobs)
     write_jsonl(ds, out)
     n_thoughts = sum(len(t) for t in ds["thoughts"])
     skips = sum(1 for ts in ds["thoughts"] for t in ts if not t)
-    Console().print(f"wrote {len(ds)} episodes to {out} (skip rate {skips / max(n_thoughts, 1):.1%})")
+    rate = "silent turns" if task in PROACTIVE_TASKS else "skip rate"
+    Console().print(f"wrote {len(ds)} episodes to {out} ({rate} {skips / max(n_thoughts, 1):.1%})")
 
 
 @data_app.command("distill")

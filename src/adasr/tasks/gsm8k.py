@@ -38,6 +38,10 @@ class GSM8KItem:
         question: the problem text (what is streamed to the model).
         reference: the final answer after ``####``, commas stripped (e.g. ``"1200"``).
         line: 1-based line number in the source file.
+        chunks: the chunks to stream, when the record gives them (else the question is chunked).
+        task: ``gsm8k`` or the record's task (graded by that task's scorer).
+        evidence_chunk: proactive streams: 0-based index into ``chunks`` of the earliest chunk
+            after which the answer is determined (``None`` when not given).
     """
 
     id: str
@@ -46,12 +50,17 @@ class GSM8KItem:
     line: int
     chunks: list[str] | None = None
     task: str = "gsm8k"
+    evidence_chunk: int | None = None
 
     def grade(self, prediction: str | None) -> bool:
         """Whether ``prediction`` is correct: :func:`is_correct` for GSM8K, the task's own
-        scorer (reasoning-gym) for procedural streams."""
+        scorer for procedural (reasoning-gym) and proactive streams."""
         if self.task == "gsm8k":
             return is_correct(prediction, self.reference)
+        if self.task.startswith("proactive_"):
+            from adasr.tasks.proactive import score as proactive_score
+
+            return proactive_score(self.task, prediction, self.reference)
         from adasr.tasks.procedural import score
 
         return score(self.task, prediction, self.reference)
@@ -107,14 +116,27 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
     if not question:
         raise DataError("empty 'question'")
     chunks, task = None, "gsm8k"
-    if "chunks" in obj:  # an adasr streaming-dataset record (`adasr data build`): answer is final
-        chunks, task, reference = obj["chunks"], obj.get("task", "gsm8k"), obj["answer"].strip()
+    if "chunks" in obj:  # given chunks: an adasr streaming-dataset record (`adasr data build`,
+        # whose answer is final) or a user's own stream (answer with '#### final')
+        chunks, task = obj["chunks"], obj.get("task", "gsm8k")
+        answer = obj["answer"]
+        reference = extract_reference(answer) if "####" in answer else answer.strip()
+        if not reference:
+            raise DataError("empty 'answer'")
         if not isinstance(chunks, list) or not chunks or not all(isinstance(c, str) and c.strip() for c in chunks):
             raise DataError("'chunks' must be a non-empty list of non-blank strings")
         if not isinstance(task, str):
             raise DataError(f"'task' must be a string, got {type(task).__name__}")
     else:
         reference = extract_reference(obj["answer"])
+    evidence = obj.get("evidence_chunk")
+    if evidence is not None:
+        if chunks is None:
+            raise DataError("'evidence_chunk' needs 'chunks' (it indexes them)")
+        if isinstance(evidence, bool) or not isinstance(evidence, int) or not 0 <= evidence < len(chunks):
+            raise DataError(
+                f"'evidence_chunk' must be an integer index into 'chunks' (0..{len(chunks) - 1}), got {evidence!r}"
+            )
     item_id = obj.get("id")
     if item_id is None:
         item_id = f"gsm8k-{path.stem}-{lineno}"
@@ -122,7 +144,8 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
         item_id = str(item_id).strip()
     else:
         raise DataError(f"'id' must be a non-empty string or integer, got {item_id!r}")
-    return GSM8KItem(id=item_id, question=question, reference=reference, line=lineno, chunks=chunks, task=task)
+    return GSM8KItem(id=item_id, question=question, reference=reference, line=lineno, chunks=chunks, task=task,
+                     evidence_chunk=evidence)
 
 
 def load_gsm8k(
@@ -135,6 +158,9 @@ def load_gsm8k(
 
     Records of adasr streaming datasets (``adasr data build``: with ``chunks``, ``task`` and a
     final ``answer``) load too: their chunks are streamed as given and graded by their task.
+    So do a user's own streams: ``question``, ``answer`` with ``#### final``, ``chunks`` (a list
+    of strings) and, for proactive streams, ``evidence_chunk`` (a 0-based index into ``chunks``;
+    a line with a bad one is malformed).
 
     A malformed line (invalid UTF-8 or JSON, a missing key, no ``####``, a duplicate id) is
     reported as ``on_error(DataError("<path>:<line>: <reason>"))`` and skipped; the rest of the

@@ -3,6 +3,9 @@
 ``build_dataset("gsm8k", source="train.jsonl", size=500)`` or
 ``build_dataset("chain_sum", size=1000, seed=0, terms=4)`` returns a ``datasets.Dataset`` in the
 shared schema (see :mod:`adasr.tasks.streamify`); :func:`write_jsonl` saves one record a line.
+The proactive tasks (``build_dataset("proactive_perception", size=200, split="test")``, see
+:mod:`adasr.tasks.proactive`) add the columns ``evidence_chunk`` and ``response``
+(:data:`PROACTIVE_FEATURES`).
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ from typing import Any, Iterable
 import datasets
 
 from adasr.errors import ConfigError, DataError
+from adasr.tasks.proactive import PROACTIVE_TASKS, ProactiveReport, build_proactive_with_report
 from adasr.tasks.procedural import PROCEDURAL_TASKS, build_procedural, score
 from adasr.tasks.streamify import read_jsonl, streamify_gsm8k
 
-__all__ = ["TASKS", "FEATURES", "DEFAULT_PROCEDURAL_SIZE", "build_dataset", "write_jsonl", "score"]
+__all__ = [
+    "TASKS",
+    "FEATURES",
+    "PROACTIVE_FEATURES",
+    "DEFAULT_PROCEDURAL_SIZE",
+    "build_dataset",
+    "build_proactive_dataset",
+    "write_jsonl",
+    "score",
+]
 
-TASKS: tuple[str, ...] = ("gsm8k", "episodes", *PROCEDURAL_TASKS)
+TASKS: tuple[str, ...] = ("gsm8k", "episodes", *PROCEDURAL_TASKS, *PROACTIVE_TASKS)
 """Every task name :func:`build_dataset` accepts. ``episodes`` reads ready streaming episodes
 (the shared schema, e.g. ``episodes.jsonl`` of ``adasr data distill``) from ``source``."""
 
@@ -40,6 +53,11 @@ FEATURES = datasets.Features(
 )
 """The shared streaming-episode schema as ``datasets`` features."""
 
+PROACTIVE_FEATURES = datasets.Features(
+    {**FEATURES, "evidence_chunk": datasets.Value("int64"), "response": datasets.Value("string")}
+)
+"""Proactive records: the shared schema plus ``evidence_chunk`` and ``response``."""
+
 _GSM8K_KNOBS = ("clean_only",)
 
 
@@ -54,13 +72,16 @@ def build_dataset(
     """Build a streaming-episode dataset.
 
     Args:
-        task: ``"gsm8k"`` or a procedural task (:data:`TASKS` lists them all).
+        task: ``"gsm8k"``, a procedural or a proactive task (:data:`TASKS` lists them all).
         size: GSM8K: read at most this many problems from ``source`` (file order; all when
-            ``None``); procedural: number of episodes (default :data:`DEFAULT_PROCEDURAL_SIZE`).
-        seed: procedural generator seed (GSM8K keeps file order and ignores it).
-        source: GSM8K: path of a JSON-lines file of ``{"question", "answer"}`` records.
+            ``None``); procedural: number of episodes (default :data:`DEFAULT_PROCEDURAL_SIZE`);
+            proactive: items wanted (see :func:`build_proactive_dataset`).
+        seed: procedural / proactive generator seed (GSM8K keeps file order and ignores it).
+        source: GSM8K and ``proactive_gsm8k``: path of a JSON-lines file of
+            ``{"question", "answer"}`` records.
         **knobs: GSM8K: ``clean_only`` (keep only clean conversions); procedural: the family's
-            difficulty knobs (see :mod:`adasr.tasks.procedural`).
+            difficulty knobs (see :mod:`adasr.tasks.procedural`); proactive: ``split`` and the
+            family's knobs (see :mod:`adasr.tasks.proactive`).
 
     Raises:
         ConfigError: unknown task (the message lists the valid ones), a bad size or knob, GSM8K
@@ -71,6 +92,8 @@ def build_dataset(
         raise ConfigError(f"unknown task {task!r}: valid tasks are {', '.join(TASKS)}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ConfigError(f"size must be a positive integer, got {size!r}")
+    if task in PROACTIVE_TASKS:
+        return build_proactive_dataset(task, size=size, seed=seed, source=source, **knobs)[0]
     if task == "gsm8k":
         if source is None:
             raise ConfigError("task 'gsm8k' needs source=<path of a GSM8K JSON-lines file>")
@@ -103,6 +126,31 @@ def build_dataset(
         if not records:
             raise DataError(f"task {task!r} produced no verified episodes (knobs {knobs})")
     return datasets.Dataset.from_list(records, features=FEATURES)
+
+
+def build_proactive_dataset(
+    task: str,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    source: str | os.PathLike | None = None,
+    **knobs: Any,
+) -> tuple[datasets.Dataset, ProactiveReport]:
+    """Build a proactive dataset (:mod:`adasr.tasks.proactive`) with its build report.
+
+    Returns:
+        ``(dataset, report)``: :data:`PROACTIVE_FEATURES` columns; the report counts the items
+        drawn, built and rejected by reason (``report.message()``).
+
+    Raises:
+        ConfigError: unknown task or knob, a bad size, seed or knob value, GSM8K without source.
+        DataError: the source is missing or malformed, or no item could be built (the message
+            has the rejection counts).
+    """
+    records, report = build_proactive_with_report(task, size, seed, source=source, **knobs)
+    if not records:
+        raise DataError(f"no proactive item with a determinable evidence chunk: {report.message()}")
+    return datasets.Dataset.from_list(records, features=PROACTIVE_FEATURES), report
 
 
 def write_jsonl(dataset: datasets.Dataset | Iterable[dict], path: str | os.PathLike) -> int:
