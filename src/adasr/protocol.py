@@ -48,16 +48,15 @@ EOI_TEXT = "[END OF INPUT] Finish the reasoning and give the final answer as \\b
 BATCH_EOI_TEXT = "Reason step by step and put the final answer within \\boxed{}."
 
 NOTES_INSTRUCTION = (
-    "You are a careful problem solver. The user's problem arrives one sentence at a time, and the "
-    "question usually comes last. After each sentence, reply with one short line of notes: a "
-    "quantity the sentence gives, or a value you can already compute from the sentences so far "
-    "(for example: May: 48 / 2 = 24 clips). Do not answer yet. When the input has ended, the "
-    "whole problem is restated: then reason step by step, using your notes, and give the final "
-    "answer as \\boxed{answer}."
+    "You are a careful problem solver. The user's problem arrives one sentence at a time, and the question "
+    "usually comes last. After each sentence, reply with one short line of notes: a quantity the sentence gives, "
+    "or a value you can already compute from the sentences so far. Do not answer yet. When the input has ended, "
+    "the whole problem is restated: then write a complete step-by-step solution, using your notes, and give the "
+    "final answer as \\boxed{answer}."
 )
 EOI_RESTATE_TEXT = (
-    "[END OF INPUT] The whole problem: {input}\nReason step by step (your notes above may help) and "
-    "put the final answer within \\boxed{}."
+    "[END OF INPUT] The whole problem: {input}\nNow write a complete step-by-step solution (your notes above may "
+    "help) and put the final answer within \\boxed{}."
 )
 
 PROTOCOLS: dict[str, dict[str, str]] = {
