@@ -29,6 +29,8 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name, HF i
 DtypeOpt = Annotated[str, typer.Option(
     help="float32 | bfloat16 | float16: weight and compute dtype (bfloat16 makes batched steps much cheaper "
          "on CPUs with AMX; see benchmarks/RESULTS.md)")]
+BudgetOpt = Annotated[int, typer.Option(
+    "--budget", help="thought budget: the most tokens per streaming thought (adaptive: also capped by the arrival slack)")]
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_CHUNK_TOKENS = 128
 
@@ -41,10 +43,11 @@ def _load(model: str, dtype: str):
     return load_model(model, dtype=dtype)
 
 
-def _engine(loaded, mode: str, budget: int, max_deep_tokens: int, temperature: float, top_p: float, top_k: int, seed: int):
+def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
+            top_k: int, seed: int):
     from adasr.engine import EngineConfig, StreamingEngine
 
-    cfg = EngineConfig(mode=mode, thought_budget=budget, max_deep_tokens=max_deep_tokens,
+    cfg = EngineConfig(policy=mode, thought_budget=thought_budget, max_deep_tokens=max_deep_tokens,
                        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, protocol=loaded.protocol)
     return StreamingEngine(loaded.model, loaded.tokenizer, cfg)
 
@@ -70,7 +73,7 @@ def run(
     wps: Annotated[float, typer.Option(help="arrival rate, words per second")] = 2.5,
     chunker: Annotated[str, typer.Option(help="sentence | word | token")] = "sentence",
     clock: Annotated[str, typer.Option(help="real (sleeps until arrivals) | virtual")] = "real",
-    budget: Annotated[int, typer.Option(help="thought budget / adaptive cap, tokens")] = 64,
+    thought_budget: BudgetOpt = 64,
     max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens")] = 512,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -107,7 +110,7 @@ def run(
                              max_chunk_tokens=DEFAULT_MAX_CHUNK_TOKENS)
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         _check_context(loaded, n_tokens, max_deep_tokens)
-    engine = _engine(loaded, mode, budget, max_deep_tokens, temperature, top_p, top_k, seed)
+    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed)
     inp = EpisodeInput(id="run", source=source, reference=reference)
     if as_json:
         result = next(engine.run([inp], clock=clock))
@@ -116,7 +119,7 @@ def run(
                           "events": result.events}, ensure_ascii=False))
         return
     console = Console()
-    with LiveView(loaded.tokenizer, console) as view:
+    with LiveView(console) as view:
         result = next(engine.run([inp], clock=clock, on_event=view.on_event))
     _grade(result.record)
     console.print()
@@ -143,7 +146,7 @@ def eval_cmd(
     clock: Annotated[str, typer.Option(
         help="virtual (one shared timeline, compute time only) | per-stream (each stream charged "
              "the batched steps it takes part in: a server at full load) | real")] = "virtual",
-    budget: int = 64,
+    thought_budget: BudgetOpt = 64,
     max_deep_tokens: int = 512,
     temperature: float = 0.0,
     seed: int = 0,
@@ -166,7 +169,7 @@ def eval_cmd(
     loaded = _load(model, dtype)
 
     def factory(m: str):
-        return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed)
+        return _engine(loaded, m, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed)
 
     summaries = evaluate(factory, items, modes=mode, out_dir=out, batch_size=batch_size, wps=wps, clock=clock,
                          align_eoi=align_eoi)

@@ -9,9 +9,10 @@ One optimizer step (``train_rl`` reads top to bottom; the step is
    streaming episode on the current policy (unwrapped from accelerate/DeepSpeed/PEFT wrappers,
    in eval mode, all rows in one batched KV cache, per-stream virtual clocks — each rollout is
    charged the batched steps it takes part in and never sits a step out waiting for its next
-   chunk — chunks arriving at ``wps`` words per second; each row has its own seed). Its ``token_ids`` are exactly the sequence the
-   model saw and produced; ``token_stage`` labels each token 0 (not generated: system prompt,
-   chunks, role headers, forced turn closers), 1 (streaming thought) or 2 (deep stage).
+   chunk — chunks arriving at ``wps`` words per second; each row has its own seed). Its
+   ``token_ids`` are exactly the sequence the model saw and produced; ``token_stage``
+   labels each token 0 (not generated: system prompt, chunks, role headers, forced turn
+   closers), 1 (streaming thought) or 2 (deep stage).
 3. **Rewards** (:mod:`adasr.train.rewards`): ``r_acc`` from the task's checker (GSM8K:
    :func:`adasr.tasks.gsm8k.is_correct`; procedural tasks: their reasoning-gym scorer),
    ``r_fmt`` and ``r_adapt`` from the engine record.
@@ -48,7 +49,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
 from adasr.errors import ConfigError
-from adasr.protocol import STAGE_INPUT, StreamingFormat
+from adasr.protocol import Stage, StreamingFormat
 from adasr.stream import make_stream
 from adasr.train.advantages import advantage_stats, grpo_token_advantages, hrpo_token_advantages
 from adasr.train.config import RLConfig, trainer_kwargs
@@ -135,7 +136,7 @@ class StreamGRPOTrainer(GRPOTrainer):
     # -- rollouts ---------------------------------------------------------------------------
     def _engine_config(self) -> EngineConfig:
         c = self.cfg
-        return EngineConfig(mode=c.mode, thought_budget=c.thought_budget, max_deep_tokens=c.max_deep_tokens,
+        return EngineConfig(policy=c.mode, thought_budget=c.thought_budget, max_deep_tokens=c.max_deep_tokens,
                             temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=c.seed)
 
     def _rollout_seed(self, i: int) -> int:
@@ -221,7 +222,7 @@ class StreamGRPOTrainer(GRPOTrainer):
             advantages = hrpo_token_advantages(rewards["stream"], rewards["deep"], stage, G, **kw)
         else:
             advantages = grpo_token_advantages(rewards["total"], stage, G, **kw)
-        env_mask = (stage > STAGE_INPUT).long()
+        env_mask = (stage > Stage.INPUT).long()
 
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
