@@ -31,6 +31,9 @@ DtypeOpt = Annotated[str, typer.Option(
          "on CPUs with AMX; see benchmarks/RESULTS.md)")]
 BudgetOpt = Annotated[int, typer.Option(
     "--budget", help="thought budget: the most tokens per streaming thought (adaptive: also capped by the arrival slack)")]
+DecodeRateOpt = Annotated[Optional[float], typer.Option(
+    help="pin the decode rate (tokens/s) that adaptive budgets assume, for results that do not depend on "
+         "this machine's speed (default: measured)")]
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_CHUNK_TOKENS = 128
 
@@ -44,11 +47,12 @@ def _load(model: str, dtype: str):
 
 
 def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
-            top_k: int, seed: int):
+            top_k: int, seed: int, decode_rate: float | None):
     from adasr.engine import EngineConfig, StreamingEngine
 
     cfg = EngineConfig(policy=mode, thought_budget=thought_budget, max_deep_tokens=max_deep_tokens,
-                       temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, protocol=loaded.protocol)
+                       temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, decode_rate=decode_rate,
+                       protocol=loaded.protocol)
     return StreamingEngine(loaded.model, loaded.tokenizer, cfg)
 
 
@@ -79,6 +83,7 @@ def run(
     top_p: float = 1.0,
     top_k: int = 0,
     seed: int = 0,
+    decode_rate: DecodeRateOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: record + event timeline")] = False,
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
@@ -110,7 +115,7 @@ def run(
                              max_chunk_tokens=DEFAULT_MAX_CHUNK_TOKENS)
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         _check_context(loaded, n_tokens, max_deep_tokens)
-    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed)
+    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate)
     inp = EpisodeInput(id="run", source=source, reference=reference)
     if as_json:
         result = next(engine.run([inp], clock=clock))
@@ -150,6 +155,7 @@ def eval_cmd(
     max_deep_tokens: int = 512,
     temperature: float = 0.0,
     seed: int = 0,
+    decode_rate: DecodeRateOpt = None,
     align_eoi: Annotated[Optional[bool], typer.Option(
         "--align-eoi/--no-align-eoi",
         help="with a shared clock: batched waves whose inputs end together (default when --batch-size > 1)")] = None,
@@ -169,7 +175,7 @@ def eval_cmd(
     loaded = _load(model, dtype)
 
     def factory(m: str):
-        return _engine(loaded, m, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed)
+        return _engine(loaded, m, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate)
 
     summaries = evaluate(factory, items, modes=mode, out_dir=out, batch_size=batch_size, wps=wps, clock=clock,
                          align_eoi=align_eoi)

@@ -9,8 +9,10 @@ One optimizer step (``train_rl`` reads top to bottom; the step is
    streaming episode on the current policy (unwrapped from accelerate/DeepSpeed/PEFT wrappers,
    in eval mode, all rows in one batched KV cache, per-stream virtual clocks — each rollout is
    charged the batched steps it takes part in and never sits a step out waiting for its next
-   chunk — chunks arriving at ``wps`` words per second; each row has its own seed). Its
-   ``token_ids`` are exactly the sequence the model saw and produced; ``token_stage``
+   chunk — chunks arriving at ``wps`` words per second; each row has its own seed). Adaptive
+   budgets use ``decode_rate`` when the config pins it, else a rate measured once (by the first
+   batch's engine) and carried from batch to batch, so no batch re-runs the calibration forwards.
+   Its ``token_ids`` are exactly the sequence the model saw and produced; ``token_stage``
    labels each token 0 (not generated: system prompt, chunks, role headers, forced turn
    closers), 1 (streaming thought) or 2 (deep stage).
 3. **Rewards** (:mod:`adasr.train.rewards`): ``r_acc`` from the task's checker (GSM8K:
@@ -109,6 +111,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         self.reward_cfg = cfg.reward_config()
         self.scorer = scorer or score_prediction
         self.stream_format = StreamingFormat.for_protocol(tokenizer, cfg.protocol)
+        self.rollout_decode_rate: float | None = None  # measured by the first rollout engine, then carried along
         self.last_batch: dict = {}
         args = args or rl_arguments(cfg)
         # Full fine-tuning with a KL term: the reference is a frozen copy of the initial policy
@@ -137,7 +140,8 @@ class StreamGRPOTrainer(GRPOTrainer):
     def _engine_config(self) -> EngineConfig:
         c = self.cfg
         return EngineConfig(policy=c.mode, thought_budget=c.thought_budget, max_deep_tokens=c.max_deep_tokens,
-                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=c.seed)
+                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=c.seed,
+                            decode_rate=c.decode_rate, initial_decode_rate=self.rollout_decode_rate)
 
     def _rollout_seed(self, i: int) -> int:
         """Seed of rollout ``i`` of the current generation batch: distinct per row, process, step
@@ -164,6 +168,7 @@ class StreamGRPOTrainer(GRPOTrainer):
             try:
                 engine = StreamingEngine(policy, self.processing_class, self._engine_config(), fmt=self.stream_format)
                 done = {r.id: r for r in engine.run(inputs, batch_size=len(inputs), clock="per-stream")}
+                self.rollout_decode_rate = engine.decode_rate
             finally:
                 policy.train(was_training)
         return [done[inp.id] for inp in inputs]
