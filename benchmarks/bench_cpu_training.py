@@ -39,7 +39,7 @@ GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 def engine_tokens_per_s(lm, questions: list[str], batch: int, new_tokens: int) -> float:
     """Generated tokens/s of the engine sampling ``new_tokens`` per question, ``batch`` rows."""
     eng = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(
-        mode="batch", max_deep_tokens=new_tokens, temperature=0.6, top_p=0.95, initial_decode_rate=1.0))
+        policy="batch", max_deep_tokens=new_tokens, temperature=0.6, top_p=0.95, initial_decode_rate=1.0))
     inputs = [EpisodeInput(f"q{i}", ScheduledStream([Chunk(0, q, 0.0)])) for i, q in enumerate(questions[:batch])]
     t0 = time.perf_counter()
     n = sum(r.record["deep_tokens"] for r in eng.run(inputs, batch_size=batch))
@@ -48,7 +48,7 @@ def engine_tokens_per_s(lm, questions: list[str], batch: int, new_tokens: int) -
 
 def generate_tokens_per_s(lm, questions: list[str], batch: int, new_tokens: int) -> float:
     """Generated tokens/s of ``model.generate`` (left-padded batch) on the same prompt ids."""
-    fmt = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(mode="batch", initial_decode_rate=1.0)).format
+    fmt = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy="batch", initial_decode_rate=1.0)).format
     prompts = [fmt.render(Episode(chunks=[q], layout="batch")).input_ids for q in questions[:batch]]
     width = max(len(p) for p in prompts)
     pad = lm.tokenizer.pad_token_id

@@ -74,12 +74,12 @@ def bench_decode(model, tok, n: int) -> dict:
         t1 = median_time(lambda: gen(1), 3)
         tn = median_time(lambda: gen(n), 3)
     gen_rate = (n - 1) / (tn - t1)
-    eng = StreamingEngine(model, tok, EngineConfig(mode="batch", max_deep_tokens=n))
+    eng = StreamingEngine(model, tok, EngineConfig(policy="batch", max_deep_tokens=n))
     rates = []
     for _ in range(3):
         ts = []
         run_episode(eng, EpisodeInput("d", make_stream(text)),
-                    on_event=lambda e: ts.append(e["t"]) if e["type"] == "token" else None)
+                    on_event=lambda e: ts.append(e.t) if e.type == "token" else None)
         rates.append((len(ts) - 1) / (ts[-1] - ts[0]))
     eng_rate = statistics.median(rates)
     return {"generate_tok_s": gen_rate, "engine_tok_s": eng_rate, "ratio": eng_rate / gen_rate}
@@ -88,7 +88,7 @@ def bench_decode(model, tok, n: int) -> dict:
 def bench_ttft(model, tok, question: str, reps: int) -> dict:
     fmt = default_format(tok)
     chunks = split_sentences(question)
-    eng = StreamingEngine(model, tok, EngineConfig(mode="batch", max_deep_tokens=8))
+    eng = StreamingEngine(model, tok, EngineConfig(policy="batch", max_deep_tokens=8))
     ttfts = [run_episode(eng, EpisodeInput("t", make_stream(question))).record["post_input_ttft_s"] for _ in range(reps)]
     prefix = fmt.render(Episode(chunks=chunks[:-1], layout="batch")).input_ids
     prefix = prefix[: len(prefix) - len(fmt.eoi_ids("batch"))]
@@ -124,7 +124,7 @@ def main() -> None:
     ing = bench_ingest(lm.model, fmt, rec["chunks"], rec["thoughts"], 9, args.reps)
     ing_early = bench_ingest(lm.model, fmt, rec["chunks"], rec["thoughts"], 1, args.reps)
     # the same problem as the engine really streams it in interleaved mode: the model's own thoughts
-    eng = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(mode="interleaved", thought_budget=32, max_deep_tokens=1))
+    eng = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy="interleaved", thought_budget=32, max_deep_tokens=1))
     own = run_episode(eng, EpisodeInput("p", make_stream(rec["chunks"])))
     ing_own = bench_ingest(lm.model, fmt, own.episode.chunks, own.episode.thoughts, 9, args.reps)
     items = load_gsm8k(args.data, limit=1)

@@ -74,7 +74,7 @@ def main() -> None:
     items = load_gsm8k(args.data, limit=args.n)
 
     def factory(mode: str) -> StreamingEngine:
-        cfg = EngineConfig(mode=mode, thought_budget=args.budget, max_deep_tokens=args.max_deep_tokens)
+        cfg = EngineConfig(policy=mode, thought_budget=args.budget, max_deep_tokens=args.max_deep_tokens)
         return StreamingEngine(lm.model, lm.tokenizer, cfg)
 
     t0 = time.perf_counter()

@@ -49,7 +49,7 @@ def main() -> None:
 
     def factory(mode: str) -> StreamingEngine:
         engines.append(StreamingEngine(lm.model, lm.tokenizer,
-                                       EngineConfig(mode=mode, max_deep_tokens=args.max_deep_tokens)))
+                                       EngineConfig(policy=mode, max_deep_tokens=args.max_deep_tokens)))
         return engines[-1]
 
     print(f"## Eval throughput: {args.model} ({args.dtype}), {len(items)} problems of {Path(args.data).name}, "

@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # variant -> (protocol, policy factory)
 VARIANTS = {
     "batch": ("v1", lambda b: BatchPolicy()),
-    "adaptive-v1": ("v1", lambda b: AdaptivePolicy(cap=b)),
-    "interleaved-v1": ("v1", lambda b: InterleavedPolicy(budget=b)),
-    "adaptive-restate": ("v1-restate", lambda b: AdaptivePolicy(cap=b)),
-    "adaptive-v2": ("v2", lambda b: AdaptivePolicy(cap=b)),
-    "interleaved-v2": ("v2", lambda b: InterleavedPolicy(budget=b)),
+    "adaptive-v1": ("v1", lambda b: AdaptivePolicy(thought_budget=b)),
+    "interleaved-v1": ("v1", lambda b: InterleavedPolicy(thought_budget=b)),
+    "adaptive-restate": ("v1-restate", lambda b: AdaptivePolicy(thought_budget=b)),
+    "adaptive-v2": ("v2", lambda b: AdaptivePolicy(thought_budget=b)),
+    "interleaved-v2": ("v2", lambda b: InterleavedPolicy(thought_budget=b)),
 }
 
 

@@ -49,6 +49,17 @@ def test_run_json_on_text(tiny_dir):
     assert {e["type"] for e in out["events"]} >= {"arrive", "ingest", "eoi", "answer"}
 
 
+def test_run_with_a_pinned_decode_rate(tiny_dir):
+    args = ("run", "Natalia sold 48 clips. Then half as many. How many in total?", "--model", tiny_dir, "--clock",
+            "virtual", "--max-deep-tokens", "4", "--budget", "8", "--json", "--mode", "adaptive")
+    runs = [adasr(*args, "--decode-rate", "0.01") for _ in range(2)]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr.decode()
+    for out in (json.loads(p.stdout) for p in runs):  # 0.01 tokens/s: no slack fits a token, every chunk skips
+        assert out["record"]["stream_tokens"] == 0 and out["record"]["skipped_chunks"] == out["record"]["n_chunks"]
+    assert_clean_error(adasr(*args, "--decode-rate", "0"), "decode_rate must be > 0")
+
+
 def test_run_in_bfloat16_and_unknown_dtype(tiny_dir):
     proc = adasr("run", "Natalia sold 48 clips. How many?", "--model", tiny_dir, "--dtype", "bfloat16",
                  "--clock", "virtual", "--max-deep-tokens", "6", "--budget", "4", "--json")

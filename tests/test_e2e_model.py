@@ -25,7 +25,7 @@ def problem(gsm8k_train):
 
 
 def test_streamed_gsm8k_episode_renders_back_from_text(smol, problem):
-    eng = StreamingEngine(smol.model, smol.tokenizer, EngineConfig(mode="interleaved", thought_budget=16, max_deep_tokens=48,
+    eng = StreamingEngine(smol.model, smol.tokenizer, EngineConfig(policy="interleaved", thought_budget=16, max_deep_tokens=48,
                                                                    protocol="v1"))
     res = run_episode(eng, EpisodeInput(problem.id, make_stream(problem.question), reference=problem.reference))
     assert res.record["n_chunks"] == 2 and res.record["stream_tokens"] > 0
@@ -35,7 +35,7 @@ def test_streamed_gsm8k_episode_renders_back_from_text(smol, problem):
 
 
 def test_batch_mode_equals_model_generate(smol, problem):
-    eng = StreamingEngine(smol.model, smol.tokenizer, EngineConfig(mode="batch", max_deep_tokens=40))
+    eng = StreamingEngine(smol.model, smol.tokenizer, EngineConfig(policy="batch", max_deep_tokens=40))
     res = run_episode(eng, EpisodeInput(problem.id, make_stream(problem.question)))
     prompt = eng.format.render(Episode(chunks=res.episode.chunks, layout="batch")).input_ids
     ids = torch.tensor([prompt])
@@ -65,7 +65,7 @@ def test_bundled_trained_adapter_is_a_streaming_reasoner():
     assert lm.source == "adapter" and lm.protocol == "v1"  # trained before protocol versions existed
     # interleaved: a fixed thought budget, so the outcome does not depend on this machine's speed
     # (adaptive budgets follow the measured decode rate)
-    eng = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(mode="interleaved", thought_budget=32, max_deep_tokens=64,
+    eng = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy="interleaved", thought_budget=32, max_deep_tokens=64,
                                                                 protocol=lm.protocol))
     results = list(eng.run([EpisodeInput(f"c{i}", make_stream(q), reference=a) for i, (q, a) in enumerate(CHAIN_SUM)],
                            batch_size=len(CHAIN_SUM)))

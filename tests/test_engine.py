@@ -10,6 +10,7 @@ from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episod
 from adasr.errors import ConfigError, InputError
 from adasr.policy import AdaptivePolicy, PolicyContext
 from adasr.protocol import STAGE_DEEP, STAGE_INPUT, STAGE_STREAM
+from adasr.session import SessionStatus
 from adasr.stream import Chunk, LiveSource, ScheduledStream
 
 TEXTS = ["Natalia sold clips to 48 friends.", "Then she sold half as many.", "How many clips?", "Add 5.", "Subtract 3."]
@@ -28,7 +29,7 @@ def engine(model, tok, **kw) -> StreamingEngine:
 
 @pytest.mark.parametrize("mode", ["batch", "interleaved", "adaptive"])
 def test_engine_ids_equal_rendered_episode(tiny_model, tiny_tokenizer, mode):
-    eng = engine(tiny_model, tiny_tokenizer, mode=mode)
+    eng = engine(tiny_model, tiny_tokenizer, policy=mode)
     res = run_episode(eng, EpisodeInput("a", stream(4)))
     rendered = eng.format.render(res.episode)
     assert res.token_ids == rendered.input_ids
@@ -39,7 +40,7 @@ def test_engine_ids_equal_rendered_episode(tiny_model, tiny_tokenizer, mode):
 
 
 def test_batched_run_equals_single_runs(tiny_model, tiny_tokenizer):
-    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i, off=i)) for i in range(5)]  # noqa: E731
     single = {r.id: r for inp in inputs() for r in eng.run([inp])}
     batched = list(eng.run(inputs(), batch_size=3))
@@ -50,7 +51,7 @@ def test_batched_run_equals_single_runs(tiny_model, tiny_tokenizer):
 
 
 def test_cache_compaction_keeps_results(tiny_model, tiny_tokenizer):
-    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved", compact_min_len=16, compact_ratio=0.9)
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved", compact_min_len=16, compact_ratio=0.9)
     single = {r.id: r.token_ids for r in (run_episode(eng, EpisodeInput(f"e{i}", stream(3 + i))) for i in range(3))}
     eng.stats["compactions"] = 0
     batched = list(eng.run([EpisodeInput(f"e{i}", stream(3 + i)) for i in range(3)], batch_size=3))
@@ -59,7 +60,7 @@ def test_cache_compaction_keeps_results(tiny_model, tiny_tokenizer):
 
 
 def test_record_fields_and_stages(tiny_model, tiny_tokenizer):
-    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     res = run_episode(eng, EpisodeInput("a", stream(3), reference="72"))
     rec = res.record
     for key in ("input_tokens", "stream_tokens", "deep_tokens", "post_input_tokens", "skipped_chunks",
@@ -78,7 +79,7 @@ def test_record_fields_and_stages(tiny_model, tiny_tokenizer):
 
 
 def test_batch_mode_has_no_thoughts_and_waits_for_all_input(tiny_model, tiny_tokenizer):
-    eng = engine(tiny_model, tiny_tokenizer, mode="batch")
+    eng = engine(tiny_model, tiny_tokenizer, policy="batch")
     res = run_episode(eng, EpisodeInput("a", stream(3)))
     assert res.record["stream_tokens"] == 0
     assert res.record["pre_reasoning_wait_tokens"] == sum(s == STAGE_INPUT for s in res.token_stage[: res.token_stage.index(STAGE_DEEP)])
@@ -86,7 +87,7 @@ def test_batch_mode_has_no_thoughts_and_waits_for_all_input(tiny_model, tiny_tok
 
 
 def test_ingest_feeds_only_new_tokens(tiny_model, tiny_tokenizer):
-    eng = engine(tiny_model, tiny_tokenizer, mode="batch")
+    eng = engine(tiny_model, tiny_tokenizer, policy="batch")
     run_episode(eng, EpisodeInput("a", stream(5)))
     # every token is fed exactly once: the prefix is never re-encoded
     res = run_episode(eng, EpisodeInput("b", stream(5)))
@@ -102,7 +103,7 @@ def test_ingest_feeds_only_new_tokens(tiny_model, tiny_tokenizer):
 def test_virtual_clock_backlog_and_waiting(tiny_model, tiny_tokenizer):
     # all chunks arrive at t=0: every chunk after the first waits behind thoughts (backlog > 0)
     burst = ScheduledStream([Chunk(i, TEXTS[i], 0.0) for i in range(4)])
-    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     rec = run_episode(eng, EpisodeInput("burst", burst)).record
     assert rec["max_backlog_s"] > 0
     # widely spaced chunks: the clock jumps, nothing waits, and EOI is the last arrival
@@ -116,18 +117,18 @@ def test_virtual_clock_backlog_and_waiting(tiny_model, tiny_tokenizer):
 def test_adaptive_budget_follows_slack(tiny_model, tiny_tokenizer):
     # with no slack (chunks arrive together), adaptive thinking is forced to skip
     burst = ScheduledStream([Chunk(i, TEXTS[i], 0.0) for i in range(4)])
-    eng = engine(tiny_model, tiny_tokenizer, mode="adaptive")
+    eng = engine(tiny_model, tiny_tokenizer, policy="adaptive")
     res = run_episode(eng, EpisodeInput("burst", burst))
     assert res.record["stream_tokens"] == 0
     assert res.record["skipped_chunks"] == 4
     ctx = PolicyContext(0, now_s=1.0, next_arrival_s=3.0, pending_chunks=0, decode_tokens_per_s=10.0)
-    assert AdaptivePolicy(cap=64).thought_budget(ctx) == 20
-    assert AdaptivePolicy(cap=8).thought_budget(ctx) == 8
+    assert AdaptivePolicy(thought_budget=64).budget_for(ctx) == 20
+    assert AdaptivePolicy(thought_budget=8).budget_for(ctx) == 8
 
 
 def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
     def sample(seed):
-        eng = engine(tiny_model, tiny_tokenizer, mode="interleaved", temperature=1.0, top_p=0.9, top_k=50)
+        eng = engine(tiny_model, tiny_tokenizer, policy="interleaved", temperature=1.0, top_p=0.9, top_k=50)
         return run_episode(eng, EpisodeInput("s", stream(3), seed=seed)).token_ids
 
     assert sample(1) == sample(1)
@@ -138,7 +139,7 @@ def test_live_source_needs_real_clock(tiny_model, tiny_tokenizer):
     src = LiveSource()
     src.start()
     src.push("Natalia sold clips.")
-    eng = engine(tiny_model, tiny_tokenizer, mode="adaptive")
+    eng = engine(tiny_model, tiny_tokenizer, policy="adaptive")
     with pytest.raises(InputError, match="real clock"):
         run_episode(eng, EpisodeInput("live", src), clock="virtual")
 
@@ -157,7 +158,7 @@ def test_live_source_real_clock(tiny_model, tiny_tokenizer):
         src.close()
 
     threading.Thread(target=producer, daemon=True).start()
-    eng = engine(tiny_model, tiny_tokenizer, mode="adaptive")
+    eng = engine(tiny_model, tiny_tokenizer, policy="adaptive")
     res = run_episode(eng, EpisodeInput("live", src), clock="real")
     assert res.episode.chunks == TEXTS[:3]
     assert res.token_ids == eng.format.render(res.episode).input_ids
@@ -167,13 +168,13 @@ def test_bad_config():
     with pytest.raises(ConfigError):
         EngineConfig(max_deep_tokens=0).validate()
     with pytest.raises(ConfigError):
-        EngineConfig(mode="telepathy").make_policy()
+        EngineConfig(policy="telepathy").make_policy()
 
 
 def test_refilled_slots_see_their_arrivals(tiny_model, tiny_tokenizer):
     """Regression: a row started at a non-zero clock time must still see arrivals the clock
     jumped to exactly (float rounding once made the engine spin forever)."""
-    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     inputs = [EpisodeInput(f"e{i}", stream(3, gap=0.1 * (i + 1) + 0.0123)) for i in range(6)]
     results = list(eng.run(inputs, batch_size=2))
     assert len(results) == 6
@@ -189,7 +190,7 @@ def test_proactive_hook_ends_episode_before_eoi(tiny_model, tiny_tokenizer):
         def commits_answer(self, thought: str) -> bool:
             return True
 
-    eng = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=AnswerAtOnce(budget=4), max_deep_tokens=8,
+    eng = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=AnswerAtOnce(thought_budget=4), max_deep_tokens=8,
                                                                        protocol="v1"))
     res = run_episode(eng, EpisodeInput("p", stream(4, gap=1.0)))
     assert res.record["n_chunks"] == 1 and res.record["deep_tokens"] == 0
@@ -198,7 +199,7 @@ def test_proactive_hook_ends_episode_before_eoi(tiny_model, tiny_tokenizer):
 
 
 def test_eoi_aligned_waves_equal_single_runs(tiny_model, tiny_tokenizer):
-    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, gap=0.3 + 0.1 * i)) for i in range(5)]  # noqa: E731
     single = {r.id: r for inp in inputs() for r in eng.run([inp])}
     events = []
@@ -216,7 +217,7 @@ def test_per_stream_clocks_fill_every_step(tiny_model, tiny_tokenizer):
     """Per-stream clocks: a waiting row jumps to its own next arrival instead of sitting steps
     out, so a batch of misaligned streams takes exactly as many steps as its longest stream run
     alone, with the same tokens and the same arrival-relative timeline."""
-    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i, gap=0.7 + 0.9 * i, off=i)) for i in range(3)]  # noqa: E731
     single, steps = {}, []
     for inp in inputs():
@@ -245,10 +246,10 @@ def test_split_steps_keep_results(tiny_model, tiny_tokenizer):
     """A step mixing chunk ingests with decoded tokens runs as two forwards (no padding of the
     decode rows to the chunk's length); the tokens are those of an unsplit run."""
     inputs = lambda: [EpisodeInput(f"e{i}", stream(3 + i % 2, gap=0.3 + 0.25 * i, off=i)) for i in range(4)]  # noqa: E731
-    plain = engine(tiny_model, tiny_tokenizer, mode="interleaved", split_min_waste=None)
+    plain = engine(tiny_model, tiny_tokenizer, policy="interleaved", split_min_waste=None)
     ref = {r.id: r.token_ids for r in plain.run(inputs(), batch_size=4, clock="per-stream")}
     assert plain.stats["split_steps"] == 0
-    split = engine(tiny_model, tiny_tokenizer, mode="interleaved", split_min_waste=1)
+    split = engine(tiny_model, tiny_tokenizer, policy="interleaved", split_min_waste=1)
     out = {r.id: r.token_ids for r in split.run(inputs(), batch_size=4, clock="per-stream")}
     assert split.stats["split_steps"] > 0 and split.stats["padded_fed"] < plain.stats["padded_fed"]
     assert out == ref
@@ -257,7 +258,7 @@ def test_split_steps_keep_results(tiny_model, tiny_tokenizer):
 
 
 def test_stats_count_batch_occupancy(tiny_model, tiny_tokenizer):
-    eng = engine(tiny_model, tiny_tokenizer, mode="interleaved")
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     list(eng.run([EpisodeInput("one", stream(3))]))
     assert eng.stats["row_steps"] == eng.stats["steps"] > 0
     eng.stats.update(steps=0, row_steps=0)
@@ -267,35 +268,34 @@ def test_stats_count_batch_occupancy(tiny_model, tiny_tokenizer):
 
 @pytest.mark.parametrize("mode", ["batch", "adaptive"])
 def test_prefix_cache_opens_sessions_without_prefill_and_keeps_results(tiny_model, tiny_tokenizer, mode):
-    inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, off=i)) for i in range(5)]  # noqa: E731
+    # 5 s between chunks and a pinned decode rate: adaptive budgets and yields do not depend on
+    # how loaded the machine is (they would differ between the two runs by a token otherwise)
+    inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, gap=5.0, off=i)) for i in range(5)]  # noqa: E731
     runs = {}
     for cached in (False, True):
-        eng = engine(tiny_model, tiny_tokenizer, mode=mode, prefix_cache=cached, temperature=1.0, seed=3)
+        eng = engine(tiny_model, tiny_tokenizer, policy=mode, prefix_cache=cached, temperature=1.0, seed=3,
+                     decode_rate=50.0)
         runs[cached] = (eng.stats, {r.id: r for r in eng.run(inputs(), batch_size=3)})
     (off_stats, off), (on_stats, on) = runs[False], runs[True]
     assert on_stats["prefix_hits"] == 5 and off_stats["prefix_hits"] == 0
-    P = len(engine(tiny_model, tiny_tokenizer, mode=mode).format.prefix_ids("batch" if mode == "batch" else "streaming"))
+    P = len(engine(tiny_model, tiny_tokenizer, policy=mode).format.prefix_ids("batch" if mode == "batch" else "streaming"))
     assert off_stats["tokens_fed"] - on_stats["tokens_fed"] == 5 * P
     for i, r in on.items():
         assert r.token_ids == off[i].token_ids and r.thoughts == off[i].thoughts and r.deep == off[i].deep
 
 
 def test_prefix_cache_injects_exact_prefix_keys_values(tiny_model, tiny_tokenizer):
-    from adasr.engine import _Row
-    from adasr.kvcache import StreamingCache
-    from adasr.stream import VirtualClock
-
-    eng = engine(tiny_model, tiny_tokenizer, mode="adaptive")
+    eng = engine(tiny_model, tiny_tokenizer, policy="adaptive")
     prefix, chunk = eng.format.prefix_ids("streaming"), eng.format.chunk_ids("Add 5.", "streaming", first=True)
     P, C = len(prefix), len(chunk)
-    rows = [_Row(EpisodeInput(f"r{i}", stream(1)), eng, 0.0, VirtualClock()) for i in range(3)]
-    rows[1].pos = 7  # mid-episode: not served from the prefix cache
-    opening = [(t, STAGE_INPUT) for t in prefix + chunk]
-    cache = StreamingCache()
+    runner = eng.runner
+    runner.add_rows(3)
+    runner.pos[1] = 7  # mid-episode: not served from the prefix cache
+    opening = prefix + chunk
     with torch.inference_mode():
-        mask, run = eng._open_from_prefix_cache(rows, [opening, [(5, STAGE_INPUT)], opening], cache,
-                                                torch.zeros((3, 0), dtype=torch.long))
-        assert run == [opening[P:], [(5, STAGE_INPUT)], opening[P:]] and [r.pos for r in rows] == [P, 7, P]
+        run = runner._open_from_prefix_cache([opening, [5], opening])
+        mask, cache = runner.mask, runner.cache
+        assert run == [opening[P:], [5], opening[P:]] and runner.pos == [P, 7, P]
         assert mask.tolist() == [[1] * P, [0] * P, [1] * P]
         cache.batch_select_indices(torch.tensor([0, 2]))  # the chunk on top of the injected prefix ...
         attn = torch.cat([mask[[0, 2]], torch.ones(2, C, dtype=torch.long)], 1)
@@ -326,7 +326,7 @@ def test_protocol_v2_one_line_thoughts_and_restated_input(tiny_model, tiny_token
     model = _Steered(tiny_model, x, nl)
     results = {}
     for protocol in ("v1", "v2"):
-        eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(mode="interleaved", thought_budget=6,
+        eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="interleaved", thought_budget=6,
                                                                   max_deep_tokens=5, protocol=protocol))
         res = run_episode(eng, EpisodeInput("a", stream(3)))
         assert res.token_ids == eng.format.render(res.episode).input_ids
@@ -342,3 +342,169 @@ def test_protocol_v2_one_line_thoughts_and_restated_input(tiny_model, tiny_token
     assert any(ids[i:i + len(restated)] == restated for i in range(len(ids)))
     assert "{input}" not in tiny_tokenizer.decode(v2.token_ids)
     assert " ".join(v1.episode.chunks) not in tiny_tokenizer.decode(v1.token_ids)
+
+
+# -- the step API -----------------------------------------------------------------------------
+
+
+def test_add_session_mid_episode_gives_the_ids_of_a_run_alone(tiny_model, tiny_tokenizer):
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
+    alone = run_episode(eng, EpisodeInput("late", stream(3, off=2))).token_ids
+    eng.configure(batch_size=2)
+    first = eng.add_session(EpisodeInput("first", stream(4)))
+    while len(eng.session(first).chunks) < 2:  # the first session is mid-episode ...
+        eng.step()
+    assert eng.session(first).status is not SessionStatus.FINISHED and eng.runner.batch_size == 1
+    eng.add_session(EpisodeInput("late", stream(3, off=2)))  # ... when the second one joins
+    eng.step()
+    assert eng.runner.batch_size == 2
+    with pytest.raises(ConfigError, match="already running"):
+        eng.add_session(EpisodeInput("late", stream(1)))
+    with pytest.raises(ConfigError, match="idle engine"):
+        next(eng.run([EpisodeInput("other", stream(1))]))
+    while eng.has_work:
+        eng.step()
+    results = {r.id: r for r in eng.pop_results()}
+    assert sorted(results) == ["first", "late"] and not eng.has_work
+    assert results["late"].token_ids == alone
+    assert results["first"].token_ids == run_episode(eng, EpisodeInput("first", stream(4))).token_ids
+
+
+def test_abort_frees_the_rows(tiny_model, tiny_tokenizer):
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
+    eng.configure(batch_size=3)
+
+    def rows() -> tuple[int, int, int]:
+        return eng.runner.batch_size, eng.runner.mask.shape[0], eng.runner.cache.layers[0].keys.shape[0]
+
+    eng.add_session(EpisodeInput("keep", stream(4)))
+    for _ in range(4):
+        eng.step()
+    baseline = rows()
+    assert baseline == (1, 1, 1)
+    eng.add_session(EpisodeInput("drop", stream(4, off=1)))
+    for _ in range(4):
+        eng.step()
+    assert rows() == (2, 2, 2)
+    eng.abort("drop")
+    assert eng.session("drop").status is SessionStatus.ABORTED and eng.has_work
+    eng.step()  # the aborted session's rows are freed at the next step
+    assert rows() == baseline
+    with pytest.raises(KeyError):
+        eng.session("drop")
+    eng.add_session(EpisodeInput("queued", stream(2)))
+    eng.configure(batch_size=1)  # no room: it waits in the queue; aborted there, it never gets a row
+    eng.abort("queued")
+    with pytest.raises(KeyError):
+        eng.abort("queued")
+    while eng.has_work:
+        eng.step()
+    assert [r.id for r in eng.pop_results()] == ["keep"] and rows()[0] == 1
+
+
+def test_step_returns_typed_events(tiny_model, tiny_tokenizer):
+    from adasr.events import Event, Thought, Token
+
+    x, nl = tiny_tokenizer.encode("A")[0], tiny_tokenizer.encode("\n")[0]
+    eng = StreamingEngine(_Steered(tiny_model, x, nl), tiny_tokenizer,
+                          EngineConfig(policy="interleaved", thought_budget=3, max_deep_tokens=5, protocol="v1"))
+    eng.add_session(EpisodeInput("a", stream(3)))
+    assert eng.has_work
+    events = []
+    while eng.has_work:
+        events += eng.step()
+    assert not eng.has_work
+    (res,) = eng.pop_results()
+    assert all(isinstance(e, Event) for e in events)
+    assert {e.type for e in events} == {"arrive", "ingest", "token", "thought", "eoi", "deep_start", "answer"}
+    # the timeline of the result is the step events, token events left out, as dicts
+    assert [e.as_dict() for e in events if e.type != "token"] == res.events
+    assert [e.as_dict() for e in events if isinstance(e, Token)][0].keys() == {"type", "t", "stage", "token", "id"}
+    # token events carry their text, decoded once by the engine
+    deep = "".join(e.text for e in events if isinstance(e, Token) and e.stage == STAGE_DEEP)
+    assert deep == res.deep == "A\nA\nA"
+    thoughts = [e for e in events if isinstance(e, Thought)]
+    assert [t.text for t in thoughts] == res.thoughts[:2] == ["A\nA", "A\nA"]
+
+
+def test_session_status_transitions(tiny_model, tiny_tokenizer):
+    from adasr.session import SessionStatus as S
+
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
+    session = eng.session(eng.add_session(EpisodeInput("s", stream(3))))
+    seen = [session.status]
+    while eng.has_work:
+        eng.step()
+        if session.status is not seen[-1]:
+            seen.append(session.status)
+    # waiting for a row, the system prompt, waiting for chunk 0, a thought after it ...
+    assert seen[:4] == [S.WAITING, S.INGESTING, S.WAITING, S.THINKING]
+    # ... the last chunk closes the stream: the deep stage, then the answer
+    assert seen[-2:] == [S.DEEP, S.FINISHED] and set(seen) == {S.WAITING, S.INGESTING, S.THINKING, S.DEEP, S.FINISHED}
+
+
+class _Counted(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.calls = model, 0
+
+    def forward(self, *args, **kw):
+        self.calls += 1
+        return self.inner(*args, **kw)
+
+
+def test_pinned_decode_rate_makes_adaptive_budgets_reproducible(tiny_model, tiny_tokenizer):
+    def budgets(**kw) -> tuple[list, StreamingEngine]:
+        seen = []
+
+        class Spy(AdaptivePolicy):
+            def budget_for(self, ctx):
+                seen.append((ctx.decode_tokens_per_s, super().budget_for(ctx)))
+                return seen[-1][1]
+
+        model = _Counted(tiny_model)
+        eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy=Spy(thought_budget=6), max_deep_tokens=4,
+                                                                  protocol="v1", **kw))
+        calibration = model.calls
+        list(eng.run([EpisodeInput(f"e{i}", stream(4, gap=1.0, off=i)) for i in range(3)], batch_size=2))
+        return seen, eng, calibration
+
+    first, eng, calibration = budgets(decode_rate=2.5)
+    again, _, _ = budgets(decode_rate=2.5)
+    # slack ~1 s at 2.5 tokens/s: 2 tokens per thought, whatever this machine's speed
+    assert first == again == [(2.5, 2)] * 9
+    assert eng.decode_rate == 2.5 and calibration == 0  # pinned: never measured, never updated
+    measured, eng, calibration = budgets()
+    assert calibration > 0 and eng.decode_rate > 2.5 and len({rate for rate, _ in measured}) > 1
+    _, eng, calibration = budgets(initial_decode_rate=eng.decode_rate)  # a measured rate carried along
+    assert calibration == 0
+    with pytest.raises(ConfigError, match="decode_rate"):
+        EngineConfig(decode_rate=0).validate()
+
+
+def test_engine_config_policy_is_a_mode_name_or_a_policy(tiny_model, tiny_tokenizer):
+    from adasr.policy import InterleavedPolicy
+
+    assert isinstance(EngineConfig(policy="adaptive", thought_budget=7).make_policy(), AdaptivePolicy)
+    assert EngineConfig(policy="interleaved", thought_budget=7).make_policy().thought_budget == 7
+    own = InterleavedPolicy(thought_budget=3)
+    assert EngineConfig(policy=own).make_policy() is own
+    with pytest.raises(ConfigError, match="mode name or a ThoughtPolicy"):
+        EngineConfig(policy=3).make_policy()
+
+
+def test_live_view_shows_decoded_event_text(tiny_model, tiny_tokenizer):
+    import io
+
+    from rich.console import Console
+
+    from adasr.view import LiveView
+
+    x, nl = tiny_tokenizer.encode("A")[0], tiny_tokenizer.encode("\n")[0]
+    eng = StreamingEngine(_Steered(tiny_model, x, nl), tiny_tokenizer,
+                          EngineConfig(policy="interleaved", thought_budget=3, max_deep_tokens=5, protocol="v1"))
+    out = io.StringIO()
+    with LiveView(Console(file=out, width=80)) as view:
+        res = run_episode(eng, EpisodeInput("v", stream(3)), on_event=view.on_event)
+    assert view.deep == res.deep and view.thought_done == {0: "A\nA", 1: "A\nA"}
+    assert TEXTS[0] in out.getvalue() and "deep stage" in out.getvalue()

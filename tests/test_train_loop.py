@@ -222,6 +222,11 @@ def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch):
         return out
 
     monkeypatch.setattr(rl.StreamGRPOTrainer, "_generate_and_score_completions", capture)
+    from adasr.runner import ModelRunner
+
+    calibrations = []
+    measure = ModelRunner.measure_decode_rate
+    monkeypatch.setattr(ModelRunner, "measure_decode_rate", lambda *a, **k: calibrations.append(1) or measure(*a, **k))
     out = tmp_path / advantage
     cfg = RLConfig(model="tiny", task="chain_sum", output_dir=str(out), advantage=advantage, max_steps=2,
                    batch_size=2, group_size=2, save_steps=1, logging_steps=1, learning_rate=1e-3,
@@ -230,6 +235,7 @@ def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch):
                         train_dataset=episodes)
 
     assert len(seen) == 2
+    assert len(calibrations) == 1  # the first rollout batch measures the decode rate; the next one carries it
     for batch, last in seen:
         adv, stage, env = batch["advantages"], last["stage"], batch["tool_mask"]
         assert adv.shape == batch["completion_ids"].shape == stage.shape == env.shape and adv.dim() == 2
@@ -252,6 +258,13 @@ def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch):
         assert all(key in h and h[key] is not None for h in steps), key
     assert (out / "checkpoint-1").is_dir()
     assert json.loads((final / "adasr_meta.json").read_text())["stage"] == advantage
+
+
+def test_rl_decode_rate_is_pinned_or_measured():
+    with pytest.raises(ConfigError, match="decode_rate"):
+        RLConfig(task="chain_sum", decode_rate=0.0).validate()
+    RLConfig(task="chain_sum", decode_rate=3.0).validate()
+    assert RLConfig(task="chain_sum").decode_rate is None
 
 
 # ---------------------------------------------------------------------------------- configs

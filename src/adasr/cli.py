@@ -34,6 +34,11 @@ DeviceOpt = Annotated[str, typer.Option(
     help="cpu | cuda | cuda:N | auto (CUDA if available): where the model runs")]
 RevisionOpt = Annotated[Optional[str], typer.Option(
     help="branch, tag or commit of a Hugging Face hub id (default: its main branch)")]
+BudgetOpt = Annotated[int, typer.Option(
+    "--budget", help="thought budget: the most tokens per streaming thought (adaptive: also capped by the arrival slack)")]
+DecodeRateOpt = Annotated[Optional[float], typer.Option(
+    help="pin the decode rate (tokens/s) that adaptive budgets assume, for results that do not depend on "
+         "this machine's speed (default: measured)")]
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_CHUNK_TOKENS = 128
 
@@ -83,11 +88,13 @@ def _model_ref(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def _engine(loaded, mode: str, budget: int, max_deep_tokens: int, temperature: float, top_p: float, top_k: int, seed: int):
+def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
+            top_k: int, seed: int, decode_rate: float | None):
     from adasr.engine import EngineConfig, StreamingEngine
 
-    cfg = EngineConfig(mode=mode, thought_budget=budget, max_deep_tokens=max_deep_tokens,
-                       temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, protocol=loaded.protocol)
+    cfg = EngineConfig(policy=mode, thought_budget=thought_budget, max_deep_tokens=max_deep_tokens,
+                       temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, decode_rate=decode_rate,
+                       protocol=loaded.protocol)
     return StreamingEngine(loaded.model, loaded.tokenizer, cfg)
 
 
@@ -114,12 +121,13 @@ def run(
     wps: Annotated[float, typer.Option(help="arrival rate, words per second")] = 2.5,
     chunker: Annotated[str, typer.Option(help="sentence | word | token")] = "sentence",
     clock: Annotated[str, typer.Option(help="real (sleeps until arrivals) | virtual")] = "real",
-    budget: Annotated[int, typer.Option(help="thought budget / adaptive cap, tokens")] = 64,
+    thought_budget: BudgetOpt = 64,
     max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens")] = 512,
     temperature: float = 0.0,
     top_p: float = 1.0,
     top_k: int = 0,
     seed: int = 0,
+    decode_rate: DecodeRateOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: record + event timeline")] = False,
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
@@ -151,7 +159,7 @@ def run(
                              max_chunk_tokens=DEFAULT_MAX_CHUNK_TOKENS)
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         _check_context(loaded, n_tokens, max_deep_tokens)
-    engine = _engine(loaded, mode, budget, max_deep_tokens, temperature, top_p, top_k, seed)
+    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate)
     inp = EpisodeInput(id="run", source=source, reference=reference)
     if as_json:
         result = next(engine.run([inp], clock=clock))
@@ -160,7 +168,7 @@ def run(
                           "events": result.events}, ensure_ascii=False))
         return
     console = Console()
-    with LiveView(loaded.tokenizer, console) as view:
+    with LiveView(console) as view:
         result = next(engine.run([inp], clock=clock, on_event=view.on_event))
     _grade(result.record)
     console.print()
@@ -189,10 +197,11 @@ def eval_cmd(
     clock: Annotated[str, typer.Option(
         help="virtual (one shared timeline, compute time only) | per-stream (each stream charged "
              "the batched steps it takes part in: a server at full load) | real")] = "virtual",
-    budget: int = 64,
+    thought_budget: BudgetOpt = 64,
     max_deep_tokens: int = 512,
     temperature: float = 0.0,
     seed: int = 0,
+    decode_rate: DecodeRateOpt = None,
     align_eoi: Annotated[Optional[bool], typer.Option(
         "--align-eoi/--no-align-eoi",
         help="with a shared clock: batched waves whose inputs end together (default when --batch-size > 1)")] = None,
@@ -212,7 +221,7 @@ def eval_cmd(
     loaded = _load(model, dtype, device, revision)
 
     def factory(m: str):
-        return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed)
+        return _engine(loaded, m, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate)
 
     from adasr.protocol import UNTRAINED_PROTOCOL
 
@@ -220,7 +229,7 @@ def eval_cmd(
         "model": _model_ref(model), "model_path": loaded.path, "revision": revision,
         "data": str(data.expanduser().resolve()), "limit": limit,
         "dtype": dtype, "device": loaded.model.device.type,
-        "budget": budget, "max_deep_tokens": max_deep_tokens,
+        "budget": thought_budget, "max_deep_tokens": max_deep_tokens, "decode_rate": decode_rate,
         "temperature": temperature, "top_p": 1.0, "top_k": 0, "seed": seed,
         "protocol": loaded.protocol or UNTRAINED_PROTOCOL,
     }

@@ -1,63 +1,58 @@
-"""The streaming-reasoning engine: batched sessions over one persistent KV cache.
+"""The streaming-reasoning engine: sessions over one batched, persistent KV cache.
 
-Each *row* of the batch is one episode (a stream of chunks). Every engine step is one forward
-pass over all rows: a row feeds either its pending input tokens (a chunk's turn, a turn closer,
-the end-of-input turn) or the token it sampled last. Only new tokens are ever fed — the prefix
-lives in the KV cache — so ingesting a chunk costs its own length, not the prefix's.
+Each session is one episode (a stream of chunks) and holds one row of the batch. Every engine
+step is (at most) one forward pass over all rows: a row feeds either its pending input tokens (a
+chunk's turn, a turn closer, the end-of-input turn) or the token it sampled last. Only new
+tokens are ever fed — the prefix lives in the KV cache — so ingesting a chunk costs its own
+length, not the prefix's.
 
-Batching (continuous): rows are right-padded within a step; padded positions are masked out of
-every later step (2-D attention mask with holes) and rows keep their own position ids. When a
-row finishes, the next input takes its slot (the old positions are masked), and the cache is
-compacted (padding gathered out) when most of it is padding. When inputs run out, finished rows
-are dropped from the batch.
+Layout (the shape of vLLM's ``LLMEngine``; per-row state as in nanochat's ``RowState``):
 
-Time (clocks: :mod:`adasr.stream`). With a shared clock (``"virtual"`` or ``"real"``) all rows
-live on one timeline: the virtual clock is charged each step's measured duration — the batched
-duration, as a server serving N live streams would see — and jumps to the next arrival when
-every row waits, so a row that waits for its next chunk sits steps out while others think.
-With ``"per-stream"`` clocks each row has its own virtual clock, charged the measured duration
-of every batched step it takes part in and jumped to its next arrival as soon as it waits: a
-server at full load, whose N rows always have work because it serves more streams than rows.
-Processing is serial per row: while a row generates a thought, its newly arrived chunks wait
-(backlog).
+* :class:`~adasr.session.Session` (session.py) — one episode's state machine with an explicit
+  :class:`~adasr.session.SessionStatus` (``WAITING`` for input, ``INGESTING``, ``THINKING``,
+  ``DEEP``, ``FINISHED``, ``ABORTED``): polls its source, asks the policy for thought budgets,
+  starts the deep stage, parses ``\\boxed{}``; it deals in token ids and typed events
+  (:mod:`adasr.events`) and holds no pointer to the engine.
+* :class:`~adasr.scheduler.Scheduler` (scheduler.py) — which sessions hold rows (at most
+  ``batch_size``; a finished session's row goes to the next queued one), what each feeds this
+  step, and the clocks (waiting, jumping to arrivals, per-stream clocks).
+* :class:`~adasr.runner.ModelRunner` (runner.py) — the forward passes, the KV cache rows
+  (padding masks, row slicing, split steps, compaction), the prefix cache and sampling.
+* :class:`StreamingEngine` (here) — the public API: :meth:`~StreamingEngine.add_session`,
+  :meth:`~StreamingEngine.abort`, :meth:`~StreamingEngine.step`,
+  :attr:`~StreamingEngine.has_work`, and :meth:`~StreamingEngine.run`, a loop over them.
+  Records are built by :class:`adasr.metrics.EpisodeRecord`.
+
+Time (clocks: :mod:`adasr.stream`, the scheduler's docstring). With a shared clock
+(``"virtual"`` or ``"real"``) all rows live on one timeline; the virtual clock is charged each
+step's measured duration and jumps to the next arrival when every row waits. With
+``"per-stream"`` clocks each row has its own virtual clock (a server at full load). Processing
+is serial per row: while a row generates a thought, its newly arrived chunks wait (backlog).
 
 Sources of the design: docs/DESIGN.md ("Latency model", "Streaming protocol"); the KV-cache engine
-that injects tokens the model did not generate follows karpathy/nanochat ``engine.py``.
+that injects tokens the model did not generate follows karpathy/nanochat ``engine.py``; the
+session / scheduler / runner split and the step API follow vLLM's ``v1/engine``.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import torch
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from adasr.errors import ConfigError, InputError
-from adasr.kvcache import GrowableLayer, StreamingCache
-from adasr.policy import PolicyContext, ThoughtPolicy, make_policy
-from adasr.protocol import (
-    STAGE_DEEP,
-    STAGE_INPUT,
-    STAGE_STREAM,
-    Episode,
-    StreamingFormat,
-    protocol_format,
-    find_boxed,
-)
-from adasr.stream import PER_STREAM, ArrivalSource, Chunk, RealClock, VirtualClock, make_clock
+from adasr.events import Event
+from adasr.metrics import EpisodeRecord
+from adasr.policy import ThoughtPolicy, make_policy
+from adasr.protocol import Episode, StreamingFormat, protocol_format
+from adasr.runner import ModelRunner
+from adasr.scheduler import Scheduler
+from adasr.session import Session, SessionStatus
+from adasr.stream import PER_STREAM, ArrivalSource, RealClock, VirtualClock
 
-Event = dict
-"""An engine event: ``{"type", "t", "id", ...}`` with ``t`` in seconds since the episode's stream
-started. Types: ``arrive``, ``ingest``, ``token``, ``thought``, ``eoi``, ``deep_start``,
-``answer``."""
+__all__ = ["EngineConfig", "EpisodeInput", "EpisodeResult", "Event", "StreamingEngine", "run_episode"]
 
 
 @dataclass
@@ -65,18 +60,24 @@ class EngineConfig:
     """Engine settings.
 
     Attributes:
-        mode: ``batch`` | ``interleaved`` | ``adaptive`` (ignored if ``policy`` is given).
-        thought_budget: interleaved budget / adaptive cap, tokens per streaming thought.
+        policy: the thought-budget policy: a mode name (``batch`` | ``interleaved`` |
+            ``adaptive``, :data:`adasr.policy.MODES`) or a :class:`~adasr.policy.ThoughtPolicy`.
+        thought_budget: the most tokens a streaming thought may take (the interleaved budget,
+            the adaptive cap) of the policy named by ``policy`` (a policy object carries its own).
         max_deep_tokens: cap on the deep stage (reasoning + answer), tokens.
         temperature: 0 for greedy decoding, else sampling temperature.
         top_p: nucleus sampling mass (1.0 = off).
         top_k: top-k sampling (0 = off).
         seed: base seed; each episode's generator is seeded from it and the episode's seed/id.
-        initial_decode_rate: decode tokens/s assumed before the first decode step is measured;
-            ``None`` measures it with a few decode steps when the engine starts.
+        decode_rate: decode tokens/s of one row used for adaptive budgets. ``None``: measured —
+            calibrated when the engine starts (or ``initial_decode_rate``), then a moving average
+            over pure decode steps, so budgets depend on the machine and its load. A number pins
+            it: budgets (and results, with a fixed seed) are the same on every machine and run.
+        initial_decode_rate: with a measured ``decode_rate``, the rate assumed before the first
+            decode step is measured (e.g. a rate measured by an earlier engine); ``None``
+            measures it with a few decode steps when the engine starts.
         compact_min_len: compact the cache only when it holds at least this many positions.
         compact_ratio: compact when the fraction of valid (non-padding) positions drops below it.
-        policy: an explicit :class:`~adasr.policy.ThoughtPolicy` (overrides ``mode``).
         split_min_waste: when some rows feed a multi-token chunk while others feed one decoded
             token, padding the decode rows to the longest feed costs ``n_decode * (L - 1)``
             wasted token positions; from this many on, the step runs two forwards instead (the
@@ -92,24 +93,32 @@ class EngineConfig:
             caching). Tokens and positions are unchanged; only the compute is saved.
     """
 
-    mode: str = "adaptive"
+    policy: str | ThoughtPolicy = "adaptive"
     thought_budget: int = 64
     max_deep_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
     seed: int = 0
+    decode_rate: float | None = None
     initial_decode_rate: float | None = None
     compact_min_len: int = 256
     compact_ratio: float = 0.5
-    policy: ThoughtPolicy | None = None
     split_min_waste: int | None = 16
     protocol: str | None = None
     prefix_cache: bool = True
 
     def make_policy(self) -> ThoughtPolicy:
-        """The policy to use (``policy`` if set, else the one of ``mode``)."""
-        return self.policy if self.policy is not None else make_policy(self.mode, budget=self.thought_budget)
+        """The policy object: ``policy`` itself, or the one its mode name stands for.
+
+        Raises:
+            ConfigError: for an unknown mode name or a negative ``thought_budget``.
+        """
+        if isinstance(self.policy, ThoughtPolicy):
+            return self.policy
+        if not isinstance(self.policy, str):
+            raise ConfigError(f"policy must be a mode name or a ThoughtPolicy, got {type(self.policy).__name__}")
+        return make_policy(self.policy, thought_budget=self.thought_budget)
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` for out-of-range values."""
@@ -119,6 +128,10 @@ class EngineConfig:
             raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
         if self.split_min_waste is not None and self.split_min_waste < 1:
             raise ConfigError("split_min_waste must be >= 1 (or None: never split a step)")
+        for name in ("decode_rate", "initial_decode_rate"):
+            rate = getattr(self, name)
+            if rate is not None and not rate > 0:
+                raise ConfigError(f"{name} must be > 0 tokens/s (or None: measured), got {rate}")
 
 
 @dataclass
@@ -137,8 +150,8 @@ class EpisodeResult:
 
     Attributes:
         id: the input's id.
-        record: the metrics record (docs/DESIGN.md field names; ``correct`` is left ``None`` for the
-            task's checker to fill).
+        record: the metrics record, :meth:`adasr.metrics.EpisodeRecord.as_dict` (docs/DESIGN.md
+            field names; ``correct`` is left ``None`` for the task's checker to fill).
         episode: the episode with thoughts/deep stage as generated token ids (re-render with
             :meth:`StreamingFormat.render` to get ``token_ids`` back).
         token_ids: every token fed to the model, in order (length T).
@@ -146,7 +159,8 @@ class EpisodeResult:
             0 otherwise (input, template, or a turn closer the engine forced at a budget).
         thoughts: streaming thoughts as text (``None`` where no assistant turn followed a chunk).
         deep: the deep stage as text.
-        events: the event timeline (no per-token events).
+        events: the event timeline as dicts (:meth:`adasr.events.Event.as_dict`; no per-token
+            events).
     """
 
     id: str
@@ -156,222 +170,20 @@ class EpisodeResult:
     token_stage: list[int]
     thoughts: list[str | None]
     deep: str
-    events: list[Event]
-
-
-@dataclass
-class _Gen:
-    stage: int
-    budget: int
-    tokens: list[int] = field(default_factory=list)
-    slack_budget: int | None = None
-
-
-class _Row:
-    """The state of one episode in the batch (host side; its KV lives in the shared cache)."""
-
-    def __init__(self, inp: EpisodeInput, engine: "StreamingEngine", t0: float, clock: VirtualClock | RealClock):
-        self.inp, self.engine, self.t0, self.clock = inp, engine, t0, clock
-        self.fmt, self.policy = engine.format, engine.policy
-        self.layout = self.policy.layout
-        self.wall0 = time.perf_counter()
-        seed = inp.seed if inp.seed is not None else zlib.crc32(inp.id.encode())
-        self.generator = torch.Generator().manual_seed(engine.config.seed * 1_000_003 + seed)
-        self.pending: list[tuple[int, int]] = [(t, STAGE_INPUT) for t in self.fmt.prefix_ids(self.layout)]
-        self.ids: list[int] = []
-        self.stage: list[int] = []
-        self.pos = 0
-        self.waiting: list[Chunk] = []
-        self.chunks: list[Chunk] = []
-        self.thoughts: list[list[int] | None] = []
-        self.gen: _Gen | None = None
-        self.deep: list[int] | None = None
-        self.answer_turn: list[int] | None = None  # a proactive answer given in a streaming thought
-        self.deep_truncated = False
-        self.events: list[Event] = []
-        self.backlogs: list[float] = []
-        self.overrun = 0
-        self.first_gen_at_input: int | None = None
-        self.eoi_at: float | None = None
-        self.first_deep_t: float | None = None
-        self.done_t: float | None = None
-        self.post_input_tokens = 0
-        self.done = False
-
-    # -- time helpers ------------------------------------------------------------------------
-    def rel(self, now: float) -> float:
-        """Clock time relative to this episode's start (seconds)."""
-        return now - self.t0
-
-    def next_wake(self) -> float | None:
-        """Absolute clock time of this row's next known arrival, or None."""
-        nxt = self.inp.source.next_arrival_s()
-        return None if nxt is None else self.t0 + nxt
-
-    def emit(self, ev: Event, keep: bool = True) -> None:
-        ev["id"] = self.inp.id
-        if keep:
-            self.events.append(ev)
-        if self.engine.on_event is not None:
-            self.engine.on_event(ev)
-
-    # -- planning ----------------------------------------------------------------------------
-    def plan(self, now: float, rate: float) -> tuple[list[tuple[int, int]], bool]:
-        """Tokens (id, stage) to feed this step and whether they must run now."""
-        t = self.rel(now)
-        # sources are asked 1 ns late: a clock that jumped to t0 + arrival must see that arrival
-        # despite float rounding in the subtraction above
-        t_src = t + 1e-9
-        for ch in self.inp.source.poll(t_src):
-            self.waiting.append(ch)
-            self.emit({"type": "arrive", "t": ch.arrival_s, "chunk": ch.index, "text": ch.text})
-        feed, self.pending = self.pending, []
-        if self.gen is not None:
-            if not (self.gen.stage == STAGE_STREAM and self.waiting and self.policy.yield_on_arrival):
-                return feed, True
-            # the next chunk arrived: close the thought now and ingest it in the same forward
-            feed += [(x, STAGE_INPUT) for x in self.fmt.close_ids(generated_stop=False)]
-            self._end_turn(self.gen, False, t)
-        src = self.inp.source
-        if self.waiting:
-            ch = self.waiting.pop(0)
-            self.backlogs.append(max(0.0, t - ch.arrival_s))
-            self.emit({"type": "ingest", "t": t, "chunk": ch.index})
-            feed += [(x, STAGE_INPUT) for x in self.fmt.chunk_ids(ch.text, self.layout, first=not self.chunks)]
-            self.chunks.append(ch)
-            if self.layout == "streaming" and not (src.closed(t_src) and not self.waiting):
-                nxt = src.next_arrival_s()
-                ctx = PolicyContext(ch.index, t, nxt, len(self.waiting), rate)
-                budget = self.policy.thought_budget(ctx)
-                feed += [(x, STAGE_INPUT) for x in self.fmt.assistant_header]
-                if budget > 0:
-                    self.gen = _Gen(STAGE_STREAM, budget, slack_budget=ctx.slack_budget())
-                else:  # forced skip: an empty assistant turn the model did not choose
-                    self.thoughts.append([])
-                    feed += [(x, STAGE_INPUT) for x in self.fmt.close_ids(generated_stop=False)]
-            else:  # the stream closed with this chunk: the deep stage starts in the same forward
-                if self.layout == "streaming":
-                    self.thoughts.append(None)
-                if src.closed(t_src) and not self.waiting:
-                    feed += self._start_deep(t)
-            return feed, True
-        if self.deep is None and src.closed(t_src):
-            return feed + self._start_deep(t), True
-        if feed and not self.ids and t >= 0:
-            return feed, True  # the session opens: prefill the system prompt before input arrives
-        return feed, False  # idle: leftover closer tokens may ride along with other rows
-
-    def _start_deep(self, t: float) -> list[tuple[int, int]]:
-        """Enter the deep stage at end of input; returns the end-of-input ids to feed.
-
-        Raises:
-            InputError: if the stream closed before any chunk arrived (empty input).
-        """
-        if not self.chunks:
-            raise InputError(f"the input is empty: stream {self.inp.id!r} closed before any text arrived")
-        eoi = self.inp.source.eoi_s()
-        self.eoi_at = eoi if eoi is not None else t
-        self.emit({"type": "eoi", "t": self.eoi_at})
-        self.emit({"type": "deep_start", "t": t})
-        self.deep = []
-        self.gen = _Gen(STAGE_DEEP, self.engine.config.max_deep_tokens)
-        return [(x, STAGE_INPUT) for x in self.fmt.eoi_ids(self.layout, [c.text for c in self.chunks])]
-
-    def fed(self, feed: list[tuple[int, int]]) -> None:
-        for tok, st in feed:
-            self.ids.append(tok)
-            self.stage.append(st)
-        self.pos += len(feed)
-
-    # -- after a forward ---------------------------------------------------------------------
-    def sample_done(self, tok: int, t_abs: float) -> None:
-        """Handle the token sampled for this row at the end of a step (clock time ``t_abs``)."""
-        gen, fmt, t = self.gen, self.fmt, self.rel(t_abs)
-        if self.first_gen_at_input is None:
-            self.first_gen_at_input = sum(1 for s in self.stage if s == STAGE_INPUT)
-        if self.eoi_at is not None and t > self.eoi_at or (self.eoi_at is None and self.inp.source.closed(t)):
-            self.post_input_tokens += 1
-        if gen.stage == STAGE_DEEP and self.first_deep_t is None:
-            self.first_deep_t = t
-        stop = tok in fmt.stop_ids
-        if not stop and gen.stage == STAGE_STREAM and fmt.one_line_thoughts and tok in fmt.newline_ids:
-            # a one-line thought ends at its line break: the engine closes the turn
-            self.pending = [(x, STAGE_INPUT) for x in fmt.close_ids(generated_stop=False)]
-            self._end_turn(gen, True, t)
-            return
-        if not stop:
-            gen.tokens.append(tok)
-            self.emit({"type": "token", "t": t, "stage": gen.stage, "token": tok}, keep=False)
-        if stop or len(gen.tokens) >= gen.budget:
-            self.pending = ([(fmt.end_of_turn_id, gen.stage)] if stop else [(tok, gen.stage)])
-            self.pending += [(x, STAGE_INPUT) for x in fmt.close_ids(generated_stop=stop)]
-            self._end_turn(gen, stop, t)
-        else:
-            self.pending = [(tok, gen.stage)]
-
-    def _end_turn(self, gen: _Gen, stopped: bool, t: float) -> None:
-        text = self.engine.decode(gen.tokens)
-        self.gen = None
-        if gen.stage == STAGE_STREAM:
-            self.thoughts.append(list(gen.tokens))
-            if gen.slack_budget is not None:
-                self.overrun += max(0, len(gen.tokens) + int(stopped) - gen.slack_budget)
-            self.emit({"type": "thought", "t": t, "chunk": self.chunks[-1].index, "text": text,
-                       "tokens": len(gen.tokens) + int(stopped)})
-            if not self.policy.commits_answer(text):
-                return
-            # proactive: the thought is the answer; the episode ends before end of input
-            eoi = self.inp.source.eoi_s()
-            self.eoi_at = eoi if eoi is not None else t
-            self.deep, self.answer_turn = [], list(gen.tokens)
-        else:
-            self.deep = list(gen.tokens)
-        self.deep_truncated = not stopped
-        self.done_t = t
-        self.done = True
-        boxed = find_boxed(text)
-        self.emit({"type": "answer", "t": t, "prediction": boxed[-1] if boxed else None, "text": text,
-                   "early": self.answer_turn is not None})
-
-    # -- result ------------------------------------------------------------------------------
-    def result(self) -> EpisodeResult:
-        eng = self.engine
-        # complete the sequence with the deep stage's closer (not fed: the episode is over)
-        ids, stage = list(self.ids) + [t for t, _ in self.pending], list(self.stage) + [s for _, s in self.pending]
-        thoughts_text = [None if th is None else eng.decode(th) for th in self.thoughts]
-        deep_text = eng.decode(self.deep or [])
-        boxed = find_boxed(deep_text if self.answer_turn is None else eng.decode(self.answer_turn))
-        stream_tokens = sum(1 for s in stage if s == STAGE_STREAM)
-        deep_tokens = sum(1 for s in stage if s == STAGE_DEEP)
-        eoi = self.eoi_at if self.eoi_at is not None else 0.0
-        record = {
-            "id": self.inp.id,
-            "mode": self.policy.name,
-            "input_tokens": sum(1 for s in stage if s == STAGE_INPUT),
-            "stream_tokens": stream_tokens,
-            "deep_tokens": deep_tokens,
-            "post_input_tokens": self.post_input_tokens,
-            "skipped_chunks": len(self.chunks) - sum(1 for th in self.thoughts if th),
-            "n_chunks": len(self.chunks),
-            "overrun_tokens": self.overrun,
-            "pre_reasoning_wait_tokens": self.first_gen_at_input or 0,
-            "post_input_ttft_s": (self.first_deep_t - eoi) if self.first_deep_t is not None else None,
-            "post_input_latency_s": (self.done_t - eoi) if self.done_t is not None else None,
-            "max_backlog_s": max(self.backlogs, default=0.0),
-            "eoi_s": eoi,
-            "wall_s": time.perf_counter() - self.wall0,
-            "correct": None,
-            "prediction": boxed[-1] if boxed else None,
-            "reference": self.inp.reference,
-            "format_ok": (not self.deep_truncated) and len(boxed) == 1,
-        }
-        episode = Episode(chunks=[c.text for c in self.chunks], thoughts=list(self.thoughts),
-                          deep=list(self.deep or []), layout=self.layout)
-        return EpisodeResult(self.inp.id, record, episode, ids, stage, thoughts_text, deep_text, self.events)
+    events: list[dict]
 
 
 class StreamingEngine:
     """Runs streaming episodes on a causal LM with one batched, persistent KV cache.
+
+    Two ways to drive it:
+
+    * :meth:`run` — give it all inputs; it yields each :class:`EpisodeResult` as it finishes
+      (evaluation, RL rollouts, the CLI).
+    * the step API — :meth:`add_session` at any time (also while other sessions are
+      mid-episode), :meth:`step` in a loop while :attr:`has_work`, :meth:`abort` to drop a
+      session, :meth:`pop_results` for finished episodes (a server's loop). :meth:`configure`
+      sets the row limit and the clock first.
 
     Args:
         model: a Hugging Face causal LM (``forward(input_ids, attention_mask, position_ids,
@@ -382,6 +194,13 @@ class StreamingEngine:
             ``config.protocol``).
 
     Attributes:
+        policy: the :class:`~adasr.policy.ThoughtPolicy` of every session.
+        format: the :class:`~adasr.protocol.StreamingFormat`.
+        decode_rate: the engine-wide decode rate, tokens/s of one row (``config.decode_rate``).
+        batch_size: the most sessions holding rows at once (:meth:`configure`).
+        scheduler: the :class:`~adasr.scheduler.Scheduler` (its ``clock`` is the shared clock).
+        runner: the :class:`~adasr.runner.ModelRunner` (call ``runner.reset_prefix_cache()``
+            after changing the weights between steps; :meth:`run` does it at its start).
         stats: running counters: ``steps`` (server steps), ``row_steps`` (rows that fed something,
             summed over steps: ``row_steps / steps`` is the mean batch occupancy), ``split_steps``,
             ``compactions``, ``forward_s`` (seconds in forwards), ``tokens_fed`` (real tokens) and
@@ -395,49 +214,183 @@ class StreamingEngine:
 
     def __init__(self, model, tokenizer, config: EngineConfig | None = None, fmt: StreamingFormat | None = None):
         self.model, self.tokenizer = model, tokenizer
-        self.config = config or EngineConfig()
-        self.config.validate()
-        self.policy = self.config.make_policy()
-        self.format = fmt or protocol_format(tokenizer, self.config.protocol)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.end_of_turn_id
-        self.on_event: Callable[[Event], None] | None = None
-        self.device = next(model.parameters()).device
-        self.decode_rate = self.config.initial_decode_rate or self._calibrate()
-        self.warpers = self._warpers()
+        self.config = c = config or EngineConfig()
+        c.validate()
+        self.policy = c.make_policy()
+        self.format = fmt or protocol_format(tokenizer, c.protocol)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.end_of_turn_id
         self.stats = {"steps": 0, "row_steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0,
                       "tokens_fed": 0, "padded_fed": 0, "prefix_hits": 0}
-        self._prefix_ids = self.format.prefix_ids(self.policy.layout)
-        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.runner = ModelRunner(model, c, pad_id, self.format.prefix_ids(self.policy.layout), self.stats)
+        self.scheduler = Scheduler("virtual")
+        self.batch_size = 1
+        self.decode_rate = c.decode_rate or c.initial_decode_rate or self.runner.measure_decode_rate(
+            self.format.prefix_ids("batch"))
+        self._sessions: dict[str, Session] = {}  # queued and running sessions, by id
+        self._results: list[EpisodeResult] = []
+        self._events: list[Event] = []
+        self._compact_due = False
 
-    def _warpers(self) -> LogitsProcessorList:
-        c = self.config
-        procs = LogitsProcessorList()
-        if c.temperature > 0:
-            if c.temperature != 1.0:
-                procs.append(TemperatureLogitsWarper(c.temperature))
-            if c.top_k > 0:
-                procs.append(TopKLogitsWarper(c.top_k))
-            if c.top_p < 1.0:
-                procs.append(TopPLogitsWarper(c.top_p))
-        return procs
-
-    def _calibrate(self, steps: int = 4) -> float:
-        """Measure single-row decode speed (tokens/s) on the batch-layout prefix."""
-        ids = torch.tensor([self.format.prefix_ids("batch")], device=self.device)
-        cache = StreamingCache()
-        with torch.inference_mode():
-            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            tok = out.logits[:, -1].argmax(-1, keepdim=True)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                tok = self.model(input_ids=tok, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
-        return steps / max(time.perf_counter() - t0, 1e-6)
-
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids) -> str:
         """Text of generated ids (special tokens dropped)."""
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    # ------------------------------------------------------------------------------------------
+    # -- the step API --------------------------------------------------------------------------
+    def configure(self, *, batch_size: int | None = None,
+                  clock: str | VirtualClock | RealClock | None = None) -> None:
+        """Set the row limit (any time; it bounds later admissions) and the clock (only while no
+        session runs): ``"virtual"`` | ``"real"`` | a clock object, shared by all sessions, or
+        ``"per-stream"`` (see :meth:`run`).
+
+        Raises:
+            ConfigError: ``batch_size < 1``, or a clock change while sessions run.
+            InputError: an unknown clock name.
+        """
+        if batch_size is not None:
+            if batch_size < 1:
+                raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+            self.batch_size = batch_size
+        if clock is not None:
+            if self.has_work:
+                raise ConfigError("the clock cannot change while sessions run")
+            self._update_rows(refill=False)
+            self.scheduler = Scheduler(clock)
+
+    def add_session(self, inp: EpisodeInput, *, start_s: float | None = None,
+                    on_event: Callable[[Event], None] | None = None) -> str:
+        """Queue an episode; it gets a row at the next :meth:`step` with room (at most
+        :attr:`batch_size` rows). Returns its session id (``inp.id``).
+
+        Args:
+            inp: the episode.
+            start_s: clock time at which its stream starts (shared clocks); default: when it
+                gets a row.
+            on_event: called with each of its events as it happens (per-token ones included).
+
+        Raises:
+            ConfigError: a session with this id is still running or queued, or ``start_s``
+                with per-stream clocks.
+        """
+        live = self._sessions.get(inp.id)
+        if live is not None and not live.status.ended:
+            raise ConfigError(f"a session with id {inp.id!r} is already running")
+        session = Session(inp, self.format, self.policy, max_deep_tokens=self.config.max_deep_tokens,
+                          seed=self.config.seed, decode=self.decode, on_event=self._emitter(on_event))
+        self.scheduler.add(session, start_s)
+        self._sessions[inp.id] = session
+        return inp.id
+
+    def _emitter(self, on_event: Callable[[Event], None] | None) -> Callable[[Event], None]:
+        def emit(ev: Event) -> None:
+            self._events.append(ev)
+            if on_event is not None:
+                on_event(ev)
+
+        return emit
+
+    def session(self, session_id: str) -> Session:
+        """The queued or running session ``session_id`` (a finished one until its row is freed).
+
+        Raises:
+            KeyError: no such session.
+        """
+        return self._sessions[session_id]
+
+    def abort(self, session_id: str) -> None:
+        """Drop a session: it feeds nothing more and yields no result; its KV rows are freed at
+        the next :meth:`step`. A no-op for a session that already ended.
+
+        Raises:
+            KeyError: no such session.
+        """
+        s = self._sessions.get(session_id)
+        if s is None:
+            raise KeyError(f"no session {session_id!r}")
+        if s.status.ended:
+            return
+        s.abort()
+        if self.scheduler.drop_queued(s):
+            del self._sessions[session_id]
+
+    @property
+    def has_work(self) -> bool:
+        """Whether any session is queued or running (not yet finished or aborted)."""
+        return any(not s.status.ended for s in self._sessions.values())
+
+    def pop_results(self) -> list[EpisodeResult]:
+        """Results of the sessions that finished since the last call, in finishing order."""
+        out, self._results = self._results, []
+        return out
+
+    def step(self) -> list[Event]:
+        """One engine step: free the rows of ended sessions (queued sessions take them), admit
+        queued sessions while there is room, then one forward over every row that has something
+        to feed and one sampled token per generating session — or, when every session waits for
+        input, move the clocks on instead. Finished episodes go to :meth:`pop_results`.
+
+        Returns:
+            the events of this step, in order (per-token ones included).
+
+        Raises:
+            InputError: from a source (e.g. an empty input), or a live source on a virtual clock.
+        """
+        self._update_rows(refill=True)
+        if self.scheduler.running:
+            with torch.inference_mode():
+                self._step()
+        events, self._events = self._events, []
+        return events
+
+    def _update_rows(self, refill: bool) -> None:
+        """Free the rows of ended sessions, admit queued ones, compact the cache when due."""
+        changes, freed = self.scheduler.update_rows(self.batch_size, refill)
+        for s in freed:
+            if self._sessions.get(s.id) is s:
+                del self._sessions[s.id]
+        with torch.inference_mode():
+            if changes:
+                self.runner.apply(changes)
+            if (changes or self._compact_due) and self.runner.batch_size:
+                self.runner.maybe_compact()
+        self._compact_due = False
+
+    def _step(self) -> None:
+        sched, runner, stats = self.scheduler, self.runner, self.stats
+        sessions = sched.running
+        feeds = sched.plan(self.decode_rate)
+        if feeds is not None:
+            t_start = time.perf_counter()
+            logits, run = runner.execute([[tok for tok, _ in feed] for feed in feeds])
+            for s, feed in zip(sessions, feeds):
+                s.fed(feed)
+            dt = time.perf_counter() - t_start
+            sched.charge(feeds, dt)
+            if self.config.decode_rate is None and logits is not None and all(n == 1 for n in run if n):
+                self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6)  # per-row tokens/s
+            stats["steps"] += 1
+            stats["row_steps"] += sum(1 for f in feeds if f)
+            stats["forward_s"] += dt
+            gen = [i for i, s in enumerate(sessions) if s.generating and run[i]]
+            if gen:
+                toks = runner.sample(logits[gen], [sessions[i].generator for i in gen])
+                for i, tok in zip(gen, toks):
+                    s = sessions[i]
+                    if s.generating:  # (an on_event callback may have aborted it)
+                        s.on_token(tok, s.clock.now())
+            self._compact_due = True
+        for s in sessions:  # every running session was live when the step began
+            if s.status is SessionStatus.FINISHED:
+                self._results.append(self._result(s))
+
+    def _result(self, s: Session) -> EpisodeResult:
+        record = EpisodeRecord.from_session(s).as_dict()
+        episode = Episode(chunks=[c.text for c in s.chunks], thoughts=list(s.thoughts), deep=list(s.deep),
+                          layout=s.layout)
+        thoughts = [None if th is None else self.decode(th) for th in s.thoughts]
+        return EpisodeResult(s.id, record, episode, s.token_ids, s.token_stage, thoughts, self.decode(s.deep),
+                             [ev.as_dict() for ev in s.events])
+
+    # -- all inputs at once ----------------------------------------------------------------------
     def run(
         self,
         inputs: Iterable[EpisodeInput],
@@ -449,15 +402,19 @@ class StreamingEngine:
     ) -> Iterator[EpisodeResult]:
         """Run episodes, ``batch_size`` at a time in one batched cache; yield each as it finishes.
 
+        A loop over the step API (:meth:`add_session`, :meth:`step`); it needs an idle engine
+        and drives it alone until it returns.
+
         Args:
             inputs: episodes to run (consumed lazily).
             batch_size: rows sharing one forward per step.
             clock: ``"virtual"`` | ``"real"`` or a clock object, shared by all rows; or
                 ``"per-stream"``: a virtual clock per row, charged the measured duration of each
                 batched step the row takes part in and jumped to the row's next arrival whenever
-                it waits (a server at full load; see the module docstring). Identical to
+                it waits (a server at full load; see :mod:`adasr.scheduler`). Identical to
                 ``"virtual"`` at ``batch_size=1``.
-            on_event: callback receiving every :data:`Event` (including per-token ones).
+            on_event: callback receiving every typed :class:`~adasr.events.Event` (including
+                per-token ones).
             align_eoi: ``False`` (default): continuous batching — every stream starts when it
                 gets a row, and a finished row takes the next input at once. ``True``: waves of
                 ``batch_size`` streams, each started late enough that all of them reach end of
@@ -466,268 +423,51 @@ class StreamingEngine:
                 the best overlap for evaluation throughput.
 
         Raises:
-            ConfigError: for ``batch_size < 1``, or ``align_eoi`` with per-stream clocks.
+            ConfigError: for ``batch_size < 1``, ``align_eoi`` with per-stream clocks, or an
+                engine with sessions in flight.
             InputError: from a source (e.g. invalid UTF-8 on stdin), or when a live source is
                 used with the virtual clock.
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        per_stream = clock == PER_STREAM
-        if per_stream and align_eoi:
+        if clock == PER_STREAM and align_eoi:
             raise ConfigError("align_eoi needs a shared clock: per-stream clocks have no common end of input")
-        clk = make_clock("virtual" if per_stream else clock) if isinstance(clock, str) else clock
-        self.on_event = on_event
-        self._prefix_kv = None  # computed on first use in this run (the weights may have changed)
+        if self.has_work:
+            raise ConfigError("run() needs an idle engine: sessions added with add_session() are still running")
+        self.configure(batch_size=batch_size, clock=clock)
+        self.runner.reset_prefix_cache()  # computed on first use in this run (the weights may have changed)
         pending_inputs = iter(inputs)
-        while True:
-            wave = [inp for inp in (next(pending_inputs, None) for _ in range(batch_size)) if inp is not None]
-            if not wave:
-                return
-            now = clk.now()
-            if align_eoi:
-                eois = [inp.source.eoi_s() for inp in wave]
-                if any(e is None for e in eois):
-                    raise InputError("align_eoi needs streams whose end of input is known in advance")
-                rows = [_Row(inp, self, now + max(eois) - e, clk) for inp, e in zip(wave, eois)]
-            else:
-                rows = [self._new_row(inp, clk, per_stream) for inp in wave]
-            yield from self._run_rows(rows, clk, None if align_eoi else pending_inputs, per_stream)
-            if not align_eoi:
-                return
-
-    def _new_row(self, inp: EpisodeInput, clk, per_stream: bool) -> _Row:
-        """A row starting now: on the shared clock, or at 0 on a clock of its own."""
-        return _Row(inp, self, 0.0, VirtualClock()) if per_stream else _Row(inp, self, clk.now(), clk)
-
-    def _plan(self, row: _Row, per_stream: bool) -> tuple[list[tuple[int, int]], bool]:
-        """``row.plan`` at the row's clock time; a per-stream row that waits jumps to its next arrival."""
-        plan = row.plan(row.clock.now(), self.decode_rate)
-        while per_stream and not plan[1]:
-            wake = row.next_wake()
-            if wake is None or wake <= row.clock.now():
-                break
-            row.pending = plan[0] + row.pending  # keep deferred tokens
-            row.clock.wait_until(wake)
-            plan = row.plan(row.clock.now(), self.decode_rate)
-        return plan
-
-    def _run_rows(self, rows: list[_Row], clk, refill: Iterator[EpisodeInput] | None,
-                  per_stream: bool = False) -> Iterator[EpisodeResult]:
-        """Step ``rows`` to completion in one fresh cache; finished rows take inputs from ``refill``."""
-        pending_inputs = iter(()) if refill is None else refill
-        cache = StreamingCache()
-        mask = torch.zeros((len(rows), 0), dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            while rows:
-                plans = [self._plan(row, per_stream) for row in rows]
-                if not any(must for _, must in plans):
-                    for row, (feed, _) in zip(rows, plans):
-                        row.pending = feed + row.pending  # keep deferred tokens
-                    self._wait(rows, clk, per_stream)
-                    continue
-                feeds = [feed for feed, _ in plans]
-                t_start = time.perf_counter()
-                mask, run = self._open_from_prefix_cache(rows, feeds, cache, mask)
-                logits = None  # stays None when every feed was served from the prefix cache
-                if any(run):
-                    split = self._split(run, cache)
-                    if split is None:
-                        mask, logits = self._forward(rows, run, cache, mask)
-                    else:  # multi-token feeds first, then the one-token rows (see split_min_waste)
-                        mask, logits = self._forward(rows, split[0], cache, mask)
-                        mask, decoded = self._forward(rows, split[1], cache, mask)
-                        one = [i for i, f in enumerate(split[1]) if f]
-                        logits[one] = decoded[one]
-                        self.stats["split_steps"] += 1
-                dt = time.perf_counter() - t_start
-                if per_stream:  # each row is charged the steps it takes part in
-                    for row, feed in zip(rows, feeds):
-                        if feed:
-                            row.clock.advance(dt)
-                else:
-                    clk.advance(dt)
-                if logits is not None and all(len(f) == 1 for f in run if f):
-                    self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6)  # per-row tokens/s
-                self.stats["steps"] += 1
-                self.stats["row_steps"] += sum(1 for f in feeds if f)
-                self.stats["forward_s"] += dt
-                gen_rows = [i for i, r in enumerate(rows) if r.gen is not None and run[i]]
-                if gen_rows:
-                    toks = self._sample(logits[gen_rows], [rows[i].generator for i in gen_rows])
-                    for i, tok in zip(gen_rows, toks):
-                        rows[i].sample_done(tok, rows[i].clock.now())
-                # finished rows: yield, refill the slot or drop it
-                keep = []
-                for i, row in enumerate(rows):
-                    if not row.done:
-                        keep.append(i)
-                        continue
-                    yield row.result()
-                    nxt = next(pending_inputs, None)
-                    if nxt is not None:
-                        rows[i] = self._new_row(nxt, clk, per_stream)
-                        mask[i] = 0
-                        keep.append(i)
-                if len(keep) < len(rows):
-                    rows = [rows[i] for i in keep]
-                    if rows:
-                        cache.batch_select_indices(torch.tensor(keep, device=self.device))
-                        mask = mask[keep]
-                if rows:
-                    mask = self._maybe_compact(cache, mask)
-
-    def _wait(self, rows: list[_Row], clk, per_stream: bool = False) -> None:
-        wakes = [w for w in (r.next_wake() for r in rows) if w is not None]
-        if wakes and per_stream:  # float rounding left a row just short of its arrival
-            for r in rows:
-                wake = r.next_wake()
-                if wake is not None:
-                    r.clock.wait_until(wake + 1e-9)
-            return
-        if wakes:
-            clk.wait_until(min(wakes))
-            return
-        if clk.virtual:
-            raise InputError("a live input source needs the real clock (use --clock real)")
-        for r in rows:  # live sources: block briefly until something arrives
-            r.inp.source.wait(0.05)
-
-    def _forward(self, rows: list[_Row], feeds: list[list[tuple[int, int]]], cache: StreamingCache, mask: torch.Tensor):
-        """One batched forward. Returns the extended mask and last-real-token logits (B, V)."""
-        B, L = len(rows), max(len(f) for f in feeds)
-        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        new_mask = torch.zeros((B, L), dtype=torch.long)
-        pos = torch.zeros((B, L), dtype=torch.long)
-        last = torch.zeros(B, dtype=torch.long)
-        for i, (row, feed) in enumerate(zip(rows, feeds)):
-            n = len(feed)
-            p0 = row.pos
-            if n:
-                ids[i, :n] = torch.tensor([t for t, _ in feed])
-                new_mask[i, :n] = 1
-            pos[i] = torch.arange(p0, p0 + L)
-            last[i] = max(n - 1, 0)
-            row.fed(feed)
-        self.stats["tokens_fed"] += sum(len(f) for f in feeds)
-        mask = torch.cat([mask, new_mask.to(self.device)], dim=1)
-        active = [i for i, f in enumerate(feeds) if f]
-        sliced = len(active) < B and self._can_slice(cache)
-        self.stats["padded_fed"] += (len(active) if sliced else B) * L  # positions the model ran
-        if not sliced:
-            return mask, self._model_logits(ids, mask, pos, last, cache)
-        # Rows with nothing to feed sit this step out: the forward runs on the active rows' slice of
-        # the cache (views when the rows are contiguous), whose new positions are then taken back;
-        # the idle rows get zeros there, masked out.
-        full = cache.layers
-        cache.layers = [layer.rows(active, L) for layer in full]
-        sub = self._model_logits(ids[active], mask[active], pos[active], last[active], cache)
-        for layer, part in zip(full, cache.layers):
-            layer.merge_rows(part, active)
-        cache.layers = full
-        logits = sub.new_zeros((B, sub.shape[-1]))
-        logits[active] = sub
-        return mask, logits
-
-    def _open_from_prefix_cache(self, rows: list[_Row], feeds: list[list[tuple[int, int]]], cache: StreamingCache,
-                                mask: torch.Tensor) -> tuple[torch.Tensor, list[list[tuple[int, int]]]]:
-        """Serve rows whose session opens this step from the prefix cache (``config.prefix_cache``).
-
-        Their prefix keys/values (computed once per run, batch 1, positions ``0..P-1``) are
-        appended to the cache (P new positions: the row's prefix, masked zeros for other rows),
-        and the prefix is removed from their feed. Returns the extended mask (B, T + P) and the
-        feeds left for the forward.
-        """
-        if not self.config.prefix_cache:
-            return mask, feeds
-        P = len(self._prefix_ids)
-        hit = [i for i, (row, f) in enumerate(zip(rows, feeds))
-               if row.pos == 0 and len(f) >= P and [t for t, _ in f[:P]] == self._prefix_ids]
-        if not hit:
-            return mask, feeds
-        if self._prefix_kv is None:
-            ids = torch.tensor([self._prefix_ids], device=self.device)
-            own = StreamingCache()
-            self.model(input_ids=ids, past_key_values=own, use_cache=True, logits_to_keep=1)
-            self._prefix_kv = [(layer.keys.clone(), layer.values.clone()) for layer in own.layers]
-        idx = torch.tensor(hit, device=self.device)
-        for layer_idx, (k, v) in enumerate(self._prefix_kv):
-            new_k, new_v = k.new_zeros((len(rows), *k.shape[1:])), v.new_zeros((len(rows), *v.shape[1:]))
-            new_k[idx], new_v[idx] = k, v
-            cache.update(new_k, new_v, layer_idx)
-        new_mask = torch.zeros((len(rows), P), dtype=torch.long, device=self.device)
-        new_mask[idx] = 1
-        for i in hit:
-            rows[i].fed(feeds[i][:P])
-        self.stats["prefix_hits"] += len(hit)
-        return torch.cat([mask, new_mask], dim=1), [f[P:] if i in hit else f for i, f in enumerate(feeds)]
-
-    def _split(self, feeds: list[list[tuple[int, int]]], cache: StreamingCache):
-        """``(multi-token feeds, one-token feeds)`` when a step is worth splitting, else None."""
-        if self.config.split_min_waste is None:
-            return None
-        L = max(len(f) for f in feeds)
-        n_one = sum(len(f) == 1 for f in feeds)
-        if L < 2 or n_one == 0 or n_one * (L - 1) < self.config.split_min_waste or not self._can_slice(cache):
-            return None
-        return [f if len(f) > 1 else [] for f in feeds], [f if len(f) == 1 else [] for f in feeds]
-
-    @staticmethod
-    def _can_slice(cache: StreamingCache) -> bool:
-        """Row slicing needs the engine's full-attention layers (:class:`GrowableLayer`), initialised."""
-        return bool(cache.layers) and all(type(layer) is GrowableLayer and layer.is_initialized for layer in cache.layers)
-
-    def _model_logits(self, ids, mask, pos, last, cache) -> torch.Tensor:
-        """Forward ``ids`` (R, L) and return the logits at each row's last real token (R, V)."""
-        R, L = ids.shape
-        keep_idx = torch.unique(last)
-        out = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask,
-            position_ids=pos.to(self.device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=keep_idx.to(self.device) if L > 1 else 1,
-        )
-        logits = out.logits  # (R, K, V)
-        if L > 1:
-            col = torch.searchsorted(keep_idx, last)
-            logits = logits[torch.arange(R), col.to(logits.device)]
-        else:
-            logits = logits[:, -1]
-        return logits.float()
-
-    def _sample(self, logits: torch.Tensor, generators: list[torch.Generator]) -> list[int]:
-        """Greedy or sampled next tokens for rows ``logits`` (R, V)."""
-        if self.config.temperature == 0:
-            return logits.argmax(-1).tolist()
-        scores = self.warpers(None, logits.cpu())
-        probs = torch.softmax(scores, dim=-1)
-        return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
-
-    def _maybe_compact(self, cache: StreamingCache, mask: torch.Tensor) -> torch.Tensor:
-        """Gather padding out of the cache when it dominates. Returns the new mask (B, T')."""
-        B, T = mask.shape
-        if T < self.config.compact_min_len or mask.sum().item() >= self.config.compact_ratio * B * T:
-            return mask
-        counts = mask.sum(1)
-        width = int(counts.max().item())
-        # left-aligned padding in the compacted cache: order of valid positions is preserved
-        idx = torch.zeros((B, width), dtype=torch.long, device=mask.device)
-        new_mask = torch.zeros((B, width), dtype=torch.long, device=mask.device)
-        for b in range(B):
-            valid = mask[b].nonzero().squeeze(1)
-            n = valid.numel()
-            if n:
-                idx[b, width - n:] = valid
-                idx[b, : width - n] = valid[0]
-                new_mask[b, width - n:] = 1
-        for layer in cache.layers:
-            k = layer.keys
-            gi = idx[:, None, :, None].expand(B, k.shape[1], width, k.shape[3])
-            layer.keys = torch.gather(k, 2, gi)
-            layer.values = torch.gather(layer.values, 2, gi)
-        self.stats["compactions"] += 1
-        return new_mask
+        mine: list[str] = []
+        try:
+            while True:
+                wave = [inp for inp in (next(pending_inputs, None) for _ in range(batch_size)) if inp is not None]
+                if not wave:
+                    return
+                starts = [None] * len(wave)
+                if align_eoi:
+                    eois = [inp.source.eoi_s() for inp in wave]
+                    if any(e is None for e in eois):
+                        raise InputError("align_eoi needs streams whose end of input is known in advance")
+                    now = self.scheduler.clock.now()
+                    starts = [now + max(eois) - e for e in eois]
+                for inp, start in zip(wave, starts):
+                    mine.append(self.add_session(inp, start_s=start, on_event=on_event))
+                while self.has_work:
+                    self.step()
+                    for result in self.pop_results():
+                        yield result
+                        nxt = None if align_eoi else next(pending_inputs, None)
+                        if nxt is not None:
+                            mine.append(self.add_session(nxt, on_event=on_event))
+                self._update_rows(refill=False)  # the wave is over: its cache is dropped
+                if not align_eoi:
+                    return
+        finally:
+            for sid in mine:
+                s = self._sessions.get(sid)
+                if s is not None and not s.status.ended:
+                    self.abort(sid)
+            self._update_rows(refill=False)
 
 
 def run_episode(engine: StreamingEngine, inp: EpisodeInput, **kwargs) -> EpisodeResult:

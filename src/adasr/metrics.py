@@ -1,11 +1,13 @@
 """Episode records and their aggregation.
 
-One **record** per episode: a flat, JSON-serializable dict whose keys are
-:data:`RECORD_FIELDS` (names are an interface, see docs/DESIGN.md "Metrics"). Token counts are
-tokens of the model's tokenizer; times (except ``wall_s``) are seconds on the clock the
-episode ran under (the *virtual* clock in evaluation: measured compute plus jumps to chunk
-arrivals, so latencies are those a live stream would see; the *real* clock in demos and
-serving). Times are measured from the start of the stream unless stated otherwise.
+One **record** per episode: an :class:`EpisodeRecord` (built from a finished engine session by
+:meth:`EpisodeRecord.from_session`), stored as a flat, JSON-serializable dict
+(:meth:`EpisodeRecord.as_dict`) whose keys are :data:`RECORD_FIELDS` (names are an interface,
+see docs/DESIGN.md "Metrics"). Token counts are tokens of the model's tokenizer; times (except
+``wall_s``) are seconds on the clock the episode ran under (the *virtual* clock in evaluation:
+measured compute plus jumps to chunk arrivals, so latencies are those a live stream would see;
+the *real* clock in demos and serving). Times are measured from the start of the stream unless
+stated otherwise.
 
 ==============================  ============================================================
 field                           meaning (unit)
@@ -49,31 +51,78 @@ lay several summaries side by side, one column per mode.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+import time
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-__all__ = ["RECORD_FIELDS", "NUMERIC_FIELDS", "wilson_interval", "summarize", "summary_table", "rich_table"]
+from adasr.protocol import Stage, find_boxed
 
-RECORD_FIELDS: tuple[str, ...] = (
-    "id",
-    "mode",
-    "input_tokens",
-    "stream_tokens",
-    "deep_tokens",
-    "post_input_tokens",
-    "skipped_chunks",
-    "n_chunks",
-    "overrun_tokens",
-    "pre_reasoning_wait_tokens",
-    "post_input_ttft_s",
-    "post_input_latency_s",
-    "max_backlog_s",
-    "eoi_s",
-    "wall_s",
-    "correct",
-    "prediction",
-    "reference",
-    "format_ok",
-)
+if TYPE_CHECKING:  # pragma: no cover
+    from adasr.session import Session
+
+__all__ = ["EpisodeRecord", "RECORD_FIELDS", "NUMERIC_FIELDS", "wilson_interval", "summarize", "summary_table",
+           "rich_table"]
+
+
+@dataclass
+class EpisodeRecord:
+    """The metrics of one episode (fields, units and meanings: the module docstring)."""
+
+    id: str
+    mode: str
+    input_tokens: int
+    stream_tokens: int
+    deep_tokens: int
+    post_input_tokens: int
+    skipped_chunks: int
+    n_chunks: int
+    overrun_tokens: int
+    pre_reasoning_wait_tokens: int
+    post_input_ttft_s: float | None
+    post_input_latency_s: float | None
+    max_backlog_s: float
+    eoi_s: float
+    wall_s: float
+    correct: bool | None = None
+    prediction: str | None = None
+    reference: str | None = None
+    format_ok: bool = False
+
+    @classmethod
+    def from_session(cls, session: "Session") -> "EpisodeRecord":
+        """The record of a finished engine session (:class:`adasr.session.Session`); ``wall_s``
+        runs until now, ``correct`` is left ``None`` for the task's checker to fill."""
+        s = session
+        stage = s.token_stage
+        eoi = s.eoi_at if s.eoi_at is not None else 0.0
+        boxed = find_boxed(s.answer_text)
+        return cls(
+            id=s.id,
+            mode=s.policy.name,
+            input_tokens=sum(1 for x in stage if x == Stage.INPUT),
+            stream_tokens=sum(1 for x in stage if x == Stage.STREAM),
+            deep_tokens=sum(1 for x in stage if x == Stage.DEEP),
+            post_input_tokens=s.post_input_tokens,
+            skipped_chunks=len(s.chunks) - sum(1 for th in s.thoughts if th),
+            n_chunks=len(s.chunks),
+            overrun_tokens=s.overrun,
+            pre_reasoning_wait_tokens=s.first_gen_at_input or 0,
+            post_input_ttft_s=(s.first_deep_t - eoi) if s.first_deep_t is not None else None,
+            post_input_latency_s=(s.done_t - eoi) if s.done_t is not None else None,
+            max_backlog_s=max(s.backlogs, default=0.0),
+            eoi_s=eoi,
+            wall_s=time.perf_counter() - s.wall0,
+            prediction=boxed[-1] if boxed else None,
+            reference=s.inp.reference,
+            format_ok=(not s.deep_truncated) and len(boxed) == 1,
+        )
+
+    def as_dict(self) -> dict:
+        """The record as a flat dict, keys in :data:`RECORD_FIELDS` order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EpisodeRecord))
 """The fields of an episode record, in order (see the module docstring for units)."""
 
 NUMERIC_FIELDS: tuple[str, ...] = tuple(

@@ -1,12 +1,16 @@
 """Thought-budget policies: how much the model may think after each chunk.
 
 A policy is a small object the engine asks once per ingested chunk. It never touches the KV
-cache; it only returns a token budget (0 = forced skip). Modes (docs/DESIGN.md):
+cache; it only returns the token budget of the thought after that chunk (0 = forced skip). Its
+setting ``thought_budget`` is the most tokens a thought may take (``--budget`` on the command
+line). Modes (docs/DESIGN.md):
 
 * ``batch`` — read-then-think: no streaming thoughts (batch layout).
 * ``interleaved`` — a thought after every chunk with a fixed budget (StreamingThinker-like).
 * ``adaptive`` — the model decides (it may end its turn at once: a skip), with the budget capped by
-  the arrival slack: ``min(cap, slack_s * decode_rate)`` (docs/DESIGN.md, "Latency model").
+  the arrival slack: ``min(thought_budget, slack_s * decode_rate)`` (docs/DESIGN.md, "Latency
+  model"), where ``decode_rate`` is the engine-wide decode rate (measured, or pinned by
+  ``EngineConfig.decode_rate``).
 
 A ``proactive`` policy (answer before end of input) fits by subclassing :class:`ThoughtPolicy`.
 """
@@ -29,7 +33,9 @@ class PolicyContext:
         next_arrival_s: arrival time of the next chunk if known, else ``None`` (live source, or
             the chunk is the last one known so far).
         pending_chunks: chunks that have already arrived and wait behind this one.
-        decode_tokens_per_s: the engine's measured decode rate for this row (tokens per second).
+        decode_tokens_per_s: the engine-wide decode rate, tokens per second of one row: measured
+            by the engine (calibrated at start, then a moving average over decode steps), or
+            pinned by ``EngineConfig.decode_rate``. The same for every row of a step.
     """
 
     chunk_index: int
@@ -54,14 +60,14 @@ class PolicyContext:
 
 
 class ThoughtPolicy:
-    """Base policy. Subclasses set ``name``/``layout`` and override :meth:`thought_budget`."""
+    """Base policy. Subclasses set ``name``/``layout`` and override :meth:`budget_for`."""
 
     name = "base"
     layout = "streaming"
     yield_on_arrival = False
     """If True, a streaming thought is closed as soon as the next chunk arrives."""
 
-    def thought_budget(self, ctx: PolicyContext) -> int:
+    def budget_for(self, ctx: PolicyContext) -> int:
         """Token budget of the streaming thought after ``ctx.chunk_index`` (0: forced skip)."""
         raise NotImplementedError
 
@@ -76,53 +82,54 @@ class BatchPolicy(ThoughtPolicy):
 
     name, layout = "batch", "batch"
 
-    def thought_budget(self, ctx: PolicyContext) -> int:
+    def budget_for(self, ctx: PolicyContext) -> int:
         return 0
 
 
 @dataclass
 class InterleavedPolicy(ThoughtPolicy):
-    """A thought after every chunk with a fixed budget (tokens), whatever the slack."""
+    """A thought after every chunk with a fixed budget (``thought_budget`` tokens), whatever the slack."""
 
-    budget: int = 64
+    thought_budget: int = 64
     name = "interleaved"
 
-    def thought_budget(self, ctx: PolicyContext) -> int:
-        return self.budget
+    def budget_for(self, ctx: PolicyContext) -> int:
+        return self.thought_budget
 
 
 @dataclass
 class AdaptivePolicy(ThoughtPolicy):
-    """Budget ``min(cap, floor(slack_s * decode_rate))`` (docs/DESIGN.md). When the next arrival is
+    """Budget ``min(thought_budget, floor(slack_s * decode_rate))`` (docs/DESIGN.md). When the next arrival is
     unknown (live input), ``unknown_slack_budget`` tokens are allowed. The model itself may stop
     earlier by ending its turn (an empty turn is a skip), and a thought still running when the
     next chunk arrives is closed then (``yield_on_arrival``), so thinking never delays input."""
 
-    cap: int = 64
+    thought_budget: int = 64
     unknown_slack_budget: int = 32
     name = "adaptive"
     yield_on_arrival = True
 
-    def thought_budget(self, ctx: PolicyContext) -> int:
+    def budget_for(self, ctx: PolicyContext) -> int:
         slack = ctx.slack_budget()
-        return min(self.cap, self.unknown_slack_budget if slack is None else slack)
+        return min(self.thought_budget, self.unknown_slack_budget if slack is None else slack)
 
 
 MODES = ("batch", "interleaved", "adaptive")
 
 
-def make_policy(mode: str, *, budget: int = 64) -> ThoughtPolicy:
-    """Policy for a mode name; ``budget`` is the interleaved budget / adaptive cap (tokens).
+def make_policy(mode: str, *, thought_budget: int = 64) -> ThoughtPolicy:
+    """Policy for a mode name; ``thought_budget`` is the most tokens a thought may take (the fixed
+    interleaved budget, the adaptive cap; unused by ``batch``).
 
     Raises:
         ConfigError: for an unknown mode or a negative budget.
     """
-    if budget < 0:
-        raise ConfigError(f"thought budget must be >= 0 tokens, got {budget}")
+    if thought_budget < 0:
+        raise ConfigError(f"thought budget must be >= 0 tokens, got {thought_budget}")
     if mode == "batch":
         return BatchPolicy()
     if mode == "interleaved":
-        return InterleavedPolicy(budget=budget)
+        return InterleavedPolicy(thought_budget=thought_budget)
     if mode == "adaptive":
-        return AdaptivePolicy(cap=budget)
+        return AdaptivePolicy(thought_budget=thought_budget)
     raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")

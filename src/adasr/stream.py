@@ -769,7 +769,7 @@ def async_source(aiter, loop: asyncio.AbstractEventLoop | None = None) -> LiveSo
         async def main():
             source = async_source(transcribe(microphone()))  # any async iterator of str
             results = await asyncio.to_thread(
-                lambda: list(engine.run([EpisodeInput(source=source)], clock=RealClock()))
+                lambda: list(engine.run([EpisodeInput("live", source)], clock=RealClock()))
             )
 
     Args:

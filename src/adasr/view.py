@@ -1,4 +1,5 @@
-"""Live terminal view of one streaming episode (rich), fed by engine events.
+"""Live terminal view of one streaming episode (rich), fed by typed engine events
+(:mod:`adasr.events`; their text comes decoded, the view never sees a tokenizer).
 
 Shows chunks as they arrive (dim until ingested), the streaming thought after each chunk, the
 deep stage as it is generated, the answer, and a metrics footer once the episode ends.
@@ -12,26 +13,25 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from adasr.protocol import STAGE_DEEP
+from adasr.events import Answer, Arrive, Eoi, Event, Ingest, Thought, Token
+from adasr.protocol import Stage
 
 
 class LiveView:
     """Consume engine events (``on_event``) and redraw a rich ``Live`` display.
 
     Args:
-        tokenizer: decodes per-token events.
         console: a rich console (default: stdout).
     """
 
-    def __init__(self, tokenizer, console: Console | None = None):
-        self.tok = tokenizer
+    def __init__(self, console: Console | None = None):
         self.console = console or Console()
         self.chunks: dict[int, str] = {}
         self.ingested: set[int] = set()
-        self.thoughts: dict[int, list[int]] = {}
+        self.thoughts: dict[int, str] = {}  # text so far of the thought being generated
         self.thought_done: dict[int, str] = {}
         self.current_chunk: int | None = None
-        self.deep: list[int] = []
+        self.deep = ""
         self.answer: str | None = None
         self.eoi_t: float | None = None
         self.now = 0.0
@@ -45,25 +45,25 @@ class LiveView:
         self.live.update(self._render())
         self.live.__exit__(*exc)
 
-    def on_event(self, ev: dict) -> None:
+    def on_event(self, ev: Event) -> None:
         """Update the state from one engine event and refresh."""
-        kind, self.now = ev["type"], max(self.now, ev.get("t", 0.0))
-        if kind == "arrive":
-            self.chunks[ev["chunk"]] = ev["text"]
-        elif kind == "ingest":
-            self.ingested.add(ev["chunk"])
-            self.current_chunk = ev["chunk"]
-        elif kind == "token":
-            if ev["stage"] == STAGE_DEEP:
-                self.deep.append(ev["token"])
+        self.now = max(self.now, ev.t)
+        if isinstance(ev, Arrive):
+            self.chunks[ev.chunk] = ev.text
+        elif isinstance(ev, Ingest):
+            self.ingested.add(ev.chunk)
+            self.current_chunk = ev.chunk
+        elif isinstance(ev, Token):
+            if ev.stage == Stage.DEEP:
+                self.deep += ev.text
             elif self.current_chunk is not None:
-                self.thoughts.setdefault(self.current_chunk, []).append(ev["token"])
-        elif kind == "thought":
-            self.thought_done[ev["chunk"]] = ev["text"]
-        elif kind == "eoi":
-            self.eoi_t = ev["t"]
-        elif kind == "answer":
-            self.answer = ev["prediction"]
+                self.thoughts[self.current_chunk] = self.thoughts.get(self.current_chunk, "") + ev.text
+        elif isinstance(ev, Thought):
+            self.thought_done[ev.chunk] = ev.text
+        elif isinstance(ev, Eoi):
+            self.eoi_t = ev.t
+        elif isinstance(ev, Answer):
+            self.answer = ev.prediction
         self.live.update(self._render())
 
     def _render(self) -> Group:
@@ -73,13 +73,12 @@ class LiveView:
             body.append(f"[{k + 1}] ", style="cyan").append(self.chunks[k] + "\n", style=style)
             thought = self.thought_done.get(k)
             if thought is None and k in self.thoughts:
-                thought = self.tok.decode(self.thoughts[k], skip_special_tokens=True) + "…"
+                thought = self.thoughts[k] + "…"
             if thought is not None:
                 body.append("    💭 " + (thought.strip() or "(skip)") + "\n", style="green" if thought.strip() else "dim green")
         parts = [Panel(body, title=f"input stream  t={self.now:.1f}s", border_style="cyan")]
         if self.eoi_t is not None:
-            deep = self.tok.decode(self.deep, skip_special_tokens=True)
-            parts.append(Panel(Text(deep, style="yellow"), title="deep stage (after end of input)", border_style="yellow"))
+            parts.append(Panel(Text(self.deep, style="yellow"), title="deep stage (after end of input)", border_style="yellow"))
         if self.answer is not None:
             parts.append(Text(f"answer: {self.answer}", style="bold magenta"))
         return Group(*parts)

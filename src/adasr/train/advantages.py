@@ -6,16 +6,16 @@ definition; AdaSR arXiv 2606.14694 equations are not public). Group normalizatio
 ``torch.std`` default) standard deviation over the G rollouts of one input.
 
 Batch layout: the B rollouts are ordered so that each consecutive block of ``group_size`` rows
-holds the G rollouts of one input (``B % G == 0``). Token stages (shared with the engine and the
-protocol renderer): ``stage`` 0 = not generated (prompt, chunks, role headers), 1 =
-streaming-thought token, 2 = deep-stage token.
+holds the G rollouts of one input (``B % G == 0``). Token stages are
+:class:`adasr.protocol.Stage` (shared with the engine and the protocol renderer): 0 = not
+generated (prompt, chunks, role headers), 1 = streaming-thought token, 2 = deep-stage token.
 """
 
 from __future__ import annotations
 
 import torch
 
-STAGE_PROMPT, STAGE_STREAM, STAGE_DEEP = 0, 1, 2
+from adasr.protocol import Stage
 
 
 def group_normalize(
@@ -67,7 +67,7 @@ def grpo_token_advantages(rewards: torch.Tensor, stage: torch.Tensor, group_size
     """
     _check_stage(stage, rewards)
     adv = group_normalize(rewards, group_size, **kw)  # (B,)
-    return adv[:, None] * (stage > STAGE_PROMPT).float()
+    return adv[:, None] * (stage > Stage.INPUT).float()
 
 
 def hrpo_token_advantages(
@@ -88,7 +88,7 @@ def hrpo_token_advantages(
     _check_stage(stage, deep_rewards)
     a_s = group_normalize(stream_rewards, group_size, **kw)[:, None]  # (B, 1)
     a_d = group_normalize(deep_rewards, group_size, **kw)[:, None]
-    return a_s * (stage == STAGE_STREAM).float() + a_d * (stage == STAGE_DEEP).float()
+    return a_s * (stage == Stage.STREAM).float() + a_d * (stage == Stage.DEEP).float()
 
 
 def advantage_stats(adv: torch.Tensor, stage: torch.Tensor) -> dict[str, float]:
@@ -104,7 +104,7 @@ def advantage_stats(adv: torch.Tensor, stage: torch.Tensor) -> dict[str, float]:
         elsewhere; std is the unbiased std (0 for a single token).
     """
     out: dict[str, float] = {}
-    for name, s in (("stream", STAGE_STREAM), ("deep", STAGE_DEEP)):
+    for name, s in (("stream", Stage.STREAM), ("deep", Stage.DEEP)):
         v = adv[stage == s].detach().float()
         n = v.numel()
         out[f"{name}/count"] = float(n)

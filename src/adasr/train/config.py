@@ -201,6 +201,9 @@ class RLConfig(_TrainConfig):
         max_deep_tokens: cap of the deep stage (reasoning + answer), tokens.
         wps: arrival rate of the chunks, words per second.
         mode: ``adaptive`` (budget capped by the arrival slack) or ``interleaved``.
+        decode_rate: decode tokens/s the adaptive budgets of rollouts assume (``None``: measured
+            once, then a moving average carried across batches; a number makes rollouts
+            independent of the machine's speed, see ``EngineConfig.decode_rate``).
         w_fmt / lam_post / lam_over / length_norm / lam_stream / lam_deep / deep_length_norm:
             :class:`adasr.train.rewards.RewardConfig`.
         kl_beta: weight of the KL penalty to the initial policy (0: none, no reference model).
@@ -227,6 +230,7 @@ class RLConfig(_TrainConfig):
     max_deep_tokens: int = 256
     wps: float = 2.5
     mode: str = "adaptive"
+    decode_rate: float | None = None
     w_fmt: float = 0.2
     lam_post: float = 0.5
     lam_over: float = 0.25
@@ -262,6 +266,8 @@ class RLConfig(_TrainConfig):
             raise ConfigError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={self.top_p}, top_k={self.top_k}")
         if not self.wps > 0:
             raise ConfigError(f"wps (words per second) must be > 0, got {self.wps}")
+        if self.decode_rate is not None and not self.decode_rate > 0:
+            raise ConfigError(f"decode_rate must be > 0 tokens/s (or null: measured), got {self.decode_rate}")
         if self.kl_beta < 0 or not self.epsilon > 0 or not self.adv_eps > 0:
             raise ConfigError("need kl_beta >= 0, epsilon > 0 and adv_eps > 0")
         if (self.batch_size * self.group_size) % self.grad_accum != 0:

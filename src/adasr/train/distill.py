@@ -170,8 +170,8 @@ def distill(
     todo = [(it, k) for sid, (it, k) in wanted.items() if sid not in done]
     seen, kept = len(prior), sum(1 for r in prior if r.get("correct"))
     engine = StreamingEngine(model, tokenizer, EngineConfig(
-        mode="batch", max_deep_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-        seed=cfg.seed, initial_decode_rate=1.0))
+        policy="batch", max_deep_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+        seed=cfg.seed, decode_rate=1.0))  # batch mode has no thought budgets: no calibration
     inputs = (EpisodeInput(id=sample_id(it.id, k), source=ScheduledStream([Chunk(0, it.question, 0.0)]),
                            reference=it.reference, seed=zlib.crc32(it.id.encode()) * 64 + k)
               for it, k in todo)

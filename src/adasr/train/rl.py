@@ -9,9 +9,12 @@ One optimizer step (``train_rl`` reads top to bottom; the step is
    streaming episode on the current policy (unwrapped from accelerate/DeepSpeed/PEFT wrappers,
    in eval mode, all rows in one batched KV cache, per-stream virtual clocks — each rollout is
    charged the batched steps it takes part in and never sits a step out waiting for its next
-   chunk — chunks arriving at ``wps`` words per second; each row has its own seed). Its ``token_ids`` are exactly the sequence the
-   model saw and produced; ``token_stage`` labels each token 0 (not generated: system prompt,
-   chunks, role headers, forced turn closers), 1 (streaming thought) or 2 (deep stage).
+   chunk — chunks arriving at ``wps`` words per second; each row has its own seed). Adaptive
+   budgets use ``decode_rate`` when the config pins it, else a rate measured once (by the first
+   batch's engine) and carried from batch to batch, so no batch re-runs the calibration forwards.
+   Its ``token_ids`` are exactly the sequence the model saw and produced; ``token_stage``
+   labels each token 0 (not generated: system prompt, chunks, role headers, forced turn
+   closers), 1 (streaming thought) or 2 (deep stage).
 3. **Rewards** (:mod:`adasr.train.rewards`): ``r_acc`` from the task's checker (GSM8K:
    :func:`adasr.tasks.gsm8k.is_correct`; procedural tasks: their reasoning-gym scorer),
    ``r_fmt`` and ``r_adapt`` from the engine record.
@@ -48,7 +51,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
 from adasr.errors import ConfigError
-from adasr.protocol import STAGE_INPUT, StreamingFormat
+from adasr.protocol import Stage, StreamingFormat
 from adasr.stream import make_stream
 from adasr.train.advantages import advantage_stats, group_normalize, grpo_token_advantages, hrpo_token_advantages
 from adasr.train.config import RLConfig, trainer_kwargs
@@ -108,6 +111,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         self.reward_cfg = cfg.reward_config()
         self.scorer = scorer or score_prediction
         self.stream_format = StreamingFormat.for_protocol(tokenizer, cfg.protocol)
+        self.rollout_decode_rate: float | None = None  # measured by the first rollout engine, then carried along
         self.last_batch: dict = {}
         args = args or rl_arguments(cfg)
         # Full fine-tuning with a KL term: the reference is a frozen copy of the initial policy
@@ -135,8 +139,9 @@ class StreamGRPOTrainer(GRPOTrainer):
     # -- rollouts ---------------------------------------------------------------------------
     def _engine_config(self) -> EngineConfig:
         c = self.cfg
-        return EngineConfig(mode=c.mode, thought_budget=c.thought_budget, max_deep_tokens=c.max_deep_tokens,
-                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=c.seed)
+        return EngineConfig(policy=c.mode, thought_budget=c.thought_budget, max_deep_tokens=c.max_deep_tokens,
+                            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=c.seed,
+                            decode_rate=c.decode_rate, initial_decode_rate=self.rollout_decode_rate)
 
     def _rollout_seed(self, i: int) -> int:
         """Seed of rollout ``i`` of the current generation batch: distinct per row, process, step
@@ -163,6 +168,7 @@ class StreamGRPOTrainer(GRPOTrainer):
             try:
                 engine = StreamingEngine(policy, self.processing_class, self._engine_config(), fmt=self.stream_format)
                 done = {r.id: r for r in engine.run(inputs, batch_size=len(inputs), clock="per-stream")}
+                self.rollout_decode_rate = engine.decode_rate
             finally:
                 policy.train(was_training)
         return [done[inp.id] for inp in inputs]
@@ -221,7 +227,7 @@ class StreamGRPOTrainer(GRPOTrainer):
             advantages = hrpo_token_advantages(rewards["stream"], rewards["deep"], stage, G, **kw)
         else:
             advantages = grpo_token_advantages(rewards["total"], stage, G, **kw)
-        env_mask = (stage > STAGE_INPUT).long()
+        env_mask = (stage > Stage.INPUT).long()
 
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)

@@ -1,0 +1,112 @@
+"""Typed engine events: what happened in a session, and when.
+
+The engine reports each session's timeline as small frozen dataclasses, one type per event.
+Every event has ``type`` (a fixed string per class), ``t`` (seconds on the session's clock since
+its stream started) and ``id`` (the episode id); :meth:`Event.as_dict` gives the flat dict stored
+in :attr:`adasr.engine.EpisodeResult.events` and printed by ``adasr run --json``.
+
+=================  ===================================================================
+type               fields
+=================  ===================================================================
+``arrive``         ``chunk``, ``text`` — a chunk arrived (``t`` is its arrival time)
+``ingest``         ``chunk`` — its ingestion started
+``token``          ``stage``, ``token``, ``text`` — one generated token (not kept in results)
+``thought``        ``chunk``, ``text``, ``tokens`` — a streaming thought ended
+``eoi``            — end of input
+``deep_start``     — the deep stage started
+``answer``         ``prediction``, ``text``, ``early`` — the episode's final answer
+=================  ===================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from adasr.protocol import Stage
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of the engine events (see the module docstring)."""
+
+    t: float
+    id: str
+    type: ClassVar[str] = ""
+    _private: ClassVar[tuple[str, ...]] = ()  # fields left out of as_dict()
+
+    def as_dict(self) -> dict:
+        """``{"type", "t", <fields>, "id"}``: the event as a JSON-serializable dict."""
+        out = {"type": self.type, "t": self.t}
+        out.update((f.name, getattr(self, f.name)) for f in fields(self)
+                   if f.name not in ("t", "id") and f.name not in self._private)
+        out["id"] = self.id
+        return out
+
+
+@dataclass(frozen=True)
+class Arrive(Event):
+    """Chunk ``chunk`` (its ``text``) arrived; ``t`` is its arrival time."""
+
+    chunk: int
+    text: str
+    type: ClassVar[str] = "arrive"
+
+
+@dataclass(frozen=True)
+class Ingest(Event):
+    """Chunk ``chunk`` started to be ingested (``t - arrival`` is its backlog)."""
+
+    chunk: int
+    type: ClassVar[str] = "ingest"
+
+
+@dataclass(frozen=True)
+class Token(Event):
+    """One generated token: ``token`` (id) of ``stage`` (:class:`~adasr.protocol.Stage`) and its
+    ``text``, the text it adds to its turn (decoded incrementally: empty while it ends inside a
+    multi-byte character, which a later token completes). ``as_dict`` leaves ``text`` out."""
+
+    stage: Stage
+    token: int
+    text: str = ""
+    type: ClassVar[str] = "token"
+    _private: ClassVar[tuple[str, ...]] = ("text",)
+
+
+@dataclass(frozen=True)
+class Thought(Event):
+    """The streaming thought after chunk ``chunk`` ended: its ``text`` and length in ``tokens``
+    (the end-of-turn token included when the model generated it)."""
+
+    chunk: int
+    text: str
+    tokens: int
+    type: ClassVar[str] = "thought"
+
+
+@dataclass(frozen=True)
+class Eoi(Event):
+    """End of input; ``t`` is the last arrival (or when the stream closed)."""
+
+    type: ClassVar[str] = "eoi"
+
+
+@dataclass(frozen=True)
+class DeepStart(Event):
+    """The deep stage started (the end-of-input turn is fed in this step)."""
+
+    type: ClassVar[str] = "deep_start"
+
+
+@dataclass(frozen=True)
+class Answer(Event):
+    """The episode ended: ``prediction`` (the last ``\\boxed{}`` of ``text``, or ``None``),
+    ``text`` (the deep stage, or the streaming thought that committed the answer) and ``early``
+    (True when a proactive policy answered before end of input)."""
+
+    prediction: str | None
+    text: str
+    early: bool
+    type: ClassVar[str] = "answer"
+
