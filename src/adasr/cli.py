@@ -303,7 +303,7 @@ def data_distill(
     exclude: Annotated[list[Path], typer.Option(
         help="held-out JSONL whose questions must never be sampled (repeatable)")] = [],  # noqa: B006
     batch_size: Annotated[int, typer.Option(help="rows decoded together")] = 16,
-    temperature: float = 0.6,
+    temperature: Annotated[float, typer.Option(help="sampling temperature (> 0); low keeps more correct samples")] = 0.3,
     top_p: float = 0.95,
     max_tokens: Annotated[int, typer.Option(help="cap on a solution, tokens")] = 400,
     seed: int = 0,

@@ -58,7 +58,7 @@ class DistillConfig:
 
     model: str = "qwen2.5-coder-0.5b-instruct"
     samples: int = 2
-    temperature: float = 0.6
+    temperature: float = 0.3
     top_p: float = 0.95
     max_tokens: int = 400
     batch_size: int = 16
