@@ -49,8 +49,8 @@ from adasr.policy import ThoughtPolicy, make_policy
 from adasr.protocol import Episode, StreamingFormat, protocol_format
 from adasr.runner import ModelRunner
 from adasr.scheduler import Scheduler
-from adasr.session import Session, SessionStatus
-from adasr.stream import PER_STREAM, ArrivalSource, RealClock, VirtualClock
+from adasr.session import EpisodeInput, Session, SessionStatus
+from adasr.stream import PER_STREAM, RealClock, VirtualClock
 
 __all__ = ["EngineConfig", "EpisodeInput", "EpisodeResult", "Event", "StreamingEngine", "run_episode"]
 
@@ -132,16 +132,6 @@ class EngineConfig:
             rate = getattr(self, name)
             if rate is not None and not rate > 0:
                 raise ConfigError(f"{name} must be > 0 tokens/s (or None: measured), got {rate}")
-
-
-@dataclass
-class EpisodeInput:
-    """One episode to run: an id, its arrival source, and optionally a reference answer and seed."""
-
-    id: str
-    source: ArrivalSource
-    reference: str | None = None
-    seed: int | None = None
 
 
 @dataclass

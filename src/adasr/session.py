@@ -31,7 +31,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -39,10 +39,17 @@ from adasr.errors import InputError
 from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Thought, Token
 from adasr.policy import PolicyContext, ThoughtPolicy
 from adasr.protocol import Stage, StreamingFormat, find_boxed
-from adasr.stream import Chunk, RealClock, VirtualClock
+from adasr.stream import ArrivalSource, Chunk, RealClock, VirtualClock
 
-if TYPE_CHECKING:  # pragma: no cover
-    from adasr.engine import EpisodeInput
+
+@dataclass
+class EpisodeInput:
+    """One episode to run: an id, its arrival source, and optionally a reference answer and seed."""
+
+    id: str
+    source: ArrivalSource
+    reference: str | None = None
+    seed: int | None = None
 
 Feed = list[tuple[int, int]]
 """Tokens to feed, as ``(token id, stage)`` pairs."""

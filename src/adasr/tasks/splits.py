@@ -9,6 +9,7 @@ checks question text against the held-out files with :func:`drop_overlap` /
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -30,16 +31,29 @@ def normalize_question(text: str) -> str:
 
 
 def heldout_questions(paths: Iterable[str | os.PathLike]) -> set[str]:
-    """Normalized questions of the items in GSM8K-format JSONL files.
+    """Normalized questions of the records in JSONL files (any record with a ``question``).
 
     Raises:
-        DataError: a file is missing or holds no valid item.
+        DataError: a file is missing or unreadable, or holds no record with a question.
     """
-    from adasr.tasks.gsm8k import load_gsm8k
-
     out: set[str] = set()
     for p in paths:
-        out.update(normalize_question(it.question) for it in load_gsm8k(Path(p), on_error=lambda e: None))
+        path = Path(p)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read held-out file {path}: {e}") from None
+        found = 0
+        for line in lines:
+            try:
+                rec = json.loads(line) if line.strip() else None
+            except ValueError:
+                continue  # a malformed line cannot match a question
+            if isinstance(rec, dict) and isinstance(rec.get("question"), str):
+                out.add(normalize_question(rec["question"]))
+                found += 1
+        if not found:
+            raise DataError(f"held-out file {path} has no record with a question")
     return out
 
 
