@@ -11,7 +11,7 @@ from adasr.errors import ConfigError, DataError
 from adasr.tasks.gsm8k import GSM8KItem
 from adasr.tasks.splits import assert_disjoint, drop_overlap, normalize_question
 from adasr.tasks.streamify import parse_free_solution, streamify_solution
-from adasr.train.distill import DistillConfig, distill, stats, write_episodes
+from adasr.train.distill import DistillConfig, distill, sample_counts, write_episodes
 
 NATALIA_Q = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
              "How many clips did Natalia sell altogether in April and May?")
@@ -126,4 +126,4 @@ def test_write_episodes_report(tiny_tokenizer, tmp_path):
     eps = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
     assert [e["id"] for e in eps] == ["n#0"] and eps[0]["answer"] == "72"
     assert json.loads((tmp_path / "report.json").read_text())["episodes"] == 1
-    assert stats(records).keep_rate == pytest.approx(2 / 3)
+    assert sample_counts(records).keep_rate == pytest.approx(2 / 3) and rep.keep_rate == pytest.approx(2 / 3)

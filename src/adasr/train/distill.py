@@ -35,7 +35,7 @@ from adasr.errors import ConfigError
 from adasr.evaluation import ResultsWriter
 from adasr.tasks.gsm8k import GSM8KItem
 
-__all__ = ["DistillConfig", "DistillStats", "distill", "sample_id"]
+__all__ = ["ConversionReport", "DistillConfig", "distill", "sample_counts", "sample_id", "write_episodes"]
 
 SAMPLES_FILE = "samples.jsonl"
 CONFIG_FILE = "config.json"
@@ -79,20 +79,6 @@ class DistillConfig:
             raise ConfigError("--batch-size must be >= 1")
 
 
-@dataclass
-class DistillStats:
-    """Counts of a distillation directory: problems tried, samples drawn and kept."""
-
-    problems: int = 0
-    problems_solved: int = 0
-    samples: int = 0
-    kept: int = 0
-
-    @property
-    def keep_rate(self) -> float:
-        return self.kept / self.samples if self.samples else 0.0
-
-
 def sample_id(item_id: str, k: int) -> str:
     """Id of sample ``k`` of an item: ``"<item id>#<k>"``."""
     return f"{item_id}#{k}"
@@ -118,13 +104,6 @@ def _check_config(out_dir: Path, cfg: DistillConfig) -> None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(mine, indent=2) + "\n", encoding="utf-8")
-
-
-def stats(records: Sequence[dict]) -> DistillStats:
-    """:class:`DistillStats` of sample records."""
-    solved = {r["item_id"] for r in records if r.get("correct")}
-    return DistillStats(problems=len({r["item_id"] for r in records}), problems_solved=len(solved),
-                        samples=len(records), kept=sum(1 for r in records if r.get("correct")))
 
 
 def distill(
@@ -238,11 +217,24 @@ class ConversionReport:
     mean_thought_tokens: float = 0.0
     mean_deep_tokens: float = 0.0
 
+    @property
+    def keep_rate(self) -> float:
+        """Kept samples / samples drawn."""
+        return self.kept / self.samples if self.samples else 0.0
+
     def summary_line(self) -> str:
         return (f"{self.samples} samples of {self.problems} problems: kept {self.kept} "
                 f"({self.kept / max(self.samples, 1):.1%}; {self.problems_solved} problems solved), "
                 f"{self.episodes} streaming episodes ({self.stream_token_share:.1%} of reasoning tokens before "
                 f"end of input, skip rate {self.skip_rate:.1%})")
+
+
+def sample_counts(records: Sequence[dict]) -> ConversionReport:
+    """The sample counts of a distillation (problems tried and solved, samples, kept) as a
+    :class:`ConversionReport` with nothing converted yet."""
+    solved = {r["item_id"] for r in records if r.get("correct")}
+    return ConversionReport(problems=len({r["item_id"] for r in records}), problems_solved=len(solved),
+                            samples=len(records), kept=sum(1 for r in records if r.get("correct")), excluded={})
 
 
 def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> ConversionReport:
@@ -262,9 +254,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> C
     from adasr.tasks.streamify import ParseFailure, streamify_solution
 
     out_dir = Path(out_dir)
-    st = stats(records)
-    rep = ConversionReport(problems=st.problems, problems_solved=st.problems_solved, samples=st.samples,
-                           kept=st.kept, excluded={})
+    rep = sample_counts(records)
     episodes: list[dict] = []
     n_stream = n_deep = n_nonfinal = n_skip = 0
     thought_lens: list[int] = []
