@@ -127,3 +127,25 @@ def test_write_episodes_report(tiny_tokenizer, tmp_path):
     assert [e["id"] for e in eps] == ["n#0"] and eps[0]["answer"] == "72"
     assert json.loads((tmp_path / "report.json").read_text())["episodes"] == 1
     assert sample_counts(records).keep_rate == pytest.approx(2 / 3) and rep.keep_rate == pytest.approx(2 / 3)
+
+
+def test_episodes_task_reads_distilled_episodes_and_refuses_overlap(tiny_tokenizer, tmp_path):
+    from adasr.tasks.registry import build_dataset
+    from adasr.train.config import SFTConfig
+    from adasr.train.sft import build_splits
+
+    rec = {"id": "n#0", "item_id": "n", "question": NATALIA_Q, "reference": "72", "prediction": "72",
+           "tokens": 1, "format_ok": True, "solution": NATALIA_SOL, "correct": True}
+    write_episodes([rec], tmp_path, tiny_tokenizer)
+    ds = build_dataset("episodes", source=tmp_path / "episodes.jsonl")
+    assert len(ds) == 1 and ds[0]["answer"] == "72" and ds[0]["thoughts"][0].startswith("2. In May")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "question": "q", "chunks": ["a"]}) + "\n")
+    with pytest.raises(DataError, match="not a streaming episode"):
+        build_dataset("episodes", source=bad)
+    held = tmp_path / "held.jsonl"
+    held.write_text(json.dumps({"question": NATALIA_Q, "answer": "#### 72"}) + "\n")
+    cfg = SFTConfig(model="tiny", task="episodes", data_path=str(tmp_path / "episodes.jsonl"), train_size=None,
+                    exclude=[str(held)])
+    with pytest.raises(DataError, match="held-out question"):
+        build_splits(cfg)
