@@ -19,6 +19,7 @@ import pytest
 
 from adasr.errors import AdasrError, DataError
 from adasr.metrics import RECORD_FIELDS, rich_table, summarize, summary_table
+from adasr.tasks.grading import grade
 from adasr.tasks.gsm8k import GSM8KItem, extract_reference, is_correct, load_gsm8k
 
 
@@ -364,8 +365,8 @@ def test_streaming_dataset_records_load_and_grade(tmp_path):
     items = load_gsm8k(path)
     assert len(items) == 5 and all(it.task == "chain_sum" and it.chunks for it in items)
     it = items[0]
-    assert it.grade(it.reference) and it.grade(f"\\boxed{{{it.reference}}}")
-    assert not it.grade(str(int(it.reference) + 1))
+    assert grade(it.task, it.reference, it.reference) and grade(it.task, f"\\boxed{{{it.reference}}}", it.reference)
+    assert not grade(it.task, str(int(it.reference) + 1), it.reference)
 
 
 @pytest.mark.parametrize("batch_size, clock, align, expected", [

@@ -353,7 +353,7 @@ def evaluate(
     For each mode: items already in ``<out_dir>/<mode>/results.jsonl`` are skipped; the rest are
     streamed (``adasr.stream.make_stream(question, wps=wps)``) through
     ``engine_factory(mode).run(inputs, batch_size=batch_size, clock=clock)``; each finished
-    record gets ``reference`` and ``correct`` (:meth:`GSM8KItem.grade`: math-verify for GSM8K, the
+    record gets ``reference`` and ``correct`` (:func:`adasr.tasks.grading.grade`: math-verify for GSM8K, the
     task's scorer for procedural streams; items with ``chunks`` stream those chunks) and is
     appended at once. Then ``summary.json``/``summary.md`` are written for the records of
     ``items``; with several modes also ``<out_dir>/summary.md`` side by side. The engine is only
@@ -388,6 +388,7 @@ def evaluate(
     """
     from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
     from adasr.stream import CLOCKS, PER_STREAM, make_stream
+    from adasr.tasks.grading import grade
 
     if clock not in CLOCKS:
         raise ConfigError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
@@ -464,7 +465,7 @@ def evaluate(
                             record["id"] = item.id
                             record.setdefault("mode", mode)
                             record["reference"] = item.reference
-                            record["correct"] = item.grade(record.get("prediction"))
+                            record["correct"] = grade(item.task, record.get("prediction"), item.reference)
                             writer.write(record)
                             done.add(item.id)
                             n_new += 1

@@ -39,7 +39,7 @@ class GSM8KItem:
         reference: the final answer after ``####``, commas stripped (e.g. ``"1200"``).
         line: 1-based line number in the source file.
         chunks: the chunks to stream, when the record gives them (else the question is chunked).
-        task: ``gsm8k`` or the record's task (graded by that task's scorer).
+        task: ``gsm8k`` or the record's task (graded by :func:`adasr.tasks.grading.grade`).
         evidence_chunk: proactive streams: 0-based index into ``chunks`` of the earliest chunk
             after which the answer is determined (``None`` when not given).
     """
@@ -51,19 +51,6 @@ class GSM8KItem:
     chunks: list[str] | None = None
     task: str = "gsm8k"
     evidence_chunk: int | None = None
-
-    def grade(self, prediction: str | None) -> bool:
-        """Whether ``prediction`` is correct: :func:`is_correct` for GSM8K, the task's own
-        scorer for procedural (reasoning-gym) and proactive streams."""
-        if self.task == "gsm8k":
-            return is_correct(prediction, self.reference)
-        if self.task.startswith("proactive_"):
-            from adasr.tasks.proactive import score as proactive_score
-
-            return proactive_score(self.task, prediction, self.reference)
-        from adasr.tasks.procedural import score
-
-        return score(self.task, prediction, self.reference)
 
 
 # --------------------------------------------------------------------------------------------

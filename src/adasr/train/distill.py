@@ -120,7 +120,7 @@ def distill(
 
     Args:
         model, tokenizer: the sampler (a Hugging Face causal LM with a chat template).
-        items: the problems (GSM8K-format items, graded by :meth:`GSM8KItem.grade`).
+        items: the problems (GSM8K-format items, graded by :func:`adasr.tasks.grading.grade`).
         out_dir: the distillation directory (see the module docstring); resumable.
         cfg: :class:`DistillConfig`.
         progress: show a progress bar (kept/seen counts, ETA).
@@ -137,6 +137,7 @@ def distill(
 
     from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
     from adasr.evaluation import EvalInterrupted
+    from adasr.tasks.grading import grade
     from adasr.stream import Chunk, ScheduledStream
 
     cfg.validate()
@@ -167,7 +168,7 @@ def distill(
                        "reference": it.reference, "solution": res.deep,
                        "prediction": res.record["prediction"], "tokens": res.record["deep_tokens"],
                        "format_ok": res.record["format_ok"]}
-                rec["correct"] = bool(rec["format_ok"]) and it.grade(rec["prediction"])
+                rec["correct"] = bool(rec["format_ok"]) and grade(it.task, rec["prediction"], it.reference)
                 writer.write(rec)
                 new.append(rec)
                 seen += 1
