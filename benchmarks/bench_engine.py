@@ -19,6 +19,7 @@ import torch
 from transformers import DynamicCache
 
 from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episode
+from adasr.kvcache import cache_keyword
 from adasr.models import load_model
 from adasr.protocol import Episode, default_format
 from adasr.stream import make_stream, split_sentences
@@ -39,7 +40,7 @@ def median_time(fn, reps: int) -> float:
 
 
 def forward(model, ids: list[int], cache=None):
-    return model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return model(input_ids=torch.tensor([ids]), **{cache_keyword(model): cache}, use_cache=True, logits_to_keep=1)
 
 
 def bench_ingest(model, fmt, chunks: list[str], thoughts: list[str], k: int, reps: int) -> dict:

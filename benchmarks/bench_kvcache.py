@@ -17,7 +17,7 @@ import time
 import torch
 from transformers import DynamicCache
 
-from adasr.kvcache import StreamingCache
+from adasr.kvcache import StreamingCache, cache_keyword
 from adasr.models import load_model
 
 
@@ -29,13 +29,13 @@ def step_ms(model, cache_cls, batch: int, prefix: int, steps: int) -> float:
     cache = cache_cls()
     times = []
     with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, attention_mask=mask, **{cache_keyword(model): cache}, use_cache=True, logits_to_keep=1)
         for s in range(steps):
             tok = out.logits[:, -1:].argmax(-1)
             mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long)], 1)
             t0 = time.perf_counter()
             out = model(input_ids=tok, attention_mask=mask, position_ids=torch.full((batch, 1), prefix + s),
-                        past_key_values=cache, use_cache=True)
+                        **{cache_keyword(model): cache}, use_cache=True)
             times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times[3:])
 

@@ -8,6 +8,7 @@ import torch
 
 from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episode
 from adasr.errors import ConfigError, InputError
+from adasr.kvcache import cache_keyword
 from adasr.policy import AdaptivePolicy, PolicyContext
 from adasr.protocol import STAGE_DEEP, STAGE_INPUT, STAGE_STREAM
 from adasr.session import SessionStatus
@@ -300,7 +301,7 @@ def test_prefix_cache_injects_exact_prefix_keys_values(tiny_model, tiny_tokenize
         cache.batch_select_indices(torch.tensor([0, 2]))  # the chunk on top of the injected prefix ...
         attn = torch.cat([mask[[0, 2]], torch.ones(2, C, dtype=torch.long)], 1)
         out = tiny_model(input_ids=torch.tensor([chunk] * 2), attention_mask=attn,
-                         position_ids=torch.arange(P, P + C).expand(2, C), past_key_values=cache, use_cache=True)
+                         position_ids=torch.arange(P, P + C).expand(2, C), **{cache_keyword(tiny_model): cache}, use_cache=True)
         ref = tiny_model(input_ids=torch.tensor([prefix + chunk])).logits[0, P:]  # ... = one plain prefill
     assert torch.allclose(out.logits[0], ref, atol=1e-5) and torch.allclose(out.logits[1], ref, atol=1e-5)
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from adasr.kvcache import GrowableLayer, StreamingCache
+from adasr.kvcache import GrowableLayer, StreamingCache, cache_keyword
 
 
 def _decode(model, cache, steps: int = 70, batch: int = 3) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 300, (batch, 9), generator=g)
-    out, logits = model(input_ids=ids, past_key_values=cache, use_cache=True), []
+    out, logits = model(input_ids=ids, **{cache_keyword(model): cache}, use_cache=True), []
     for _ in range(steps):  # past the first capacity (64): the buffer must grow and keep its content
         tok = out.logits[:, -1:].argmax(-1)
-        out = model(input_ids=tok, past_key_values=cache, use_cache=True)
+        out = model(input_ids=tok, **{cache_keyword(model): cache}, use_cache=True)
         logits.append(out.logits[:, -1])
     return logits
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -46,7 +47,11 @@ DEFAULT_MAX_CHUNK_TOKENS = 128
 def setup_logging(verbose: int = 0) -> None:
     """Log records to stderr: WARNING and above by default; ``-v`` adds adasr's INFO messages
     (model loading and caching, training progress), ``-vv`` adasr's DEBUG and every library's
-    INFO."""
+    INFO. Libraries' deprecation notices (FutureWarning, DeprecationWarning) are meant for
+    adasr's developers, not its users: hidden by default, logged with ``-v``."""
+    logging.captureWarnings(True)
+    warnings.filterwarnings("default" if verbose else "ignore", category=FutureWarning)
+    warnings.filterwarnings("default" if verbose else "ignore", category=DeprecationWarning)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

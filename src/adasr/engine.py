@@ -177,7 +177,7 @@ class StreamingEngine:
 
     Args:
         model: a Hugging Face causal LM (``forward(input_ids, attention_mask, position_ids,
-            past_key_values, logits_to_keep)``), in eval mode.
+            cache or past_key_values, logits_to_keep)``), in eval mode.
         tokenizer: its tokenizer (with a chat template).
         config: :class:`EngineConfig`.
         fmt: the protocol pieces (default: :func:`adasr.protocol.protocol_format` of

@@ -13,6 +13,8 @@ compaction) replaces the buffer, and the next append grows it again.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -80,7 +82,9 @@ class GrowableLayer(DynamicLayer):
         otherwise the rows are copied. Either way, call :meth:`merge_rows` after the forward.
         """
         sub = GrowableLayer()
-        sub.dtype, sub.device, sub.is_initialized = self.dtype, self.device, True
+        sub.device, sub.is_initialized = self.device, True
+        if hasattr(self, "dtype"):  # transformers < 5.24 keeps the dtype on the layer
+            sub.dtype = self.dtype
         span = self._is_span(idx)
         picked = None if span else torch.tensor(idx, device=self.device)
         for name in ("keys", "values"):
@@ -99,6 +103,17 @@ class GrowableLayer(DynamicLayer):
             if not span:  # sub holds copies: write its new positions back
                 self._buf[name][idx, :, n:m] = sub._buf[name][:, :, n:m]
             self._len[name] = m
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword argument that passes a cache to ``model``'s forward: ``"cache"`` where its
+    forward takes one (transformers >= 5.24), else ``"past_key_values"``.
+
+    PEFT wrappers are unwrapped to read the base model's signature. Call once per model: it
+    inspects the signature.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 class StreamingCache(DynamicCache):

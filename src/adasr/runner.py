@@ -32,7 +32,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from adasr.kvcache import GrowableLayer, StreamingCache
+from adasr.kvcache import GrowableLayer, StreamingCache, cache_keyword
 
 
 class ModelRunner:
@@ -55,6 +55,7 @@ class ModelRunner:
     def __init__(self, model, config, pad_id: int, prefix_ids: list[int], stats: dict):
         self.model, self.config, self.pad_id, self.stats = model, config, pad_id, stats
         self.device = next(model.parameters()).device
+        self._cache_kw = cache_keyword(model)
         self.prefix_ids = list(prefix_ids)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.warpers = self._warpers()
@@ -175,7 +176,7 @@ class ModelRunner:
         if self._prefix_kv is None:
             ids = torch.tensor([self.prefix_ids], device=self.device)
             own = StreamingCache()
-            self.model(input_ids=ids, past_key_values=own, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=ids, **{self._cache_kw: own}, use_cache=True, logits_to_keep=1)
             self._prefix_kv = [(layer.keys.clone(), layer.values.clone()) for layer in own.layers]
         B = len(feeds)
         idx = torch.tensor(hit, device=self.device)
@@ -214,7 +215,7 @@ class ModelRunner:
             input_ids=ids.to(self.device),
             attention_mask=mask,
             position_ids=pos.to(self.device),
-            past_key_values=cache,
+            **{self._cache_kw: cache},
             use_cache=True,
             logits_to_keep=keep_idx.to(self.device) if L > 1 else 1,
         )
@@ -279,9 +280,9 @@ class ModelRunner:
         ids = torch.tensor([prompt_ids], device=self.device)
         cache = StreamingCache()
         with torch.inference_mode():
-            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=ids, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
             tok = out.logits[:, -1].argmax(-1, keepdim=True)
             t0 = time.perf_counter()
             for _ in range(steps):
-                tok = self.model(input_ids=tok, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+                tok = self.model(input_ids=tok, **{self._cache_kw: cache}, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
         return steps / max(time.perf_counter() - t0, 1e-6)
