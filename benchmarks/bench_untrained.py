@@ -14,6 +14,8 @@ Variants (``--variant``, repeatable; default: all):
 * ``adaptive-restate`` — v1 thoughts, but the end-of-input turn restates the whole input.
 * ``adaptive-v2`` / ``interleaved-v2`` — protocol v2: one-line notes (a thought ends at its
   first line break), the question-comes-last instruction, and the restated input at EOI.
+* ``adaptive-v3`` — protocol v3: v2's notes, then a fresh deep-stage context at EOI (the row's
+  cache is dropped; a read-then-think prompt holding the whole input and the notes).
 
 Usage: ``python benchmarks/bench_untrained.py --model qwen2.5-coder-0.5b-instruct --n 50
 [--data data/gsm8k_heldout400.jsonl] [--dtype bfloat16] [--out benchmarks/out/untrained]``
@@ -22,11 +24,11 @@ Usage: ``python benchmarks/bench_untrained.py --model qwen2.5-coder-0.5b-instruc
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from adasr.engine import EngineConfig, StreamingEngine
 from adasr.evaluation import evaluate
+from adasr.metrics import wilson_interval
 from adasr.models import load_model
 from adasr.policy import AdaptivePolicy, BatchPolicy, InterleavedPolicy
 from adasr.protocol import PROTOCOLS, StreamingFormat
@@ -42,18 +44,8 @@ VARIANTS = {
     "adaptive-restate": ("v1-restate", lambda b: AdaptivePolicy(thought_budget=b)),
     "adaptive-v2": ("v2", lambda b: AdaptivePolicy(thought_budget=b)),
     "interleaved-v2": ("v2", lambda b: InterleavedPolicy(thought_budget=b)),
+    "adaptive-v3": ("v3", lambda b: AdaptivePolicy(thought_budget=b)),
 }
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (c - h, c + h)
 
 
 def main() -> None:
@@ -89,7 +81,7 @@ def main() -> None:
     for v in variants:
         s = summaries[v]
         k, n = s["n_correct"], s["n_graded"]
-        lo, hi = wilson(k, n)
+        lo, hi = wilson_interval(k, n) if n else (0.0, 0.0)
         p50 = s["p50_post_input_latency_s"]
         print(f"| {v} | {100 * k / n:.1f}% ({100 * lo:.0f}-{100 * hi:.0f}) | {100 * (k / n - ref['accuracy']):+.1f} | "
               f"{100 * s['format_rate']:.0f}% | {s['mean_stream_tokens']:.1f} | {s['mean_post_input_tokens']:.1f} | "

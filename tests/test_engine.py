@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episode
-from adasr.errors import ConfigError, InputError
+from adasr.errors import ConfigError, InputError, ProtocolError
 from adasr.kvcache import cache_keyword
 from adasr.policy import AdaptivePolicy, PolicyContext
 from adasr.protocol import STAGE_DEEP, STAGE_INPUT, STAGE_STREAM
@@ -343,6 +344,46 @@ def test_protocol_v2_one_line_thoughts_and_restated_input(tiny_model, tiny_token
     assert any(ids[i:i + len(restated)] == restated for i in range(len(ids)))
     assert "{input}" not in tiny_tokenizer.decode(v2.token_ids)
     assert " ".join(v1.episode.chunks) not in tiny_tokenizer.decode(v1.token_ids)
+
+
+def test_protocol_v3_deep_stage_reads_a_fresh_context(tiny_model, tiny_tokenizer):
+    """v3: at end of input the row's cache is dropped and the deep stage continues a read-then-think
+    prompt holding the whole input and the notes: its tokens are greedy generation from that
+    prompt alone, in a batch of rows too (the other row's cache and positions are untouched)."""
+    x, nl = tiny_tokenizer.encode("A")[0], tiny_tokenizer.encode("\n")[0]
+    model = _Steered(tiny_model, x, nl)
+    eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="interleaved", thought_budget=6,
+                                                              max_deep_tokens=5, protocol="v3"))
+    alone = run_episode(eng, EpisodeInput("a", stream(3)))
+    fmt = eng.format
+    notes = [tiny_tokenizer.decode(th) for th in alone.episode.thoughts if th]
+    assert notes == ["A", "A"]
+    prompt = fmt.fresh_deep_ids(alone.episode.chunks, notes)
+    assert tiny_tokenizer.decode(prompt).count("- A") == 2
+    ref, feed, kw = list(prompt), list(prompt), {cache_keyword(tiny_model): DynamicCache()}
+    with torch.inference_mode():  # greedy decoding from the fresh prompt alone
+        for _ in range(5):
+            ref.append(int(model(torch.tensor([feed]), use_cache=True, **kw).logits[0, -1].argmax()))
+            feed = ref[-1:]
+    deep = alone.episode.deep
+    assert deep and deep == ref[len(prompt):len(prompt) + len(deep)]
+    ids, n = alone.token_ids, len(prompt) + len(deep)  # the fresh context, then the deep stage
+    assert any(ids[i:i + n] == prompt + deep for i in range(len(ids)))
+    with pytest.raises(ProtocolError, match="inference only"):
+        fmt.render(alone.episode)
+    # batched (the steering above only works one token at a time: the plain model here)
+    eng = engine(tiny_model, tiny_tokenizer, policy="interleaved", protocol="v3")
+    inputs = lambda: [EpisodeInput("a", stream(3)), EpisodeInput("b", stream(4, off=1))]  # noqa: E731
+    single = {r.id: r for inp in inputs() for r in eng.run([inp])}
+    both = {r.id: r for r in eng.run(inputs(), batch_size=2)}
+    start = eng.format.prefix_ids("batch")
+
+    def fresh_part(ids):  # from the fresh context's system turn to the end
+        i = max(i for i in range(len(ids)) if ids[i:i + len(start)] == start)
+        return ids[i:]
+
+    for k in "ab":
+        assert single[k].episode.deep and fresh_part(single[k].token_ids) == fresh_part(both[k].token_ids)
 
 
 # -- the step API -----------------------------------------------------------------------------

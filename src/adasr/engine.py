@@ -349,6 +349,11 @@ class StreamingEngine:
         sessions = sched.running
         feeds = sched.plan(self.decode_rate)
         if feeds is not None:
+            restart = [i for i, s in enumerate(sessions) if s.restart_row]
+            if restart:  # fresh deep-stage contexts (protocol v3)
+                runner.restart_rows(restart)
+                for i in restart:
+                    sessions[i].restart_row = False
             t_start = time.perf_counter()
             logits, run = runner.execute([[tok for tok, _ in feed] for feed in feeds])
             for s, feed in zip(sessions, feeds):

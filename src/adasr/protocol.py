@@ -73,10 +73,17 @@ EOI_RESTATE_TEXT = (
     "help) and put the final answer within \\boxed{}."
 )
 
+FRESH_DEEP_TEXT = (
+    "{input}\n\nNotes written while the problem was arriving (they may help; check them):\n{notes}\n\n"
+    "Reason step by step and put the final answer within \\boxed{}."
+)
+
 PROTOCOLS: dict[str, dict[str, str]] = {
     "v1": {"streaming_instruction": STREAMING_INSTRUCTION, "eoi_text": EOI_TEXT},
     "v1-restate": {"streaming_instruction": STREAMING_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT},
     "v2": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT, "one_line_thoughts": True},
+    "v3": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": FRESH_DEEP_TEXT, "one_line_thoughts": True,
+           "fresh_deep": True},
 }
 """Named versions of the streaming layout's texts (the batch layout is the same in all).
 
@@ -215,6 +222,14 @@ class StreamingFormat:
         batch_eoi_text: text appended to the single user turn at end of input (batch layout).
         one_line_thoughts: a streaming thought ends at its first line break: the engine closes
             the turn there, without the line-break token (one short note per chunk).
+        fresh_deep: the deep stage runs in a fresh context instead of continuing the streaming
+            one: at end of input the row's cache is dropped and the deep stage reads a
+            read-then-think prompt (batch system turn, one user turn: ``eoi_text`` with the whole
+            input and the streaming notes), so an untrained model writes the solution it
+            writes when reading then thinking, helped by its notes, instead of imitating its
+            own short streaming turns (inference only: such episodes cannot be rendered for
+            training). Idea from AsyncReasoning (Gim et al., 2025): the answer is written in a
+            view of the context built for answering, while thoughts were written in another.
 
     Raises:
         ProtocolError: if the chat template cannot express the protocol.
@@ -229,6 +244,7 @@ class StreamingFormat:
         eoi_text: str = EOI_TEXT,
         batch_eoi_text: str = BATCH_EOI_TEXT,
         one_line_thoughts: bool = False,
+        fresh_deep: bool = False,
     ):
         self.tokenizer = tokenizer
         self.pieces = _split_template(tokenizer)
@@ -236,6 +252,7 @@ class StreamingFormat:
         self.eoi_text = eoi_text
         self.batch_eoi_text = batch_eoi_text
         self.one_line_thoughts = one_line_thoughts
+        self.fresh_deep = fresh_deep
         self.protocol: str | None = None  # the PROTOCOLS name, when built by for_protocol
         p = self.pieces
         self.user_header = self.encode(p.user_header)
@@ -298,10 +315,22 @@ class StreamingFormat:
         In the streaming layout an ``eoi_text`` with an ``{input}`` field restates the whole
         input there (the ``chunks`` joined by spaces), so that the deep stage reads the problem
         in one place, as read-then-think does (see :data:`PROTOCOLS`)."""
+        if layout == "streaming" and self.fresh_deep:
+            raise ProtocolError(f"protocol {self.protocol or '(fresh_deep)'} runs the deep stage in a fresh context: it is "
+                                "for inference only, its episodes cannot be rendered for training")
         if layout == "streaming":
             text = self.eoi_text.replace("{input}", " ".join(chunks)) if "{input}" in self.eoi_text else self.eoi_text
             return self.user_header + self.encode(text) + self.user_footer + self.assistant_header
         return self.encode("\n\n" + self.batch_eoi_text) + self.user_footer + self.assistant_header
+
+    def fresh_deep_ids(self, chunks: Sequence[str], notes: Sequence[str]) -> list[int]:
+        """Ids of the deep stage's fresh context (``fresh_deep`` protocols): the batch system turn
+        and one user turn with ``eoi_text`` (``{input}``: the ``chunks`` joined by spaces,
+        ``{notes}``: the non-empty streaming thoughts, one per line), up to and including the
+        assistant header. Fed to a row whose cache was dropped (positions from 0)."""
+        lines = "\n".join(f"- {n.strip()}" for n in notes if n and n.strip()) or "(none)"
+        text = self.eoi_text.replace("{input}", " ".join(chunks)).replace("{notes}", lines)
+        return self.prefix_ids("batch") + self.encode(text) + self.user_footer + self.assistant_header
 
     def close_ids(self, generated_stop: bool) -> list[int]:
         """Ids that close an assistant turn: the footer, minus its first token if the model

@@ -79,9 +79,7 @@ class ModelRunner:
     def apply(self, changes) -> None:
         """Apply the scheduler's :class:`~adasr.scheduler.RowChanges`: rows taken over by a new
         session (old positions masked, position ids from 0), dropped rows, new rows."""
-        for i in changes.refilled:
-            self.mask[i] = 0
-            self.pos[i] = 0
+        self.restart_rows(changes.refilled)
         if changes.keep is not None:
             if not changes.keep:
                 self.reset()
@@ -91,6 +89,13 @@ class ModelRunner:
                 self.pos = [self.pos[i] for i in changes.keep]
         if changes.added:
             self.add_rows(changes.added)
+
+    def restart_rows(self, rows: list[int]) -> None:
+        """Start rows over: their cached positions are masked (the next compaction drops them)
+        and their position ids restart from 0 (a new session, or a fresh deep-stage context)."""
+        for i in rows:
+            self.mask[i] = 0
+            self.pos[i] = 0
 
     def add_rows(self, n: int) -> None:
         """Append ``n`` empty rows (all their cached positions masked)."""

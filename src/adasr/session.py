@@ -132,6 +132,7 @@ class Session:
         self.first_deep_t: float | None = None
         self.done_t: float | None = None
         self.post_input_tokens = 0
+        self.restart_row = False  # the runner must drop this row's cache before the next feed
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, t0: float, clock: VirtualClock | RealClock) -> None:
@@ -211,11 +212,11 @@ class Session:
             if self.layout == "streaming":
                 self.thoughts.append(None)
             if closes:  # the deep stage starts in the same forward
-                return feed + self._start_deep(t), True
+                return self._start_deep(t, feed), True
             self.status = S.INGESTING
             return feed, True
         if src.closed(t_src):
-            return feed + self._start_deep(t), True
+            return self._start_deep(t, feed), True
         if feed and not self.ids and t >= 0:
             self.status = S.INGESTING  # the session opens: prefill the system prompt before input arrives
             return feed, True
@@ -226,8 +227,10 @@ class Session:
         """Put back tokens that a step did not feed (they go first next time)."""
         self.pending = feed + self.pending
 
-    def _start_deep(self, t: float) -> Feed:
-        """Enter the deep stage at end of input; returns the end-of-input ids to feed.
+    def _start_deep(self, t: float, feed: Feed) -> Feed:
+        """Enter the deep stage at end of input; returns ``feed`` (tokens still to feed) followed
+        by the end-of-input ids. With a ``fresh_deep`` protocol the row restarts instead
+        (:attr:`restart_row`): the feed is the deep stage's fresh context alone.
 
         Raises:
             InputError: if the stream closed before any chunk arrived (empty input).
@@ -239,7 +242,12 @@ class Session:
         self.emit(Eoi(self.eoi_at, self.id))
         self.emit(DeepStart(t, self.id))
         self.turn, self.status = _Turn(self.max_deep_tokens), SessionStatus.DEEP
-        return [(x, Stage.INPUT) for x in self.fmt.eoi_ids(self.layout, [c.text for c in self.chunks])]
+        chunks = [c.text for c in self.chunks]
+        if self.fmt.fresh_deep and self.layout == "streaming":
+            self.restart_row = True
+            notes = [self.decode(th) for th in self.thoughts if th]
+            return [(x, Stage.INPUT) for x in self.fmt.fresh_deep_ids(chunks, notes)]
+        return feed + [(x, Stage.INPUT) for x in self.fmt.eoi_ids(self.layout, chunks)]
 
     def fed(self, feed: Feed) -> None:
         """Record tokens the runner fed."""
