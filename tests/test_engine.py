@@ -3,6 +3,8 @@ model holds, ingest feeds only new tokens, sampling is seeded."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import DynamicCache
@@ -13,7 +15,7 @@ from adasr.kvcache import cache_keyword
 from adasr.policy import AdaptivePolicy, PolicyContext
 from adasr.protocol import STAGE_DEEP, STAGE_INPUT, STAGE_STREAM
 from adasr.session import SessionStatus
-from adasr.stream import Chunk, LiveSource, ScheduledStream
+from adasr.stream import Chunk, LiveSource, ScheduledStream, VirtualClock
 
 TEXTS = ["Natalia sold clips to 48 friends.", "Then she sold half as many.", "How many clips?", "Add 5.", "Subtract 3."]
 
@@ -200,6 +202,58 @@ def test_proactive_hook_ends_episode_before_eoi(tiny_model, tiny_tokenizer):
     assert any(e["type"] == "answer" and e["early"] for e in res.events)
 
 
+class _Scripted(torch.nn.Module):
+    """The tiny model, steered (+100) to continue ``script`` token by token: after ``start`` it
+    writes ``script[0]``, after ``script[i]`` it writes ``script[i + 1]``, after the last one
+    ``end``. Works at every position of a multi-token forward (it steers all positions, then
+    keeps those the engine asked for)."""
+
+    def __init__(self, model, start: int, script: list[int], end: int):
+        super().__init__()
+        self.inner = model
+        self.next = {start: script[0], **{a: b for a, b in zip(script, script[1:])}, script[-1]: end}
+
+    def forward(self, input_ids, logits_to_keep=0, **kw):
+        out = self.inner(input_ids=input_ids, logits_to_keep=0, **kw)
+        target = torch.tensor([[self.next.get(int(t), -1) for t in row] for row in input_ids])
+        b, pos = (target >= 0).nonzero(as_tuple=True)
+        out.logits[b, pos, target[b, pos]] += 100.0
+        if isinstance(logits_to_keep, torch.Tensor):
+            out.logits = out.logits[:, logits_to_keep]
+        elif logits_to_keep:
+            out.logits = out.logits[:, -logits_to_keep:]
+        return out
+
+
+def test_proactive_mode_responds_in_a_streaming_thought(tiny_model, tiny_tokenizer, tmp_path):
+    """``--mode proactive``: a one-line thought holding ``\\boxed{}`` commits the answer and ends
+    the episode at that chunk; the record and the evaluation summary carry the proactive fields."""
+    from adasr.evaluation import evaluate
+    from adasr.policy import ProactivePolicy, make_policy
+    from adasr.tasks.gsm8k import GSM8KItem
+
+    fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="proactive")).format
+    assert fmt.protocol == "proactive-v1" and fmt.one_line_thoughts
+    assert isinstance(make_policy("proactive"), ProactivePolicy)
+    assert ProactivePolicy().commits_answer("so \\boxed{7}") and not ProactivePolicy().commits_answer("\\boxed{ }")
+    model = _Scripted(tiny_model, fmt.assistant_header[-1], tiny_tokenizer.encode("\\boxed{7}"),
+                      tiny_tokenizer.encode("\n")[0])
+    eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=12, decode_rate=100.0))
+    res = run_episode(eng, EpisodeInput("p", stream(4, gap=1.0), reference="7", evidence_chunk=0))
+    rec = res.record
+    assert rec["prediction"] == "7" and rec["answer_chunk"] == 0 and rec["deep_tokens"] == 0
+    assert rec["evidence_chunk"] == 0 and rec["evidence_s"] == 1.0 and rec["answer_s"] > 1.0
+    assert any(e["type"] == "answer" and e["early"] for e in res.events)
+    items = [GSM8KItem(f"i{k}", "x", "7", k + 1, chunks=list(TEXTS[:4]), evidence_chunk=k) for k in (0, 2)]
+    summary = evaluate(lambda mode: StreamingEngine(model, tiny_tokenizer, EngineConfig(
+        policy=mode, thought_budget=12, decode_rate=100.0)), items, modes=["proactive"], out_dir=tmp_path,
+        progress=False)["proactive"]
+    recs = {r["id"]: r for r in map(json.loads, (tmp_path / "proactive" / "results.jsonl").read_text().splitlines())}
+    assert recs["i0"]["timely"] and recs["i0"]["response_delay_chunks"] == 0 and recs["i0"]["proactive_score"] == 1.0
+    assert recs["i2"]["premature"] and recs["i2"]["proactive_score"] == 0.0 and not recs["i2"]["timely"]
+    assert summary["proactive"]["premature_rate"] == 0.5 and summary["proactive"]["timely_correct_rate"] == 0.5
+
+
 def test_eoi_aligned_waves_equal_single_runs(tiny_model, tiny_tokenizer):
     eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, gap=0.3 + 0.1 * i)) for i in range(5)]  # noqa: E731
@@ -270,14 +324,15 @@ def test_stats_count_batch_occupancy(tiny_model, tiny_tokenizer):
 
 @pytest.mark.parametrize("mode", ["batch", "adaptive"])
 def test_prefix_cache_opens_sessions_without_prefill_and_keeps_results(tiny_model, tiny_tokenizer, mode):
-    # 5 s between chunks and a pinned decode rate: adaptive budgets and yields do not depend on
-    # how loaded the machine is (they would differ between the two runs by a token otherwise)
+    # a pinned decode rate and a fixed cost per step: budgets, yields and which rows share a step
+    # do not depend on how loaded the machine is (sampled tokens would differ otherwise)
     inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, gap=5.0, off=i)) for i in range(5)]  # noqa: E731
     runs = {}
     for cached in (False, True):
         eng = engine(tiny_model, tiny_tokenizer, policy=mode, prefix_cache=cached, temperature=1.0, seed=3,
                      decode_rate=50.0)
-        runs[cached] = (eng.stats, {r.id: r for r in eng.run(inputs(), batch_size=3)})
+        clock = VirtualClock(fixed_step_s=0.01)
+        runs[cached] = (eng.stats, {r.id: r for r in eng.run(inputs(), batch_size=3, clock=clock)})
     (off_stats, off), (on_stats, on) = runs[False], runs[True]
     assert on_stats["prefix_hits"] == 5 and off_stats["prefix_hits"] == 0
     P = len(engine(tiny_model, tiny_tokenizer, policy=mode).format.prefix_ids("batch" if mode == "batch" else "streaming"))
@@ -473,6 +528,7 @@ def test_session_status_transitions(tiny_model, tiny_tokenizer):
     from adasr.session import SessionStatus as S
 
     eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
+    eng.configure(clock=VirtualClock(fixed_step_s=0.01))  # the prompt is read before chunk 0, however loaded the machine
     session = eng.session(eng.add_session(EpisodeInput("s", stream(3))))
     seen = [session.status]
     while eng.has_work:

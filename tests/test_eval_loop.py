@@ -150,8 +150,9 @@ def _rec(i, correct, lat, mode="adaptive", **kw):
 
 def test_record_fields_order():
     assert RECORD_FIELDS[:3] == ("id", "mode", "input_tokens")
-    assert RECORD_FIELDS[-4:] == ("correct", "prediction", "reference", "format_ok")
-    assert len(RECORD_FIELDS) == 19 and len(set(RECORD_FIELDS)) == 19
+    assert RECORD_FIELDS[-8:] == ("correct", "prediction", "reference", "format_ok",
+                                  "answer_s", "answer_chunk", "evidence_chunk", "evidence_s")
+    assert len(RECORD_FIELDS) == 23 and len(set(RECORD_FIELDS)) == 23
 
 
 def test_summarize_numbers():
@@ -245,6 +246,7 @@ class FakeEngine:
             self.seen.append((self.mode, inp.id))
             idx = int(inp.id.rsplit("-", 1)[1])
             rec = {f: 0 for f in RECORD_FIELDS}
+            rec.update(answer_chunk=None, evidence_chunk=None, evidence_s=None)  # not a proactive stream
             rec.update(id=inp.id, mode=self.mode, correct=None, reference=inp.reference,
                        prediction=inp.reference if idx % 2 == 0 else "-1", format_ok=True,
                        post_input_latency_s=float(idx), wall_s=1.0,

@@ -122,7 +122,7 @@ def run(
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
-    mode: Annotated[str, typer.Option(help="batch | interleaved | adaptive")] = "adaptive",
+    mode: Annotated[str, typer.Option(help="batch | interleaved | adaptive | proactive")] = "adaptive",
     wps: Annotated[float, typer.Option(help="arrival rate, words per second")] = 2.5,
     chunker: Annotated[str, typer.Option(help="sentence | word | token")] = "sentence",
     clock: Annotated[str, typer.Option(help="real (sleeps until arrivals) | virtual")] = "real",

@@ -84,7 +84,8 @@ class EngineConfig:
             multi-token rows, then the one-token rows, each on its slice of the cache). The step
             is still one server step: its duration is the sum. ``None``: never split.
         protocol: streaming protocol version (:data:`adasr.protocol.PROTOCOLS`) when no ``fmt``
-            is given to the engine; ``None``: :data:`adasr.protocol.UNTRAINED_PROTOCOL` (models
+            is given to the engine; ``None``: the policy's ``default_protocol`` (``proactive-v1``
+            for the proactive mode), else :data:`adasr.protocol.UNTRAINED_PROTOCOL` (models
             adasr did not train). :func:`adasr.models.load_model` reports a trained model's
             version as ``LoadedModel.protocol``.
         prefix_cache: serve every session's opening prefix (the system prompt; the same for all
@@ -207,7 +208,7 @@ class StreamingEngine:
         self.config = c = config or EngineConfig()
         c.validate()
         self.policy = c.make_policy()
-        self.format = fmt or protocol_format(tokenizer, c.protocol)
+        self.format = fmt or protocol_format(tokenizer, c.protocol or self.policy.default_protocol)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.end_of_turn_id
         self.stats = {"steps": 0, "row_steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0,
                       "tokens_fed": 0, "padded_fed": 0, "prefix_hits": 0}

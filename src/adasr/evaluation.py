@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 
 from adasr.errors import AdasrError, ConfigError, DataError
 from adasr.metrics import summarize, summary_table
+from adasr.proactive_metrics import proactive_fields, summarize_proactive
 from adasr.tasks.gsm8k import GSM8KItem
 
 __all__ = ["EvalInterrupted", "ResultsWriter", "evaluate", "provenance"]
@@ -449,6 +450,7 @@ def evaluate(
                             id=it.id,
                             source=make_stream(it.chunks or it.question, wps=wps),
                             reference=it.reference,
+                            evidence_chunk=it.evidence_chunk,
                         )
                         for it in todo
                     )
@@ -466,6 +468,7 @@ def evaluate(
                             record.setdefault("mode", mode)
                             record["reference"] = item.reference
                             record["correct"] = grade(item.task, record.get("prediction"), item.reference)
+                            record.update(proactive_fields(record))
                             writer.write(record)
                             done.add(item.id)
                             n_new += 1
@@ -500,6 +503,8 @@ def evaluate(
                 total_elapsed = prior_elapsed + elapsed if (n_new or prior_elapsed) else None
             records = [r for r in writer.records() if r["id"] in by_id]
             summary = summarize(records, elapsed_s=total_elapsed)
+            if any(r.get("evidence_chunk") is not None for r in records):
+                summary["proactive"] = summarize_proactive(records)
             summary["mode"] = mode
             summary.update(clock=clock, batch_size=batch_size, align_eoi=align)
             summary["complete"] = len(records) == len(items)

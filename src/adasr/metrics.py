@@ -24,7 +24,8 @@ field                           meaning (unit)
 ``skipped_chunks``              chunks not followed by a non-empty streaming thought (count):
                                 skips, forced skips, and chunks with no thought turn (the last
                                 chunk of a stream that closed with it; every chunk in batch mode)
-``n_chunks``                    chunks in the input stream (count)
+``n_chunks``                    chunks ingested (count): all of the input stream's, unless a
+                                proactive answer ended the episode before end of input
 ``overrun_tokens``              streaming-thought tokens beyond the arrival-slack budget
                                 ``slack_s * decode_rate`` of their thought (tokens)
 ``pre_reasoning_wait_tokens``   input tokens ingested before the first generated reasoning
@@ -42,7 +43,17 @@ field                           meaning (unit)
                                 or ``None``)
 ``reference``                   the reference answer (str or ``None``)
 ``format_ok``                   the protocol is well formed with exactly one boxed answer (bool)
+``answer_s``                    time the final answer was complete (s since stream start)
+``answer_chunk``                proactive mode: index of the chunk after which a streaming
+                                thought committed the answer (``None``: answered after EOI)
+``evidence_chunk``              proactive streams: index of the earliest chunk after which the
+                                answer is determined (from the item; ``None``: not given)
+``evidence_s``                  arrival time of the evidence chunk (s since stream start)
 ==============================  ============================================================
+
+Records of streams with an evidence chunk also get, once graded, the fields of
+:func:`adasr.proactive_metrics.episode_metrics` (``response_delay_chunks``,
+``response_delay_s``, ``premature``, ``timely``, ``proactive_score``).
 
 :func:`summarize` aggregates records of one mode; :func:`summary_table` and :func:`rich_table`
 lay several summaries side by side, one column per mode.
@@ -87,6 +98,10 @@ class EpisodeRecord:
     prediction: str | None = None
     reference: str | None = None
     format_ok: bool = False
+    answer_s: float | None = None
+    answer_chunk: int | None = None
+    evidence_chunk: int | None = None
+    evidence_s: float | None = None
 
     @classmethod
     def from_session(cls, session: "Session") -> "EpisodeRecord":
@@ -115,6 +130,10 @@ class EpisodeRecord:
             prediction=boxed[-1] if boxed else None,
             reference=s.inp.reference,
             format_ok=(not s.deep_truncated) and len(boxed) == 1,
+            answer_s=s.done_t,
+            answer_chunk=s.answer_chunk,
+            evidence_chunk=s.inp.evidence_chunk,
+            evidence_s=next((c.arrival_s for c in s.chunks if c.index == s.inp.evidence_chunk), None),
         )
 
     def as_dict(self) -> dict:
@@ -128,7 +147,8 @@ RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EpisodeRecord))
 NUMERIC_FIELDS: tuple[str, ...] = tuple(
     f
     for f in RECORD_FIELDS
-    if f not in ("id", "mode", "correct", "prediction", "reference", "format_ok")
+    if f not in ("id", "mode", "correct", "prediction", "reference", "format_ok", "answer_chunk", "evidence_chunk",
+                 "evidence_s", "answer_s")
 )
 """Record fields that are numbers (tokens or seconds); :func:`summarize` reports their means."""
 

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from adasr.errors import ConfigError
+from adasr.protocol import find_boxed
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class ThoughtPolicy:
     layout = "streaming"
     yield_on_arrival = False
     """If True, a streaming thought is closed as soon as the next chunk arrives."""
+    default_protocol: str | None = None
+    """The protocol version (:data:`adasr.protocol.PROTOCOLS`) an engine uses with this policy
+    when its config names none; ``None``: :data:`adasr.protocol.UNTRAINED_PROTOCOL`."""
 
     def budget_for(self, ctx: PolicyContext) -> int:
         """Token budget of the streaming thought after ``ctx.chunk_index`` (0: forced skip)."""
@@ -114,7 +118,24 @@ class AdaptivePolicy(ThoughtPolicy):
         return min(self.thought_budget, self.unknown_slack_budget if slack is None else slack)
 
 
-MODES = ("batch", "interleaved", "adaptive")
+@dataclass
+class ProactivePolicy(AdaptivePolicy):
+    """Proactive streaming (after StreamPro; docs/DESIGN.md "Proactive streaming (ours)"): after
+    each chunk the model stays silent (an empty turn: a skip), writes a one-line note, or
+    **responds** with ``\\boxed{answer}``, which commits the answer and ends the episode before
+    end of input. Budgets as :class:`AdaptivePolicy`. An episode still unanswered at end of
+    input runs the deep stage as usual. Protocol ``proactive-v1`` unless the config names one.
+    """
+
+    name = "proactive"
+    default_protocol = "proactive-v1"
+
+    def commits_answer(self, thought: str) -> bool:
+        """A streaming thought with a non-empty ``\\boxed{}`` is the response."""
+        return any(b.strip() for b in find_boxed(thought))
+
+
+MODES = ("batch", "interleaved", "adaptive", "proactive")
 
 
 def make_policy(mode: str, *, thought_budget: int = 64) -> ThoughtPolicy:
@@ -132,4 +153,6 @@ def make_policy(mode: str, *, thought_budget: int = 64) -> ThoughtPolicy:
         return InterleavedPolicy(thought_budget=thought_budget)
     if mode == "adaptive":
         return AdaptivePolicy(thought_budget=thought_budget)
+    if mode == "proactive":
+        return ProactivePolicy(thought_budget=thought_budget)
     raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")

@@ -13,6 +13,8 @@ field                       meaning
 ``correct``                 the committed answer is right (``True``; anything else is wrong)
 ``chunk_arrivals_s``        arrival time of each chunk, seconds (its length is the number of
                             chunks unless ``n_chunks`` is given)
+``evidence_s``              arrival time of the evidence chunk, seconds (an engine record's
+                            field; used instead of ``chunk_arrivals_s[evidence_chunk]``)
 ``answer_s``                time the answer was complete, seconds, same clock (``None``: none)
 ==========================  =================================================================
 
@@ -20,7 +22,7 @@ field                       meaning
 
 * ``response_delay_chunks = a − e`` with ``a = answer_chunk``, or ``a = n_chunks`` (one past
   the last chunk) when the answer came after the end of input;
-* ``response_delay_s = answer_s − chunk_arrivals_s[e]``;
+* ``response_delay_s = answer_s − evidence_s`` (or ``− chunk_arrivals_s[e]``);
 * ``premature``: ``answer_chunk < evidence_chunk`` (committed before the answer was determined);
 * ``timely``: correct, and ``0 <= response_delay_chunks <= window``;
 * ``proactive_score``: 0 if wrong or premature; 1 if correct with delay ``<= window``; else
@@ -38,7 +40,7 @@ from typing import Iterable, Mapping
 
 from adasr.metrics import _percentile
 
-__all__ = ["PROACTIVE_FIELDS", "proactive_score", "episode_metrics", "summarize_proactive"]
+__all__ = ["PROACTIVE_FIELDS", "proactive_score", "episode_metrics", "proactive_fields", "summarize_proactive"]
 
 PROACTIVE_FIELDS: tuple[str, ...] = (
     "response_delay_chunks",
@@ -94,17 +96,20 @@ def episode_metrics(rec: Mapping, *, window: int = DEFAULT_WINDOW, half_life: fl
     n = rec.get("n_chunks")
     if n is None and arrivals is not None:
         n = len(arrivals)
-    if n is not None and not (_index(n) and e < n):
-        raise ValueError(f"evidence_chunk {e} outside the {n} chunks")
     a = rec.get("answer_chunk")
+    if n is not None and not (_index(n) and (e < n or a is not None)):
+        # (an answer before the end of input stops ingestion: n_chunks then counts the chunks
+        # ingested, and a premature answer may precede the evidence chunk)
+        raise ValueError(f"evidence_chunk {e} outside the {n} chunks")
     if a is not None and (not _index(a) or a < 0 or (n is not None and a >= n)):
         raise ValueError(f"answer_chunk must be None or a chunk index, got {a!r}")
     answered_at = a if a is not None else n  # after the end of input: one past the last chunk
     delay_c = answered_at - e if answered_at is not None else None
     answer_s = rec.get("answer_s")
-    delay_s = None
-    if answer_s is not None and arrivals is not None and e < len(arrivals):
-        delay_s = float(answer_s) - float(arrivals[e])
+    evidence_s = rec.get("evidence_s")
+    if evidence_s is None and arrivals is not None and e < len(arrivals):
+        evidence_s = arrivals[e]
+    delay_s = float(answer_s) - float(evidence_s) if answer_s is not None and evidence_s is not None else None
     premature = a is not None and a < e
     correct = rec.get("correct") is True
     timely = correct and not premature and delay_c is not None and 0 <= delay_c <= window
@@ -115,6 +120,18 @@ def episode_metrics(rec: Mapping, *, window: int = DEFAULT_WINDOW, half_life: fl
         "timely": timely,
         "proactive_score": proactive_score(correct, delay_c, window=window, half_life=half_life),
     }
+
+
+def proactive_fields(rec: Mapping, *, window: int = DEFAULT_WINDOW, half_life: float = DEFAULT_HALF_LIFE) -> dict:
+    """:func:`episode_metrics` of a graded record with an ``evidence_chunk``; ``{}`` without one
+    (a stream that is not proactive). Merge it into the record.
+
+    Raises:
+        ValueError: as :func:`episode_metrics`.
+    """
+    if rec.get("evidence_chunk") is None:
+        return {}
+    return episode_metrics(rec, window=window, half_life=half_life)
 
 
 def summarize_proactive(records: Iterable[Mapping], *, window: int = DEFAULT_WINDOW,

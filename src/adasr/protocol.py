@@ -73,6 +73,14 @@ EOI_RESTATE_TEXT = (
     "help) and put the final answer within \\boxed{}."
 )
 
+PROACTIVE_INSTRUCTION = (
+    "You are a proactive assistant. The user's input arrives one sentence at a time; the question may come "
+    "first and the facts it needs later, mixed with sentences that do not matter. After each sentence: if the "
+    "sentences so far already settle the answer, reply with only the final answer as \\boxed{answer}; "
+    "otherwise reply with one short line of notes, or with nothing. Do not guess: answer as soon as the answer "
+    "is settled, not before. If the input ends before you answered, the whole input is restated: then solve it "
+    "step by step and give the final answer as \\boxed{answer}."
+)
 FRESH_DEEP_TEXT = (
     "{input}\n\nNotes written while the problem was arriving (they may help; check them):\n{notes}\n\n"
     "Reason step by step and put the final answer within \\boxed{}."
@@ -84,6 +92,8 @@ PROTOCOLS: dict[str, dict[str, str]] = {
     "v2": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT, "one_line_thoughts": True},
     "v3": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": FRESH_DEEP_TEXT, "one_line_thoughts": True,
            "fresh_deep": True},
+    "proactive-v1": {"streaming_instruction": PROACTIVE_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT,
+                     "one_line_thoughts": True},
 }
 """Named versions of the streaming layout's texts (the batch layout is the same in all).
 

@@ -44,12 +44,15 @@ from adasr.stream import ArrivalSource, Chunk, RealClock, VirtualClock
 
 @dataclass
 class EpisodeInput:
-    """One episode to run: an id, its arrival source, and optionally a reference answer and seed."""
+    """One episode to run: an id, its arrival source, and optionally a reference answer, a seed
+    and, for proactive streams, the evidence chunk (0-based index of the earliest chunk after
+    which the answer is determined; recorded for the proactive metrics)."""
 
     id: str
     source: ArrivalSource
     reference: str | None = None
     seed: int | None = None
+    evidence_chunk: int | None = None
 
 Feed = list[tuple[int, int]]
 """Tokens to feed, as ``(token id, stage)`` pairs."""
@@ -123,6 +126,7 @@ class Session:
         self.deep: list[int] = []
         self.answer_text = ""
         self.early = False  # answered in a streaming thought, before end of input
+        self.answer_chunk: int | None = None  # the chunk after which it answered early
         self.deep_truncated = False
         self.events: list[Event] = []
         self.backlogs: list[float] = []
@@ -313,6 +317,7 @@ class Session:
             eoi = self.inp.source.eoi_s()
             self.eoi_at = eoi if eoi is not None else t
             self.early = True
+            self.answer_chunk = self.chunks[-1].index
         else:
             self.deep = list(turn.tokens)
         self.deep_truncated = not stopped

@@ -118,20 +118,27 @@ class ScheduledStream:
 
 
 class VirtualClock:
-    """Discrete-event clock: ``advance`` adds measured compute time, ``wait_until`` jumps."""
+    """Discrete-event clock: ``advance`` adds measured compute time, ``wait_until`` jumps.
+
+    Args:
+        fixed_step_s: charge this many seconds per step instead of the measured time (a clock
+            model independent of the machine and its load: runs are then reproducible
+            token for token; ``None``: measured).
+    """
 
     virtual = True
 
-    def __init__(self) -> None:
+    def __init__(self, fixed_step_s: float | None = None) -> None:
         self._now = 0.0
+        self.fixed_step_s = fixed_step_s
 
     def now(self) -> float:
         """Current time in seconds since the clock started."""
         return self._now
 
     def advance(self, dt_s: float) -> None:
-        """Charge ``dt_s`` seconds of measured compute."""
-        self._now += dt_s
+        """Charge ``dt_s`` seconds of measured compute (or ``fixed_step_s``)."""
+        self._now += dt_s if self.fixed_step_s is None else self.fixed_step_s
 
     def wait_until(self, t_s: float) -> None:
         """Jump to ``t_s`` if it is in the future (no sleeping)."""
