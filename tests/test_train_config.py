@@ -168,6 +168,7 @@ def test_every_shipped_config_loads(path, tmp_path, monkeypatch):
     files it names, so the check does not depend on the GSM8K download)."""
     kind = "sft" if path.name.startswith("sft") else path.name.split("_")[0]
     data = yaml.safe_load(path.read_text())
+    data.update(data.pop("data", None) or {})  # a nested data section
     work = tmp_path / "repo"
     work.mkdir()
     for rel in [data.get("data_path"), *data.get("exclude", [])]:
