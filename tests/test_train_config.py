@@ -193,3 +193,26 @@ def test_cli_train_errors_are_one_line(tmp_path):
         err = proc.stderr.decode()
         assert proc.returncode != 0 and "Traceback" not in err and err.strip().startswith("error:"), err
         assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_train_applies_overrides(tmp_path):
+    """`adasr train sft --config FILE --key value`: the override reaches the run (recorded in
+    final/adasr_meta.json), the file's other keys too."""
+    from conftest import make_tiny_model, make_tiny_tokenizer
+
+    model_dir = tmp_path / "tiny"
+    tok = make_tiny_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    cfg = _write(tmp_path, f"model: {model_dir}\ntask: chain_sum\ntrain_size: 4\nbatch_size: 2\nmax_steps: 3\n"
+                           "data:\n  task_options: {terms: 3, digits: 1}\n")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "adasr.cli", "train", "sft", "--config", str(cfg), "--max_steps", "1",
+                           "--learning_rate", "2e-4", "--output_dir", str(out), "--lora", "--lora_r", "2"],
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    meta = json.loads((out / "final" / "adasr_meta.json").read_text())
+    c = meta["config"]
+    assert meta["global_step"] == 1 and meta["kind"] == "lora"
+    assert c["learning_rate"] == 2e-4 and c["lora_r"] == 2 and c["per_device_train_batch_size"] == 2
+    assert c["task_options"] == {"terms": 3, "digits": 1} and c["max_steps"] == 1
