@@ -126,7 +126,7 @@ def test_sft_arguments_evaluate_only_with_a_held_out_set():
     "text, overrides, match",
     [
         ("task: chain_sum\nbatch_sise: 4\n", [], "unknown key 'batch_sise'.*did you mean 'per_device_train_batch_size'"),
-        ("task: chain_sum\nlam_deep: 0.1\n", [], "unknown key 'lam_deep' for a sft config"),
+        ("task: chain_sum\nlam_deep: 0.1\n", [], "unknown key 'lam_deep' for SFT training"),
         ("task: chain_sum\nper_device_train_batch_size: four\n", [], "'per_device_train_batch_size': invalid int"),
         ("task: chain_sum\nlora: maybe\n", [], "'lora': Truthy value expected"),
         ("task: chain_sum\nper_device_train_batch_size: [4]\n", [], "takes one value"),

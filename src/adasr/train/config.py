@@ -34,6 +34,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import os
 import re
 import types
 import typing
@@ -577,8 +578,6 @@ def config_from_dict(data: dict, kind: str, *, overrides: Sequence[str] = (), wh
     Raises:
         ConfigError: see :func:`load_config`.
     """
-    import os
-
     cls = config_class(kind)
     parser = ConfigParser(cls)
     keys = parser.keys()
@@ -588,7 +587,7 @@ def config_from_dict(data: dict, kind: str, *, overrides: Sequence[str] = (), wh
         flat = _rename_legacy(flat, cls, where)
         for key, value in flat.items():
             if key not in keys:
-                raise ConfigError(f"unknown key {key!r} for a {cls.kind} config{_did_you_mean(key, keys)}")
+                raise ConfigError(f"unknown key {key!r} for {cls.kind.upper()} training{_did_you_mean(key, keys)}")
             _check_shape(cls, key, value)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
@@ -611,7 +610,7 @@ def config_from_dict(data: dict, kind: str, *, overrides: Sequence[str] = (), wh
         opt = next((a for a in rest if a.startswith("-")), rest[0])
         key = opt.lstrip("-").split("=")[0].replace("-", "_")
         hint = _legacy_hint(key) or _did_you_mean(key, keys)
-        raise ConfigError(f"unknown option {opt!r} for a {cls.kind} config{hint}")
+        raise ConfigError(f"unknown option {opt!r} for {cls.kind.upper()} training{hint}")
     if KINDS[kind] == "rl" and kind in ADVANTAGES and "advantage" not in given:
         cfg.advantage = kind
     try:
