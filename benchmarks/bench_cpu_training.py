@@ -87,7 +87,8 @@ def sft_step_s(model_name: str, bf16: bool, steps: int, seq_len: int) -> float:
         data = Path(out) / "episodes.jsonl"
         write_jsonl(rows, data)
         cfg = SFTConfig(model=model_name, task="episodes", data_path=str(data), output_dir=out, lora=True, lora_r=16,
-                        lora_alpha=32, learning_rate=1e-4, max_steps=steps, batch_size=4, max_seq_len=2 * seq_len,
+                        lora_alpha=32, learning_rate=1e-4, max_steps=steps, per_device_train_batch_size=4,
+                        max_seq_len=2 * seq_len,
                         save_steps=10_000, logging_steps=10_000, bf16=bf16, train_size=None)
         train_sft(cfg, callbacks=[Clock()])
     return statistics.median(times[1:]) if len(times) > 1 else times[0]

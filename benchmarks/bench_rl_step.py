@@ -57,11 +57,10 @@ def main() -> None:
     timers: dict[str, list[StepTimer]] = {"grpo": [], "hrpo": []}
     for r in range(args.repeats):
         for adv in ("grpo", "hrpo"):
-            cfg = load_config(args.config, adv)
-            cfg.advantage = adv
-            cfg.max_steps, cfg.save_steps, cfg.logging_steps = args.steps, 10_000, 1
-            cfg.output_dir = str(Path(args.out) / f"{adv}-{r}")
-            shutil.rmtree(cfg.output_dir, ignore_errors=True)
+            out = str(Path(args.out) / f"{adv}-{r}")
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = load_config(args.config, adv, ["--advantage", adv, "--max_steps", str(args.steps), "--save_steps",
+                                                 "10000", "--logging_steps", "1", "--output_dir", out])
             timer = StepTimer()
             train_rl(cfg, callbacks=[timer])
             timers[adv].append(timer)

@@ -69,7 +69,7 @@ def training_questions(preset: str) -> set[str]:
     """Every question the preset's training configs train on (rebuilt from the configs)."""
     from adasr.tasks.streamify import read_jsonl
     from adasr.train.config import load_config
-    from adasr.train.sft import build_splits
+    from adasr.train.common import build_splits
 
     seen: set[str] = set()
     for path, kind in PRESETS[preset]["train_configs"]:

@@ -59,7 +59,8 @@ CACHE_FORMAT = 1
 """Version of the layout of a cached model directory (bump to invalidate old caches)."""
 
 _MARKER = "adasr_cache.json"
-_ADAPTER_META = "adasr_meta.json"
+META_FILE = "adasr_meta.json"
+"""The metadata file adasr writes beside a model it trained (read by :func:`read_meta`)."""
 _ADAPTERS_DIR = Path(__file__).parent / "adapters"
 _HASH_BLOCK = 8 * 1024 * 1024
 _MAX_ADAPTER_DEPTH = 4
@@ -673,13 +674,13 @@ def read_meta(model_dir: str | os.PathLike) -> dict:
     Raises:
         ModelLoadError: the file exists but is unreadable.
     """
-    meta_path = Path(model_dir) / _ADAPTER_META
+    meta_path = Path(model_dir) / META_FILE
     if not meta_path.is_file():
         return {}
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"unreadable {_ADAPTER_META} in {model_dir}: {_one_line(err)}") from err
+        raise ModelLoadError(f"unreadable {META_FILE} in {model_dir}: {_one_line(err)}") from err
     return meta if isinstance(meta, dict) else {}
 
 
@@ -879,7 +880,7 @@ def _load(
         if (path / "config.json").is_file():
             model, tok = _load_pretrained_dir(path, dtype=dtype, trust_remote_code=trust_remote_code, what="model")
             model, tok = _finish(model, tok, dtype)
-            trained = (path / _ADAPTER_META).is_file()  # a full fine-tune saved by adasr train
+            trained = (path / META_FILE).is_file()  # a full fine-tune saved by adasr train
             return LoadedModel(model, tok, name, "local", str(path.resolve()), _adapter_protocol(path) if trained else None)
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:

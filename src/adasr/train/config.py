@@ -1,131 +1,306 @@
-"""Training configs: one dataclass per trainer (TRL style), loaded from YAML or JSON.
+"""Training configs: adasr's fields on top of the ecosystem's training arguments.
 
-* :class:`SFTConfig` — supervised fine-tuning on protocol-rendered streaming episodes with the
-  CB-Stream loss (:mod:`adasr.train.sft`).
-* :class:`RLConfig` — GRPO / HRPO on engine rollouts (:mod:`adasr.train.rl`).
+* :class:`SFTConfig` — a ``transformers.TrainingArguments`` for supervised fine-tuning on
+  protocol-rendered streaming episodes with the CB-Stream loss (:mod:`adasr.train.sft`). It
+  subclasses ``TrainingArguments`` rather than ``trl.SFTConfig``: the CB-Stream trainer is a
+  ``transformers.Trainer`` with its own collator and loss, so TRL's SFT fields (``packing``,
+  ``dataset_text_field``, ``completion_only_loss``, ``assistant_only_loss``, its ``max_length``
+  ...) would be accepted and silently ignored.
+* :class:`RLConfig` — a ``trl.GRPOConfig`` for GRPO / HRPO on engine rollouts
+  (:mod:`adasr.train.rl`, whose trainer is TRL's ``GRPOTrainer``).
 
-Every loss and reward weight is a field. :func:`load_config` reads a file, rejects unknown keys,
-wrong types and unknown task names with a one-line :class:`~adasr.errors.ConfigError` naming the
-key and the file, and returns a validated config. Field reference: docs/TRAINING.md.
+Every field of the parent class is a config key with its own name (``per_device_train_batch_size``,
+``gradient_accumulation_steps``, ``optim``, ``deepspeed``, ``fsdp``, ``run_name``,
+``push_to_hub``/``hub_model_id``, ``report_to``, ``bf16``, ... and for RL ``num_generations``,
+``beta``, ``epsilon``, ``loss_type``, ``scale_rewards``, ``temperature`` ...). adasr's own fields
+come in groups, one small dataclass each (:data:`FIELD_GROUPS`): ``model`` (the model and its
+LoRA), ``data`` (what episodes are built), ``loss`` (SFT's CB-Stream), ``stream`` (how rollout
+chunks arrive), ``engine`` (how rollouts think) and ``rewards`` (RL rewards and advantages). In a
+file the groups may be written flat or as nested sections (``rewards: {lam_deep: 0.2}``).
+
+Parsing goes through TRL's :class:`trl.TrlParser` (an ``HfArgumentParser``): a YAML/JSON file
+sets the values and ``--key value`` arguments override them (:func:`parse_config`), with the
+parser's own type conversion. Unknown keys, wrong types and out-of-range values end in a
+one-line :class:`~adasr.errors.ConfigError` that names the key (with a "did you mean" hint) and
+the file. Files written for the earlier adasr field names (``batch_size``, ``grad_accum``,
+``num_epochs``, ``lr_scheduler``; RL ``group_size``, ``kl_beta``, ``adv_scale``) still load:
+:data:`LEGACY_KEYS` renames them (logged once per file). Field reference: docs/TRAINING.md.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import difflib
 import json
-import math
+import logging
+import os
+import re
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence
+
+from transformers import TrainingArguments
+from trl import GRPOConfig, TrlParser
 
 from adasr.errors import ConfigError
+from adasr.models import DEFAULT_MODEL
 from adasr.protocol import LAYOUTS
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+logger = logging.getLogger(__name__)
+
 ADVANTAGES = ("hrpo", "grpo")
 RL_MODES = ("adaptive", "interleaved")
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
+SCALE_REWARDS = ("group", "none")
 KINDS = {"sft": "sft", "rl": "rl", "grpo": "rl", "hrpo": "rl"}
 
 
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    """A dataclass field with an ``HfArgumentParser`` help string."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+def _inherit(parent: type, name: str, default: Any):
+    """Field ``name`` of ``parent`` with another default (keeps the parent's help string)."""
+    return field(default=default, metadata=dict(parent.__dataclass_fields__[name].metadata))
+
+
+# ---------------------------------------------------------------------------------------------
+# Field groups
+# ---------------------------------------------------------------------------------------------
+
+
 @dataclass
-class _TrainConfig:
-    """Fields shared by every trainer.
+class ModelArguments:
+    """Group ``model``: the model to train and its LoRA adapter.
 
     Attributes:
-        model: the model to train: a bundled name (``smollm2-135m-instruct``), a local
-            directory, a PEFT adapter directory or a Hugging Face id (see
-            :func:`adasr.models.load_model`).
-        task: dataset task name (``gsm8k`` or a procedural task of :mod:`adasr.tasks.registry`).
+        model: a bundled name (``smollm2-135m-instruct``), a local directory, a PEFT adapter
+            directory or a Hugging Face id (see :func:`adasr.models.load_model`).
+        lora: train a LoRA adapter (PEFT) instead of all weights.
+        lora_r / lora_alpha / lora_dropout: LoRA rank, scaling numerator and dropout.
+        lora_target_modules: module names to adapt, or ``"all-linear"`` (a name or a list in a
+            file; ``--lora_target_modules q_proj v_proj`` on the command line).
+        resume: resume from the last ``checkpoint-*`` in ``output_dir`` (``resume_from_checkpoint``
+            names a checkpoint directory instead).
+    """
+
+    _group = "model"
+    model: str = _help("bundled name, local model dir, PEFT adapter dir or Hugging Face id", DEFAULT_MODEL)
+    lora: bool = _help("train a LoRA adapter (PEFT) instead of every weight", False)
+    lora_r: int = _help("LoRA rank", 16)
+    lora_alpha: int = _help("LoRA scaling numerator", 32)
+    lora_dropout: float = _help("LoRA dropout in [0, 1)", 0.05)
+    lora_target_modules: list[str] = _help("module names to adapt, or all-linear", factory=lambda: ["all-linear"])
+    resume: bool = _help("resume from the last checkpoint-* in output_dir", False)
+
+
+@dataclass
+class DataArguments:
+    """Group ``data``: the episodes training builds (:func:`adasr.train.common.build_splits`).
+
+    Attributes:
+        task: dataset task name (``gsm8k``, ``episodes`` or a procedural task of
+            :mod:`adasr.tasks.registry`).
         data_path: source file of the task (``gsm8k``: the GSM8K ``train.jsonl``; required).
-        task_options: extra keyword arguments of the task's dataset builder (procedural knobs).
+        task_options: extra keyword arguments of the task's dataset builder (a mapping, or its
+            JSON text on the command line).
         exclude: held-out GSM8K-format JSONL files: building the training data fails if one of
             their questions occurs in it (:func:`adasr.tasks.splits.assert_disjoint`).
         protocol: streaming protocol version the episodes are rendered with
-            (:data:`adasr.protocol.PROTOCOLS`); recorded in ``adasr_meta.json`` so that
-            inference renders the same way.
+            (:data:`adasr.protocol.PROTOCOLS`); recorded in ``adasr_meta.json``.
         train_size: training episodes (``None``: all the source has).
         eval_size: held-out episodes carved from the same build (never trained on).
-        seed: seed of data building, shuffling, LoRA init and sampling.
-        output_dir: checkpoints (``checkpoint-<step>/``) and the final model (``final/``).
-        lora: train a LoRA adapter (PEFT) instead of all weights.
-        lora_r / lora_alpha / lora_dropout: LoRA rank, scaling numerator and dropout.
-        lora_target_modules: module names to adapt, or ``"all-linear"``.
-        learning_rate: peak AdamW learning rate.
-        lr_scheduler: ``transformers`` scheduler name (``linear``, ``cosine``, ``constant``...).
-        warmup_steps: linear warm-up steps.
-        weight_decay: AdamW weight decay.
-        max_grad_norm: gradient clipping norm.
-        num_epochs: epochs over the training set (ignored when ``max_steps > 0``).
-        max_steps: optimizer steps; ``-1`` means ``num_epochs`` epochs.
-        batch_size: per-device batch (SFT: episodes per micro-batch; RL: prompts per step).
-        grad_accum: gradient accumulation steps (SFT: micro-batches per optimizer step; RL:
-            the ``batch_size * group_size`` rollouts of a step are split into this many
-            micro-batches).
-        max_seq_len: longest training sequence in tokens (SFT: longer episodes are dropped;
-            RL: longer rollouts are truncated and the cut tokens get no loss).
-        save_steps: checkpoint every this many optimizer steps.
-        save_total_limit: keep at most this many checkpoints (``None``: all).
-        logging_steps: log every this many optimizer steps.
-        resume: resume from the last ``checkpoint-*`` in ``output_dir``.
-        bf16: train in bfloat16 mixed precision (GPU); CPU runs should leave it off.
-        gradient_checkpointing: trade compute for activation memory (large models on GPU).
-        report_to: ``transformers`` logging integration(s): a name (``none``, ``all``,
-            ``tensorboard``, ``wandb``...) or a list of names (``[tensorboard, wandb]``).
-        dataloader_num_workers: DataLoader worker processes.
+        max_seq_len: longest training sequence in tokens (SFT: longer episodes are dropped; RL:
+            longer rollouts are truncated and the cut tokens get no loss).
     """
 
-    model: str = DEFAULT_MODEL
-    task: str = "gsm8k"
-    data_path: str | None = None
-    task_options: dict = field(default_factory=dict)
-    exclude: list[str] = field(default_factory=list)
-    protocol: str = "v1"
-    train_size: int | None = 1000
-    eval_size: int = 0
-    seed: int = 0
-    output_dir: str = "runs/train"
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: Union[str, list[str]] = "all-linear"
-    learning_rate: float = 1e-5
-    lr_scheduler: str = "linear"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    num_epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_seq_len: int = 1024
-    save_steps: int = 100
-    save_total_limit: int | None = 3
-    logging_steps: int = 10
-    resume: bool = False
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    report_to: Union[str, list[str]] = "none"
-    dataloader_num_workers: int = 0
+    _group = "data"
+    task: str = _help("dataset task: gsm8k, episodes or a procedural task", "gsm8k")
+    data_path: str | None = _help("source file of the task (required for gsm8k and episodes)", None)
+    task_options: dict | str | None = _help("keyword arguments of the task's builder (JSON on the command line)",
+                                            factory=dict)
+    exclude: list[str] = _help("held-out JSONL files whose questions must not be trained on", factory=list)
+    protocol: str = _help("streaming protocol version of the rendered episodes", "v1")
+    train_size: int | None = _help("training episodes (null: all the source has)", 1000)
+    eval_size: int = _help("held-out episodes carved from the same build", 0)
+    max_seq_len: int = _help("longest training sequence, tokens", 1024)
+
+
+@dataclass
+class SFTDataArguments(DataArguments):
+    """Group ``data`` of SFT: also ``layout``.
+
+    Attributes:
+        layout: ``streaming`` (each thought right after its chunk: a streaming reasoner) or
+            ``batch`` (the same steps written after end of input: the read-then-think baseline
+            trained on identical data; :func:`adasr.train.sft.row_episode`).
+    """
+
+    layout: str = _help("streaming (thought after each chunk) or batch (read-then-think twin)", "streaming")
+
+
+@dataclass
+class LossArguments:
+    """Group ``loss`` (SFT).
+
+    Attributes:
+        cb_beta: CB-Stream class-balancing strength in ``[0, 1)`` on decision tokens (skip vs
+            think); ``0`` is plain masked cross-entropy (docs/DESIGN.md; Cui et al. CVPR 2019).
+    """
+
+    _group = "loss"
+    cb_beta: float = _help("CB-Stream class-balancing strength in [0, 1); 0 = plain cross-entropy", 0.999)
+
+
+@dataclass
+class RLModelArguments(ModelArguments):
+    """Group ``model`` of RL: also ``init``.
+
+    Attributes:
+        init: checkpoint the policy starts from (e.g. the SFT ``final/`` directory: a LoRA
+            adapter is trained further, a full model is loaded as is); ``None``: ``model``.
+    """
+
+    init: str | None = _help("checkpoint the policy starts from (e.g. the SFT final/)", None)
+
+
+@dataclass
+class StreamArguments:
+    """Group ``stream``: how the chunks of a rollout arrive.
+
+    Attributes:
+        wps: arrival rate of the chunks, words per second.
+    """
+
+    _group = "stream"
+    wps: float = _help("chunk arrival rate, words per second", 2.5)
+
+
+@dataclass
+class EngineArguments:
+    """Group ``engine``: how the streaming engine thinks during rollouts (sampling is GRPOConfig's
+    ``temperature``, ``top_p``, ``top_k``).
+
+    Attributes:
+        mode: ``adaptive`` (budget capped by the arrival slack) or ``interleaved``.
+        thought_budget: interleaved budget / adaptive cap per streaming thought, tokens.
+        max_deep_tokens: cap of the deep stage (reasoning + answer), tokens.
+        decode_rate: decode tokens/s the adaptive budgets of rollouts assume (``None``: measured
+            once, then carried across batches; a number makes rollouts independent of the
+            machine's speed, see ``EngineConfig.decode_rate``).
+    """
+
+    _group = "engine"
+    mode: str = _help("engine policy: adaptive or interleaved", "adaptive")
+    thought_budget: int = _help("most tokens per streaming thought", 32)
+    max_deep_tokens: int = _help("most tokens of the deep stage", 256)
+    decode_rate: float | None = _help("decode tokens/s adaptive budgets assume (null: measured once)", None)
+
+
+@dataclass
+class RewardArguments:
+    """Group ``rewards``: rewards and advantages of RL rollouts.
+
+    Attributes:
+        advantage: ``hrpo`` (stage advantages ``A_S`` on thought tokens, ``A_D`` on deep-stage
+            tokens) or ``grpo`` (one sequence advantage on every generated token).
+        w_fmt / lam_post / lam_over / length_norm / lam_stream / lam_deep / deep_length_norm:
+            :class:`adasr.train.rewards.RewardConfig`.
+        adv_eps: added to the group std when normalizing rewards (``scale_rewards: group``).
+    """
+
+    _group = "rewards"
+    advantage: str = _help("hrpo (stage advantages) or grpo (one advantage per rollout)", "hrpo")
+    w_fmt: float = _help("format reward weight", 0.2)
+    lam_post: float = _help("weight of the post-input-token penalty", 0.5)
+    lam_over: float = _help("weight of the overrun-token penalty", 0.25)
+    length_norm: float = _help("token count that normalizes the latency penalties", 256)
+    lam_stream: float = _help("streaming-stage reward: weight of the latency term", 0.5)
+    lam_deep: float = _help("deep-stage reward: weight of the length term", 0.5)
+    deep_length_norm: float = _help("token count that normalizes the deep-stage length term", 64)
+    adv_eps: float = _help("added to the group std when normalizing rewards", 1e-4)
+
+
+def field_groups(cls: type) -> dict[str, list[str]]:
+    """adasr's field groups of a config class: ``{group: [field names]}`` (``model``, ``data``,
+    ``loss``; RL: ``model``, ``data``, ``stream``, ``engine``, ``rewards``)."""
+    groups: dict[str, list[str]] = {}
+    for klass in reversed(cls.__mro__):
+        if klass in _GROUP_CLASSES:
+            groups.setdefault(klass._group, []).extend(klass.__dict__.get("__annotations__", {}))
+    return groups
+
+
+_GROUP_CLASSES = (ModelArguments, RLModelArguments, DataArguments, SFTDataArguments, LossArguments, StreamArguments,
+                  EngineArguments, RewardArguments)
+
+
+# ---------------------------------------------------------------------------------------------
+# The configs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _AdasrArguments(ModelArguments, DataArguments):
+    """What SFT and RL configs add to their parent's ``__post_init__`` and checks; also adasr's
+    defaults for a few ``TrainingArguments`` fields (``seed`` 0, one epoch, checkpoints every
+    100 steps, at most 3 kept, a log every 10 steps, no bf16 or activation checkpointing unless
+    asked, dataset columns kept for the collators)."""
+
+    seed: int = _inherit(TrainingArguments, "seed", 0)
+    num_train_epochs: float = _inherit(TrainingArguments, "num_train_epochs", 1.0)
+    save_steps: float = _inherit(TrainingArguments, "save_steps", 100)
+    save_total_limit: int | None = _inherit(TrainingArguments, "save_total_limit", 3)
+    logging_steps: float = _inherit(TrainingArguments, "logging_steps", 10)
+    bf16: bool = _inherit(TrainingArguments, "bf16", False)
+    gradient_checkpointing: bool | None = _inherit(TrainingArguments, "gradient_checkpointing", None)
+    remove_unused_columns: bool = _inherit(TrainingArguments, "remove_unused_columns", False)
 
     kind = "base"
 
+    def __post_init__(self):
+        from accelerate.utils import parse_flag_from_env
+
+        if isinstance(self.task_options, str):
+            try:
+                self.task_options = json.loads(self.task_options) if self.task_options.strip() else {}
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"task_options must be a mapping (JSON on the command line): {err}") from None
+        if self.task_options is None:
+            self.task_options = {}
+        if isinstance(self.lora_target_modules, list) and self.lora_target_modules == ["all-linear"]:
+            self.lora_target_modules = "all-linear"  # `--lora_target_modules all-linear` parses as a list
+        # `accelerate launch --cpu` exports ACCELERATE_USE_CPU: without use_cpu a single-process
+        # launch on a GPU machine put the model on the CPU but the batches on cuda:0.
+        if not self.use_cpu and parse_flag_from_env("ACCELERATE_USE_CPU"):
+            self.use_cpu = True
+        if self.bf16 and not self.use_cpu and not _has_accelerator():
+            logger.info("bf16 without a GPU: training on the CPU (use_cpu), with bfloat16 autocast")
+            self.use_cpu = True
+        try:
+            super().__post_init__()
+        except (ValueError, ImportError) as err:  # ImportError: e.g. deepspeed asked for, not installed
+            raise ConfigError(_first_line(err)) from None
+
     def validate(self) -> None:
-        """Check ranges and names. Raises :class:`ConfigError` with a one-line message."""
-        _positive(self, "batch_size", "grad_accum", "max_seq_len", "save_steps", "logging_steps",
-                  "lora_r", "lora_alpha")
+        """Check adasr's ranges and names. Raises :class:`ConfigError` with a one-line message."""
+        _positive(self, "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_len", "save_steps",
+                  "logging_steps", "lora_r", "lora_alpha")
         _non_negative(self, "eval_size", "warmup_steps", "weight_decay", "max_grad_norm", "seed")
         if self.train_size is not None and self.train_size < 1:
             raise ConfigError(f"train_size must be >= 1 (or null for all), got {self.train_size}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ConfigError(f"max_steps must be a positive number of steps or -1 (num_epochs), got {self.max_steps}")
-        if self.max_steps == -1 and not self.num_epochs > 0:
-            raise ConfigError(f"num_epochs must be > 0 when max_steps is -1, got {self.num_epochs}")
+            raise ConfigError(f"max_steps must be a positive number of steps or -1 (num_train_epochs), got {self.max_steps}")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ConfigError(f"num_train_epochs must be > 0 when max_steps is -1, got {self.num_train_epochs}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
@@ -134,11 +309,8 @@ class _TrainConfig:
             raise ConfigError("model must name a model (bundled name, local path or Hugging Face id)")
         if not self.output_dir:
             raise ConfigError("output_dir must be a directory path")
-        targets = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
-        if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
-            raise ConfigError(f"report_to must be an integration name or a non-empty list of names, got {self.report_to!r}")
-        if len(targets) > 1 and {"none", "all"} & set(targets):
-            raise ConfigError(f"report_to: 'none' and 'all' stand alone, not in a list ({targets})")
+        if not isinstance(self.task_options, dict):
+            raise ConfigError(f"task_options must be a mapping, got {self.task_options!r}")
         check_task(self.task, self.data_path)
         from adasr.protocol import PROTOCOLS
 
@@ -148,104 +320,84 @@ class _TrainConfig:
             if not Path(path).expanduser().is_file():
                 raise ConfigError(f"exclude file {path} does not exist")
 
-    def to_dict(self) -> dict:
-        """The config as a plain JSON-able dict (what ``adasr_meta.json`` records)."""
-        return asdict(self)
+    def adasr_dict(self) -> dict:
+        """adasr's own fields (the groups of :func:`field_groups`), as a plain dict."""
+        names = [n for group in field_groups(type(self)).values() for n in group]
+        return {n: getattr(self, n) for n in names}
 
 
 @dataclass
-class SFTConfig(_TrainConfig):
-    """Supervised fine-tuning on protocol-rendered streaming episodes (CB-Stream loss).
+class SFTConfig(_AdasrArguments, SFTDataArguments, LossArguments, TrainingArguments):
+    """Supervised fine-tuning on protocol-rendered streaming episodes (CB-Stream loss): a
+    ``transformers.TrainingArguments`` plus adasr's groups ``model``, ``data`` and ``loss``.
 
-    Attributes (besides the shared ones of ``_TrainConfig``):
-        cb_beta: CB-Stream class-balancing strength in ``[0, 1)`` on decision tokens (skip vs
-            think); ``0`` is plain masked cross-entropy (docs/DESIGN.md; Cui et al. CVPR 2019).
-        eval_steps: evaluate the held-out loss every this many steps (``None``: at each save;
-            only when ``eval_size > 0``).
-        layout: ``streaming`` (each thought right after its chunk: a streaming reasoner) or
-            ``batch`` (the same steps written after end of input: the read-then-think baseline
-            trained on identical data; :func:`adasr.train.sft.row_episode`).
+    adasr's defaults of ``TrainingArguments`` fields: ``output_dir`` ``runs/sft``,
+    ``learning_rate`` 1e-5, ``per_device_train_batch_size`` 4, ``per_device_eval_batch_size``
+    the train one, ``prediction_loss_only`` (the held-out loss is the metric); the eval strategy
+    is set by :func:`adasr.train.sft.sft_arguments` (``steps``, every ``eval_steps`` or
+    ``save_steps``, when there is a held-out set).
     """
 
-    output_dir: str = "runs/sft"
-    learning_rate: float = 1e-5
-    cb_beta: float = 0.999
-    eval_steps: int | None = None
-    layout: str = "streaming"
+    output_dir: str | None = _inherit(TrainingArguments, "output_dir", "runs/sft")
+    learning_rate: float = _inherit(TrainingArguments, "learning_rate", 1e-5)
+    per_device_train_batch_size: int = _inherit(TrainingArguments, "per_device_train_batch_size", 4)
+    per_device_eval_batch_size: int | None = _help("eval batch per device (null: the train batch)", None)
+    prediction_loss_only: bool = _inherit(TrainingArguments, "prediction_loss_only", True)
 
     kind = "sft"
+
+    def __post_init__(self):
+        if self.per_device_eval_batch_size is None:
+            self.per_device_eval_batch_size = self.per_device_train_batch_size
+        if self.label_names is None:
+            self.label_names = ["labels"]
+        super().__post_init__()
 
     def validate(self) -> None:
         super().validate()
         if not 0.0 <= self.cb_beta < 1.0:
             raise ConfigError(f"cb_beta must be in [0, 1) (0 = plain cross-entropy), got {self.cb_beta}")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise ConfigError(f"eval_steps must be >= 1 or null, got {self.eval_steps}")
+        if self.eval_steps is not None and self.eval_steps <= 0:
+            raise ConfigError(f"eval_steps must be > 0 or null, got {self.eval_steps}")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
 
 @dataclass
-class RLConfig(_TrainConfig):
-    """GRPO / HRPO on streaming-engine rollouts.
+class RLConfig(_AdasrArguments, RLModelArguments, StreamArguments, EngineArguments, RewardArguments, GRPOConfig):
+    """GRPO / HRPO on streaming-engine rollouts: a ``trl.GRPOConfig`` plus adasr's groups
+    ``model`` (with ``init``), ``data``, ``stream``, ``engine`` and ``rewards``.
 
-    Attributes (besides the shared ones of ``_TrainConfig``):
-        init: checkpoint the policy starts from (e.g. the SFT ``final/`` directory: a LoRA
-            adapter is trained further, a full model is loaded as is); ``None``: ``model``.
-        advantage: ``hrpo`` (stage advantages ``A_S`` on thought tokens, ``A_D`` on deep-stage
-            tokens) or ``grpo`` (one sequence advantage on every generated token).
-        group_size: G, rollouts per prompt (>= 2).
-        temperature / top_p / top_k: sampling of the rollouts (the log-probs of the loss use
-            the same temperature).
-        thought_budget: interleaved budget / adaptive cap per streaming thought, tokens.
-        max_deep_tokens: cap of the deep stage (reasoning + answer), tokens.
-        wps: arrival rate of the chunks, words per second.
-        mode: ``adaptive`` (budget capped by the arrival slack) or ``interleaved``.
-        decode_rate: decode tokens/s the adaptive budgets of rollouts assume (``None``: measured
-            once, then a moving average carried across batches; a number makes rollouts
-            independent of the machine's speed, see ``EngineConfig.decode_rate``).
-        w_fmt / lam_post / lam_over / length_norm / lam_stream / lam_deep / deep_length_norm:
-            :class:`adasr.train.rewards.RewardConfig`.
-        kl_beta: weight of the KL penalty to the initial policy (0: none, no reference model).
-        epsilon: PPO clip range of the probability ratio.
-        num_iterations: optimization passes per generated batch (TRL's mu).
-        loss_type: TRL aggregation of the per-token loss: ``dapo`` (mean over all generated
-            tokens of the generation batch), ``bnpo``, ``grpo`` (mean per sequence) or
-            ``dr_grpo``.
-        adv_eps: added to the group std when normalizing rewards.
-        adv_scale: ``std`` (``(R - mean) / (std + eps)``) or ``none`` (``R - mean``).
+    TRL's fields keep their meaning: a step generates ``per_device_train_batch_size *
+    gradient_accumulation_steps`` rollouts per device (``num_generations`` = G per prompt, so
+    that many / G prompts), back-propagated in ``gradient_accumulation_steps`` micro-batches;
+    ``beta`` is the KL weight, ``epsilon`` the clip range, ``scale_rewards`` ``group`` (divide
+    by the group std + ``adv_eps``) or ``none``; ``temperature``/``top_p``/``top_k`` sample the
+    rollouts. TRL's generation fields (``use_vllm``, ``generation_kwargs``, ...) are unused:
+    the adasr engine generates. ``max_completion_length`` defaults to ``max_seq_len``.
+
+    adasr's defaults of TRL fields: ``output_dir`` ``runs/rl``, ``num_generations`` 4,
+    ``per_device_train_batch_size`` 8 (2 prompts x 4 rollouts), ``train_size`` 500, no bf16 and
+    no activation checkpointing unless asked.
     """
 
-    output_dir: str = "runs/rl"
-    learning_rate: float = 1e-6
-    train_size: int | None = 500
-    batch_size: int = 2
-    init: str | None = None
-    advantage: str = "hrpo"
-    group_size: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    thought_budget: int = 32
-    max_deep_tokens: int = 256
-    wps: float = 2.5
-    mode: str = "adaptive"
-    decode_rate: float | None = None
-    w_fmt: float = 0.2
-    lam_post: float = 0.5
-    lam_over: float = 0.25
-    length_norm: float = 256
-    lam_stream: float = 0.5
-    lam_deep: float = 0.5
-    deep_length_norm: float = 64
-    kl_beta: float = 0.0
-    epsilon: float = 0.2
-    num_iterations: int = 1
-    loss_type: str = "dapo"
-    adv_eps: float = 1e-4
-    adv_scale: str = "std"
+    output_dir: str | None = _inherit(GRPOConfig, "output_dir", "runs/rl")
+    train_size: int | None = _help("training prompts (null: all the source has)", 500)
+    num_generations: int | None = _inherit(GRPOConfig, "num_generations", 4)
+    max_completion_length: int | None = _inherit(GRPOConfig, "max_completion_length", None)
 
     kind = "rl"
+
+    def __post_init__(self):
+        if self.max_completion_length is None:
+            self.max_completion_length = self.max_seq_len
+        super().__post_init__()
+
+    @property
+    def prompts_per_step(self) -> int:
+        """Prompts per optimizer step and device: ``per_device_train_batch_size *
+        gradient_accumulation_steps / num_generations``."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps // self.num_generations
 
     def validate(self) -> None:
         super().validate()
@@ -255,26 +407,25 @@ class RLConfig(_TrainConfig):
             raise ConfigError(f"mode must be one of {', '.join(RL_MODES)}, got {self.mode!r}")
         if self.loss_type not in LOSS_TYPES:
             raise ConfigError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
-        if self.adv_scale not in ("std", "none"):
-            raise ConfigError(f"adv_scale must be 'std' or 'none', got {self.adv_scale!r}")
-        if self.group_size < 2:
-            raise ConfigError(f"group_size must be >= 2 (advantages are relative in a group), got {self.group_size}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ConfigError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)} (adasr normalizes within "
+                              f"a group), got {self.scale_rewards!r}")
+        if self.num_generations < 2:
+            raise ConfigError(f"num_generations must be >= 2 (advantages are relative in a group), "
+                              f"got {self.num_generations}")
         _positive(self, "thought_budget", "max_deep_tokens", "num_iterations")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0 for RL rollouts (sampling), got {self.temperature}")
-        if not 0 < self.top_p <= 1 or self.top_k < 0:
+        if not 0 < self.top_p <= 1 or (self.top_k or 0) < 0:
             raise ConfigError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={self.top_p}, top_k={self.top_k}")
         if not self.wps > 0:
             raise ConfigError(f"wps (words per second) must be > 0, got {self.wps}")
         if self.decode_rate is not None and not self.decode_rate > 0:
             raise ConfigError(f"decode_rate must be > 0 tokens/s (or null: measured), got {self.decode_rate}")
-        if self.kl_beta < 0 or not self.epsilon > 0 or not self.adv_eps > 0:
-            raise ConfigError("need kl_beta >= 0, epsilon > 0 and adv_eps > 0")
-        if (self.batch_size * self.group_size) % self.grad_accum != 0:
-            raise ConfigError(
-                f"batch_size * group_size ({self.batch_size} * {self.group_size}) rollouts per step must be "
-                f"divisible by grad_accum ({self.grad_accum})"
-            )
+        if self.beta < 0 or not self.epsilon > 0 or not self.adv_eps > 0:
+            raise ConfigError("need beta >= 0, epsilon > 0 and adv_eps > 0")
+        if self.use_vllm:
+            raise ConfigError("use_vllm: adasr's streaming engine generates the rollouts (vLLM is not used)")
         self.reward_config()  # validates the reward weights
 
     def reward_config(self):
@@ -292,19 +443,17 @@ class RLConfig(_TrainConfig):
 
 
 def known_tasks() -> list[str]:
-    """Task names the dataset registry builds (``gsm8k`` and the procedural tasks)."""
+    """Task names the dataset registry builds (``gsm8k``, ``episodes`` and the procedural tasks)."""
     from adasr.tasks.registry import TASKS
 
     return list(TASKS)
 
 
 def check_task(task: str, data_path: str | None) -> None:
-    """Raise :class:`ConfigError` for an unknown task, or a missing/absent GSM8K data file."""
+    """Raise :class:`ConfigError` for an unknown task, or a missing/absent data file."""
     names = known_tasks()
     if task not in names:
-        hint = difflib.get_close_matches(str(task), names, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"unknown task {task!r}{extra}: use one of {', '.join(names)}")
+        raise ConfigError(f"unknown task {task!r}{_did_you_mean(str(task), names)}: use one of {', '.join(names)}")
     if data_path is not None and not Path(data_path).expanduser().exists():
         raise ConfigError(f"data_path {data_path} does not exist")
     if task == "gsm8k" and data_path is None:
@@ -314,25 +463,63 @@ def check_task(task: str, data_path: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
+# Parsing
 # ---------------------------------------------------------------------------------------------
 
+LEGACY_KEYS = {
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "num_epochs": "num_train_epochs",
+    "lr_scheduler": "lr_scheduler_type",
+    "group_size": "num_generations",
+    "kl_beta": "beta",
+    "adv_scale": "scale_rewards",
+}
+"""Earlier adasr key -> the ``TrainingArguments``/``GRPOConfig`` field it names. An RL file's
+``batch_size`` counted prompts per step: it becomes ``per_device_train_batch_size = batch_size *
+num_generations / gradient_accumulation_steps``; ``adv_scale: std`` becomes ``scale_rewards: group``."""
 
-def config_class(kind: str) -> type[_TrainConfig]:
+
+def config_class(kind: str) -> type[SFTConfig] | type[RLConfig]:
     """The config class of a trainer kind: ``sft`` -> :class:`SFTConfig`; ``rl``, ``grpo``,
-    ``hrpo`` -> :class:`RLConfig`."""
+    ``hrpo`` -> :class:`RLConfig`.
+
+    Raises:
+        ConfigError: an unknown kind.
+    """
     if kind not in KINDS:
         raise ConfigError(f"unknown config kind {kind!r}: use one of {', '.join(KINDS)}")
     return SFTConfig if KINDS[kind] == "sft" else RLConfig
 
 
-def load_config(path: str | Path, kind: str) -> SFTConfig | RLConfig:
-    """Read a YAML or JSON training config.
+class ConfigParser(TrlParser):
+    """TRL's parser for one config class whose mistakes raise :class:`ConfigError` (argparse would
+    print usage and exit). Abbreviated options are off: ``--learning_rat`` is a mistake, not
+    ``--learning_rate``."""
+
+    def __init__(self, cls: type):
+        super().__init__(cls, allow_abbrev=False, add_help=False, prog="adasr train")
+
+    def error(self, message: str):  # argparse's hook for every parse error
+        raise ConfigError(re.sub(r"^argument --([\w]+)(/--[\w-]+)?: ", r"key '\1': ", message))
+
+    def keys(self) -> list[str]:
+        """Every config key (one per field)."""
+        return [a.dest for a in self._actions if a.option_strings and a.dest != "help"]
+
+
+def load_config(path: str | Path | None, kind: str, overrides: Sequence[str] = ()) -> SFTConfig | RLConfig:
+    """Read a YAML or JSON training config, then apply ``--key value`` overrides.
 
     Args:
-        path: a ``.yaml``/``.yml`` or ``.json`` file holding one mapping of field -> value.
+        path: a ``.yaml``/``.yml`` or ``.json`` file holding one mapping of key -> value (the
+            groups ``data``, ``loss``, ``stream``, ``engine``, ``rewards`` may be nested
+            mappings; an ``env`` mapping sets environment variables, as in TRL); ``None``: the
+            defaults.
         kind: ``sft``, ``rl``, ``grpo`` or ``hrpo`` (``grpo``/``hrpo`` also set ``advantage``
-            unless the file sets it).
+            unless the file or an override sets it).
+        overrides: command-line style arguments (``["--learning_rate", "1e-4", "--lora"]``),
+            parsed by TRL's parser; they win over the file.
 
     Returns:
         A validated :class:`SFTConfig` or :class:`RLConfig`.
@@ -342,36 +529,90 @@ def load_config(path: str | Path, kind: str) -> SFTConfig | RLConfig:
             value or unknown task; the one-line message names the key and the file.
     """
     config_class(kind)  # unknown kind -> ConfigError before touching the file
-    p = Path(path).expanduser()
+    data, where = {}, "command line"
+    if path is not None:
+        p = Path(path).expanduser()
+        data, where = read_config_file(p), str(p)
+    return config_from_dict(data, kind, overrides=overrides, where=where)
+
+
+def read_config_file(p: Path) -> dict:
+    """The mapping of a YAML or JSON config file.
+
+    Raises:
+        ConfigError: a missing, unreadable or invalid file, or one that is not a mapping.
+    """
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {p}: {err}") from None
-    data = _parse(text, p)
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{p}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f"line {mark.line + 1}: " if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{p}: not valid YAML ({line}{problem})") from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a config must be a mapping of key: value, got {type(data).__name__}")
-    return config_from_dict(data, kind, where=str(p))
+    return data
 
 
-def config_from_dict(data: dict, kind: str, *, where: str = "config") -> SFTConfig | RLConfig:
-    """Build and validate a config from a dict (same checks as :func:`load_config`)."""
+def config_from_dict(data: dict, kind: str, *, overrides: Sequence[str] = (), where: str = "config") -> SFTConfig | RLConfig:
+    """Build and validate a config from a mapping and ``--key value`` overrides (the checks of
+    :func:`load_config`), through TRL's parser: the mapping's values become the parser's defaults,
+    the overrides are parsed as a command line.
+
+    Raises:
+        ConfigError: see :func:`load_config`.
+    """
     cls = config_class(kind)
-    known = {f.name: f for f in fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            hint = difflib.get_close_matches(str(key), list(known), n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"{where}: unknown key {key!r} for a {cls.kind} config{extra}")
-        values[key] = _coerce(value, hints[key], key, where)
-    if KINDS[kind] == "rl" and kind in ADVANTAGES and "advantage" not in values:
-        values["advantage"] = kind
-    cfg = cls(**values)
+    parser = ConfigParser(cls)
+    keys = parser.keys()
+    try:
+        flat = _flatten(dict(data), cls, keys)
+        env = flat.pop("env", None)
+        flat = _rename_legacy(flat, cls, where)
+        for key, value in flat.items():
+            if key not in keys:
+                raise ConfigError(f"unknown key {key!r} for {cls.kind.upper()} training{_did_you_mean(key, keys)}")
+            _check_shape(cls, key, value)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if env is not None:
+        if not isinstance(env, dict):
+            raise ConfigError(f"{where}: env must be a mapping of variable: value")
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    # scalars as text, so that argparse converts and checks them as it does a command line
+    parser.set_defaults_with_config(**{k: _as_text(v) for k, v in flat.items()})
+    given = flat.keys() | _override_keys(overrides)
+    source = f"{where} or the command line" if overrides and where != "command line" else where
+    try:
+        cfg, rest = parser.parse_args_into_dataclasses(list(overrides), return_remaining_strings=True,
+                                                       look_for_args_file=False)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{source}: {_first_line(err)}") from None
+    if rest:
+        opt = next((a for a in rest if a.startswith("-")), rest[0])
+        key = opt.lstrip("-").split("=")[0].replace("-", "_")
+        hint = _legacy_hint(key) or _did_you_mean(key, keys)
+        raise ConfigError(f"unknown option {opt!r} for {cls.kind.upper()} training{hint}")
+    if KINDS[kind] == "rl" and kind in ADVANTAGES and "advantage" not in given:
+        cfg.advantage = kind
     try:
         cfg.validate()
     except ConfigError as err:
@@ -379,92 +620,81 @@ def config_from_dict(data: dict, kind: str, *, where: str = "config") -> SFTConf
     return cfg
 
 
-def _parse(text: str, p: Path) -> Any:
-    if p.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{p}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{p}: not valid YAML ({line}{problem})") from None
+def _flatten(data: dict, cls: type, keys: list[str]) -> dict:
+    """Lift nested group sections (``rewards: {lam_deep: 0.2}``) to top-level keys."""
+    groups = {g: names for g, names in field_groups(cls).items() if g not in keys}
+    flat: dict = {}
+    for key, value in data.items():
+        if key in groups and isinstance(value, dict):
+            for sub, v in value.items():
+                if sub not in groups[key]:
+                    raise ConfigError(f"unknown key {sub!r} in section {key!r}{_did_you_mean(str(sub), groups[key])}")
+                flat[sub] = v
+        else:
+            flat[key] = value
+    return flat
 
 
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        args = typing.get_args(tp)
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if origin is dict or tp is dict:
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
+def _rename_legacy(flat: dict, cls: type, where: str) -> dict:
+    """Rename :data:`LEGACY_KEYS` (with the RL ``batch_size`` and ``adv_scale`` conversions)."""
+    old = [k for k in flat if k in LEGACY_KEYS and LEGACY_KEYS[k] not in flat]
+    if not old:
+        return flat
+    logger.info("%s: earlier adasr key(s) %s read as %s", where, ", ".join(old),
+                ", ".join(LEGACY_KEYS[k] for k in old))
+    out = {LEGACY_KEYS.get(k, k) if k in old else k: v for k, v in flat.items()}
+    if cls.kind == "rl":
+        if "batch_size" in old:  # prompts per step -> rollouts per micro-batch
+            prompts = out.pop("per_device_train_batch_size")
+            g = out.get("num_generations", cls.__dataclass_fields__["num_generations"].default)
+            ga = out.get("gradient_accumulation_steps", 1)
+            if not all(isinstance(x, int) and x > 0 for x in (prompts, g, ga)) or (prompts * g) % ga:
+                raise ConfigError(f"batch_size * group_size ({prompts} * {g}) rollouts per step must be divisible "
+                                  f"by grad_accum ({ga})")
+            out["per_device_train_batch_size"] = prompts * g // ga
+        if "adv_scale" in old:
+            out["scale_rewards"] = {"std": "group"}.get(out["scale_rewards"], out["scale_rewards"])
+    return out
 
 
-def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Check ``value`` against the field type ``tp``; convert the few safe cases.
-
-    Accepted conversions: an int for a float field; a numeric string for a float field (YAML 1.1
-    reads ``1e-5`` as a string). Everything else must match exactly (a bool is not an int).
-    """
-    ok, out = _match(value, tp)
-    if ok:
-        return out
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    raise ConfigError(f"{where}: key {key!r} must be {_type_name(tp)}, got {type(value).__name__} {shown}")
+def _check_shape(cls: type, key: str, value: Any) -> None:
+    """A list or mapping only where the field takes one (argparse leaves non-text values alone)."""
+    if not isinstance(value, (list, dict)):
+        return
+    hint = typing.get_type_hints(cls)[key]
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = {typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,))}
+    if (isinstance(value, list) and list not in kinds) or (isinstance(value, dict) and dict not in kinds):
+        raise ConfigError(f"key {key!r} takes one value, got a {type(value).__name__} {value!r}"[:160])
 
 
-def _match(value: Any, tp: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, out = _match(value, arg)
-            if ok:
-                return True, out
-        return False, None
-    if tp is type(None):
-        return value is None, None
-    if tp is Any:
-        return True, value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return math.isfinite(float(value)), float(value)
-        if isinstance(value, str):
-            try:
-                f = float(value)
-            except ValueError:
-                return False, None
-            return math.isfinite(f), f
-        return False, None
-    if tp is str:
-        return isinstance(value, str), value
-    if origin is list:
-        if not isinstance(value, list):
-            return False, None
-        (arg,) = typing.get_args(tp) or (Any,)
-        out = []
-        for v in value:
-            ok, o = _match(v, arg)
-            if not ok:
-                return False, None
-            out.append(o)
-        return True, out
-    if origin is dict or tp is dict:
-        return isinstance(value, dict), value
-    return isinstance(value, tp), value
+def _as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, (bool, int, float)) else value
+
+
+def _override_keys(overrides: Sequence[str]) -> set[str]:
+    return {a.lstrip("-").split("=")[0].replace("-", "_") for a in overrides if a.startswith("--")}
+
+
+def _legacy_hint(key: str) -> str:
+    return f" (renamed: {LEGACY_KEYS[key]!r})" if key in LEGACY_KEYS else ""
+
+
+def _did_you_mean(key: str, names: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest name (an earlier adasr name suggests its new name)."""
+    candidates = list(names) + [k for k, v in LEGACY_KEYS.items() if v in names]
+    hint = difflib.get_close_matches(key, candidates, n=1)
+    return f" (did you mean {LEGACY_KEYS.get(hint[0], hint[0]) if hint[0] not in names else hint[0]!r}?)" if hint else ""
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def _positive(cfg: Any, *names: str) -> None:
@@ -479,34 +709,8 @@ def _non_negative(cfg: Any, *names: str) -> None:
             raise ConfigError(f"{n} must be >= 0, got {getattr(cfg, n)}")
 
 
-__all__ = ["SFTConfig", "RLConfig", "load_config", "config_from_dict", "config_class", "known_tasks", "check_task"]
-
-
-def trainer_kwargs(cfg) -> dict:
-    """``TrainingArguments`` fields shared by SFT and RL configs (optimizer, schedule, saving).
-
-    ``use_cpu`` follows ``accelerate launch --cpu`` (env ``ACCELERATE_USE_CPU``): without it a
-    single-process ``--cpu`` launch on a GPU machine placed the model on the CPU (accelerate) but
-    the batches on ``cuda:0`` (``TrainingArguments.device``)."""
-    from accelerate.utils import parse_flag_from_env
-
-    return dict(
-        use_cpu=parse_flag_from_env("ACCELERATE_USE_CPU"),
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        seed=cfg.seed,
-        bf16=cfg.bf16,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        report_to=cfg.report_to,
-        remove_unused_columns=False,
-        dataloader_num_workers=cfg.dataloader_num_workers,
-    )
+__all__ = [
+    "SFTConfig", "RLConfig", "ModelArguments", "DataArguments", "LossArguments", "StreamArguments", "EngineArguments",
+    "RewardArguments", "ConfigParser", "LEGACY_KEYS", "field_groups", "load_config", "config_from_dict",
+    "read_config_file", "config_class", "known_tasks", "check_task",
+]

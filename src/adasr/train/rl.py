@@ -3,8 +3,8 @@
 One optimizer step (``train_rl`` reads top to bottom; the step is
 :meth:`StreamGRPOTrainer._generate_and_score_completions` + TRL's ``_compute_loss``):
 
-1. TRL's ``RepeatSampler`` hands this process ``batch_size`` prompts (dataset rows: ``chunks``,
-   ``answer``), each repeated ``group_size`` (G) times in consecutive rows.
+1. TRL's ``RepeatSampler`` hands this process ``prompts_per_step`` prompts (dataset rows: ``chunks``,
+   ``answer``), each repeated ``num_generations`` (G) times in consecutive rows.
 2. **Rollouts.** The adasr :class:`~adasr.engine.StreamingEngine` runs every row as one sampled
    streaming episode on the current policy (unwrapped from accelerate/DeepSpeed/PEFT wrappers,
    in eval mode, all rows in one batched KV cache, per-stream virtual clocks — each rollout is
@@ -26,14 +26,14 @@ One optimizer step (``train_rl`` reads top to bottom; the step is
    ``(B, T)``. The "prompt" is the system turn (identical for every row); the "completion" is the
    rest of the episode; ``tool_mask`` (TRL's ``env_mask``) is ``token_stage > 0``, so tokens the
    model did not generate get no loss. Per token:
-   ``-min(rho_t * A_t, clip(rho_t, 1-eps, 1+eps) * A_t) + kl_beta * KL_t`` with
+   ``-min(rho_t * A_t, clip(rho_t, 1-eps, 1+eps) * A_t) + beta * KL_t`` with
    ``rho_t = pi_theta / pi_old`` (k3 KL estimator to the initial policy), aggregated by
    ``loss_type`` (``dapo``: mean over all generated tokens of the generation batch).
 
 Only ``_generate_and_score_completions`` is overridden (plus a reference-model setup for full
-fine-tuning with ``kl_beta > 0``); the dataloader, sampler, loss, logging, checkpointing and
+fine-tuning with ``beta > 0``); the dataloader, sampler, loss, logging, checkpointing and
 ``accelerate``/DeepSpeed handling are TRL's. Advantages are normalized within this process's
-batch: TRL's sampler gives each process whole groups (its generation batch, ``batch_size * G``
+batch: TRL's sampler gives each process whole groups (its generation batch, ``prompts_per_step * G``
 rows, is a multiple of G).
 """
 
@@ -47,16 +47,16 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 
 from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
 from adasr.errors import ConfigError
 from adasr.protocol import Stage, StreamingFormat
 from adasr.stream import make_stream
 from adasr.train.advantages import advantage_stats, group_normalize, grpo_token_advantages, hrpo_token_advantages
-from adasr.train.config import RLConfig, trainer_kwargs
+from adasr.train.common import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
+from adasr.train.config import RLConfig
 from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors
-from adasr.train.sft import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class StreamGRPOTrainer(GRPOTrainer):
     Args:
         model: the policy (a ``PreTrainedModel`` or a ``PeftModel``).
         tokenizer: its tokenizer (with a chat template).
-        cfg: the :class:`RLConfig` (rollout, reward and advantage settings).
-        args: TRL ``GRPOConfig`` (default: :func:`rl_arguments` of ``cfg``).
+        cfg: the :class:`RLConfig`: TRL's ``GRPOConfig`` (the trainer's arguments) with the
+            rollout, reward and advantage settings.
         train_dataset: episodes with ``chunks`` and ``answer`` (and optionally ``task``, ``id``).
         callbacks: extra ``TrainerCallback`` objects.
         scorer: ``scorer(prediction, reference, task) -> bool`` (default :func:`score_prediction`).
@@ -103,8 +103,8 @@ class StreamGRPOTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "adasr"]
 
-    def __init__(self, model, tokenizer, cfg: RLConfig, *, args: GRPOConfig | None = None, train_dataset=None,
-                 callbacks=None, scorer: Scorer | None = None):
+    def __init__(self, model, tokenizer, cfg: RLConfig, *, train_dataset=None, callbacks=None,
+                 scorer: Scorer | None = None):
         from accelerate.utils import is_peft_model
 
         self.cfg = cfg
@@ -113,7 +113,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         self.stream_format = StreamingFormat.for_protocol(tokenizer, cfg.protocol)
         self.rollout_decode_rate: float | None = None  # measured by the first rollout engine, then carried along
         self.last_batch: dict = {}
-        args = args or rl_arguments(cfg)
+        args = cfg
         # Full fine-tuning with a KL term: the reference is a frozen copy of the initial policy
         # (TRL would reload it from `config._name_or_path`, which an in-memory model may lack).
         own_ref = args.beta != 0.0 and not is_peft_model(model)
@@ -222,7 +222,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         prompt_mask = torch.ones_like(prompt_ids)
 
         # advantages (B, T): zero wherever stage == 0 (and on padding, whose stage is 0)
-        kw = {"eps": self.cfg.adv_eps, "scale": self.cfg.adv_scale}
+        kw = self._normalization()
         if self.cfg.advantage == "hrpo":
             advantages = hrpo_token_advantages(rewards["stream"], rewards["deep"], stage, G, **kw)
         else:
@@ -269,6 +269,11 @@ class StreamGRPOTrainer(GRPOTrainer):
             out["ref_per_token_logps"] = ref_logps
         return out
 
+    def _normalization(self) -> dict:
+        """Keyword arguments of :func:`group_normalize`: ``scale_rewards: group`` divides by the
+        group std (+ ``adv_eps``), ``none`` only subtracts the group mean."""
+        return {"eps": self.cfg.adv_eps, "scale": "std" if self.cfg.scale_rewards == "group" else "none"}
+
     def _reference_logps(self, input_ids, attention_mask, T: int, micro: int) -> torch.Tensor:
         if self.ref_model is not None:
             logps, _, _ = self._get_per_token_logps_and_entropies(self.ref_model, input_ids, attention_mask, T,
@@ -314,38 +319,13 @@ class StreamGRPOTrainer(GRPOTrainer):
             metrics[f"advantages/{k}"].append(v)
         # do the stages get distinct credit? correlation over rollouts of the group-normalized
         # stage rewards (1.0: HRPO's stage advantages carry the same signal, as GRPO's would)
-        a_s = group_normalize(rewards["stream"], G, eps=self.cfg.adv_eps, scale=self.cfg.adv_scale)
-        a_d = group_normalize(rewards["deep"], G, eps=self.cfg.adv_eps, scale=self.cfg.adv_scale)
+        a_s = group_normalize(rewards["stream"], G, **self._normalization())
+        a_d = group_normalize(rewards["deep"], G, **self._normalization())
         both = (a_s != 0) | (a_d != 0)
         if int(both.sum()) > 2 and float(a_s[both].std()) > 0 and float(a_d[both].std()) > 0:
             corr = torch.corrcoef(torch.stack([a_s[both], a_d[both]]))[0, 1].item()
             metrics["advantages/stage_corr"].append(corr)
         metrics["advantages/stage_abs_diff"].append((a_s - a_d).abs().mean().item())
-
-
-def rl_arguments(cfg: RLConfig) -> GRPOConfig:
-    """The TRL ``GRPOConfig`` of an :class:`RLConfig`.
-
-    ``batch_size`` prompts x ``group_size`` rollouts form one generation batch per optimizer step,
-    split into ``grad_accum`` micro-batches of ``batch_size * group_size / grad_accum`` rollouts.
-    """
-    return GRPOConfig(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=cfg.batch_size * cfg.group_size // cfg.grad_accum,
-        gradient_accumulation_steps=cfg.grad_accum,
-        num_generations=cfg.group_size,
-        **trainer_kwargs(cfg),
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k,
-        beta=cfg.kl_beta,
-        epsilon=cfg.epsilon,
-        num_iterations=cfg.num_iterations,
-        loss_type=cfg.loss_type,
-        scale_rewards="group" if cfg.adv_scale == "std" else "none",
-        max_completion_length=cfg.max_seq_len,
-        log_completions=False,
-    )
 
 
 def train_rl(
@@ -390,4 +370,4 @@ def train_rl(
                       extra={"init": cfg.init})
 
 
-__all__ = ["StreamGRPOTrainer", "rl_arguments", "train_rl", "score_prediction"]
+__all__ = ["StreamGRPOTrainer", "train_rl", "score_prediction"]
