@@ -16,6 +16,8 @@ Variants (``--variant``, repeatable; default: all):
   first line break), the question-comes-last instruction, and the restated input at EOI.
 * ``adaptive-v3`` — protocol v3: v2's notes, then a fresh deep-stage context at EOI (the row's
   cache is dropped; a read-then-think prompt holding the whole input and the notes).
+* ``adaptive-v3-prefix`` — v3, but the notes open the deep stage's answer (the model continues
+  a solution already under way instead of reading the notes in the prompt).
 
 Usage: ``python benchmarks/bench_untrained.py --model qwen2.5-coder-0.5b-instruct --n 50
 [--data data/gsm8k_heldout400.jsonl] [--dtype bfloat16] [--out benchmarks/out/untrained]``
@@ -45,6 +47,7 @@ VARIANTS = {
     "adaptive-v2": ("v2", lambda b: AdaptivePolicy(thought_budget=b)),
     "interleaved-v2": ("v2", lambda b: InterleavedPolicy(thought_budget=b)),
     "adaptive-v3": ("v3", lambda b: AdaptivePolicy(thought_budget=b)),
+    "adaptive-v3-prefix": ("v3-prefix", lambda b: AdaptivePolicy(thought_budget=b)),
 }
 
 

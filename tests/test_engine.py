@@ -13,7 +13,7 @@ from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episod
 from adasr.errors import ConfigError, InputError, ProtocolError
 from adasr.kvcache import cache_keyword
 from adasr.policy import AdaptivePolicy, PolicyContext
-from adasr.protocol import STAGE_DEEP, STAGE_INPUT, STAGE_STREAM
+from adasr.protocol import STAGE_DEEP, STAGE_INPUT, STAGE_STREAM, StreamingFormat
 from adasr.session import SessionStatus
 from adasr.stream import Chunk, LiveSource, ScheduledStream, VirtualClock
 
@@ -426,6 +426,9 @@ def test_protocol_v3_deep_stage_reads_a_fresh_context(tiny_model, tiny_tokenizer
     assert any(ids[i:i + n] == prompt + deep for i in range(len(ids)))
     with pytest.raises(ProtocolError, match="inference only"):
         fmt.render(alone.episode)
+    prefix_fmt = StreamingFormat.for_protocol(tiny_tokenizer, "v3-prefix")  # the notes open the answer
+    opened = prefix_fmt.fresh_deep_ids(alone.episode.chunks, notes)
+    assert opened[-len(prefix_fmt.encode("A\nA\n")):] == prefix_fmt.encode("A\nA\n")
     # batched (the steering above only works one token at a time: the plain model here)
     eng = engine(tiny_model, tiny_tokenizer, policy="interleaved", protocol="v3")
     inputs = lambda: [EpisodeInput("a", stream(3)), EpisodeInput("b", stream(4, off=1))]  # noqa: E731

@@ -86,12 +86,16 @@ FRESH_DEEP_TEXT = (
     "Reason step by step and put the final answer within \\boxed{}."
 )
 
+FRESH_DEEP_PREFIX_TEXT = "{input}\n\nReason step by step and put the final answer within \\boxed{}."
+
 PROTOCOLS: dict[str, dict[str, str]] = {
     "v1": {"streaming_instruction": STREAMING_INSTRUCTION, "eoi_text": EOI_TEXT},
     "v1-restate": {"streaming_instruction": STREAMING_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT},
     "v2": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT, "one_line_thoughts": True},
     "v3": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": FRESH_DEEP_TEXT, "one_line_thoughts": True,
            "fresh_deep": True},
+    "v3-prefix": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": FRESH_DEEP_PREFIX_TEXT,
+                  "one_line_thoughts": True, "fresh_deep": True, "notes_in_answer": True},
     "proactive-v1": {"streaming_instruction": PROACTIVE_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT,
                      "one_line_thoughts": True},
 }
@@ -240,6 +244,9 @@ class StreamingFormat:
             own short streaming turns (inference only: such episodes cannot be rendered for
             training). Idea from AsyncReasoning (Gim et al., 2025): the answer is written in a
             view of the context built for answering, while thoughts were written in another.
+        notes_in_answer: with ``fresh_deep``, the notes open the deep stage's assistant turn (fed
+            as its first lines, so the model continues a solution already under way) instead of
+            being quoted in the user turn.
 
     Raises:
         ProtocolError: if the chat template cannot express the protocol.
@@ -255,6 +262,7 @@ class StreamingFormat:
         batch_eoi_text: str = BATCH_EOI_TEXT,
         one_line_thoughts: bool = False,
         fresh_deep: bool = False,
+        notes_in_answer: bool = False,
     ):
         self.tokenizer = tokenizer
         self.pieces = _split_template(tokenizer)
@@ -263,6 +271,7 @@ class StreamingFormat:
         self.batch_eoi_text = batch_eoi_text
         self.one_line_thoughts = one_line_thoughts
         self.fresh_deep = fresh_deep
+        self.notes_in_answer = notes_in_answer
         self.protocol: str | None = None  # the PROTOCOLS name, when built by for_protocol
         p = self.pieces
         self.user_header = self.encode(p.user_header)
@@ -337,10 +346,17 @@ class StreamingFormat:
         """Ids of the deep stage's fresh context (``fresh_deep`` protocols): the batch system turn
         and one user turn with ``eoi_text`` (``{input}``: the ``chunks`` joined by spaces,
         ``{notes}``: the non-empty streaming thoughts, one per line), up to and including the
-        assistant header. Fed to a row whose cache was dropped (positions from 0)."""
-        lines = "\n".join(f"- {n.strip()}" for n in notes if n and n.strip()) or "(none)"
-        text = self.eoi_text.replace("{input}", " ".join(chunks)).replace("{notes}", lines)
-        return self.prefix_ids("batch") + self.encode(text) + self.user_footer + self.assistant_header
+        assistant header; with ``notes_in_answer`` the notes follow the header instead, one per
+        line (the opening of the deep stage's answer). Fed to a row whose cache was dropped
+        (positions from 0)."""
+        notes = [n.strip() for n in notes if n and n.strip()]
+        text = self.eoi_text.replace("{input}", " ".join(chunks))
+        opening: list[int] = []
+        if self.notes_in_answer:
+            opening = self.encode("\n".join(notes) + "\n") if notes else []
+        else:
+            text = text.replace("{notes}", "\n".join(f"- {n}" for n in notes) or "(none)")
+        return self.prefix_ids("batch") + self.encode(text) + self.user_footer + self.assistant_header + opening
 
     def close_ids(self, generated_stop: bool) -> list[int]:
         """Ids that close an assistant turn: the footer, minus its first token if the model
