@@ -20,7 +20,8 @@ Variants (``--variant``, repeatable; default: all):
   a solution already under way instead of reading the notes in the prompt).
 
 Usage: ``python benchmarks/bench_untrained.py --model qwen2.5-coder-0.5b-instruct --n 50
-[--data data/gsm8k_heldout400.jsonl] [--dtype bfloat16] [--out benchmarks/out/untrained]``
+[--data data/gsm8k_heldout400.jsonl] [--dtype bfloat16] [--out benchmarks/out/untrained]
+[--decode-rate 7 --step-s 0.14]`` (the last two: a clock model independent of the machine's load)
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def main() -> None:
     ap.add_argument("--max-deep-tokens", type=int, default=384)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "untrained"))
+    ap.add_argument("--decode-rate", type=float, default=None,
+                    help="pin the decode rate adaptive budgets assume (tokens/s; default measured)")
+    ap.add_argument("--step-s", type=float, default=None,
+                    help="charge every engine step this many seconds on the virtual clock instead of its measured "
+                         "time: with --decode-rate, results independent of the machine's load")
     args = ap.parse_args()
     variants = args.variant or list(VARIANTS)
     if "batch" not in variants:
@@ -71,14 +77,18 @@ def main() -> None:
 
     def factory(variant: str) -> StreamingEngine:
         protocol, policy = VARIANTS[variant]
-        cfg = EngineConfig(policy=policy(args.budget), max_deep_tokens=args.max_deep_tokens)
+        cfg = EngineConfig(policy=policy(args.budget), max_deep_tokens=args.max_deep_tokens, decode_rate=args.decode_rate)
         return StreamingEngine(lm.model, lm.tokenizer, cfg, fmt=StreamingFormat.for_protocol(lm.tokenizer, protocol))
 
     out = Path(args.out) / lm.name
-    summaries = evaluate(factory, items, modes=variants, out_dir=out, batch_size=args.batch_size)
+    summaries = evaluate(factory, items, modes=variants, out_dir=out, batch_size=args.batch_size, step_s=args.step_s,
+                         run_config={"decode_rate": args.decode_rate, "budget": args.budget,
+                                     "max_deep_tokens": args.max_deep_tokens, "dtype": args.dtype})
     ref = summaries["batch"]
+    clock = "measured step times" if args.step_s is None else f"{args.step_s} s per step, decode rate {args.decode_rate}"
     print(f"\n{lm.name}, {len(items)} problems of {Path(args.data).name}, {args.dtype}, waves of "
-          f"{args.batch_size}, 2.5 words/s, budget {args.budget}, deep cap {args.max_deep_tokens}\n")
+          f"{args.batch_size}, 2.5 words/s, budget {args.budget}, deep cap {args.max_deep_tokens}, virtual clock: "
+          f"{clock}\n")
     print("| variant | accuracy (95% CI) | vs batch | format | stream tok | post-input tok | TTFT | latency p50 | p50 vs batch |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for v in variants:

@@ -481,3 +481,26 @@ def test_eval_dir_without_config_or_results(tmp_path, fake_runtime):
     evaluate(lambda m: FakeEngine(m, []), _items(2), modes=["adaptive"], out_dir=tmp_path, progress=False,
              run_config=RUN_CONFIG)
     assert json.loads((tmp_path / "adaptive" / "config.json").read_text())["budget"] == 64
+
+
+def test_eval_fixed_step_clock_gives_load_independent_latencies(tmp_path, tiny_model, tiny_tokenizer):
+    """``step_s``: every step costs exactly that on the virtual clock, so post-input latencies are
+    whole numbers of steps (arrivals fall on whole seconds here), and the setting is recorded."""
+    from adasr.engine import EngineConfig, StreamingEngine
+    from adasr.errors import ConfigError
+    from adasr.evaluation import evaluate
+
+    items = [GSM8KItem(f"i{k}", "x", "7", k + 1, chunks=["Add 2.", "Add 5.", "What is it?"]) for k in range(2)]
+
+    def factory(mode):
+        return StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=mode, max_deep_tokens=6, decode_rate=4.0))
+
+    evaluate(factory, items, modes=["batch"], out_dir=tmp_path, progress=False, wps=1.0, step_s=0.25)
+    recs = _read(tmp_path / "batch" / "results.jsonl")
+    for r in recs:
+        steps = r["post_input_latency_s"] / 0.25
+        assert abs(steps - round(steps)) < 1e-6 and round(steps) >= 6  # the deep stage: >= 6 steps
+    assert json.loads((tmp_path / "batch" / "config.json").read_text())["step_s"] == 0.25
+    with pytest.raises(ConfigError, match="step_s needs the virtual clock"):
+        evaluate(factory, items, modes=["batch"], out_dir=tmp_path / "x", progress=False, clock="per-stream",
+                 step_s=0.25)

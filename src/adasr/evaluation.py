@@ -345,6 +345,7 @@ def evaluate(
     batch_size: int = 1,
     wps: float = 2.5,
     clock: str = "virtual",
+    step_s: float | None = None,
     progress: bool = True,
     align_eoi: bool | None = None,
     run_config: dict | None = None,
@@ -371,6 +372,12 @@ def evaluate(
     busy; thoughts get less time between chunks, so adaptive accuracy can drop). The summary
     records the ``clock``, ``batch_size`` and ``align_eoi`` used.
 
+    ``step_s`` (virtual clock only): charge every step this many seconds instead of its measured
+    duration (:class:`adasr.stream.VirtualClock`'s ``fixed_step_s``). Together with a pinned
+    decode rate the results then do not depend on the machine or its load (thoughts cut by
+    arrivals, budgets): use it to compare variants measured at different times; latencies are
+    then in units of that step model, not this machine's seconds.
+
     ``run_config`` (what the caller knows: model, dtype, device, budget, max_deep_tokens,
     temperature, seed, data...) is merged with this call's ``mode``, ``batch_size``, ``wps``,
     ``clock``, ``align_eoi`` and :func:`provenance`, and written to ``<out_dir>/<mode>/config.json``
@@ -388,11 +395,14 @@ def evaluate(
         DataError: duplicate item ids, an unreadable ``config.json``.
     """
     from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
-    from adasr.stream import CLOCKS, PER_STREAM, make_stream
+    from adasr.stream import CLOCKS, PER_STREAM, VirtualClock, make_stream
     from adasr.tasks.grading import grade
 
     if clock not in CLOCKS:
         raise ConfigError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
+    if step_s is not None and (clock != "virtual" or not step_s > 0):
+        raise ConfigError(f"step_s needs the virtual clock and a positive number of seconds, got {step_s!r} with "
+                          f"clock {clock!r}")
     align = (batch_size > 1 and clock != PER_STREAM) if align_eoi is None else align_eoi
 
     modes = list(modes)
@@ -415,7 +425,7 @@ def evaluate(
 
     out_dir = Path(out_dir)
     base_config = {**(run_config or {}), **provenance(), "batch_size": batch_size, "wps": wps, "clock": clock,
-                   "align_eoi": align}
+                   "align_eoi": align, **({"step_s": step_s} if step_s is not None else {})}
     configs = {m: _normalized({**base_config, "mode": m}) for m in modes}
     for m in modes:  # refuse before anything runs
         _check_config(out_dir / m, configs[m])
@@ -455,7 +465,8 @@ def evaluate(
                         for it in todo
                     )
                     t0 = time.perf_counter()
-                    results = engine.run(inputs, batch_size=batch_size, clock=clock, align_eoi=align)
+                    run_clock = VirtualClock(fixed_step_s=step_s) if step_s is not None else clock
+                    results = engine.run(inputs, batch_size=batch_size, clock=run_clock, align_eoi=align)
                     try:
                         for result in results:
                             item = by_id.get(result.id)
