@@ -22,7 +22,7 @@ from adasr.evaluation import evaluate
 from adasr.metrics import summary_table
 from adasr.models import load_model
 from adasr.protocol import Episode, default_format, parse_answer
-from adasr.stream import make_stream
+from adasr.stream import StreamSpec
 from adasr.tasks.gsm8k import is_correct, load_gsm8k
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -39,7 +39,8 @@ def generate_baseline(lm, items, max_new_tokens: int, batch_size: int, path: Pat
     with path.open("a") as fh, torch.inference_mode():
         for i in range(0, len(todo), batch_size):
             batch = todo[i : i + batch_size]
-            prompts = [fmt.render(Episode(chunks=[c.text for c in make_stream(it.question).chunks], layout="batch")).input_ids
+            prompts = [fmt.render(Episode(chunks=[c.text for c in StreamSpec().for_item(it, tokenizer=tok).chunks],
+                                          layout="batch")).input_ids
                        for it in batch]
             width = max(map(len, prompts))
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
@@ -79,7 +80,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     # one shared virtual clock, waves of streams whose inputs end together: the heaviest post-input load
-    summaries = evaluate(factory, items, modes=args.modes, out_dir=out, batch_size=args.batch_size, wps=args.wps,
+    summaries = evaluate(factory, items, modes=args.modes, out_dir=out, batch_size=args.batch_size, stream=StreamSpec(wps=args.wps),
                          clock="virtual", align_eoi=args.batch_size > 1)
     base = generate_baseline(lm, items, args.max_deep_tokens, args.batch_size, out / "generate.jsonl")
     gen_acc = sum(r["correct"] for r in base) / len(base)

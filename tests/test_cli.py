@@ -216,3 +216,98 @@ def test_data_distill_end_to_end_and_errors(tiny_dir, tmp_path):
                              "--max-tokens", "16", "--dtype", "float32", "--temperature", "0.9"), "other settings")
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--samples", "0"),
                        "--samples must be >= 1")
+
+
+# ---------------------------------------------------------------------------------- one way to stream
+
+
+def _long_chunk_item() -> dict:
+    """An item with pre-split chunks, one of them longer than the default 128-token chunk cap,
+    and explicit arrival times."""
+    long = " ".join(f"Natalia sold {i} clips to her friends in April." for i in range(40))
+    return {"id": "paths-0", "question": "ignored when chunks are given", "answer": "#### 72",
+            "chunks": ["Natalia sold 48 clips in April.", long, "How many clips did she sell?"],
+            "timestamps": [1.0, 2.5, 9.0]}
+
+
+def test_run_eval_and_rl_rollouts_stream_an_item_alike(tiny_dir, tmp_path, tiny_tokenizer):
+    """adasr run --gsm8k, adasr eval and RL rollouts build the same chunks and arrival times
+    for one item: its pre-split chunks, its timestamps, the same token cap."""
+    from types import SimpleNamespace
+
+    from adasr.evaluation import evaluate
+    from adasr.stream import StreamSpec
+    from adasr.tasks.gsm8k import load_gsm8k
+    from adasr.train.config import RLConfig
+    from adasr.train.rl import StreamGRPOTrainer
+
+    rec = _long_chunk_item()
+    data = tmp_path / "item.jsonl"
+    data.write_text(json.dumps(rec) + "\n")
+
+    # 1. adasr run --gsm8k: the arrive events of the episode
+    proc = adasr("run", "--gsm8k", str(data), "--model", tiny_dir, "--clock", "virtual", "--json",
+                 "--budget", "2", "--max-deep-tokens", "2")
+    assert proc.returncode == 0, proc.stderr.decode()
+    run_chunks = [(e["text"], e["t"]) for e in json.loads(proc.stdout)["events"] if e["type"] == "arrive"]
+
+    # 2. adasr eval: the streams the evaluation loop hands the engine
+    class Capture:
+        tokenizer = tiny_tokenizer
+
+        def run(self, inputs, **kw):
+            for inp in inputs:
+                streams.append(inp.source.chunks)
+                yield SimpleNamespace(id=inp.id, record={"prediction": None, "id": inp.id})
+
+    streams: list = []
+    evaluate(lambda mode: Capture(), load_gsm8k(data), modes=["adaptive"], out_dir=tmp_path / "eval", progress=False)
+    eval_chunks = [(c.text, c.arrival_s) for c in streams[0]]
+
+    # 3. RL rollouts: the episode inputs of a batch of dataset rows
+    trainer = SimpleNamespace(stream_spec=StreamSpec(wps=RLConfig(task="chain_sum").wps),
+                              processing_class=tiny_tokenizer, _rollout_seed=lambda i: i)
+    row = {"chunks": rec["chunks"], "timestamps": rec["timestamps"], "answer": "72"}
+    rl_chunks = [(c.text, c.arrival_s) for c in StreamGRPOTrainer.rollout_inputs(trainer, [row])[0].source.chunks]
+
+    assert run_chunks == eval_chunks == rl_chunks
+    assert len(run_chunks) > 3  # the long chunk was cut by the shared token cap ...
+    assert [t for _, t in run_chunks] == [1.0] + [2.5] * (len(run_chunks) - 2) + [9.0]  # ... its pieces arrive with it
+    assert run_chunks[0][0] == rec["chunks"][0]  # pre-split chunks are streamed as given
+
+
+def test_eval_budget_sweep_and_its_frontier(tiny_dir, tmp_path):
+    """adasr eval --budget 2,4 runs each budget into its own directory with its own config.json,
+    prints one table, and adasr plot frontier reads the sweep's parent directory."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": f"Tom has {i} apples. He eats one. How many are left?",
+                                        "answer": f"#### {i - 1}"}) + "\n" for i in range(2, 4)))
+    out = tmp_path / "sweep"
+    args = ["eval", "--data", str(data), "--model", tiny_dir, "--out", str(out), "--mode", "interleaved",
+            "--mode", "batch", "--max-deep-tokens", "3", "--decode-rate", "20"]
+    proc = adasr(*args, "--budget", "2,4")
+    assert proc.returncode == 0, proc.stderr.decode()
+    for budget in (2, 4):
+        for mode in ("interleaved", "batch"):
+            d = out / f"budget-{budget}" / mode
+            cfg = json.loads((d / "config.json").read_text())
+            assert (cfg["budget"], cfg["mode"], cfg["wps"], cfg["max_chunk_tokens"]) == (budget, mode, 2.5, 128)
+            assert len((d / "results.jsonl").read_text().splitlines()) == 2
+    table = "".join(proc.stdout.decode().split())  # one table; narrow columns fold their names
+    assert all(f"budget-{b}/{m}"[:12] in table for b in (2, 4) for m in ("interleaved", "batch"))
+    summary = (out / "summary.md").read_text()
+    assert all(f"| budget-{b}/{m} " in summary.splitlines()[2] + " " for b in (2, 4) for m in ("interleaved", "batch"))
+    # a rerun with another setting is refused before any budget runs
+    assert_clean_error(adasr(*args, "--budget", "2,4", "--wps", "3"), "wps 2.5 -> 3.0")
+    assert_clean_error(adasr(*args, "--budget", "2,x"), "--budget takes positive integers")
+    # the frontier over the parent directory: one point per (budget, mode)
+    png = tmp_path / "frontier.png"
+    proc = adasr("plot", "frontier", str(out), "--out", str(png))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert png.stat().st_size > 0
+
+    from adasr.plots import load_eval_dirs
+
+    labels = [s.label for s in load_eval_dirs([out])]
+    assert labels == ["sweep/budget-2/batch", "sweep/budget-2/interleaved", "sweep/budget-4/batch",
+                      "sweep/budget-4/interleaved"]

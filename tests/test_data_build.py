@@ -304,11 +304,16 @@ def test_procedural_config_errors():
         score("no_such_task", "1", "1")
 
 
-def test_score_gsm8k_numbers():
-    assert score("gsm8k", "The answer is \\boxed{1,000}.", "1000")
-    assert score("gsm8k", "72.0", "72")
-    assert not score("gsm8k", "71", "72")
-    assert not score("gsm8k", None, "72")
+def test_gsm8k_is_graded_by_its_task_not_the_procedural_scorer():
+    from adasr.tasks.registry import get_task
+
+    gsm8k = get_task("gsm8k")
+    assert gsm8k.grade("The answer is \\boxed{1,000}.", "1000")
+    assert gsm8k.grade("72.0", "72")
+    assert not gsm8k.grade("71", "72")
+    assert not gsm8k.grade(None, "72")
+    with pytest.raises(ConfigError, match="unknown procedural task 'gsm8k'"):  # one GSM8K checker, not two
+        score("gsm8k", "72", "72")
 
 
 # ---------------------------------------------------------------------------------------------

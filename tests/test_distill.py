@@ -8,7 +8,7 @@ import json
 import pytest
 
 from adasr.errors import ConfigError, DataError
-from adasr.tasks.gsm8k import GSM8KItem
+from adasr.tasks.base import Item
 from adasr.tasks.splits import assert_disjoint, drop_overlap, normalize_question
 from adasr.tasks.streamify import parse_free_solution, streamify_solution
 from adasr.train.distill import DistillConfig, distill, sample_counts, write_episodes
@@ -80,7 +80,7 @@ def test_free_solution_without_boxed_gets_an_answer_line_and_inconsistency_is_fl
 def test_overlap_checks(tmp_path):
     held = tmp_path / "held.jsonl"
     held.write_text(json.dumps({"question": "What is  2+2?", "answer": "#### 4"}) + "\n")
-    items = [GSM8KItem("a", "what is 2+2?", "4", 1), GSM8KItem("b", "What is 3+3?", "6", 2)]
+    items = [Item("a", "what is 2+2?", "4", 1), Item("b", "What is 3+3?", "6", 2)]
     kept, dropped = drop_overlap(items, [held])
     assert [it.id for it in kept] == ["b"] and dropped == 1
     assert normalize_question(" What\nis  2+2? ") == "what is 2+2?"
@@ -90,7 +90,7 @@ def test_overlap_checks(tmp_path):
 
 
 def test_distill_resumes_and_refuses_other_settings(tiny_model, tiny_tokenizer, tmp_path):
-    items = [GSM8KItem(f"q{i}", f"Natalia sold {i} clips. How many clips?", str(i), i) for i in range(3)]
+    items = [Item(f"q{i}", f"Natalia sold {i} clips. How many clips?", str(i), i) for i in range(3)]
     cfg = DistillConfig(model="tiny", samples=2, max_tokens=16, batch_size=4)
     seen: list[str] = []
     recs = distill(tiny_model, tiny_tokenizer, items[:2], tmp_path, cfg, progress=False,

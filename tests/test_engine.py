@@ -230,7 +230,7 @@ def test_proactive_mode_responds_in_a_streaming_thought(tiny_model, tiny_tokeniz
     the episode at that chunk; the record and the evaluation summary carry the proactive fields."""
     from adasr.evaluation import evaluate
     from adasr.policy import ProactivePolicy, make_policy
-    from adasr.tasks.gsm8k import GSM8KItem
+    from adasr.tasks.base import Item
 
     fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="proactive")).format
     assert fmt.protocol == "proactive-v1" and fmt.one_line_thoughts
@@ -239,15 +239,17 @@ def test_proactive_mode_responds_in_a_streaming_thought(tiny_model, tiny_tokeniz
     model = _Scripted(tiny_model, fmt.assistant_header[-1], tiny_tokenizer.encode("\\boxed{7}"),
                       tiny_tokenizer.encode("\n")[0])
     eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=12, decode_rate=100.0))
-    res = run_episode(eng, EpisodeInput("p", stream(4, gap=1.0), reference="7", evidence_chunk=0))
+    # a fixed cost per step: on a loaded machine measured steps would let chunk 1 cut the response short
+    res = next(eng.run([EpisodeInput("p", stream(4, gap=1.0), reference="7", evidence_chunk=0)],
+                       clock=VirtualClock(fixed_step_s=0.01)))
     rec = res.record
     assert rec["prediction"] == "7" and rec["answer_chunk"] == 0 and rec["deep_tokens"] == 0
     assert rec["evidence_chunk"] == 0 and rec["evidence_s"] == 1.0 and rec["answer_s"] > 1.0
     assert any(e["type"] == "answer" and e["early"] for e in res.events)
-    items = [GSM8KItem(f"i{k}", "x", "7", k + 1, chunks=list(TEXTS[:4]), evidence_chunk=k) for k in (0, 2)]
+    items = [Item(f"i{k}", "x", "7", k + 1, chunks=list(TEXTS[:4]), evidence_chunk=k) for k in (0, 2)]
     summary = evaluate(lambda mode: StreamingEngine(model, tiny_tokenizer, EngineConfig(
         policy=mode, thought_budget=12, decode_rate=100.0)), items, modes=["proactive"], out_dir=tmp_path,
-        progress=False)["proactive"]
+        progress=False, step_s=0.01)["proactive"]
     recs = {r["id"]: r for r in map(json.loads, (tmp_path / "proactive" / "results.jsonl").read_text().splitlines())}
     assert recs["i0"]["timely"] and recs["i0"]["response_delay_chunks"] == 0 and recs["i0"]["proactive_score"] == 1.0
     assert recs["i2"]["premature"] and recs["i2"]["proactive_score"] == 0.0 and not recs["i2"]["timely"]
@@ -409,7 +411,7 @@ def test_protocol_v3_deep_stage_reads_a_fresh_context(tiny_model, tiny_tokenizer
     model = _Steered(tiny_model, x, nl)
     eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="interleaved", thought_budget=6,
                                                               max_deep_tokens=5, protocol="v3"))
-    alone = run_episode(eng, EpisodeInput("a", stream(3)))
+    alone = next(eng.run([EpisodeInput("a", stream(3))], clock=VirtualClock(fixed_step_s=0.01)))
     fmt = eng.format
     notes = [tiny_tokenizer.decode(th) for th in alone.episode.thoughts if th]
     assert notes == ["A", "A"]

@@ -6,6 +6,7 @@ The engine is replaced by a fake that follows the ``StreamingEngine.run`` contra
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,8 +20,10 @@ import pytest
 
 from adasr.errors import AdasrError, DataError
 from adasr.metrics import RECORD_FIELDS, rich_table, summarize, summary_table
-from adasr.tasks.grading import grade
-from adasr.tasks.gsm8k import GSM8KItem, extract_reference, is_correct, load_gsm8k
+from adasr.stream import StreamSpec
+from adasr.tasks.base import Item
+from adasr.tasks.gsm8k import extract_reference, is_correct, load_gsm8k
+from adasr.tasks.registry import task_for
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,11 +234,19 @@ class _Result:
     record: dict
 
 
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    from conftest import make_tiny_tokenizer
+
+    return make_tiny_tokenizer()
+
+
 class FakeEngine:
     """Follows the StreamingEngine.run contract; answers right for even-numbered items."""
 
     def __init__(self, mode, seen, interrupt_at=None):
         self.mode, self.seen, self.interrupt_at = mode, seen, interrupt_at
+        self.tokenizer = _tokenizer()  # the stream spec's token cap reads the engine's tokenizer
 
     def run(self, inputs, batch_size=1, clock="virtual", align_eoi=False):
         assert clock in ("virtual", "per-stream") and batch_size >= 1
@@ -255,7 +266,7 @@ class FakeEngine:
 
 
 def _items(n=5):
-    return [GSM8KItem(id=f"gsm8k-train-{i}", question=f"What is {i} plus {i}?", reference=str(2 * i), line=i)
+    return [Item(id=f"gsm8k-train-{i}", question=f"What is {i} plus {i}?", reference=str(2 * i), line=i)
             for i in range(1, n + 1)]
 
 
@@ -367,8 +378,10 @@ def test_streaming_dataset_records_load_and_grade(tmp_path):
     items = load_gsm8k(path)
     assert len(items) == 5 and all(it.task == "chain_sum" and it.chunks for it in items)
     it = items[0]
-    assert grade(it.task, it.reference, it.reference) and grade(it.task, f"\\boxed{{{it.reference}}}", it.reference)
-    assert not grade(it.task, str(int(it.reference) + 1), it.reference)
+    task = task_for(it)
+    assert task.name == "chain_sum"
+    assert task.grade(it.reference, it.reference) and task.grade(f"\\boxed{{{it.reference}}}", it.reference)
+    assert not task.grade(str(int(it.reference) + 1), it.reference)
 
 
 @pytest.mark.parametrize("batch_size, clock, align, expected", [
@@ -412,7 +425,7 @@ def test_eval_records_its_configuration(tmp_path, fake_runtime):
     from adasr.evaluation import evaluate
 
     evaluate(lambda m: FakeEngine(m, []), _items(3), modes=["batch", "adaptive"], out_dir=tmp_path, progress=False,
-             batch_size=2, wps=4.0, run_config=RUN_CONFIG)
+             batch_size=2, stream=StreamSpec(wps=4.0), run_config=RUN_CONFIG)
     for mode in ("batch", "adaptive"):
         cfg = json.loads((tmp_path / mode / "config.json").read_text())
         assert {k: cfg[k] for k in RUN_CONFIG} == RUN_CONFIG
@@ -448,7 +461,7 @@ def test_eval_refuses_a_different_configuration_and_resumes_the_same(tmp_path, f
         evaluate(must_not_run, items, modes=["adaptive"], out_dir=tmp_path, progress=False, batch_size=4,
                  run_config=RUN_CONFIG)
     with pytest.raises(ConfigError, match="wps 2.5 -> 5.0"):  # a new mode is fine, a changed one is not
-        evaluate(must_not_run, items, modes=["batch", "adaptive"], out_dir=tmp_path, progress=False, wps=5.0,
+        evaluate(must_not_run, items, modes=["batch", "adaptive"], out_dir=tmp_path, progress=False, stream=StreamSpec(wps=5.0),
                  run_config=RUN_CONFIG)
     assert not (tmp_path / "batch").exists()  # refused before anything ran
     assert results.read_text() == before and (tmp_path / "adaptive" / "config.json").read_text() == first
@@ -489,13 +502,14 @@ def test_eval_fixed_step_clock_gives_load_independent_latencies(tmp_path, tiny_m
     from adasr.engine import EngineConfig, StreamingEngine
     from adasr.errors import ConfigError
     from adasr.evaluation import evaluate
+    from adasr.stream import StreamSpec
 
-    items = [GSM8KItem(f"i{k}", "x", "7", k + 1, chunks=["Add 2.", "Add 5.", "What is it?"]) for k in range(2)]
+    items = [Item(f"i{k}", "x", "7", k + 1, chunks=["Add 2.", "Add 5.", "What is it?"]) for k in range(2)]
 
     def factory(mode):
         return StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=mode, max_deep_tokens=6, decode_rate=4.0))
 
-    evaluate(factory, items, modes=["batch"], out_dir=tmp_path, progress=False, wps=1.0, step_s=0.25)
+    evaluate(factory, items, modes=["batch"], out_dir=tmp_path, progress=False, stream=StreamSpec(wps=1.0), step_s=0.25)
     recs = _read(tmp_path / "batch" / "results.jsonl")
     for r in recs:
         steps = r["post_input_latency_s"] / 0.25

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from adasr.tasks.grading import grade
 
 from adasr.errors import ConfigError, DataError
 from adasr.proactive_metrics import episode_metrics, proactive_score, summarize_proactive
@@ -27,7 +26,7 @@ from adasr.tasks.proactive import (
     proactive_turns,
     score,
 )
-from adasr.tasks.registry import PROACTIVE_FEATURES, TASKS, build_dataset
+from adasr.tasks.registry import PROACTIVE_FEATURES, TASKS, build_dataset, task_for
 from adasr.tasks.splits import assert_disjoint, normalize_question
 from adasr.tasks.streamify import _split, read_jsonl
 
@@ -298,7 +297,8 @@ def test_cli_data_build_proactive(tmp_path):
     # the built file is an `adasr eval` input: chunks, task and evidence load, answers grade
     items = load_gsm8k(out)
     assert items[0].evidence_chunk == recs[0]["evidence_chunk"] and items[0].chunks == recs[0]["chunks"]
-    assert grade(items[0].task, recs[0]["response"], items[0].reference) and not grade(items[0].task, "\\boxed{-1}", items[0].reference)
+    task = task_for(items[0])
+    assert task.grade(recs[0]["response"], items[0].reference) and not task.grade("\\boxed{-1}", items[0].reference)
     test_out = tmp_path / "t.jsonl"
     proc = _adasr("data", "build", "--task", "proactive_threshold", "--size", "10", "--knob", "split=test",
                   "--knob", "kind=first", "--out", str(test_out))
@@ -332,7 +332,7 @@ def test_gsm8k_format_loader_with_evidence(tmp_path):
     items = load_gsm8k(path, on_error=errors.append)
     assert [(it.id, it.evidence_chunk, it.reference) for it in items] == [
         ("gsm8k-mine-1", 2, "8"), ("no-evidence", None, "8")]
-    assert items[0].chunks == good["chunks"] and grade(items[0].task, "\\boxed{8}", items[0].reference)
+    assert items[0].chunks == good["chunks"] and task_for(items[0]).grade("\\boxed{8}", items[0].reference)
     msgs = [str(e) for e in errors]
     assert [m.split(":")[1] for m in msgs] == ["3", "4", "5", "6", "7"]  # each error names its line
     assert all("evidence_chunk" in m for m in msgs)

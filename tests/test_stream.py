@@ -476,3 +476,55 @@ def test_file_text(tmp_path):
     bad.write_bytes(b"line one\nline two\nab\xe9cd\n")
     with pytest.raises(InputError, match=r"line 3, column 3 \(byte 0xe9\)"):
         file_text(bad)
+
+
+# --- StreamSpec: the one recipe of run, eval and RL rollouts ------------------------------
+
+
+def test_stream_spec_defaults_are_defined_once():
+    from adasr import defaults
+    from adasr.models import DEFAULT_MODEL
+    from adasr.stream import DEFAULT_WPS, StreamSpec
+
+    spec = StreamSpec()
+    assert (spec.chunker, spec.wps, spec.max_chunk_tokens) == ("sentence", 2.5, 128)
+    assert (spec.wps, spec.max_chunk_tokens, DEFAULT_WPS) == (defaults.DEFAULT_WPS, defaults.DEFAULT_MAX_CHUNK_TOKENS,
+                                                                 defaults.DEFAULT_WPS)
+    assert DEFAULT_MODEL == defaults.DEFAULT_MODEL == "smollm2-135m-instruct"
+    assert spec.as_config() == {"chunker": "sentence", "wps": 2.5, "max_chunk_tokens": 128, "tokens_per_chunk": 16}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"chunker": "paragraph"}, "unknown chunker 'paragraph'"),
+    ({"wps": 0}, "must be > 0"),
+    ({"wps": float("nan")}, "finite"),
+    ({"max_chunk_tokens": 0}, "max_chunk_tokens"),
+    ({"tokens_per_chunk": -1}, "tokens_per_chunk"),
+])
+def test_stream_spec_rejects_bad_settings(kwargs, match):
+    from adasr.stream import StreamSpec
+
+    with pytest.raises(InputError, match=match):
+        StreamSpec(**kwargs)
+
+
+def test_stream_spec_streams_items_texts_and_timestamps(word_tok):
+    from types import SimpleNamespace
+
+    from adasr.stream import StreamSpec
+
+    tok = word_tok
+    spec = StreamSpec(wps=2.0, max_chunk_tokens=4)
+    text = spec.stream("One two three. Four.", tokenizer=tok)
+    assert [c.text for c in text.chunks] == ["One two three.", "Four."] and text.chunks[-1].arrival_s == 2.0
+    item = SimpleNamespace(question="ignored. entirely.", chunks=["one two", "three"], timestamps=None)
+    assert [(c.text, c.arrival_s) for c in spec.for_item(item, tokenizer=tok).chunks] == [("one two", 1.0),
+                                                                                           ("three", 1.5)]
+    timed = SimpleNamespace(question="q", chunks=["one two", "three"], timestamps=[0.25, 4.0])
+    assert [c.arrival_s for c in spec.for_item(timed, tokenizer=tok).chunks] == [0.25, 4.0]
+    long = SimpleNamespace(question="a b c d e f g h i j k l m n o p.", chunks=None)
+    pieces = spec.for_item(long, tokenizer=tok).chunks
+    assert len(pieces) > 1 and all(_ntok(tok, c.text) <= 4 for c in pieces)
+    with pytest.raises(InputError, match="needs a tokenizer"):  # the cap is never silently skipped
+        spec.stream("One. Two.")
+    assert len(StreamSpec(max_chunk_tokens=None).stream("One. Two.").chunks) == 2

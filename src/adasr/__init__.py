@@ -5,7 +5,7 @@ Data flows one way: stream (chunks + arrival times) -> engine (KV-cache session)
 
 The everyday API is importable from here::
 
-    from adasr import load_model, StreamingEngine, EngineConfig, EpisodeInput, make_stream, LiveSource
+    from adasr import load_model, StreamingEngine, EngineConfig, EpisodeInput, make_stream, StreamSpec, LiveSource
 
 Those names are loaded on first use (module ``__getattr__``), so ``import adasr`` stays light:
 it imports neither torch nor transformers.
@@ -27,6 +27,7 @@ _LAZY = {
     "EngineConfig": "adasr.engine",
     "EpisodeInput": "adasr.engine",
     "make_stream": "adasr.stream",
+    "StreamSpec": "adasr.stream",
     "LiveSource": "adasr.stream",
 }
 
@@ -38,7 +39,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
     from adasr.models import LoadedModel, load_model
-    from adasr.stream import LiveSource, make_stream
+    from adasr.stream import LiveSource, StreamSpec, make_stream
 
 
 def __getattr__(name: str) -> Any:

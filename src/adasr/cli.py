@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_WPS
 from adasr.errors import AdasrError, ConfigError, InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adaptive streaming reasoning with language models.")
@@ -40,8 +41,11 @@ BudgetOpt = Annotated[int, typer.Option(
 DecodeRateOpt = Annotated[Optional[float], typer.Option(
     help="pin the decode rate (tokens/s) that adaptive budgets assume, for results that do not depend on "
          "this machine's speed (default: measured)")]
+WpsOpt = Annotated[float, typer.Option(help="arrival rate, words per second (when the input has no timestamps)")]
+ChunkerOpt = Annotated[str, typer.Option(help="sentence | word | token: how a text is cut into chunks "
+                                              "(pre-split chunks of a data file are kept)")]
+MaxChunkTokensOpt = Annotated[int, typer.Option(help="split chunks longer than this many tokens (0: no cap)")]
 DTYPES = ("float32", "bfloat16", "float16")
-DEFAULT_MAX_CHUNK_TOKENS = 128
 
 
 def setup_logging(verbose: int = 0) -> None:
@@ -93,6 +97,15 @@ def _model_ref(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
+def _stream_spec(chunker: str, wps: float, max_chunk_tokens: int):
+    """The :class:`~adasr.stream.StreamSpec` of the stream options (shared by run and eval)."""
+    from adasr.stream import StreamSpec
+
+    if max_chunk_tokens < 0:
+        raise ConfigError(f"--max-chunk-tokens must be >= 0 (0: no cap), got {max_chunk_tokens}")
+    return StreamSpec(chunker=chunker, wps=wps, max_chunk_tokens=max_chunk_tokens or None)
+
+
 def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
             top_k: int, seed: int, decode_rate: float | None):
     from adasr.engine import EngineConfig, StreamingEngine
@@ -118,13 +131,14 @@ def run(
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="read the input from a text file")] = None,
     gsm8k: Annotated[Optional[Path], typer.Option(help="take the problem from a GSM8K-format JSONL")] = None,
     index: Annotated[int, typer.Option(help="0-based item of --gsm8k")] = 0,
-    model: ModelOpt = "smollm2-135m-instruct",
+    model: ModelOpt = DEFAULT_MODEL,
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
     mode: Annotated[str, typer.Option(help="batch | interleaved | adaptive | proactive")] = "adaptive",
-    wps: Annotated[float, typer.Option(help="arrival rate, words per second")] = 2.5,
-    chunker: Annotated[str, typer.Option(help="sentence | word | token")] = "sentence",
+    wps: WpsOpt = DEFAULT_WPS,
+    chunker: ChunkerOpt = DEFAULT_CHUNKER,
+    max_chunk_tokens: MaxChunkTokensOpt = DEFAULT_MAX_CHUNK_TOKENS,
     clock: Annotated[str, typer.Option(help="real (sleeps until arrivals) | virtual")] = "real",
     thought_budget: BudgetOpt = 64,
     max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens")] = 512,
@@ -137,60 +151,75 @@ def run(
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
     from adasr.engine import EpisodeInput
-    from adasr.stream import file_text, make_stream, stdin_source
+    from adasr.stream import file_text, stdin_source
     from adasr.view import LiveView, metrics_table
 
     sources = [x for x in (text is not None, file is not None, gsm8k is not None) if x]
     if len(sources) != 1:
         raise InputError("give exactly one input: TEXT, '-' (stdin), --file F or --gsm8k PATH")
-    reference = None
+    spec = _stream_spec(chunker, wps, max_chunk_tokens)
+    item = task = None
     if gsm8k is not None:
         from adasr.tasks.gsm8k import load_gsm8k
+        from adasr.tasks.registry import task_for
 
         items = load_gsm8k(gsm8k, limit=index + 1)
         if index >= len(items) or index < 0:
             raise InputError(f"--index {index} is out of range: {gsm8k} has {len(items)} valid items")
-        text, reference = items[index].question, items[index].reference
+        item = items[index]
+        task = task_for(item)
     elif file is not None:
         text = file_text(file)
     live = text == "-"
-    if not live and not (text or "").strip():
+    if item is None and not live and not (text or "").strip():
         raise InputError("the input is empty: give some text to stream")
     loaded = _load(model, dtype, device, revision)
     if live:
         source, clock = stdin_source(), "real"
     else:
-        source = make_stream(text, chunker=chunker, wps=wps, tokenizer=loaded.tokenizer,
-                             max_chunk_tokens=DEFAULT_MAX_CHUNK_TOKENS)
+        source = spec.for_item(item, tokenizer=loaded.tokenizer) if item else spec.stream(text, tokenizer=loaded.tokenizer)
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         _check_context(loaded, n_tokens, max_deep_tokens)
     engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate)
-    inp = EpisodeInput(id="run", source=source, reference=reference)
+    inp = EpisodeInput(id="run", source=source, reference=item.reference if item else None)
+
+    def grade(record: dict) -> None:
+        if task is not None:
+            record["correct"] = task.grade(record["prediction"], item.reference)
+
     if as_json:
         result = next(engine.run([inp], clock=clock))
-        _grade(result.record)
+        grade(result.record)
         print(json.dumps({"record": result.record, "thoughts": result.thoughts, "deep": result.deep,
                           "events": result.events}, ensure_ascii=False))
         return
     console = Console()
     with LiveView(console) as view:
         result = next(engine.run([inp], clock=clock, on_event=view.on_event))
-    _grade(result.record)
+    grade(result.record)
     console.print()
     console.print(metrics_table(result.record))
 
 
-def _grade(record: dict) -> None:
-    if record.get("reference") is not None:
-        from adasr.tasks.gsm8k import is_correct
-
-        record["correct"] = is_correct(record["prediction"], record["reference"])
+def _budgets(values: list[str]) -> list[int]:
+    """``--budget`` values (repeated, or comma-separated) as distinct positive integers."""
+    out: list[int] = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part.isdigit() or int(part) < 1:
+                raise ConfigError(f"--budget takes positive integers (tokens), e.g. --budget 8,16,32; got {value!r}")
+            if int(part) in out:
+                raise ConfigError(f"--budget {part} is given twice")
+            out.append(int(part))
+    return out
 
 
 @app.command("eval")
 def eval_cmd(
-    data: Annotated[Path, typer.Option(help="GSM8K-format JSONL (question, answer with '#### final')")],
-    model: ModelOpt = "smollm2-135m-instruct",
+    data: Annotated[Path, typer.Option(help="GSM8K-format JSONL (question, answer with '#### final'; or "
+                                            "`adasr data build` records with chunks and task)")],
+    model: ModelOpt = DEFAULT_MODEL,
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
@@ -198,11 +227,15 @@ def eval_cmd(
     limit: Annotated[Optional[int], typer.Option(help="first N valid problems")] = None,
     out: Annotated[Path, typer.Option(help="output directory (resumable)")] = Path("runs/eval"),
     batch_size: Annotated[int, typer.Option(help="episodes run together in one batched cache")] = 1,
-    wps: float = 2.5,
+    wps: WpsOpt = DEFAULT_WPS,
+    chunker: ChunkerOpt = DEFAULT_CHUNKER,
+    max_chunk_tokens: MaxChunkTokensOpt = DEFAULT_MAX_CHUNK_TOKENS,
     clock: Annotated[str, typer.Option(
         help="virtual (one shared timeline, compute time only) | per-stream (each stream charged "
              "the batched steps it takes part in: a server at full load) | real")] = "virtual",
-    thought_budget: BudgetOpt = 64,
+    thought_budget: Annotated[list[str], typer.Option(
+        "--budget", help="thought budget (tokens per streaming thought); several (--budget 8,16,32 or repeated) "
+                         "sweep them, each into --out/budget-<N>/")] = ["64"],  # noqa: B006
     max_deep_tokens: int = 512,
     temperature: float = 0.0,
     seed: int = 0,
@@ -210,9 +243,12 @@ def eval_cmd(
     align_eoi: Annotated[Optional[bool], typer.Option(
         "--align-eoi/--no-align-eoi",
         help="with a shared clock: batched waves whose inputs end together (default when --batch-size > 1)")] = None,
+    step_s: Annotated[Optional[float], typer.Option(
+        "--step-s", help="virtual clock: charge every engine step this many seconds instead of its measured time "
+                         "(with --decode-rate: results independent of this machine's load)")] = None,
 ) -> None:
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
-    from adasr.evaluation import evaluate
+    from adasr.evaluation import evaluate, evaluate_budgets
     from adasr.metrics import rich_table
     from adasr.policy import MODES
     from adasr.tasks.gsm8k import load_gsm8k
@@ -222,11 +258,13 @@ def eval_cmd(
             raise ConfigError(f"unknown mode {m!r}: use one of {', '.join(MODES)}")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
+    budgets = _budgets(thought_budget)
+    spec = _stream_spec(chunker, wps, max_chunk_tokens)
     items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
     loaded = _load(model, dtype, device, revision)
 
-    def factory(m: str):
-        return _engine(loaded, m, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate)
+    def factory(m: str, budget: int = budgets[0]):
+        return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate)
 
     from adasr.protocol import UNTRAINED_PROTOCOL
 
@@ -234,12 +272,16 @@ def eval_cmd(
         "model": _model_ref(model), "model_path": loaded.path, "revision": revision,
         "data": str(data.expanduser().resolve()), "limit": limit,
         "dtype": dtype, "device": loaded.model.device.type,
-        "budget": thought_budget, "max_deep_tokens": max_deep_tokens, "decode_rate": decode_rate,
+        "budget": budgets[0], "max_deep_tokens": max_deep_tokens, "decode_rate": decode_rate,
         "temperature": temperature, "top_p": 1.0, "top_k": 0, "seed": seed,
         "protocol": loaded.protocol or UNTRAINED_PROTOCOL,
     }
-    summaries = evaluate(factory, items, modes=mode, out_dir=out, batch_size=batch_size, wps=wps, clock=clock,
-                         align_eoi=align_eoi, run_config=run_config)
+    options = dict(modes=mode, out_dir=out, batch_size=batch_size, stream=spec, clock=clock, align_eoi=align_eoi,
+                   step_s=step_s, run_config=run_config)
+    if len(budgets) == 1:
+        summaries = evaluate(factory, items, **options)
+    else:
+        summaries = evaluate_budgets(factory, items, budgets=budgets, **options)
     Console().print(rich_table(summaries, title=f"{loaded.name} on {data.name} ({len(items)} problems)"))
     Console().print(f"records and summaries in {out}/")
 
@@ -337,33 +379,26 @@ def data_distill(
     Console().print(report.summary_line())
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command()
 def train(
-    ctx: typer.Context,
     stage: Annotated[str, typer.Argument(help="sft | grpo | hrpo")],
-    config: Annotated[Optional[Path], typer.Option(help="YAML or JSON config (see configs/)")] = None,
+    config: Annotated[Path, typer.Option(help="YAML or JSON config (see configs/)")],
 ) -> None:
-    """Train a streaming reasoner: SFT (CB-Stream loss), GRPO or HRPO.
-
-    Every config key can be overridden after the file, as `--key value` (TRL's parser):
-    `adasr train hrpo --config configs/hrpo_procedural_smollm2.yaml --learning_rate 1e-4 --lam_deep 0.2`.
-    Keys: adasr's groups (docs/TRAINING.md) and every transformers TrainingArguments field (SFT)
-    or TRL GRPOConfig field (GRPO/HRPO): optim, deepspeed, fsdp, run_name, push_to_hub, report_to ...
-    """
+    """Train a streaming reasoner: SFT (CB-Stream loss), GRPO or HRPO."""
     from adasr.train.config import load_config
 
-    if stage not in ("sft", "grpo", "hrpo"):
-        raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo")
-    cfg = load_config(config, stage, overrides=ctx.args)
     if stage == "sft":
         from adasr.train.sft import train_sft
 
-        path = train_sft(cfg)
-    else:
+        path = train_sft(load_config(config, "sft"))
+    elif stage in ("grpo", "hrpo"):
         from adasr.train.rl import train_rl
 
+        cfg = load_config(config, "rl")
         cfg.advantage = stage
         path = train_rl(cfg)
+    else:
+        raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo")
     Console().print(f"saved to {path}")
 
 

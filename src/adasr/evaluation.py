@@ -30,15 +30,17 @@ import signal
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from adasr.errors import AdasrError, ConfigError, DataError
 from adasr.metrics import summarize, summary_table
 from adasr.proactive_metrics import proactive_fields, summarize_proactive
-from adasr.tasks.gsm8k import GSM8KItem
+from adasr.stream import StreamSpec
+from adasr.tasks.base import Item
 
-__all__ = ["EvalInterrupted", "ResultsWriter", "evaluate", "provenance"]
+__all__ = ["EvalInterrupted", "ResultsWriter", "evaluate", "evaluate_budgets", "budget_dir", "provenance"]
 
 logger = logging.getLogger(__name__)
 
@@ -336,14 +338,70 @@ def _sigint_flag():
         signal.signal(signal.SIGINT, previous)
 
 
+@dataclass
+class _Plan:
+    """What :func:`evaluate` runs, validated, with each mode's ``config.json`` checked."""
+
+    modes: list[str]
+    by_id: dict
+    tasks: dict
+    stream: StreamSpec
+    align: bool
+    configs: dict[str, dict]
+
+
+def _plan(items: Sequence[Item], *, modes: Sequence[str], out_dir: str | Path, batch_size: int = 1,
+          stream: StreamSpec | None = None, clock: str = "virtual", step_s: float | None = None,
+          align_eoi: bool | None = None, run_config: dict | None = None) -> _Plan:
+    """Validate :func:`evaluate`'s arguments and refuse a directory of another configuration
+    (raises as :func:`evaluate` documents)."""
+    from adasr.stream import CLOCKS, PER_STREAM
+    from adasr.tasks.registry import task_for
+
+    if clock not in CLOCKS:
+        raise ConfigError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
+    if step_s is not None and (clock != "virtual" or not step_s > 0):
+        raise ConfigError(f"step_s needs the virtual clock and a positive number of seconds, got {step_s!r} with "
+                          f"clock {clock!r}")
+    align = (batch_size > 1 and clock != PER_STREAM) if align_eoi is None else align_eoi
+
+    modes = list(modes)
+    if not modes:
+        raise ConfigError("give at least one mode to evaluate")
+    if len(set(modes)) != len(modes):
+        raise ConfigError(f"modes must be distinct, got {modes}")
+    for m in modes:
+        if not isinstance(m, str) or not m or m in (".", "..") or "/" in m or "\\" in m:
+            raise ConfigError(f"invalid mode name {m!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    by_id: dict[str, Item] = {}
+    for it in items:
+        if it.id in by_id:
+            raise DataError(
+                f"duplicate item id {it.id!r} (lines {by_id[it.id].line} and {it.line})"
+            )
+        by_id[it.id] = it
+    tasks = {it.id: task_for(it) for it in items}  # an unknown task fails before anything runs
+    stream = stream or StreamSpec()
+
+    out_dir = Path(out_dir)
+    base_config = {**(run_config or {}), **provenance(), "batch_size": batch_size, **stream.as_config(),
+                   "clock": clock, "align_eoi": align, **({"step_s": step_s} if step_s is not None else {})}
+    configs = {m: _normalized({**base_config, "mode": m}) for m in modes}
+    for m in modes:  # refuse before anything runs
+        _check_config(out_dir / m, configs[m])
+    return _Plan(modes, by_id, tasks, stream, align, configs)
+
+
 def evaluate(
     engine_factory: Callable[[str], object],
-    items: Sequence[GSM8KItem],
+    items: Sequence[Item],
     *,
     modes: Sequence[str],
     out_dir: str | Path,
     batch_size: int = 1,
-    wps: float = 2.5,
+    stream: StreamSpec | None = None,
     clock: str = "virtual",
     step_s: float | None = None,
     progress: bool = True,
@@ -353,11 +411,13 @@ def evaluate(
     """Run ``items`` through the engine in each mode, grade, store and summarize (resumable).
 
     For each mode: items already in ``<out_dir>/<mode>/results.jsonl`` are skipped; the rest are
-    streamed (``adasr.stream.make_stream(question, wps=wps)``) through
+    streamed (``stream.for_item(item, tokenizer=engine.tokenizer)``: an item's chunks as given,
+    else its question chunked; default :class:`~adasr.stream.StreamSpec()`, the spec ``adasr run``
+    and RL rollouts use too) through
     ``engine_factory(mode).run(inputs, batch_size=batch_size, clock=clock)``; each finished
-    record gets ``reference`` and ``correct`` (:func:`adasr.tasks.grading.grade`: math-verify for GSM8K, the
-    task's scorer for procedural streams; items with ``chunks`` stream those chunks) and is
-    appended at once. Then ``summary.json``/``summary.md`` are written for the records of
+    record gets ``reference`` and ``correct`` (``task_for(item).grade``, see
+    :mod:`adasr.tasks.registry`: math-verify for GSM8K, the task's scorer for procedural and
+    proactive streams) and is appended at once. Then ``summary.json``/``summary.md`` are written for the records of
     ``items``; with several modes also ``<out_dir>/summary.md`` side by side. The engine is only
     built for a mode that has work left. ``elapsed_s``/``problems_per_hour`` count the real time
     of the ``engine.run`` loops (not model loading), accumulated across resumed runs.
@@ -378,9 +438,14 @@ def evaluate(
     arrivals, budgets): use it to compare variants measured at different times; latencies are
     then in units of that step model, not this machine's seconds.
 
+    Streams with an ``evidence_chunk`` (proactive items) get the fields of
+    :func:`adasr.proactive_metrics.proactive_fields` in their records and a ``proactive`` block
+    (:func:`adasr.proactive_metrics.summarize_proactive`) in the summary.
+
     ``run_config`` (what the caller knows: model, dtype, device, budget, max_deep_tokens,
-    temperature, seed, data...) is merged with this call's ``mode``, ``batch_size``, ``wps``,
-    ``clock``, ``align_eoi`` and :func:`provenance`, and written to ``<out_dir>/<mode>/config.json``
+    temperature, seed, data...) is merged with this call's ``mode``, ``batch_size``, the stream
+    spec (``chunker``, ``wps``, ``max_chunk_tokens``, ``tokens_per_chunk``), ``clock``,
+    ``align_eoi`` and :func:`provenance`, and written to ``<out_dir>/<mode>/config.json``
     before the mode runs. A directory that already holds results of a configuration differing in
     any key outside :data:`INFORMATIONAL_KEYS` is refused (checked for every mode before anything
     runs); the same configuration resumes.
@@ -391,44 +456,19 @@ def evaluate(
     Raises:
         EvalInterrupted: on Ctrl-C; records written so far are kept (rerun to resume).
         ConfigError: empty/duplicate modes, a mode unusable as a directory name, a bad batch size,
-            an unknown clock, or a resume with a different configuration (``run_config``).
+            an unknown clock, an item of an unknown task, or a resume with a different
+            configuration (``run_config``).
         DataError: duplicate item ids, an unreadable ``config.json``.
     """
     from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
-    from adasr.stream import CLOCKS, PER_STREAM, VirtualClock, make_stream
-    from adasr.tasks.grading import grade
 
-    if clock not in CLOCKS:
-        raise ConfigError(f"unknown clock {clock!r}: use one of {', '.join(CLOCKS)}")
-    if step_s is not None and (clock != "virtual" or not step_s > 0):
-        raise ConfigError(f"step_s needs the virtual clock and a positive number of seconds, got {step_s!r} with "
-                          f"clock {clock!r}")
-    align = (batch_size > 1 and clock != PER_STREAM) if align_eoi is None else align_eoi
+    from adasr.stream import VirtualClock
 
-    modes = list(modes)
-    if not modes:
-        raise ConfigError("give at least one mode to evaluate")
-    if len(set(modes)) != len(modes):
-        raise ConfigError(f"modes must be distinct, got {modes}")
-    for m in modes:
-        if not isinstance(m, str) or not m or m in (".", "..") or "/" in m or "\\" in m:
-            raise ConfigError(f"invalid mode name {m!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    by_id: dict[str, GSM8KItem] = {}
-    for it in items:
-        if it.id in by_id:
-            raise DataError(
-                f"duplicate item id {it.id!r} (lines {by_id[it.id].line} and {it.line})"
-            )
-        by_id[it.id] = it
-
+    plan = _plan(items, modes=modes, out_dir=out_dir, batch_size=batch_size, stream=stream, clock=clock,
+                 step_s=step_s, align_eoi=align_eoi, run_config=run_config)
+    modes, by_id, tasks, stream, align, configs = (plan.modes, plan.by_id, plan.tasks, plan.stream, plan.align,
+                                                   plan.configs)
     out_dir = Path(out_dir)
-    base_config = {**(run_config or {}), **provenance(), "batch_size": batch_size, "wps": wps, "clock": clock,
-                   "align_eoi": align, **({"step_s": step_s} if step_s is not None else {})}
-    configs = {m: _normalized({**base_config, "mode": m}) for m in modes}
-    for m in modes:  # refuse before anything runs
-        _check_config(out_dir / m, configs[m])
 
     summaries: dict[str, dict] = {}
     n_written = 0  # records written by this call, all modes
@@ -458,7 +498,7 @@ def evaluate(
                     inputs = (
                         EpisodeInput(
                             id=it.id,
-                            source=make_stream(it.chunks or it.question, wps=wps),
+                            source=stream.for_item(it, tokenizer=getattr(engine, "tokenizer", None)),
                             reference=it.reference,
                             evidence_chunk=it.evidence_chunk,
                         )
@@ -478,7 +518,7 @@ def evaluate(
                             record["id"] = item.id
                             record.setdefault("mode", mode)
                             record["reference"] = item.reference
-                            record["correct"] = grade(item.task, record.get("prediction"), item.reference)
+                            record["correct"] = tasks[item.id].grade(record.get("prediction"), item.reference)
                             record.update(proactive_fields(record))
                             writer.write(record)
                             done.add(item.id)
@@ -534,3 +574,65 @@ def evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_text(out_dir / "summary.md", "# adasr evaluation\n\n" + summary_table(summaries))
     return summaries
+
+
+def budget_dir(out_dir: str | Path, budget: int) -> Path:
+    """The directory of one thought budget of a sweep: ``<out_dir>/budget-<budget>``."""
+    return Path(out_dir) / f"budget-{budget}"
+
+
+def evaluate_budgets(
+    engine_factory: Callable[[str, int], object],
+    items: Sequence[Item],
+    *,
+    budgets: Sequence[int],
+    modes: Sequence[str],
+    out_dir: str | Path,
+    run_config: dict | None = None,
+    **kwargs,
+) -> dict[str, dict]:
+    """A thought-budget sweep: :func:`evaluate` once per budget, into :func:`budget_dir`
+    (``<out_dir>/budget-<B>/<mode>/``, each with its own ``config.json`` whose ``budget`` is B).
+
+    Every budget's directories are checked against their ``config.json`` before any budget runs,
+    so a sweep into a directory of another configuration is refused before it spends compute.
+    ``<out_dir>/summary.md`` then holds every (budget, mode) side by side; ``adasr plot
+    frontier <out_dir>`` draws one point per (budget, mode).
+
+    Args:
+        engine_factory: ``engine_factory(mode, budget)`` builds the engine of one mode and budget
+            (thought budget in tokens).
+        items, modes, out_dir: as for :func:`evaluate`.
+        budgets: distinct thought budgets (tokens, >= 1), run in the order given.
+        run_config: as for :func:`evaluate`; its ``budget`` is set per budget.
+        **kwargs: the other options of :func:`evaluate` (``batch_size``, ``stream``, ``clock``,
+            ``align_eoi``, ``progress``).
+
+    Returns:
+        ``{"budget-<B>/<mode>": summary}`` in budget order, then mode order.
+
+    Raises:
+        ConfigError: no budget, a duplicate budget or one that is not a positive integer, and
+            everything :func:`evaluate` raises. EvalInterrupted, DataError: see :func:`evaluate`.
+    """
+    budgets = list(budgets)
+    if not budgets:
+        raise ConfigError("give at least one thought budget")
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"a thought budget must be a positive integer (tokens), got {b!r}")
+    if len(set(budgets)) != len(budgets):
+        raise ConfigError(f"thought budgets must be distinct, got {budgets}")
+    plan_keys = ("batch_size", "stream", "clock", "align_eoi")
+    configs = {b: {**(run_config or {}), "budget": b} for b in budgets}
+    for b in budgets:  # refuse before any budget runs
+        _plan(items, modes=modes, out_dir=budget_dir(out_dir, b), run_config=configs[b],
+              **{k: kwargs[k] for k in plan_keys if k in kwargs})
+    out: dict[str, dict] = {}
+    for b in budgets:
+        sums = evaluate(lambda mode, b=b: engine_factory(mode, b), items, modes=modes, out_dir=budget_dir(out_dir, b),
+                        run_config=configs[b], **kwargs)
+        out.update({f"{budget_dir(out_dir, b).name}/{m}": s for m, s in sums.items()})
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _write_text(Path(out_dir) / "summary.md", "# adasr evaluation: thought-budget sweep\n\n" + summary_table(out))
+    return out

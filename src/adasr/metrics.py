@@ -316,7 +316,7 @@ def rich_table(summaries: Mapping[str, Mapping], *, title: str | None = None):
     table = Table(title=title)
     table.add_column(header[0], style="bold")
     for name in header[1:]:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", overflow="fold")  # long names (a budget sweep's) wrap, never cut
     for cells in rows:
         table.add_row(*cells)
     return table

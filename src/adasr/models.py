@@ -45,15 +45,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
+from adasr.defaults import DEFAULT_MODEL  # re-exported: the model used when none is given
 from adasr.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-"""Registry name of the model used when none is given."""
 
 CACHE_FORMAT = 1
 """Version of the layout of a cached model directory (bump to invalidate old caches)."""

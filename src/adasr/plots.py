@@ -16,7 +16,8 @@ caller's matplotlib backend.
   input (EOI) as a vertical line, and the deep stage as a bar up to the answer.
 
 Evaluation directories are those ``adasr eval --out DIR`` writes (:mod:`adasr.evaluation`):
-``DIR/<mode>/results.jsonl``; a ``<mode>`` directory itself is accepted too. Points and curves
+``DIR/<mode>/results.jsonl`` (a budget sweep: ``DIR/budget-<N>/<mode>/results.jsonl``, one
+series per budget and mode); a ``<mode>`` directory itself is accepted too. Points and curves
 are computed from the records in ``results.jsonl`` (all of them, even items outside the
 ``--limit`` of the last run), with :func:`adasr.metrics.summarize`, so that the frontier and the
 CDF always describe the same records. A last line cut short by a killed run is skipped, as the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +58,8 @@ class EvalSeries:
     """The records of one mode of one evaluation directory.
 
     Attributes:
-        label: ``"<dir name>/<mode>"`` (``"<dir as given>/<mode>"`` when two different
-            evaluation directories share a name).
+        label: ``"<dir name>/<mode>"`` (``"<dir name>/budget-<N>/<mode>"`` in a budget sweep;
+            ``"<dir as given>/..."`` when two different evaluation directories share a name).
         path: the ``<mode>`` directory.
         mode: the mode (the directory's name).
         records: the episode records of ``results.jsonl`` (the last one per id).
@@ -114,11 +116,22 @@ def _mode_order(mode: str) -> tuple[int, str]:
     return (MODES.index(mode) if mode in MODES else len(MODES), mode)
 
 
+def _natural(path: Path) -> tuple:
+    """Sort key that orders ``budget-8`` before ``budget-16`` (numbers compared as numbers)."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name) if t)
+
+
+def _mode_dirs(d: Path) -> list[Path]:
+    """The ``<mode>`` directories of one evaluation directory (those with results), in mode order."""
+    return sorted((p for p in d.iterdir() if (p / RESULTS_FILE).is_file()), key=lambda p: _mode_order(p.name))
+
+
 def load_eval_dirs(dirs: Sequence[str | Path]) -> list[EvalSeries]:
     """Read evaluation directories into one :class:`EvalSeries` per (directory, mode).
 
     Args:
-        dirs: directories written by ``adasr eval --out``, or ``<mode>`` directories in them.
+        dirs: directories written by ``adasr eval --out`` (a thought-budget sweep's too:
+            ``DIR/budget-<N>/<mode>/``), or ``<mode>`` directories in them.
 
     Returns:
         The series, directory by directory, modes in the order batch, interleaved, adaptive,
@@ -140,9 +153,10 @@ def load_eval_dirs(dirs: Sequence[str | Path]) -> list[EvalSeries]:
         if (d / RESULTS_FILE).is_file():
             mode_dirs = [d]
         else:
-            mode_dirs = sorted(
-                (p for p in d.iterdir() if (p / RESULTS_FILE).is_file()), key=lambda p: _mode_order(p.name)
-            )
+            mode_dirs = _mode_dirs(d)
+            if not mode_dirs:  # a thought-budget sweep: DIR/budget-<N>/<mode>/
+                mode_dirs = [md for sub in sorted((p for p in d.iterdir() if p.is_dir()), key=_natural)
+                             for md in _mode_dirs(sub)]
         if not mode_dirs:
             raise DataError(f"{d} holds no results: expected <mode>/{RESULTS_FILE} written by `adasr eval --out {d}`")
         found.append((d, mode_dirs))
@@ -160,7 +174,8 @@ def load_eval_dirs(dirs: Sequence[str | Path]) -> list[EvalSeries]:
             records = _read_results(md / RESULTS_FILE)
             if not records:
                 raise DataError(f"{md / RESULTS_FILE} has no records yet")
-            out.append(EvalSeries(f"{prefix}/{md.name}", md, md.name, records, summarize(records)))
+            rel = md.relative_to(root).as_posix() if md != root else md.name
+            out.append(EvalSeries(f"{prefix}/{rel}", md, md.name, records, summarize(records)))
     return out
 
 

@@ -15,7 +15,9 @@ Two clocks (docs/DESIGN.md, "Latency model"):
 Building streams: chunkers (:func:`split_sentences`, :func:`split_words`, :func:`split_tokens`,
 :func:`cap_chunk_tokens`, :func:`chunk_text`) turn a text into chunk texts; arrival schedules
 (:func:`words_per_second_schedule`, :func:`explicit_schedule`) give each chunk its arrival time;
-:func:`make_stream` does both. Live input: :class:`LiveSource` (pushed from any thread),
+:func:`make_stream` does both. :class:`StreamSpec` (chunker, words/s, token cap) is the one
+description of how an input becomes a stream that ``adasr run``, ``adasr eval`` and RL rollouts
+share, so one item gets the same chunks and arrival times on every path. Live input: :class:`LiveSource` (pushed from any thread),
 :func:`stdin_source`, :func:`async_source`; :func:`file_text` reads a text file.
 """
 
@@ -34,10 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, Sequence
 
+from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_TOKENS_PER_CHUNK, DEFAULT_WPS
 from adasr.errors import InputError
-
-DEFAULT_WPS = 2.5
-"""Default arrival rate in words per second (conversational speech)."""
 
 
 @dataclass(frozen=True)
@@ -559,6 +559,74 @@ def make_stream(
     if times is None:
         times = words_per_second_schedule(chunks, wps)
     return ScheduledStream([Chunk(i, c, t) for i, (c, t) in enumerate(zip(chunks, times))])
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """How an input becomes a :class:`ScheduledStream`: the one recipe that ``adasr run``,
+    ``adasr eval`` and RL rollouts share (defaults in :mod:`adasr.defaults`).
+
+    A text is split with ``chunker``; pre-split chunks (an item's ``chunks``) are used as given.
+    Chunks longer than ``max_chunk_tokens`` tokens are split further. Chunks arrive at explicit
+    timestamps when the input has them (one per chunk, in seconds), else at ``wps`` words per
+    second (:func:`words_per_second_schedule`).
+
+    Attributes:
+        chunker: ``"sentence"``, ``"word"`` or ``"token"`` (:data:`CHUNKERS`).
+        wps: arrival rate, words per second, > 0.
+        max_chunk_tokens: token cap of a chunk (``None``: no cap); needs the model's tokenizer.
+        tokens_per_chunk: tokens per chunk of the ``"token"`` chunker.
+
+    Raises:
+        InputError: an unknown chunker, a ``wps`` that is not a positive finite number, or a
+            cap / ``tokens_per_chunk`` that is not a positive integer.
+    """
+
+    chunker: str = DEFAULT_CHUNKER
+    wps: float = DEFAULT_WPS
+    max_chunk_tokens: int | None = DEFAULT_MAX_CHUNK_TOKENS
+    tokens_per_chunk: int = DEFAULT_TOKENS_PER_CHUNK
+
+    def __post_init__(self) -> None:
+        if self.chunker not in CHUNKERS:
+            raise InputError(f"unknown chunker {self.chunker!r}: use one of {', '.join(CHUNKERS)}")
+        rate = _finite("wps (words per second)", self.wps)
+        if rate <= 0:
+            raise InputError(f"wps (words per second) must be > 0, got {self.wps!r}")
+        object.__setattr__(self, "wps", rate)
+        if self.max_chunk_tokens is not None:
+            _check_count("max_chunk_tokens", self.max_chunk_tokens)
+        _check_count("tokens_per_chunk", self.tokens_per_chunk)
+
+    def stream(self, text_or_chunks: str | Sequence[str], *, tokenizer=None,
+               timestamps: Sequence[float] | None = None) -> ScheduledStream:
+        """The stream of a text or of ready-made chunks (see :func:`make_stream`).
+
+        Args:
+            text_or_chunks: a text (chunked with :attr:`chunker`) or a list of chunk texts.
+            tokenizer: the model's tokenizer (needed by the token cap and the token chunker).
+            timestamps: arrival times in seconds, one per chunk (default: :attr:`wps`).
+
+        Raises:
+            InputError: empty input, bad timestamps, non-text chunks, a cap without a tokenizer.
+        """
+        return make_stream(text_or_chunks, chunker=self.chunker, wps=self.wps, timestamps=timestamps,
+                           tokenizer=tokenizer, max_chunk_tokens=self.max_chunk_tokens,
+                           tokens_per_chunk=self.tokens_per_chunk)
+
+    def for_item(self, item, *, tokenizer=None) -> ScheduledStream:
+        """The stream of a dataset item (:class:`adasr.tasks.base.Item`, or any object with
+        ``question`` and optional ``chunks`` / ``timestamps``): its chunks when it has them,
+        else its question chunked; its timestamps when it has them, else :attr:`wps`."""
+        chunks = getattr(item, "chunks", None)
+        return self.stream(list(chunks) if chunks else item.question, tokenizer=tokenizer,
+                           timestamps=getattr(item, "timestamps", None))
+
+    def as_config(self) -> dict:
+        """The spec as flat ``config.json`` keys: ``chunker``, ``wps``, ``max_chunk_tokens``,
+        ``tokens_per_chunk``."""
+        return {"chunker": self.chunker, "wps": self.wps, "max_chunk_tokens": self.max_chunk_tokens,
+                "tokens_per_chunk": self.tokens_per_chunk}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,38 +19,13 @@ import math
 import re
 import threading
 import warnings
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 from adasr.errors import ConfigError, DataError
+from adasr.tasks.base import Item, OnError
 
-__all__ = ["GSM8KItem", "load_gsm8k", "extract_reference", "is_correct"]
-
-
-@dataclass
-class GSM8KItem:
-    """One GSM8K problem.
-
-    Attributes:
-        id: stable item id (the record's ``id`` field, else ``gsm8k-<file stem>-<line>``).
-        question: the problem text (what is streamed to the model).
-        reference: the final answer after ``####``, commas stripped (e.g. ``"1200"``).
-        line: 1-based line number in the source file.
-        chunks: the chunks to stream, when the record gives them (else the question is chunked).
-        task: ``gsm8k`` or the record's task (graded by :func:`adasr.tasks.grading.grade`).
-        evidence_chunk: proactive streams: 0-based index into ``chunks`` of the earliest chunk
-            after which the answer is determined (``None`` when not given).
-    """
-
-    id: str
-    question: str
-    reference: str
-    line: int
-    chunks: list[str] | None = None
-    task: str = "gsm8k"
-    evidence_chunk: int | None = None
+__all__ = ["load_gsm8k", "extract_reference", "is_correct"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,7 +62,7 @@ def json_object(text: str) -> dict:
     return obj
 
 
-def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
+def _parse_line(raw: bytes, path: Path, lineno: int) -> Item:
     """Parse one JSONL line; raises DataError (without location) when it is malformed."""
     try:
         text = raw.decode("utf-8")
@@ -124,6 +99,17 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
             raise DataError(
                 f"'evidence_chunk' must be an integer index into 'chunks' (0..{len(chunks) - 1}), got {evidence!r}"
             )
+    timestamps = obj.get("timestamps")
+    if timestamps is not None:
+        if chunks is None:
+            raise DataError("'timestamps' needs 'chunks' (one arrival time per chunk)")
+        if (not isinstance(timestamps, list) or len(timestamps) != len(chunks)
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
+                           for t in timestamps)
+                or any(b < a for a, b in zip(timestamps, timestamps[1:]))):
+            raise DataError(f"'timestamps' must be {len(chunks)} non-decreasing arrival times in seconds (>= 0), "
+                            "one per chunk")
+        timestamps = [float(t) for t in timestamps]
     item_id = obj.get("id")
     if item_id is None:
         item_id = f"gsm8k-{path.stem}-{lineno}"
@@ -131,23 +117,25 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> GSM8KItem:
         item_id = str(item_id).strip()
     else:
         raise DataError(f"'id' must be a non-empty string or integer, got {item_id!r}")
-    return GSM8KItem(id=item_id, question=question, reference=reference, line=lineno, chunks=chunks, task=task,
-                     evidence_chunk=evidence)
+    return Item(id=item_id, question=question, reference=reference, line=lineno, chunks=chunks, task=task,
+                evidence_chunk=evidence, timestamps=timestamps)
 
 
 def load_gsm8k(
     path: str | Path,
     *,
     limit: int | None = None,
-    on_error: Callable[[DataError], None] | None = None,
-) -> list[GSM8KItem]:
+    on_error: OnError | None = None,
+) -> list[Item]:
     """Load GSM8K items from a JSONL file of ``{"question", "answer"[, "id"]}`` objects.
 
     Records of adasr streaming datasets (``adasr data build``: with ``chunks``, ``task`` and a
     final ``answer``) load too: their chunks are streamed as given and graded by their task.
     So do a user's own streams: ``question``, ``answer`` with ``#### final``, ``chunks`` (a list
     of strings) and, for proactive streams, ``evidence_chunk`` (a 0-based index into ``chunks``;
-    a line with a bad one is malformed).
+    a line with a bad one is malformed) and ``timestamps`` (arrival times of the chunks in
+    seconds, one per chunk, non-decreasing; default: the stream spec's words per second).
+    Each item is graded by its ``task`` (:func:`adasr.tasks.registry.task_for`).
 
     A malformed line (invalid UTF-8 or JSON, a missing key, no ``####``, a duplicate id) is
     reported as ``on_error(DataError("<path>:<line>: <reason>"))`` and skipped; the rest of the
@@ -180,7 +168,7 @@ def load_gsm8k(
 
     collected: list[DataError] = []
     report = on_error if on_error is not None else collected.append
-    items: list[GSM8KItem] = []
+    items: list[Item] = []
     seen: set[str] = set()
     n_bad = 0
     for lineno, raw in enumerate(data.split(b"\n"), start=1):

@@ -118,7 +118,24 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from adasr.errors import ConfigError, DataError
+from adasr.protocol import parse_answer
+from adasr.tasks.gsm8k import _to_number, is_correct
 from adasr.tasks.splits import GSM8K_HELDOUT, assert_disjoint, normalize_question
+from adasr.tasks.streamify import (
+    NUMBER_WORDS,
+    STOPWORDS,
+    ParseFailure,
+    _annotations,
+    _close,
+    _content_words,
+    _parse_number,
+    _split,
+    _unit_constants,
+    align_steps,
+    known_numbers,
+    parse_solution,
+    read_jsonl,
+)
 
 __all__ = [
     "PROACTIVE_TASKS",
@@ -693,8 +710,6 @@ _CAP_WORD = re.compile(r"\b[A-Z][a-z]+\b")
 
 def _names(sentences: list[str]) -> set[str]:
     """Capitalized words that are not function words, number words or common sentence starters."""
-    from adasr.tasks.streamify import NUMBER_WORDS, STOPWORDS
-
     return {w for s in sentences for w in _CAP_WORD.findall(s)
             if w.lower() not in STOPWORDS and w.lower() not in NUMBER_WORDS and w.lower() not in _STARTERS}
 
@@ -714,19 +729,6 @@ def gsm8k_evidence(question: str, answer: str) -> tuple[list[str], int, str]:
     Raises:
         Rejected: with the reason (see the module docstring).
     """
-    from adasr.tasks.streamify import (
-        ParseFailure,
-        _annotations,
-        _close,
-        _content_words,
-        _parse_number,
-        _split,
-        _unit_constants,
-        align_steps,
-        known_numbers,
-        parse_solution,
-    )
-
     try:
         steps, final = parse_solution(answer)
     except ParseFailure as e:
@@ -770,8 +772,6 @@ def gsm8k_evidence(question: str, answer: str) -> tuple[list[str], int, str]:
 
 
 def _build_gsm8k(size: int | None, seed: int, split: str, source, knobs: dict) -> tuple[list[dict], ProactiveReport]:
-    from adasr.tasks.streamify import _split, read_jsonl
-
     n_distract = _int(knobs, "distractors", 2, lo=0)
     interleave = _bool(knobs, "interleave", False)
     heldout = _int(knobs, "heldout", GSM8K_HELDOUT)
@@ -922,9 +922,6 @@ def score(task: str, prediction: str | None, answer: str) -> bool:
     correct: numbers compare as numbers (:func:`adasr.tasks.gsm8k.is_correct`), other answers
     (``yes``/``no``, a city, an event) after lower-casing and dropping punctuation and articles
     (``"The alarm rang."`` = ``"alarm rang"``)."""
-    from adasr.protocol import parse_answer
-    from adasr.tasks.gsm8k import _to_number, is_correct
-
     if task not in PROACTIVE_TASKS:
         raise ConfigError(f"unknown proactive task {task!r}")
     if prediction is None:

@@ -38,12 +38,12 @@ Families and their knobs (all optional; ``seed`` and ``size`` are arguments of
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
 from adasr.errors import ConfigError
+from adasr.protocol import parse_answer
 
 __all__ = [
     "PROCEDURAL_TASKS",
@@ -347,8 +347,6 @@ def _extract(prediction: str | None) -> str | None:
     if prediction is None:
         return None
     if "\\boxed" in prediction:
-        from adasr.protocol import parse_answer
-
         boxed = parse_answer(prediction)
         if boxed is not None:
             return boxed.strip()
@@ -357,28 +355,14 @@ def _extract(prediction: str | None) -> str | None:
 
 def score(task: str, prediction: str | None, answer: str) -> bool:
     """Whether ``prediction`` (a bare answer, or text whose last ``\\boxed{}`` is the answer) is
-    correct for ``answer``.
-
-    Procedural tasks use the reasoning-gym generator's own ``score_answer`` (full credit only);
-    ``"gsm8k"`` compares numbers (commas, ``$`` and a trailing ``.0`` ignored).
+    correct for ``answer``, by the reasoning-gym generator's own ``score_answer`` (full credit
+    only). Graders of every task: :func:`adasr.tasks.registry.get_task`.
 
     Raises:
-        ConfigError: unknown task.
+        ConfigError: ``task`` is not a procedural task.
     """
-    pred = _extract(prediction)
-    if task == "gsm8k":
-        from adasr.tasks.streamify import canonical_answer
-
-        if pred is None:
-            return False
-        a, b = canonical_answer(pred), canonical_answer(answer)
-        if a == b:
-            return True
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-        except ValueError:
-            return False
     fn = _scorer(task)
+    pred = _extract(prediction)
     if pred is None or pred == "":
         return False
     return fn(pred, {"answer": str(answer), "metadata": {}}) >= 1.0

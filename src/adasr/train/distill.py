@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from adasr.errors import ConfigError
 from adasr.evaluation import ResultsWriter
-from adasr.tasks.gsm8k import GSM8KItem
+from adasr.tasks.base import Item
 
 __all__ = ["ConversionReport", "DistillConfig", "distill", "sample_counts", "sample_id", "write_episodes"]
 
@@ -109,7 +109,7 @@ def _check_config(out_dir: Path, cfg: DistillConfig) -> None:
 def distill(
     model,
     tokenizer,
-    items: Sequence[GSM8KItem],
+    items: Sequence[Item],
     out_dir: str | Path,
     cfg: DistillConfig,
     *,
@@ -120,7 +120,7 @@ def distill(
 
     Args:
         model, tokenizer: the sampler (a Hugging Face causal LM with a chat template).
-        items: the problems (GSM8K-format items, graded by :func:`adasr.tasks.grading.grade`).
+        items: the problems (GSM8K-format items, graded by their task, :func:`adasr.tasks.registry.task_for`).
         out_dir: the distillation directory (see the module docstring); resumable.
         cfg: :class:`DistillConfig`.
         progress: show a progress bar (kept/seen counts, ETA).
@@ -137,10 +137,11 @@ def distill(
 
     from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
     from adasr.evaluation import EvalInterrupted
-    from adasr.tasks.grading import grade
     from adasr.stream import Chunk, ScheduledStream
+    from adasr.tasks.registry import task_for
 
     cfg.validate()
+    tasks = {it.id: task_for(it) for it in items}  # an unknown task fails before any sampling
     out_dir = Path(out_dir)
     _check_config(out_dir, cfg)
     writer = ResultsWriter(out_dir, SAMPLES_FILE)
@@ -168,7 +169,7 @@ def distill(
                        "reference": it.reference, "solution": res.deep,
                        "prediction": res.record["prediction"], "tokens": res.record["deep_tokens"],
                        "format_ok": res.record["format_ok"]}
-                rec["correct"] = bool(rec["format_ok"]) and grade(it.task, rec["prediction"], it.reference)
+                rec["correct"] = bool(rec["format_ok"]) and tasks[it.id].grade(rec["prediction"], it.reference)
                 writer.write(rec)
                 new.append(rec)
                 seen += 1

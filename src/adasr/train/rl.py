@@ -9,14 +9,16 @@ One optimizer step (``train_rl`` reads top to bottom; the step is
    streaming episode on the current policy (unwrapped from accelerate/DeepSpeed/PEFT wrappers,
    in eval mode, all rows in one batched KV cache, per-stream virtual clocks — each rollout is
    charged the batched steps it takes part in and never sits a step out waiting for its next
-   chunk — chunks arriving at ``wps`` words per second; each row has its own seed). Adaptive
+   chunk — the row's chunks streamed by the :class:`~adasr.stream.StreamSpec` that ``adasr run``
+   and ``adasr eval`` use, arriving at ``wps`` words per second; each row has its own seed). Adaptive
    budgets use ``decode_rate`` when the config pins it, else a rate measured once (by the first
    batch's engine) and carried from batch to batch, so no batch re-runs the calibration forwards.
    Its ``token_ids`` are exactly the sequence the model saw and produced; ``token_stage``
    labels each token 0 (not generated: system prompt, chunks, role headers, forced turn
    closers), 1 (streaming thought) or 2 (deep stage).
-3. **Rewards** (:mod:`adasr.train.rewards`): ``r_acc`` from the task's checker (GSM8K:
-   :func:`adasr.tasks.gsm8k.is_correct`; procedural tasks: their reasoning-gym scorer),
+3. **Rewards** (:mod:`adasr.train.rewards`): ``r_acc`` from the row's task
+   (:func:`adasr.tasks.registry.get_task`: GSM8K through :func:`adasr.tasks.gsm8k.is_correct`,
+   procedural tasks through their reasoning-gym scorer, proactive tasks through theirs),
    ``r_fmt`` and ``r_adapt`` from the engine record.
 4. **Advantages** ``(B, T)`` over the token stages (:mod:`adasr.train.advantages`):
    HRPO (``advantage: hrpo``) — ``A_S`` from ``R_S`` on stage-1 tokens and ``A_D`` from ``R_D``
@@ -52,7 +54,8 @@ from trl import GRPOTrainer
 from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
 from adasr.errors import ConfigError
 from adasr.protocol import Stage, StreamingFormat
-from adasr.stream import make_stream
+from adasr.stream import StreamSpec
+from adasr.tasks.registry import get_task
 from adasr.train.advantages import advantage_stats, group_normalize, grpo_token_advantages, hrpo_token_advantages
 from adasr.train.common import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
 from adasr.train.config import RLConfig
@@ -61,21 +64,8 @@ from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors
 logger = logging.getLogger(__name__)
 
 Scorer = Callable[[str | None, str, str], bool]
-"""``scorer(prediction, reference, task) -> correct``."""
-
-
-def score_prediction(prediction: str | None, reference: str, task: str) -> bool:
-    """Whether ``prediction`` answers the item: GSM8K through :func:`adasr.tasks.gsm8k.is_correct`,
-    procedural tasks through their reasoning-gym scorer (:func:`adasr.tasks.procedural.score`)."""
-    if prediction is None:
-        return False
-    if task == "gsm8k":
-        from adasr.tasks.gsm8k import is_correct
-
-        return is_correct(prediction, str(reference))
-    from adasr.tasks.procedural import score
-
-    return bool(score(task, prediction, str(reference)))
+"""``scorer(prediction, reference, task) -> correct``: a custom answer checker (the default is
+the row's task, :func:`adasr.tasks.registry.get_task`)."""
 
 
 def _engine_reward(completions, **kwargs):  # pragma: no cover - never called (rollouts are scored here)
@@ -93,7 +83,8 @@ class StreamGRPOTrainer(GRPOTrainer):
             rollout, reward and advantage settings.
         train_dataset: episodes with ``chunks`` and ``answer`` (and optionally ``task``, ``id``).
         callbacks: extra ``TrainerCallback`` objects.
-        scorer: ``scorer(prediction, reference, task) -> bool`` (default :func:`score_prediction`).
+        scorer: ``scorer(prediction, reference, task) -> bool`` (default: the row's task grades,
+            :func:`adasr.tasks.registry.get_task`).
 
     Attributes:
         last_batch: the latest generation batch, for inspection: ``advantages`` ``(B, T)``,
@@ -109,7 +100,8 @@ class StreamGRPOTrainer(GRPOTrainer):
 
         self.cfg = cfg
         self.reward_cfg = cfg.reward_config()
-        self.scorer = scorer or score_prediction
+        self.scorer = scorer
+        self.stream_spec = StreamSpec(wps=cfg.wps)
         self.stream_format = StreamingFormat.for_protocol(tokenizer, cfg.protocol)
         self.rollout_decode_rate: float | None = None  # measured by the first rollout engine, then carried along
         self.last_batch: dict = {}
@@ -150,15 +142,28 @@ class StreamGRPOTrainer(GRPOTrainer):
         key = f"{self.cfg.seed}:{mode}:{self.state.global_step}:{self.accelerator.process_index}:{i}"
         return zlib.crc32(key.encode())
 
+    def rollout_inputs(self, rows: list[dict]) -> list[EpisodeInput]:
+        """The episode of each row: its ``chunks`` (and ``timestamps`` when it has them) streamed
+        by :attr:`stream_spec`, as ``adasr eval`` streams the same item."""
+        return [
+            EpisodeInput(id=f"r{i}", source=self.stream_spec.stream(
+                list(row["chunks"]), tokenizer=self.processing_class, timestamps=row.get("timestamps")),
+                reference=str(row["answer"]), seed=self._rollout_seed(i))
+            for i, row in enumerate(rows)
+        ]
+
+    def grade(self, row: dict, prediction: str | None) -> bool:
+        """Whether ``prediction`` answers ``row`` (graded by the row's ``task``, else ``cfg.task``)."""
+        task = row.get("task") or self.cfg.task
+        if self.scorer is not None:
+            return bool(self.scorer(prediction, str(row["answer"]), task))
+        return get_task(task).grade(prediction, str(row["answer"]))
+
     def run_rollouts(self, rows: list[dict]) -> list[EpisodeResult]:
         """One sampled streaming episode per row on the current policy (rows in order)."""
         from trl.models import unwrap_model_for_generation
 
-        inputs = [
-            EpisodeInput(id=f"r{i}", source=make_stream(list(row["chunks"]), wps=self.cfg.wps),
-                         reference=str(row["answer"]), seed=self._rollout_seed(i))
-            for i, row in enumerate(rows)
-        ]
+        inputs = self.rollout_inputs(rows)
         with unwrap_model_for_generation(
             self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
             gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
@@ -191,7 +196,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         stats: list[RolloutStats] = []
         for row, res in zip(inputs, results):
             rec = res.record
-            rec["correct"] = bool(self.scorer(rec["prediction"], str(row["answer"]), row.get("task", self.cfg.task)))
+            rec["correct"] = self.grade(row, rec["prediction"])
             stats.append(RolloutStats.from_record(rec))
         rewards = reward_tensors(stats, self.reward_cfg)
         rewards["adapt"] = torch.tensor([adaptive_reward(s, self.reward_cfg) for s in stats], dtype=torch.float32)
@@ -349,7 +354,7 @@ def train_rl(
         train_dataset: use these episodes (need ``chunks`` and ``answer``) instead of building
             ``cfg.task``.
         callbacks: extra ``transformers.TrainerCallback`` objects.
-        scorer: answer checker (default :func:`score_prediction`).
+        scorer: a custom answer checker (default: the row's task grades).
 
     Raises:
         ConfigError, DataError, ModelLoadError: one-line user errors.
@@ -370,4 +375,4 @@ def train_rl(
                       extra={"init": cfg.init})
 
 
-__all__ = ["StreamGRPOTrainer", "train_rl", "score_prediction"]
+__all__ = ["StreamGRPOTrainer", "train_rl"]
