@@ -425,6 +425,19 @@ def test_oversized_frame_on_a_real_server_closes_with_1009(live_server):
     assert Client(live_server).solve(iter(TEXT))["record"]["n_chunks"] == 3  # still serving
 
 
+def test_invalid_utf8_text_frame_on_a_real_server_closes_with_1007(live_server):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(sessions_url(live_server)) as ws:
+        ws.send(b'{"type": "chunk", "text": "caf\xe9"}', text=True)  # a text frame that is not UTF-8
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                ws.recv(timeout=10)
+    assert info.value.rcvd.code == 1007
+    assert Client(live_server).solve(iter(TEXT))["record"]["n_chunks"] == 3
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tiny-model")
