@@ -80,7 +80,7 @@ def free_port() -> int:
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "adasr.cli", "serve", "--model", args.model, "--port", str(port), "--host", "127.0.0.1",
            "--max-sessions", str(max(args.n)), "--max-deep-tokens", str(args.max_deep_tokens), "--mode", args.mode,
-           "--dtype", args.dtype, "--budget", str(args.budget)]
+           "--dtype", args.dtype, "--budget", str(args.budget), "--decode-rate", str(args.decode_rate)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     import httpx
 
@@ -99,16 +99,18 @@ def start_server(args, port: int) -> subprocess.Popen:
 
 
 def in_process(args, texts: list[str], clock: str) -> list[dict]:
-    """Each text as an independent episode on one in-process engine (batch 1)."""
+    """Each text as an independent episode on one in-process engine (batch 1), same settings as the server."""
     from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
     from adasr.models import load_model
     from adasr.stream import make_stream
 
-    lm = getattr(in_process, "lm", None) or load_model(args.model, dtype=args.dtype)
-    in_process.lm = lm
-    engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy=args.mode, thought_budget=args.budget,
-                                                                  max_deep_tokens=args.max_deep_tokens,
-                                                                  protocol=lm.protocol))
+    engine = getattr(in_process, "engine", None)
+    if engine is None:
+        lm = load_model(args.model, dtype=args.dtype)
+        engine = in_process.engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(
+            policy=args.mode, thought_budget=args.budget, max_deep_tokens=args.max_deep_tokens,
+            decode_rate=args.decode_rate, protocol=lm.protocol))
+        next(engine.run([EpisodeInput("warm-up", make_stream(texts[0], wps=args.wps))]))  # first forwards are slow
     out = []
     for i, text in enumerate(texts):
         src = make_stream(text, chunker="sentence", wps=args.wps)
@@ -127,6 +129,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=64)
     ap.add_argument("--max-deep-tokens", type=int, default=256)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--decode-rate", type=float, default=20.0,
+                    help="tokens/s the adaptive budgets assume, pinned for server and in-process alike")
     ap.add_argument("--time-limit", type=float, default=1800, help="stop starting rounds after this many seconds")
     ap.add_argument("--overhead-reps", type=int, default=3, help="single sessions for the overhead comparison")
     ap.add_argument("--json", type=Path, help="also write the rows here")
@@ -137,7 +141,7 @@ def main() -> None:
     if args.shortest:
         items = sorted(items, key=lambda it: len(it.question.split()))
     texts = [it.question for it in items[:max(args.n)]]
-    port, t_start = free_port(), time.monotonic()
+    port, t_start, load0 = free_port(), time.monotonic(), os.getloadavg()[0]
     url = f"http://127.0.0.1:{port}"
     proc = start_server(args, port)
     rows = []
@@ -154,17 +158,22 @@ def main() -> None:
                          "latency": [r["post_input_latency_s"] for r in records],
                          "backlog": [r["max_backlog_s"] for r in records]})
             print(f"N={n}: done in {wall:.1f} s, {errors} errors", file=sys.stderr)
-        served = [asyncio.run(one_round(url, texts[:1], args.wps, 600))[0][0]["post_input_latency_s"]
-                  for _ in range(args.overhead_reps)]
+        # with the server idle (its thread sleeps): the N independent in-process runs, then the overhead
+        # pairs, alternating so that the machine's load falls on both sides alike
+        alone = in_process(args, texts[:max(r["n"] for r in rows)], "virtual")
+        served, real = [], []
+        for _ in range(args.overhead_reps):
+            served.append(asyncio.run(one_round(url, texts[:1], args.wps, 600))[0][0]["post_input_latency_s"])
+            real.append(in_process(args, texts[:1], "real")[0]["post_input_latency_s"])
     finally:
         proc.terminate()
         proc.wait(30)
-    alone = in_process(args, texts[:max(r["n"] for r in rows)], "virtual")
-    real = [in_process(args, texts[:1], "real")[0]["post_input_latency_s"] for _ in range(args.overhead_reps)]
     print(f"\n{args.model}, mode {args.mode}, {args.wps} words/s, {len(texts)} GSM8K problems "
-          f"({'shortest' if args.shortest else 'first'} of {args.data.name}), dtype {args.dtype}\n")
+          f"({'shortest' if args.shortest else 'first'} of {args.data.name}), dtype {args.dtype}, decode rate pinned "
+          f"at {args.decode_rate:g} tokens/s, max {args.max_deep_tokens} deep tokens; {os.cpu_count()} CPUs, load "
+          f"average {load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end\n")
     print("| N | post-input TTFT p50 / p95 (s) | post-input latency p50 / p95 (s) | max backlog p95 (s) | "
-          "tokens/s | errors | in-process, N independent runs: latency p50 / p95 (s) |")
+          "generated tokens/s (whole round) | errors | in-process, N independent runs: latency p50 / p95 (s) |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         solo = [r["post_input_latency_s"] for r in alone[:row["n"]]]

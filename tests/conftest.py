@@ -80,6 +80,16 @@ def tiny_model(tiny_tokenizer):
 
 
 @pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    """A tiny random model + ChatML tokenizer saved as a local model directory."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    tok = make_tiny_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def gsm8k_train() -> Path:
     """The shared GSM8K train file (../shared/data/gsm8k/train.jsonl beside the repo)."""
     assert GSM8K_TRAIN.is_file(), f"GSM8K train data missing: {GSM8K_TRAIN} (set ADASR_GSM8K_TRAIN)"

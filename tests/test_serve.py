@@ -22,7 +22,6 @@ from adasr.engine import EngineConfig, StreamingEngine
 from adasr.errors import InputError
 from adasr.serve import create_app
 from adasr.serve.wire import MAX_FRAME_BYTES, event_from_wire, event_to_wire
-from conftest import make_tiny_model, make_tiny_tokenizer
 
 TEXT = ["Natalia sold clips to 48 friends.", "Then she sold half as many.", "How many clips?"]
 
@@ -436,15 +435,6 @@ def test_invalid_utf8_text_frame_on_a_real_server_closes_with_1007(live_server):
                 ws.recv(timeout=10)
     assert info.value.rcvd.code == 1007
     assert Client(live_server).solve(iter(TEXT))["record"]["n_chunks"] == 3
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny-model")
-    tok = make_tiny_tokenizer()
-    make_tiny_model(len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def test_adasr_serve_and_run_server_end_to_end(tiny_dir):

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adasr.engine import StreamingEngine
 from adasr.errors import AdasrError
-from adasr.serve.wire import (CLOSE_BAD_FRAME, CLOSE_FULL, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL,
+from adasr.serve.wire import (CLOSE_FULL, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL,
                               CLOSE_UNAUTHORIZED, MAX_CHUNK_CHARS, MAX_FRAME_BYTES, MAX_INPUT_CHARS, ChunkFrame,
                               EndFrame, FrameError, SessionSettings, SettingsFrame, SolveRequest, error_event,
                               parse_frame)
