@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from adasr.client import AsyncClient, Client, ServerError, sessions_url
 from adasr.engine import EngineConfig, StreamingEngine
-from adasr.errors import InputError
+from adasr.errors import ConfigError, InputError
 from adasr.serve import create_app
 from adasr.serve.wire import MAX_FRAME_BYTES, event_from_wire, event_to_wire
 
@@ -134,6 +134,25 @@ def test_per_session_settings_change_mode_and_budgets(serve):
     assert events[-1]["record"]["mode"] == "interleaved"
 
 
+def test_per_session_sampling_is_seeded_and_isolated(serve):
+    client = serve()
+    hot = {"mode": "batch", "temperature": 1.5, "max_deep_tokens": 10}
+
+    def deep(settings) -> str:
+        events, code = run_session(client, settings=settings)
+        assert code == 1000
+        return events[-1]["deep"]
+
+    a, b, c = deep({**hot, "seed": 1}), deep({**hot, "seed": 1}), deep({**hot, "seed": 2})
+    assert a == b and a != c  # sampled, seeded per episode
+    greedy = deep({"mode": "batch", "max_deep_tokens": 10})
+    assert greedy == deep({"mode": "batch", "max_deep_tokens": 10, "temperature": 0.0}) != a
+    with client.websocket_connect("/v1/sessions") as ws:
+        ws.send_json({"type": "settings", "top_p": 0})
+        events, code = until_close(ws)
+    assert code == 4400 and events[-1]["code"] == "invalid_frame" and "top_p" in events[-1]["message"]
+
+
 def test_forced_skips_are_reported(serve, tiny_model, tiny_tokenizer):
     client = serve(make_engine(tiny_model, tiny_tokenizer, thought_budget=0))
     events, code = run_session(client)
@@ -168,6 +187,61 @@ def test_sessions_join_while_another_is_mid_episode(serve, tiny_model, tiny_toke
     assert max(running) == 2  # both sessions held rows of one batch in the same steps
     assert engine.stats["row_steps"] > engine.stats["steps"]  # some forwards served both rows
     assert wait_for(lambda: idle(client))
+
+
+def test_engine_sessions_with_their_own_policy_and_sampling_match_dedicated_engines(tiny_model, tiny_tokenizer):
+    """What the server relies on: per-session policy, deep cap and sampling in one batch give the
+    episodes that engines configured that way give alone."""
+    from adasr.engine import EpisodeInput
+    from adasr.policy import make_policy
+    from adasr.stream import Chunk, ScheduledStream
+
+    def src():
+        return ScheduledStream([Chunk(i, t, 0.5 * (i + 1)) for i, t in enumerate(TEXT)])
+
+    alone_a = next(make_engine(tiny_model, tiny_tokenizer, policy="batch", max_deep_tokens=5, temperature=1.3,
+                               top_k=20).run([EpisodeInput("a", src(), seed=7)]))
+    alone_b = next(make_engine(tiny_model, tiny_tokenizer).run([EpisodeInput("b", src())]))
+    shared = make_engine(tiny_model, tiny_tokenizer)  # interleaved, greedy, deep cap 10
+    shared.configure(batch_size=2)
+    shared.add_session(EpisodeInput("a", src(), seed=7), policy=make_policy("batch"), max_deep_tokens=5,
+                       sampling=(1.3, 1.0, 20))
+    shared.add_session(EpisodeInput("b", src()))
+    results = {}
+    while shared.has_work:
+        shared.step()
+        results.update((r.id, r) for r in shared.pop_results())
+    assert results["a"].token_ids == alone_a.token_ids and results["a"].record["mode"] == "batch"
+    assert results["b"].token_ids == alone_b.token_ids
+    with pytest.raises(ConfigError):
+        shared.add_session(EpisodeInput("c", src()), sampling=(1.0, 0.0, 0))
+
+
+def test_a_yielding_policy_ends_its_thought_when_a_live_input_ends(tiny_model, tiny_tokenizer):
+    """A live client cannot mark its last chunk: end of input arrives after it was ingested. The
+    adaptive policy (which yields to arrivals) ends the thought then, as it does for a chunk."""
+    from adasr.engine import EpisodeInput, run_episode
+    from adasr.events import Token
+    from adasr.stream import LiveSource
+
+    def episode(mode: str):
+        source = LiveSource()
+        source.push(TEXT[0])
+        seen = []
+
+        def on_event(ev):
+            if isinstance(ev, Token):
+                seen.append(ev)
+                if len(seen) == 3:
+                    source.close()  # end of input arrives while the model thinks
+
+        engine = make_engine(tiny_model, tiny_tokenizer, policy=mode, thought_budget=20)
+        return run_episode(engine, EpisodeInput("live", source), clock="real", on_event=on_event)
+
+    yielding = episode("adaptive")
+    assert len(yielding.episode.thoughts[0]) == 3 and yielding.record["stream_tokens"] == 3
+    assert yielding.record["deep_tokens"] >= 1
+    assert len(episode("interleaved").episode.thoughts[0]) == 20  # a non-yielding policy thinks to its budget
 
 
 # -- limits and bad input -------------------------------------------------------------------------

@@ -136,8 +136,8 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: record + event timeline")] = False,
     server: Annotated[Optional[str], typer.Option(
         help="run on an `adasr serve` server at this URL (http://HOST:PORT; key: $ADASR_API_KEY) instead of "
-             "in-process: the server's model and defaults; --mode, budgets and --seed other than their defaults "
-             "are sent as the session's settings")] = None,
+             "in-process: the server's model and defaults; --mode, budgets and sampling options other than their "
+             "defaults are sent as the session's settings")] = None,
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
     from adasr.engine import EpisodeInput
@@ -161,8 +161,8 @@ def run(
     if not live and not (text or "").strip():
         raise InputError("the input is empty: give some text to stream")
     if server is not None:
-        given = {"mode": (mode, "adaptive"), "thought_budget": (thought_budget, 64),
-                 "max_deep_tokens": (max_deep_tokens, 512), "seed": (seed, 0)}
+        given = {"mode": (mode, "adaptive"), "thought_budget": (thought_budget, 64), "max_deep_tokens": (max_deep_tokens, 512),
+                 "temperature": (temperature, 0.0), "top_p": (top_p, 1.0), "top_k": (top_k, 0), "seed": (seed, 0)}
         settings = {k: v for k, (v, default) in given.items() if v != default}  # the rest: the server's defaults
         return _run_remote(server, None if live else text, reference=reference, as_json=as_json, wps=wps,
                            chunker=chunker, settings=settings)

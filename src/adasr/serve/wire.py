@@ -52,13 +52,25 @@ class SessionSettings(_Frame):
         mode: ``batch`` | ``interleaved`` | ``adaptive`` (:data:`adasr.policy.MODES`).
         thought_budget: the most tokens per streaming thought (0 .. :data:`MAX_THOUGHT_BUDGET`).
         max_deep_tokens: deep-stage cap, tokens (1 .. the server's cap).
-        seed: sampling seed of this episode (used when the server samples, temperature > 0).
+        temperature: 0 (greedy) .. 5; top_p: (0, 1]; top_k: >= 0 (0 = off) — the sampling of this
+            session (unset ones: the server's).
+        seed: sampling seed of this episode (used when temperature > 0).
     """
 
     mode: Literal[MODES] | None = None  # type: ignore[valid-type]
     thought_budget: Annotated[int, Field(ge=0, le=MAX_THOUGHT_BUDGET)] | None = None
     max_deep_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=5)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
     seed: int | None = None
+
+    def sampling(self, default: tuple[float, float, int]) -> tuple[float, float, int] | None:
+        """``(temperature, top_p, top_k)`` with unset ones from ``default``; ``None`` if none is set."""
+        given = (self.temperature, self.top_p, self.top_k)
+        if all(x is None for x in given):
+            return None
+        return tuple(d if x is None else x for x, d in zip(given, default))  # type: ignore[return-value]
 
 
 class SettingsFrame(SessionSettings):

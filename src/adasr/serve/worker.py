@@ -174,7 +174,8 @@ class EngineWorker:
         handle = SessionHandle(uuid.uuid4().hex[:12], ServerSource(self._wake), asyncio.Queue(),
                                asyncio.get_running_loop())
         inp = EpisodeInput(handle.id, handle.source, reference=reference, seed=s.seed)
-        self._command(("add", handle, inp, policy, s.max_deep_tokens))
+        c = self.engine.config
+        self._command(("add", handle, inp, policy, s.max_deep_tokens, s.sampling((c.temperature, c.top_p, c.top_k))))
         return handle
 
     def abort(self, handle: SessionHandle) -> None:
@@ -235,14 +236,14 @@ class EngineWorker:
                 return did
             did = True
             if cmd[0] == "add":
-                _, h, inp, policy, max_deep = cmd
+                _, h, inp, policy, max_deep, sampling = cmd
                 if h.closed:
                     continue
                 clock = self.engine.scheduler.clock
                 start = clock.now() - h.source.now_s()  # the source's origin on the engine's clock
                 self._handles[h.id] = h
                 self.engine.add_session(inp, start_s=start, on_event=self._forward(h), policy=policy,
-                                        max_deep_tokens=max_deep)
+                                        max_deep_tokens=max_deep, sampling=sampling)
             else:
                 h = cmd[1]
                 if self._handles.pop(h.id, None) is not None:
