@@ -71,7 +71,10 @@ class SessionHandle:
     def post(self, obj: dict) -> None:
         """Deliver a wire event to the asyncio side (from any thread)."""
         if not self.closed:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, obj)
+            try:
+                self.loop.call_soon_threadsafe(self.events.put_nowait, obj)
+            except RuntimeError:  # the event loop is closed (the server is shutting down)
+                self.closed = True
 
 
 class ServerMetrics:
