@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,15 +100,22 @@ def start_server(args, port: int) -> subprocess.Popen:
 
 
 def in_process(args, texts: list[str], clock: str) -> list[dict]:
-    """Each text as an independent episode on one in-process engine (batch 1), same settings as the server."""
+    """Each text as an independent episode on one in-process engine (batch 1), same settings as the
+    server, run in a worker thread as the server's engine is (on a loaded CPU, torch's forwards from
+    the main thread measured up to 10x slower than from a worker thread: RESULTS.md)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(_in_process, args, texts, clock).result()
+
+
+def _in_process(args, texts: list[str], clock: str) -> list[dict]:
     from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
     from adasr.models import load_model
     from adasr.stream import make_stream
 
-    engine = getattr(in_process, "engine", None)
+    engine = getattr(_in_process, "engine", None)
     if engine is None:
         lm = load_model(args.model, dtype=args.dtype)
-        engine = in_process.engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(
+        engine = _in_process.engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(
             policy=args.mode, thought_budget=args.budget, max_deep_tokens=args.max_deep_tokens,
             decode_rate=args.decode_rate, protocol=lm.protocol))
         next(engine.run([EpisodeInput("warm-up", make_stream(texts[0], wps=args.wps))]))  # first forwards are slow
