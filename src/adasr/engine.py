@@ -248,7 +248,8 @@ class StreamingEngine:
             self.scheduler = Scheduler(clock)
 
     def add_session(self, inp: EpisodeInput, *, start_s: float | None = None,
-                    on_event: Callable[[Event], None] | None = None) -> str:
+                    on_event: Callable[[Event], None] | None = None, policy: ThoughtPolicy | None = None,
+                    max_deep_tokens: int | None = None, sampling: tuple[float, float, int] | None = None) -> str:
         """Queue an episode; it gets a row at the next :meth:`step` with room (at most
         :attr:`batch_size` rows). Returns its session id (``inp.id``).
 
@@ -257,15 +258,25 @@ class StreamingEngine:
             start_s: clock time at which its stream starts (shared clocks); default: when it
                 gets a row.
             on_event: called with each of its events as it happens (per-token ones included).
+            policy: this session's thought-budget policy (default: the engine's :attr:`policy`);
+                sessions with different policies share the batch (a server's per-session mode).
+            max_deep_tokens: this session's deep-stage cap, tokens (default: the config's).
+            sampling: this session's ``(temperature, top_p, top_k)`` (default: the config's).
 
         Raises:
-            ConfigError: a session with this id is still running or queued, or ``start_s``
-                with per-stream clocks.
+            ConfigError: a session with this id is still running or queued, ``start_s`` with
+                per-stream clocks, ``max_deep_tokens < 1`` or out-of-range sampling settings.
         """
+        if max_deep_tokens is not None and max_deep_tokens < 1:
+            raise ConfigError(f"max_deep_tokens must be >= 1, got {max_deep_tokens}")
+        if sampling is not None and not (sampling[0] >= 0 and 0 < sampling[1] <= 1 and sampling[2] >= 0):
+            raise ConfigError(f"sampling (temperature, top_p, top_k) needs temperature >= 0, 0 < top_p <= 1, "
+                              f"top_k >= 0, got {sampling}")
         live = self._sessions.get(inp.id)
         if live is not None and not live.status.ended:
             raise ConfigError(f"a session with id {inp.id!r} is already running")
-        session = Session(inp, self.format, self.policy, max_deep_tokens=self.config.max_deep_tokens,
+        session = Session(inp, self.format, policy or self.policy, sampling=sampling,
+                          max_deep_tokens=max_deep_tokens or self.config.max_deep_tokens,
                           seed=self.config.seed, decode=self.decode, on_event=self._emitter(on_event))
         self.scheduler.add(session, start_s)
         self._sessions[inp.id] = session
@@ -368,7 +379,8 @@ class StreamingEngine:
             stats["forward_s"] += dt
             gen = [i for i, s in enumerate(sessions) if s.generating and run[i]]
             if gen:
-                toks = runner.sample(logits[gen], [sessions[i].generator for i in gen])
+                toks = runner.sample(logits[gen], [sessions[i].generator for i in gen],
+                                     [sessions[i].sampling for i in gen])
                 for i, tok in zip(gen, toks):
                     s = sessions[i]
                     if s.generating:  # (an on_event callback may have aborted it)

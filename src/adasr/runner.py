@@ -59,6 +59,7 @@ class ModelRunner:
         self.prefix_ids = list(prefix_ids)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.warpers = self._warpers()
+        self._warper_cache: dict[tuple[float, float, int], LogitsProcessorList] = {}
         self.reset()
 
     # -- rows --------------------------------------------------------------------------------
@@ -233,25 +234,49 @@ class ModelRunner:
         return logits.float()
 
     # -- sampling ----------------------------------------------------------------------------
-    def _warpers(self) -> LogitsProcessorList:
+    def _warpers(self, temperature: float | None = None, top_p: float | None = None,
+                 top_k: int | None = None) -> LogitsProcessorList:
+        """Logits warpers of the config's sampling settings, or of the ones given."""
         c = self.config
+        temperature = c.temperature if temperature is None else temperature
+        top_p = c.top_p if top_p is None else top_p
+        top_k = c.top_k if top_k is None else top_k
         procs = LogitsProcessorList()
-        if c.temperature > 0:
-            if c.temperature != 1.0:
-                procs.append(TemperatureLogitsWarper(c.temperature))
-            if c.top_k > 0:
-                procs.append(TopKLogitsWarper(c.top_k))
-            if c.top_p < 1.0:
-                procs.append(TopPLogitsWarper(c.top_p))
+        if temperature > 0:
+            if temperature != 1.0:
+                procs.append(TemperatureLogitsWarper(temperature))
+            if top_k > 0:
+                procs.append(TopKLogitsWarper(top_k))
+            if top_p < 1.0:
+                procs.append(TopPLogitsWarper(top_p))
         return procs
 
-    def sample(self, logits: torch.Tensor, generators: list[torch.Generator]) -> list[int]:
-        """Greedy or sampled next tokens for rows ``logits`` (R, V), one generator per row."""
+    def sample(self, logits: torch.Tensor, generators: list[torch.Generator],
+               sampling: list[tuple[float, float, int] | None] | None = None) -> list[int]:
+        """Greedy or sampled next tokens for rows ``logits`` (R, V), one generator per row.
+
+        ``sampling``: per row, ``(temperature, top_p, top_k)`` of its session, or ``None`` for the
+        config's (a server's per-session sampling); ``None``: the config's for every row.
+        """
+        if sampling is not None and any(s is not None for s in sampling):
+            return [self._sample_one(row, g, s) for row, g, s in zip(logits, generators, sampling)]
         if self.config.temperature == 0:
             return logits.argmax(-1).tolist()
         scores = self.warpers(None, logits.cpu())
         probs = torch.softmax(scores, dim=-1)
         return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
+
+    def _sample_one(self, row: torch.Tensor, generator: torch.Generator,
+                    sampling: tuple[float, float, int] | None) -> int:
+        c = self.config
+        key = sampling if sampling is not None else (c.temperature, c.top_p, c.top_k)
+        if key[0] == 0:
+            return int(row.argmax())
+        warpers = self._warper_cache.get(key)
+        if warpers is None:
+            warpers = self._warper_cache[key] = self._warpers(*key)
+        probs = torch.softmax(warpers(None, row[None].cpu()), dim=-1)[0]
+        return int(torch.multinomial(probs, 1, generator=generator))
 
     # -- housekeeping ------------------------------------------------------------------------
     def maybe_compact(self) -> None:

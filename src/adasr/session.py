@@ -22,7 +22,8 @@ Its :class:`SessionStatus` says what it is doing::
 
 Token-level rules (docs/DESIGN.md, "Streaming protocol"): a thought ends when the model ends its
 turn, at its budget (the engine forces the closer), at its first line break with one-line
-thoughts (protocol v2), or — with ``policy.yield_on_arrival`` — as soon as the next chunk arrives.
+thoughts (protocol v2), or — with ``policy.yield_on_arrival`` — as soon as the next chunk (or the end
+of a live input) arrives.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class Session:
         seed: the engine's base seed (the sampling generator is seeded from it and the episode).
         decode: text of token ids (special tokens dropped).
         on_event: called with every event as it happens (per-token ones included).
+        sampling: this episode's ``(temperature, top_p, top_k)``; ``None``: the engine's.
 
     Attributes:
         status: :class:`SessionStatus`.
@@ -105,11 +107,12 @@ class Session:
     """
 
     def __init__(self, inp: "EpisodeInput", fmt: StreamingFormat, policy: ThoughtPolicy, *, max_deep_tokens: int,
-                 seed: int, decode: Callable[[Sequence[int]], str], on_event: Callable[[Event], None] | None = None):
+                 seed: int, decode: Callable[[Sequence[int]], str], on_event: Callable[[Event], None] | None = None,
+                 sampling: tuple[float, float, int] | None = None):
         self.inp, self.id, self.fmt, self.policy = inp, inp.id, fmt, policy
         self.layout = policy.layout
         self.max_deep_tokens = max_deep_tokens
-        self.decode, self.on_event = decode, on_event
+        self.decode, self.on_event, self.sampling = decode, on_event, sampling
         episode_seed = inp.seed if inp.seed is not None else zlib.crc32(inp.id.encode())
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + episode_seed)
         self.status = SessionStatus.WAITING
@@ -186,9 +189,12 @@ class Session:
             self.waiting.append(ch)
             self.emit(Arrive(ch.arrival_s, self.id, ch.index, ch.text))
         feed, self.pending = self.pending, []
-        if self.status is S.DEEP or (self.status is S.THINKING and not (self.waiting and self.policy.yield_on_arrival)):
+        # a yielding policy also yields to end of input: a live source closes after its last chunk
+        # was ingested (a scheduled one closes with it, and no thought follows that chunk)
+        arrived = self.waiting or (self.status is S.THINKING and self.inp.source.closed(t_src))
+        if self.status is S.DEEP or (self.status is S.THINKING and not (arrived and self.policy.yield_on_arrival)):
             return feed, True
-        if self.status is S.THINKING:  # the next chunk arrived: close the thought, ingest it in the same forward
+        if self.status is S.THINKING:  # the next chunk (or EOI) arrived: close the thought, ingest it in the same forward
             feed += [(x, Stage.INPUT) for x in self.fmt.close_ids(generated_stop=False)]
             self._end_turn(False, t)
             if self.status is S.FINISHED:  # a proactive policy took the thought as the answer

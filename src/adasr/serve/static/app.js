@@ -1,0 +1,115 @@
+// adasr serve page: sends each finished sentence of the text box as a chunk over
+// WS /v1/sessions and draws the events (docs/SERVING.md). No build step, no dependencies.
+"use strict";
+const SAMPLE = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips " +
+  "in May. How many clips did Natalia sell altogether in April and May?";
+const $ = (id) => document.getElementById(id);
+const SENTENCE_END = /[.!?]+["')\]]*\s/g;
+
+let ws = null, sent = 0, ended = false, playing = null, items = {}, opened = null;
+
+function setStatus(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + (cls || ""); }
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const key = $("key").value;
+  const url = proto + "//" + location.host + "/v1/sessions" + (key ? "?api_key=" + encodeURIComponent(key) : "");
+  ws = new WebSocket(url);
+  opened = new Promise((resolve) => ws.addEventListener("open", resolve));
+  ws.addEventListener("message", (m) => onEvent(JSON.parse(m.data)));
+  ws.addEventListener("close", (e) => {
+    if (e.code !== 1000 && !$("error").textContent) $("error").textContent = "closed: " + e.code + " " + e.reason;
+    if (e.code === 1000) setStatus("done", "done"); else setStatus("closed (" + e.code + ")", "failed");
+  });
+  const mode = $("mode").value;
+  opened.then(() => { if (mode) ws.send(JSON.stringify({ type: "settings", mode: mode })); });
+  setStatus("live", "live");
+}
+
+async function send(frame) {
+  if (!ws) connect();
+  await opened;
+  if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
+}
+
+function item(chunk) {
+  if (!items[chunk]) {
+    const li = document.createElement("li");
+    li.innerHTML = '<div class="chunk waiting"></div><div class="thought"></div>';
+    $("chunks").appendChild(li);
+    items[chunk] = li;
+  }
+  return items[chunk];
+}
+
+function onEvent(ev) {
+  if (ev.type === "arrive") item(ev.chunk).querySelector(".chunk").textContent = ev.text;
+  else if (ev.type === "ingest") { item(ev.chunk).querySelector(".chunk").classList.remove("waiting"); current = ev.chunk; }
+  else if (ev.type === "token" && ev.stage === "stream" && current !== null)
+    item(current).querySelector(".thought").textContent += ev.text;
+  else if (ev.type === "thought") {
+    const th = item(ev.chunk).querySelector(".thought");
+    if (ev.skipped) { th.textContent = ev.forced ? "(skipped: no time before the next chunk)" : "(skipped)";
+      th.classList.add("skipped"); }
+    else th.textContent = ev.text;
+  }
+  else if (ev.type === "deep_start") $("deepstate").textContent = "(end of input: answering)";
+  else if (ev.type === "token" && ev.stage === "deep") $("deep").textContent += ev.text;
+  else if (ev.type === "answer") $("answer").textContent = ev.prediction === null ? "(no \\boxed{} answer)" : ev.prediction;
+  else if (ev.type === "record") {
+    const r = ev.record;
+    $("latency").textContent = r.post_input_latency_s.toFixed(2) + " s";
+    $("ttft").textContent = r.post_input_ttft_s === null ? "—" : r.post_input_ttft_s.toFixed(2) + " s";
+    $("deepstate").textContent = "(" + r.deep_tokens + " tokens)";
+  }
+  else if (ev.type === "error") $("error").textContent = ev.code + ": " + ev.message;
+}
+let current = null;
+
+// the text after the last sent sentence: every completed sentence in it is sent
+function sendFinished(final) {
+  const text = $("text").value;
+  let last = sent, m;
+  SENTENCE_END.lastIndex = sent;
+  while ((m = SENTENCE_END.exec(text)) !== null) {
+    const end = m.index + m[0].length;
+    const piece = text.slice(last, end).trim();
+    if (piece) send({ type: "chunk", text: piece });
+    last = end;
+  }
+  if (final) { const rest = text.slice(last).trim(); if (rest) send({ type: "chunk", text: rest }); last = text.length; }
+  sent = last;
+}
+
+function endInput() {
+  if (ended) return;
+  sendFinished(true);
+  ended = true;
+  send({ type: "end" });
+}
+
+function reset() {
+  if (playing) clearInterval(playing);
+  if (ws) ws.close();
+  ws = null; sent = 0; ended = false; playing = null; items = {}; current = null;
+  $("text").value = ""; $("chunks").innerHTML = ""; $("deep").textContent = ""; $("deepstate").textContent = "";
+  $("answer").textContent = "—"; $("latency").textContent = "—"; $("ttft").textContent = "—";
+  $("error").textContent = ""; setStatus("idle");
+}
+
+function play() {
+  reset();
+  const words = SAMPLE.split(/\s+/);
+  const wps = Math.max(0.5, parseFloat($("wps").value) || 2.5);
+  let i = 0;
+  playing = setInterval(() => {
+    $("text").value += (i ? " " : "") + words[i++];
+    if (i < words.length) { sendFinished(false); return; }
+    clearInterval(playing); playing = null; endInput();
+  }, 1000 / wps);
+}
+
+$("text").addEventListener("input", () => { if (!ended) sendFinished(false); });
+$("end").addEventListener("click", endInput);
+$("play").addEventListener("click", play);
+$("reset").addEventListener("click", reset);

@@ -1,0 +1,184 @@
+"""The wire protocol of ``adasr serve``: client frames, server events, limits and close codes.
+
+Client frames are JSON objects, validated with pydantic (unknown fields are refused): an
+optional first :class:`SettingsFrame`, then :class:`ChunkFrame` s as input arrives and one
+:class:`EndFrame` at end of input. Server events are the engine's typed events
+(:mod:`adasr.events`) as JSON objects (:func:`event_to_wire`), plus ``skip``, ``record`` and
+``error`` (docs/SERVING.md lists every event and field).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Thought, Token
+from adasr.policy import MODES
+from adasr.protocol import Stage
+
+MAX_FRAME_BYTES = 64 * 1024
+"""Largest client frame the server reads, bytes (a bigger one closes the session with 1009)."""
+MAX_CHUNK_CHARS = 8_000
+"""Largest chunk text, characters."""
+MAX_INPUT_CHARS = 64_000
+"""Largest whole input of a session (all chunks, or a ``/v1/solve`` text), characters."""
+MAX_THOUGHT_BUDGET = 512
+"""Largest per-session thought budget, tokens."""
+
+# close codes (RFC 6455 ones where they fit, 4xxx: application codes, docs/SERVING.md)
+CLOSE_NORMAL = 1000
+CLOSE_INVALID_UTF8 = 1007
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_BAD_FRAME = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_IDLE = 4408
+CLOSE_FULL = 4429
+
+STAGE_NAMES = {Stage.INPUT: "input", Stage.STREAM: "stream", Stage.DEEP: "deep"}
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionSettings(_Frame):
+    """Per-session settings (all optional; the server's defaults otherwise).
+
+    Attributes:
+        mode: ``batch`` | ``interleaved`` | ``adaptive`` (:data:`adasr.policy.MODES`).
+        thought_budget: the most tokens per streaming thought (0 .. :data:`MAX_THOUGHT_BUDGET`).
+        max_deep_tokens: deep-stage cap, tokens (1 .. the server's cap).
+        temperature: 0 (greedy) .. 5; top_p: (0, 1]; top_k: >= 0 (0 = off) — the sampling of this
+            session (unset ones: the server's).
+        seed: sampling seed of this episode (used when temperature > 0).
+    """
+
+    mode: Literal[MODES] | None = None  # type: ignore[valid-type]
+    thought_budget: Annotated[int, Field(ge=0, le=MAX_THOUGHT_BUDGET)] | None = None
+    max_deep_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=5)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    seed: int | None = None
+
+    def sampling(self, default: tuple[float, float, int]) -> tuple[float, float, int] | None:
+        """``(temperature, top_p, top_k)`` with unset ones from ``default``; ``None`` if none is set."""
+        given = (self.temperature, self.top_p, self.top_k)
+        if all(x is None for x in given):
+            return None
+        return tuple(d if x is None else x for x, d in zip(given, default))  # type: ignore[return-value]
+
+
+class SettingsFrame(SessionSettings):
+    """``{"type": "settings", ...}``: only as the first frame."""
+
+    type: Literal["settings"]
+
+
+class ChunkFrame(_Frame):
+    """``{"type": "chunk", "text": ...}``: one chunk of input, arriving now (blank text is ignored)."""
+
+    type: Literal["chunk"]
+    text: Annotated[str, Field(max_length=MAX_CHUNK_CHARS)]
+
+
+class EndFrame(_Frame):
+    """``{"type": "end"}``: end of input; the deep stage starts."""
+
+    type: Literal["end"]
+
+
+Frame = Annotated[Union[SettingsFrame, ChunkFrame, EndFrame], Field(discriminator="type")]
+_FRAME = TypeAdapter(Frame)
+
+
+class SolveRequest(SessionSettings):
+    """Body of ``POST /v1/solve``: a whole ``text`` streamed at ``wps`` words per second, split by
+    ``chunker`` (``sentence`` | ``word``), plus the session settings."""
+
+    text: Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)]
+    wps: Annotated[float, Field(gt=0, le=1000)] = 2.5
+    chunker: Literal["sentence", "word"] = "sentence"
+
+    def settings(self) -> SessionSettings:
+        """The session settings part of the request."""
+        return SessionSettings(**self.model_dump(include=set(SessionSettings.model_fields)))
+
+
+class FrameError(Exception):
+    """A client frame the server refuses: ``code`` (an error event's code), ``close`` (the
+    WebSocket close code) and a one-line message."""
+
+    def __init__(self, code: str, message: str, close: int = CLOSE_BAD_FRAME):
+        super().__init__(message)
+        self.code, self.close = code, close
+
+
+def parse_frame(data: str | bytes) -> SettingsFrame | ChunkFrame | EndFrame:
+    """Decode and validate one client frame (text, or binary UTF-8 JSON).
+
+    Raises:
+        FrameError: ``too_big`` (over :data:`MAX_FRAME_BYTES`), ``invalid_utf8``,
+            ``invalid_json``, ``unknown_type`` or ``invalid_frame`` (a field missing, of the
+            wrong type, out of range or unknown).
+    """
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    if size > MAX_FRAME_BYTES:
+        raise FrameError("too_big", f"the frame is {size:,} bytes; the limit is {MAX_FRAME_BYTES:,}", CLOSE_TOO_BIG)
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FrameError("invalid_utf8", f"the frame is not valid UTF-8 (byte 0x{data[e.start]:02x} at "
+                                             f"offset {e.start})", CLOSE_INVALID_UTF8) from None
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise FrameError("invalid_json", f"the frame is not JSON: {e}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise FrameError("invalid_frame", 'a frame is a JSON object with a "type" string')
+    if obj["type"] not in ("settings", "chunk", "end"):
+        raise FrameError("unknown_type", f"unknown frame type {obj['type']!r}: use settings, chunk or end")
+    try:
+        return _FRAME.validate_python(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"][1:]) or "frame"
+        raise FrameError("invalid_frame", f"invalid {obj['type']} frame: {where}: {first['msg']}") from None
+
+
+def error_event(code: str, message: str, *, fatal: bool = True) -> dict:
+    """``{"type": "error", "code", "message", "fatal"}`` (``fatal``: the session ends with it)."""
+    return {"type": "error", "code": code, "message": message, "fatal": fatal}
+
+
+def event_to_wire(ev: Event) -> dict:
+    """An engine event as the JSON object sent to clients: :meth:`Event.as_dict` with stages
+    named (``"stream"`` | ``"deep"``), ``token`` events with their ``text``, and ``thought``
+    events with ``skipped`` (the model ended the turn without a word)."""
+    out = ev.as_dict()
+    if isinstance(ev, Token):
+        out["stage"], out["text"] = STAGE_NAMES[ev.stage], ev.text
+    elif isinstance(ev, Thought):
+        out["skipped"], out["forced"] = not ev.text.strip(), False
+    return out
+
+
+_EVENTS = {cls.type: cls for cls in (Arrive, Ingest, Token, Thought, Eoi, DeepStart, Answer)}
+
+
+def event_from_wire(obj: dict) -> Event | None:
+    """The typed engine event of a wire event (``None`` for the server's own kinds: ``skip``,
+    ``record``, ``error``, ``session``); the inverse of :func:`event_to_wire`."""
+    cls = _EVENTS.get(obj.get("type"))
+    if cls is None:
+        return None
+    kwargs = {f.name: obj.get(f.name) for f in fields(cls)}
+    if cls is Token:
+        kwargs["stage"] = {v: k for k, v in STAGE_NAMES.items()}[obj["stage"]]
+        kwargs["text"] = obj.get("text", "")
+    return cls(**kwargs)

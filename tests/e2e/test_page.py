@@ -1,0 +1,101 @@
+"""The page of `adasr serve` in a real headless browser (Chromium driven by selenium): a person
+types a problem sentence by sentence, thoughts appear under the chunks, then the answer and the
+post-input latency. Run with `make e2e` (installs chromium and its driver when missing).
+
+Uses the bundled trained streamer `smollm2-135m-chain-sum`. With ADASR_E2E_SCREENSHOT=PATH the
+finished page is saved there (docs/serve.png in the README comes from `make e2e`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from adasr.engine import EngineConfig, StreamingEngine
+from adasr.models import load_model
+from adasr.serve import create_app
+
+pytestmark = pytest.mark.model
+PROBLEM = "Start with 7. Add 5. Subtract 3. Add 8. Subtract 6. What is the result?"
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    lm = load_model("smollm2-135m-chain-sum")
+    engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy="adaptive", max_deep_tokens=64,
+                                                                  protocol=lm.protocol))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, model_name="smollm2-135m-chain-sum"),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver_path = shutil.which("chromedriver")
+    assert chromium and driver_path, "chromium and chromedriver are needed: run `make e2e` (it installs them)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    yield driver
+    driver.quit()
+
+
+def test_typing_shows_thoughts_then_the_answer(server_url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url + "/")
+    box = browser.find_element(By.ID, "text")
+    for sentence in PROBLEM.split(". "):  # a person typing: each finished sentence is sent as it is completed
+        box.send_keys(sentence + (". " if not sentence.endswith("?") else ""))
+        time.sleep(1.5)  # about 2.5 words/s
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chunks li")) >= 3)
+    browser.find_element(By.ID, "end").click()
+    wait.until(lambda d: d.find_element(By.ID, "latency").text.endswith(" s"))
+    chunks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#chunks .chunk")]
+    assert chunks[:2] == ["Start with 7.", "Add 5."] and chunks[-1] == "What is the result?"
+    thoughts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#chunks .thought")]
+    assert any(t and not t.startswith("(skipped") for t in thoughts), thoughts  # the model thought while we typed
+    answer = browser.find_element(By.ID, "answer").text
+    assert answer not in ("", "—"), answer
+    assert browser.find_element(By.ID, "status").text == "done"
+    assert float(browser.find_element(By.ID, "latency").text.split()[0]) >= 0
+    shot = os.environ.get("ADASR_E2E_SCREENSHOT")
+    if shot:
+        browser.save_screenshot(shot)
+
+
+def test_play_streams_the_sample_problem(server_url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url + "/")
+    wps = browser.find_element(By.ID, "wps")
+    wps.clear()
+    wps.send_keys("20")
+    browser.find_element(By.ID, "play").click()
+    WebDriverWait(browser, 180).until(lambda d: d.find_element(By.ID, "latency").text.endswith(" s"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chunks li")) == 2  # the sample's two sentences
+    assert browser.find_element(By.ID, "answer").text not in ("", "—")

@@ -1,0 +1,551 @@
+"""`adasr serve` on a tiny random model: the event sequence, continuous batching of live sessions
+in one engine, every bad-input case (error event + close code, and the server keeps serving),
+rows freed on disconnect, the API key, SSE, metrics, the client and `adasr run --server`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from adasr.client import AsyncClient, Client, ServerError, sessions_url
+from adasr.engine import EngineConfig, StreamingEngine
+from adasr.errors import ConfigError, InputError
+from adasr.serve import create_app
+from adasr.serve.wire import MAX_FRAME_BYTES, event_from_wire, event_to_wire
+
+TEXT = ["Natalia sold clips to 48 friends.", "Then she sold half as many.", "How many clips?"]
+
+
+def make_engine(model, tok, **kw) -> StreamingEngine:
+    kw.setdefault("policy", "interleaved")
+    kw.setdefault("thought_budget", 6)
+    kw.setdefault("max_deep_tokens", 10)
+    kw.setdefault("protocol", "v1")  # free-running thoughts: a thought runs to its budget
+    kw.setdefault("decode_rate", 50.0)
+    return StreamingEngine(model, tok, EngineConfig(**kw))
+
+
+@pytest.fixture
+def serve(tiny_model, tiny_tokenizer):
+    """serve(**create_app kwargs, engine=...) -> a started TestClient (closed at teardown)."""
+    clients = []
+
+    def start(engine=None, **kw):
+        engine = engine or make_engine(tiny_model, tiny_tokenizer)
+        client = TestClient(create_app(engine, model_name="tiny", **kw))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+def until_close(ws) -> tuple[list[dict], int]:
+    """Every event until the server closes the socket, and the close code."""
+    events = []
+    while True:
+        msg = ws.receive()
+        if msg["type"] == "websocket.close":
+            return events, msg["code"]
+        events.append(json.loads(msg["text"]))
+
+
+def next_event(ws, type_: str, **match) -> dict:
+    while True:
+        ev = ws.receive_json()
+        if ev["type"] == type_ and all(ev.get(k) == v for k, v in match.items()):
+            return ev
+
+
+def run_session(client, chunks=TEXT, settings=None, **connect) -> tuple[list[dict], int]:
+    with client.websocket_connect("/v1/sessions", **connect) as ws:
+        if settings:
+            ws.send_json({"type": "settings", **settings})
+        for c in chunks:
+            ws.send_json({"type": "chunk", "text": c})
+        ws.send_json({"type": "end"})
+        return until_close(ws)
+
+
+def wait_for(pred, timeout_s: float = 10.0):
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def idle(client) -> bool:
+    """No session open, no engine session, no KV rows and no key/value bytes: the baseline."""
+    s = client.get("/health").json()
+    return s["sessions"] == 0 and s["engine_sessions"] == 0 and s["rows"] == 0 and s["kv_bytes"] == 0
+
+
+# -- a session ------------------------------------------------------------------------------------
+def test_session_events_end_with_the_record(serve):
+    client = serve()
+    events, code = run_session(client)
+    assert code == 1000
+    types = [e["type"] for e in events]
+    assert types[0] == "session" and types[-1] == "record"
+    sid = events[0]["id"]
+    assert all(e["id"] == sid for e in events)
+    assert [e["chunk"] for e in events if e["type"] == "arrive"] == [0, 1, 2]
+    assert [e["text"] for e in events if e["type"] == "arrive"] == TEXT
+    # interleaved: a thought after each chunk but the last (the stream closed with it), streamed token by token
+    thoughts = [e for e in events if e["type"] == "thought"]
+    assert [t["chunk"] for t in thoughts] == [0, 1]
+    stream_tokens = [e for e in events if e["type"] == "token" and e["stage"] == "stream"]
+    assert len(stream_tokens) == sum(t["tokens"] for t in thoughts) - sum(1 for t in thoughts if t["tokens"] < 6)
+    assert types.index("eoi") < types.index("deep_start") < types.index("answer") < types.index("record")
+    deep = [e for e in events if e["type"] == "token" and e["stage"] == "deep"]
+    assert 1 <= len(deep) <= 10 and all(types.index("deep_start") < events.index(e) for e in deep)
+    rec = events[-1]["record"]
+    assert rec["id"] == sid and rec["n_chunks"] == 3 and rec["mode"] == "interleaved"
+    assert rec["deep_tokens"] == len(deep) + (0 if len(deep) == 10 else 1)
+    assert 0 <= rec["post_input_ttft_s"] <= rec["post_input_latency_s"]  # real-clock seconds
+    assert events[-1]["thoughts"][2] is None and "".join(e["text"] for e in deep) == events[-1]["deep"]
+    assert wait_for(lambda: idle(client))
+
+
+def test_per_session_settings_change_mode_and_budgets(serve):
+    client = serve()
+    events, code = run_session(client, settings={"mode": "batch", "max_deep_tokens": 3})
+    assert code == 1000
+    assert not [e for e in events if e["type"] == "thought"]
+    rec = events[-1]["record"]
+    assert rec["mode"] == "batch" and rec["stream_tokens"] == 0 and rec["deep_tokens"] <= 3
+    events, _ = run_session(client, settings={"thought_budget": 2})
+    assert all(t["tokens"] <= 2 + 1 for t in events if t["type"] == "thought")
+    assert events[-1]["record"]["mode"] == "interleaved"
+
+
+def test_per_session_sampling_is_seeded_and_isolated(serve):
+    client = serve()
+    hot = {"mode": "batch", "temperature": 1.5, "max_deep_tokens": 10}
+
+    def deep(settings) -> str:
+        events, code = run_session(client, settings=settings)
+        assert code == 1000
+        return events[-1]["deep"]
+
+    a, b, c = deep({**hot, "seed": 1}), deep({**hot, "seed": 1}), deep({**hot, "seed": 2})
+    assert a == b and a != c  # sampled, seeded per episode
+    greedy = deep({"mode": "batch", "max_deep_tokens": 10})
+    assert greedy == deep({"mode": "batch", "max_deep_tokens": 10, "temperature": 0.0}) != a
+    with client.websocket_connect("/v1/sessions") as ws:
+        ws.send_json({"type": "settings", "top_p": 0})
+        events, code = until_close(ws)
+    assert code == 4400 and events[-1]["code"] == "invalid_frame" and "top_p" in events[-1]["message"]
+
+
+def test_forced_skips_are_reported(serve, tiny_model, tiny_tokenizer):
+    client = serve(make_engine(tiny_model, tiny_tokenizer, thought_budget=0))
+    events, code = run_session(client)
+    skips = [e for e in events if e["type"] == "thought"]
+    assert code == 1000 and [s["chunk"] for s in skips] == [0, 1]
+    assert all(s["skipped"] and s["forced"] and s["tokens"] == 0 for s in skips)
+    assert events[-1]["record"]["skipped_chunks"] == 3
+
+
+def test_sessions_join_while_another_is_mid_episode(serve, tiny_model, tiny_tokenizer):
+    engine = make_engine(tiny_model, tiny_tokenizer)
+    client = serve(engine)
+    running: list[int] = []
+    step = engine.step
+
+    def counting_step():
+        out = step()
+        running.append(len(engine.scheduler.running))
+        return out
+
+    engine.step = counting_step  # called by the engine thread only
+    with client.websocket_connect("/v1/sessions") as a:
+        a.send_json({"type": "chunk", "text": TEXT[0]})
+        next_event(a, "thought", chunk=0)  # A is mid-episode (its input has not ended)
+        b_events, b_code = run_session(client)  # B joins, runs and leaves meanwhile
+        a.send_json({"type": "chunk", "text": TEXT[1]})
+        a.send_json({"type": "end"})
+        a_events, a_code = until_close(a)
+    assert a_code == b_code == 1000
+    assert a_events[-1]["type"] == b_events[-1]["type"] == "record"
+    assert a_events[-1]["id"] != b_events[-1]["id"]
+    assert max(running) == 2  # both sessions held rows of one batch in the same steps
+    assert engine.stats["row_steps"] > engine.stats["steps"]  # some forwards served both rows
+    assert wait_for(lambda: idle(client))
+
+
+def test_engine_sessions_with_their_own_policy_and_sampling_match_dedicated_engines(tiny_model, tiny_tokenizer):
+    """What the server relies on: per-session policy, deep cap and sampling in one batch give the
+    episodes that engines configured that way give alone."""
+    from adasr.engine import EpisodeInput
+    from adasr.policy import make_policy
+    from adasr.stream import Chunk, ScheduledStream
+
+    def src():
+        return ScheduledStream([Chunk(i, t, 0.5 * (i + 1)) for i, t in enumerate(TEXT)])
+
+    alone_a = next(make_engine(tiny_model, tiny_tokenizer, policy="batch", max_deep_tokens=5, temperature=1.3,
+                               top_k=20).run([EpisodeInput("a", src(), seed=7)]))
+    alone_b = next(make_engine(tiny_model, tiny_tokenizer).run([EpisodeInput("b", src())]))
+    shared = make_engine(tiny_model, tiny_tokenizer)  # interleaved, greedy, deep cap 10
+    shared.configure(batch_size=2)
+    shared.add_session(EpisodeInput("a", src(), seed=7), policy=make_policy("batch"), max_deep_tokens=5,
+                       sampling=(1.3, 1.0, 20))
+    shared.add_session(EpisodeInput("b", src()))
+    results = {}
+    while shared.has_work:
+        shared.step()
+        results.update((r.id, r) for r in shared.pop_results())
+    assert results["a"].token_ids == alone_a.token_ids and results["a"].record["mode"] == "batch"
+    assert results["b"].token_ids == alone_b.token_ids
+    with pytest.raises(ConfigError):
+        shared.add_session(EpisodeInput("c", src()), sampling=(1.0, 0.0, 0))
+
+
+def test_a_yielding_policy_ends_its_thought_when_a_live_input_ends(tiny_model, tiny_tokenizer):
+    """A live client cannot mark its last chunk: end of input arrives after it was ingested. The
+    adaptive policy (which yields to arrivals) ends the thought then, as it does for a chunk."""
+    from adasr.engine import EpisodeInput, run_episode
+    from adasr.events import Token
+    from adasr.stream import LiveSource
+
+    def episode(mode: str):
+        source = LiveSource()
+        source.push(TEXT[0])
+        seen = []
+
+        def on_event(ev):
+            if isinstance(ev, Token):
+                seen.append(ev)
+                if len(seen) == 3:
+                    source.close()  # end of input arrives while the model thinks
+
+        engine = make_engine(tiny_model, tiny_tokenizer, policy=mode, thought_budget=20)
+        return run_episode(engine, EpisodeInput("live", source), clock="real", on_event=on_event)
+
+    yielding = episode("adaptive")
+    assert len(yielding.episode.thoughts[0]) == 3 and yielding.record["stream_tokens"] == 3
+    assert yielding.record["deep_tokens"] >= 1
+    assert len(episode("interleaved").episode.thoughts[0]) == 20  # a non-yielding policy thinks to its budget
+
+
+# -- limits and bad input -------------------------------------------------------------------------
+BAD_FRAMES = [
+    ("text", "{not json", "invalid_json", 4400),
+    ("bytes", b'{"type": "chunk", "text": "caf\xe9"}', "invalid_utf8", 1007),
+    ("text", json.dumps({"type": "chunk", "text": "x" * (MAX_FRAME_BYTES + 10)}), "too_big", 1009),
+    ("text", json.dumps({"type": "hello"}), "unknown_type", 4400),
+    ("text", json.dumps({"type": "chunk"}), "invalid_frame", 4400),
+    ("text", json.dumps([1, 2]), "invalid_frame", 4400),
+    ("text", json.dumps({"type": "chunk", "text": "x", "path": "/etc/passwd"}), "invalid_frame", 4400),
+    ("text", json.dumps({"type": "settings", "model": "/tmp/evil", "trust_remote_code": True}), "invalid_frame", 4400),
+    ("text", json.dumps({"type": "settings", "mode": "fast"}), "invalid_frame", 4400),
+    ("text", json.dumps({"type": "settings", "max_deep_tokens": 10_000}), "invalid_settings", 4400),
+    ("text", json.dumps({"type": "end"}), "empty_input", 4400),
+]
+
+
+@pytest.mark.parametrize("kind,frame,code,close", BAD_FRAMES, ids=[f[2] + str(i) for i, f in enumerate(BAD_FRAMES)])
+def test_bad_frames_get_an_error_and_a_close_code(serve, kind, frame, code, close):
+    client = serve()
+    with client.websocket_connect("/v1/sessions") as other:  # a live session that must not notice
+        other.send_json({"type": "chunk", "text": TEXT[0]})
+        with client.websocket_connect("/v1/sessions") as ws:
+            if code not in ("empty_input", "invalid_settings"):  # (those two are first frames)
+                ws.send_json({"type": "chunk", "text": "Add 5."})
+            (ws.send_bytes if kind == "bytes" else ws.send_text)(frame)
+            events, got = until_close(ws)
+        assert got == close
+        assert events[-1] == {"type": "error", "code": code, "message": events[-1]["message"], "fatal": True}
+        assert events[-1]["message"]
+        other.send_json({"type": "end"})
+        events, got = until_close(other)
+    assert got == 1000 and events[-1]["type"] == "record"
+    assert run_session(client)[1] == 1000  # and a new session afterwards
+    assert wait_for(lambda: idle(client))
+
+
+def test_settings_after_the_first_frame_are_refused(serve):
+    client = serve()
+    with client.websocket_connect("/v1/sessions") as ws:
+        ws.send_json({"type": "chunk", "text": "Add 5."})
+        ws.send_json({"type": "settings", "mode": "batch"})
+        events, code = until_close(ws)
+    assert code == 4400 and events[-1]["code"] == "invalid_frame" and "first frame" in events[-1]["message"]
+
+
+def test_a_chunk_after_end_is_ignored_with_an_error_event(serve):
+    client = serve()
+    with client.websocket_connect("/v1/sessions") as ws:
+        ws.send_json({"type": "chunk", "text": "Add 5."})
+        ws.send_json({"type": "end"})
+        ws.send_json({"type": "chunk", "text": "Subtract 3."})
+        events, code = until_close(ws)
+    assert code == 1000 and events[-1]["type"] == "record"
+    errors = [e for e in events if e["type"] == "error"]
+    assert [(e["code"], e["fatal"]) for e in errors] == [("after_end", False)]
+    assert events[-1]["record"]["n_chunks"] == 1
+
+
+def test_more_sessions_than_the_limit_are_refused(serve):
+    client = serve(max_sessions=1)
+    with client.websocket_connect("/v1/sessions") as first:
+        first.send_json({"type": "chunk", "text": "Add 5."})
+        next_event(first, "arrive")
+        with client.websocket_connect("/v1/sessions") as second:
+            events, code = until_close(second)
+        assert code == 4429 and events == [{"type": "error", "code": "server_full",
+                                            "message": events[0]["message"], "fatal": True}]
+        resp = client.post("/v1/solve", json={"text": "Add 5. What?"})
+        assert resp.status_code == 429 and resp.json()["error"] == "server_full"
+        first.send_json({"type": "end"})
+        assert until_close(first)[1] == 1000
+    assert run_session(client)[1] == 1000  # the slot is free again
+
+
+def test_an_idle_session_times_out_and_frees_its_row(serve):
+    client = serve(idle_timeout_s=0.3)
+    with client.websocket_connect("/v1/sessions") as ws:
+        ws.send_json({"type": "chunk", "text": "Add 5."})
+        events, code = until_close(ws)
+    assert code == 4408 and events[-1]["code"] == "idle_timeout"
+    assert wait_for(lambda: idle(client))
+    assert run_session(client)[1] == 1000
+
+
+def test_disconnect_mid_thought_frees_the_kv_rows(serve, tiny_model, tiny_tokenizer):
+    engine = make_engine(tiny_model, tiny_tokenizer, thought_budget=500, max_deep_tokens=500)
+    client = serve(engine)
+    assert wait_for(lambda: idle(client))  # the baseline: no rows, no keys/values
+    with client.websocket_connect("/v1/sessions") as ws:
+        ws.send_json({"type": "chunk", "text": TEXT[0]})
+        for _ in range(3):
+            next_event(ws, "token", stage="stream")  # thinking (a 500-token thought)
+        held = client.get("/health").json()
+        assert held["rows"] == 1 and held["kv_bytes"] > 0 and held["sessions"] == 1
+    # the client is gone mid-thought: the session is aborted and its row dropped
+    assert wait_for(lambda: idle(client))
+    assert not engine.has_work
+    assert 'adasr_sessions_total{outcome="aborted"} 1.0' in client.get("/metrics").text
+    assert run_session(client, settings={"thought_budget": 2, "max_deep_tokens": 3})[1] == 1000
+
+
+def test_api_key(serve):
+    client = serve(api_key="s3cret")
+    for connect in ({}, {"headers": {"Authorization": "Bearer wrong"}}):
+        with client.websocket_connect("/v1/sessions", **connect) as ws:
+            events, code = until_close(ws)
+        assert code == 4401 and events[-1]["code"] == "unauthorized"
+    events, code = run_session(client, headers={"Authorization": "Bearer s3cret"})
+    assert code == 1000 and events[-1]["type"] == "record"
+    assert run_session(client, [TEXT[0]], headers={"X-API-Key": "s3cret"})[1] == 1000
+    with client.websocket_connect("/v1/sessions?api_key=s3cret") as ws:  # the page's way (no headers in browsers)
+        ws.send_json({"type": "chunk", "text": "Add 5."})
+        ws.send_json({"type": "end"})
+        assert until_close(ws)[1] == 1000
+    assert client.get("/v1/models").status_code == 401
+    assert client.post("/v1/solve", json={"text": "Add 5."}).status_code == 401
+    assert client.get("/v1/models", headers={"X-API-Key": "s3cret"}).json()["data"][0]["id"] == "tiny"
+    assert client.get("/health").status_code == 200
+
+
+# -- HTTP routes ----------------------------------------------------------------------------------
+def sse_events(text: str) -> list[dict]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        ev = json.loads(lines["data"])
+        assert ev["type"] == lines["event"]
+        out.append(ev)
+    return out
+
+
+def test_solve_streams_the_same_events_as_sse(serve):
+    client = serve()
+    resp = client.post("/v1/solve", json={"text": " ".join(TEXT), "wps": 40, "mode": "interleaved"})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(resp.text)
+    assert events[0]["type"] == "session" and events[-1]["type"] == "record"
+    arrivals = [e for e in events if e["type"] == "arrive"]
+    assert [a["text"] for a in arrivals] == TEXT
+    words = [len(t.split()) for t in TEXT]  # chunk k arrives when its last word is spoken, at 40 words/s
+    assert arrivals[-1]["t"] >= sum(words) / 40 - 0.05
+    assert events[-1]["record"]["n_chunks"] == 3
+    bad = client.post("/v1/solve", json={"text": "Add 5.", "wps": -1})
+    assert bad.status_code == 422
+    assert client.post("/v1/solve", json={"text": "Add 5.", "path": "/etc/passwd"}).status_code == 422
+    assert wait_for(lambda: idle(client))
+
+
+def test_models_health_metrics_and_the_page(serve):
+    client = serve(max_sessions=3)
+    assert client.get("/v1/models").json()["data"][0] == {"id": "tiny", "object": "model", "mode": "interleaved",
+                                                         "protocol": "v1", "max_sessions": 3}
+    assert client.get("/health").json()["status"] == "ok"
+    run_session(client)
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    for name in ("adasr_sessions_active 0.0", 'adasr_sessions_total{outcome="finished"} 1.0', "adasr_queue_length",
+                 "adasr_tokens_per_second", "adasr_step_seconds_count", "adasr_kv_rows", "adasr_generated_tokens_total"):
+        assert name in metrics.text
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    js = client.get("/static/app.js").text
+    assert "/v1/sessions" in js and client.get("/static/style.css").status_code == 200
+
+
+def test_wire_events_round_trip(tiny_model, tiny_tokenizer):
+    from adasr.engine import EpisodeInput, run_episode
+    from adasr.stream import Chunk, ScheduledStream
+
+    engine = make_engine(tiny_model, tiny_tokenizer)
+    seen = []
+    run_episode(engine, EpisodeInput("a", ScheduledStream([Chunk(i, t, i + 1.0) for i, t in enumerate(TEXT)])),
+                on_event=seen.append)
+    assert {type(e).__name__ for e in seen} >= {"Arrive", "Ingest", "Token", "Thought", "Eoi", "DeepStart", "Answer"}
+    for ev in seen:
+        assert event_from_wire(json.loads(json.dumps(event_to_wire(ev)))) == ev
+
+
+# -- a real server: the client and `adasr run --server` --------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_model, tiny_tokenizer):
+    """A uvicorn server on a free loopback port, in a thread (module scope)."""
+    port = free_port()
+    app = create_app(make_engine(tiny_model, tiny_tokenizer), model_name="tiny", max_sessions=4)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           ws_max_size=MAX_FRAME_BYTES))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_sync_client_streams_any_iterator(live_server):
+    def slow():
+        for t in TEXT:
+            time.sleep(0.05)
+            yield t
+
+    events = list(Client(live_server).session(slow()))
+    assert events[0]["type"] == "session" and events[-1]["type"] == "record"
+    assert [e["text"] for e in events if e["type"] == "arrive"] == TEXT
+    record = Client(live_server).solve(iter(TEXT[:1]), settings={"mode": "batch"})
+    assert record["record"]["mode"] == "batch" and record["record"]["n_chunks"] == 1
+
+
+def test_async_client_with_an_async_iterator(live_server):
+    async def chunks():
+        for t in TEXT:
+            await asyncio.sleep(0.02)
+            yield t
+
+    async def main():
+        client = AsyncClient(live_server)
+        return await asyncio.gather(*(client.solve(chunks()) for _ in range(3)))
+
+    finals = asyncio.run(main())
+    assert len({f["id"] for f in finals}) == 3 and all(f["record"]["n_chunks"] == 3 for f in finals)
+
+
+def test_client_errors(live_server):
+    with pytest.raises(ServerError, match="empty_input"):
+        Client(live_server).solve(iter([]))
+    with pytest.raises(ServerError, match="invalid_settings"):
+        Client(live_server).solve(iter(TEXT), settings={"max_deep_tokens": 10_000})
+    with pytest.raises(InputError, match="must be text"):
+        Client(live_server).solve(iter(["Add 5.", 7]))
+    with pytest.raises(ServerError, match="cannot connect"):
+        Client(f"http://127.0.0.1:{free_port()}").solve(iter(TEXT))
+    with pytest.raises(InputError):
+        sessions_url("ftp://x")
+    assert sessions_url("https://h:1/") == "wss://h:1/v1/sessions"
+
+
+def test_oversized_frame_on_a_real_server_closes_with_1009(live_server):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(sessions_url(live_server), max_size=None) as ws:
+        ws.send(json.dumps({"type": "chunk", "text": "x" * (MAX_FRAME_BYTES + 10)}))
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                ws.recv(timeout=10)
+    assert info.value.rcvd.code == 1009
+    assert Client(live_server).solve(iter(TEXT))["record"]["n_chunks"] == 3  # still serving
+
+
+def test_invalid_utf8_text_frame_on_a_real_server_closes_with_1007(live_server):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(sessions_url(live_server)) as ws:
+        ws.send(b'{"type": "chunk", "text": "caf\xe9"}', text=True)  # a text frame that is not UTF-8
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                ws.recv(timeout=10)
+    assert info.value.rcvd.code == 1007
+    assert Client(live_server).solve(iter(TEXT))["record"]["n_chunks"] == 3
+
+
+def test_adasr_serve_and_run_server_end_to_end(tiny_dir):
+    port = free_port()
+    cli = [sys.executable, "-m", "adasr.cli"]
+    env = {**os.environ, "ADASR_API_KEY": "k1"}
+    proc = subprocess.Popen(cli + ["serve", "--model", tiny_dir, "--port", str(port), "--decode-rate", "50",
+                                   "--max-deep-tokens", "12", "--mode", "interleaved", "--budget", "4"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        wait_for(lambda: _up(httpx, url), timeout_s=60)
+        run = subprocess.run(cli + ["run", "Natalia sold 48 clips. Then half as many. How many?", "--server", url,
+                                    "--wps", "20", "--json"], env=env, capture_output=True, timeout=60)
+        assert run.returncode == 0, run.stderr.decode()
+        out = json.loads(run.stdout)
+        assert out["record"]["n_chunks"] == 3 and out["record"]["mode"] == "interleaved"
+        assert out["record"]["deep_tokens"] <= 12 and [e["type"] for e in out["events"]][-1] == "answer"
+        live = subprocess.run(cli + ["run", "-", "--server", url, "--mode", "batch"], input=b"Add 5.\nWhat is it?\n",
+                              env=env, capture_output=True, timeout=60)
+        assert live.returncode == 0 and b"post_input_latency_s" in live.stdout, live.stderr.decode()
+        nokey = subprocess.run(cli + ["run", "Add 5.", "--server", url], capture_output=True, timeout=60,
+                               env={k: v for k, v in os.environ.items() if k != "ADASR_API_KEY"})
+        assert nokey.returncode != 0 and b"Traceback" not in nokey.stderr
+        assert b"error: the server ended the session: unauthorized" in nokey.stderr
+        taken = subprocess.run(cli + ["serve", "--model", tiny_dir, "--port", str(port)], capture_output=True,
+                               timeout=60)
+        assert taken.returncode != 0 and taken.stderr.decode().startswith("error: cannot listen on")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _up(httpx, url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
