@@ -482,26 +482,33 @@ def data_distill(
     Console().print(report.summary_line())
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
+    ctx: typer.Context,
     stage: Annotated[str, typer.Argument(help="sft | grpo | hrpo")],
-    config: Annotated[Path, typer.Option(help="YAML or JSON config (see configs/)")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML or JSON config (see configs/)")] = None,
 ) -> None:
-    """Train a streaming reasoner: SFT (CB-Stream loss), GRPO or HRPO."""
+    """Train a streaming reasoner: SFT (CB-Stream loss), GRPO or HRPO.
+
+    Every config key can be overridden after the file, as `--key value` (TRL's parser):
+    `adasr train hrpo --config configs/hrpo_procedural_smollm2.yaml --learning_rate 1e-4 --lam_deep 0.2`.
+    Keys: adasr's groups (docs/TRAINING.md) and every transformers TrainingArguments field (SFT)
+    or TRL GRPOConfig field (GRPO/HRPO): optim, deepspeed, fsdp, run_name, push_to_hub, report_to ...
+    """
     from adasr.train.config import load_config
 
+    if stage not in ("sft", "grpo", "hrpo"):
+        raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo")
+    cfg = load_config(config, stage, overrides=ctx.args)
     if stage == "sft":
         from adasr.train.sft import train_sft
 
-        path = train_sft(load_config(config, "sft"))
-    elif stage in ("grpo", "hrpo"):
+        path = train_sft(cfg)
+    else:
         from adasr.train.rl import train_rl
 
-        cfg = load_config(config, "rl")
         cfg.advantage = stage
         path = train_rl(cfg)
-    else:
-        raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo")
     Console().print(f"saved to {path}")
 
 
