@@ -46,7 +46,7 @@ from transformers import TrainingArguments
 from trl import GRPOConfig, TrlParser
 
 from adasr.errors import ConfigError
-from adasr.models import DEFAULT_MODEL
+from adasr.defaults import DEFAULT_MODEL, DEFAULT_WPS
 from adasr.protocol import LAYOUTS
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class StreamArguments:
     """
 
     _group = "stream"
-    wps: float = _help("chunk arrival rate, words per second", 2.5)
+    wps: float = _help("chunk arrival rate, words per second", DEFAULT_WPS)
 
 
 @dataclass
