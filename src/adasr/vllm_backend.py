@@ -91,6 +91,7 @@ class VllmOptions:
         cpu_kv_cache_gib: default of ``VLLM_CPU_KVCACHE_SPACE`` on CPU, GiB.
         enforce_eager: no CUDA graphs / compilation (faster start; CPU default).
         seed: vLLM's global seed.
+        step_timeout_s: a step that waits this long for vLLM's next output fails (seconds).
     """
 
     max_model_len: int = 4096
@@ -101,6 +102,7 @@ class VllmOptions:
     cpu_kv_cache_gib: int = 2
     enforce_eager: bool = True
     seed: int = 0
+    step_timeout_s: float = 600.0
 
 
 def vllm_model_paths(loaded) -> tuple[str, str | None]:
@@ -387,7 +389,10 @@ class VllmEngine(StreamingEngine):
         """The outputs vLLM has ready; blocks for the first one while any input is in flight."""
         out = []
         if self._turns:
-            out.append(self._outputs.get())
+            try:
+                out.append(self._outputs.get(timeout=self.options.step_timeout_s))
+            except queue.Empty:
+                raise BackendError(f"vLLM produced nothing for {self.options.step_timeout_s:.0f} s") from None
         while True:
             try:
                 out.append(self._outputs.get_nowait())
