@@ -40,7 +40,8 @@ def _inputs(items, one_chunk: bool):
 
 def _engines(args, **cfg):
     """(name, engine) for each backend: the in-process engine and vLLM (one runtime)."""
-    from adasr.engine import EngineConfig, StreamingEngine, make_engine
+    from adasr.backends import make_engine
+    from adasr.engine import EngineConfig, StreamingEngine
     from adasr.models import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)

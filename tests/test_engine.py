@@ -178,7 +178,8 @@ def test_bad_config():
 def test_backend_choice(tiny_model, tiny_tokenizer):
     from types import SimpleNamespace
 
-    from adasr.engine import BACKENDS, make_engine
+    from adasr.backends import make_engine
+    from adasr.engine import BACKENDS
     from adasr.scheduler import Scheduler
 
     assert BACKENDS == ("torch", "vllm")

