@@ -51,8 +51,9 @@ from adasr.protocol import LAYOUTS
 
 logger = logging.getLogger(__name__)
 
-ADVANTAGES = ("hrpo", "grpo")
-RL_MODES = ("adaptive", "interleaved")
+ADVANTAGES = ("hrpo", "grpo", "proactive")
+RL_MODES = ("adaptive", "interleaved", "proactive")
+SFT_LAYOUTS = LAYOUTS + ("proactive",)
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
 SCALE_REWARDS = ("group", "none")
 KINDS = {"sft": "sft", "rl": "rl", "grpo": "rl", "hrpo": "rl"}
@@ -137,12 +138,14 @@ class SFTDataArguments(DataArguments):
     """Group ``data`` of SFT: also ``layout``.
 
     Attributes:
-        layout: ``streaming`` (each thought right after its chunk: a streaming reasoner) or
+        layout: ``streaming`` (each thought right after its chunk: a streaming reasoner),
             ``batch`` (the same steps written after end of input: the read-then-think baseline
-            trained on identical data; :func:`adasr.train.sft.row_episode`).
+            trained on identical data) or ``proactive`` (a proactive task's chunks up to its
+            evidence chunk: silent turns, then the response; :func:`adasr.train.sft.row_episode`).
     """
 
-    layout: str = _help("streaming (thought after each chunk) or batch (read-then-think twin)", "streaming")
+    layout: str = _help("streaming (thought after each chunk), batch (read-then-think twin) or proactive "
+                        "(silent until the evidence chunk, then the response)", "streaming")
 
 
 @dataclass
@@ -359,8 +362,8 @@ class SFTConfig(_AdasrArguments, SFTDataArguments, LossArguments, TrainingArgume
             raise ConfigError(f"cb_beta must be in [0, 1) (0 = plain cross-entropy), got {self.cb_beta}")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise ConfigError(f"eval_steps must be > 0 or null, got {self.eval_steps}")
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.layout not in SFT_LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(SFT_LAYOUTS)}, got {self.layout!r}")
 
 
 @dataclass
