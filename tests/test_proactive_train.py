@@ -197,18 +197,10 @@ def test_proactive_sft_two_steps(tmp_path, tiny_tokenizer, proactive_rows):
 
 
 @pytest.mark.parametrize("w_turn", [1.0, 0.0])
-def test_proactive_grpo_two_steps(w_turn, tmp_path, tiny_tokenizer, proactive_rows, monkeypatch):
+def test_proactive_grpo_two_steps(w_turn, tmp_path, tiny_tokenizer, proactive_rows, monkeypatch, rl_batches):
     from adasr.train import rl
 
-    seen = []
-    original = rl.StreamGRPOTrainer._generate_and_score_completions
-
-    def capture(self, inputs):
-        out = original(self, inputs)
-        seen.append((out, dict(self.last_batch)))
-        return out
-
-    monkeypatch.setattr(rl.StreamGRPOTrainer, "_generate_and_score_completions", capture)
+    seen = rl_batches
     out = tmp_path / "grpo"
     cfg = RLConfig(model="tiny", task="proactive_threshold", output_dir=str(out), advantage="proactive",
                    mode="proactive", protocol="proactive-v1", max_steps=2, per_device_train_batch_size=4,
