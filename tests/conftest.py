@@ -94,3 +94,22 @@ def gsm8k_train() -> Path:
     """The shared GSM8K train file (../shared/data/gsm8k/train.jsonl beside the repo)."""
     assert GSM8K_TRAIN.is_file(), f"GSM8K train data missing: {GSM8K_TRAIN} (set ADASR_GSM8K_TRAIN)"
     return GSM8K_TRAIN
+
+
+@pytest.fixture
+def rl_batches(monkeypatch):
+    """Record every generation batch of :class:`adasr.train.rl.StreamGRPOTrainer`: a list that
+    fills with ``(outputs, trainer.last_batch)`` pairs as training runs."""
+    from adasr.train import rl
+
+    seen: list = []
+    original = rl.StreamGRPOTrainer._generate_and_score_completions
+
+    def capture(self, inputs):
+        out = original(self, inputs)
+        seen.append((out, dict(self.last_batch)))
+        return out
+
+    monkeypatch.setattr(rl.StreamGRPOTrainer, "_generate_and_score_completions", capture)
+    return seen
+

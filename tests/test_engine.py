@@ -175,6 +175,31 @@ def test_bad_config():
         EngineConfig(policy="telepathy").make_policy()
 
 
+def test_backend_choice(tiny_model, tiny_tokenizer):
+    from types import SimpleNamespace
+
+    from adasr.backends import make_engine
+    from adasr.engine import BACKENDS
+    from adasr.scheduler import Scheduler
+
+    assert BACKENDS == ("torch", "vllm")
+    with pytest.raises(ConfigError, match="unknown backend"):
+        EngineConfig(backend="tpu-magic").validate()
+    loaded = SimpleNamespace(model=tiny_model, tokenizer=tiny_tokenizer)
+    eng = make_engine(loaded, EngineConfig(policy="batch", max_deep_tokens=4, protocol="v1"))
+    assert type(eng) is StreamingEngine
+    assert run_episode(eng, EpisodeInput("a", stream(2))).token_ids
+    with pytest.raises(ConfigError, match="vllm backend only"):
+        make_engine(loaded, EngineConfig(), yield_tokens=4)
+    # a session whose tokens a backend is still generating is not asked what to feed
+    eng.configure(clock="virtual")
+    eng.add_session(EpisodeInput("b", stream(2)))
+    eng._update_rows(refill=True)
+    sched: Scheduler = eng.scheduler
+    assert sched.plan(10.0, busy=frozenset({"b"})) == [[]]
+    assert sched.running[0].status is SessionStatus.WAITING and not sched.running[0].ids
+
+
 def test_refilled_slots_see_their_arrivals(tiny_model, tiny_tokenizer):
     """Regression: a row started at a non-zero clock time must still see arrivals the clock
     jumped to exactly (float rounding once made the engine spin forever)."""

@@ -218,18 +218,10 @@ def test_adapter_on_a_bundled_base_publishes_its_upstream_id(tmp_path, tiny_toke
 
 
 @pytest.mark.parametrize("advantage", ["hrpo", "grpo"])
-def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch):
+def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch, rl_batches):
     from adasr.train import rl
 
-    seen = []
-    original = rl.StreamGRPOTrainer._generate_and_score_completions
-
-    def capture(self, inputs):
-        out = original(self, inputs)
-        seen.append((out, dict(self.last_batch)))
-        return out
-
-    monkeypatch.setattr(rl.StreamGRPOTrainer, "_generate_and_score_completions", capture)
+    seen = rl_batches
     from adasr.runner import ModelRunner
 
     calibrations = []

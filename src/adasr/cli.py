@@ -36,6 +36,8 @@ DeviceOpt = Annotated[str, typer.Option(
     help="cpu | cuda | cuda:N | auto (CUDA if available): where the model runs")]
 RevisionOpt = Annotated[Optional[str], typer.Option(
     help="branch, tag or commit of a Hugging Face hub id (default: its main branch)")]
+BackendOpt = Annotated[str, typer.Option(
+    help="torch (in-process engine) | vllm (vLLM's streaming-input engine; `make vllm`, run from .venv-vllm)")]
 BudgetOpt = Annotated[int, typer.Option(
     "--budget", help="thought budget: the most tokens per streaming thought (adaptive: also capped by the arrival slack)")]
 DecodeRateOpt = Annotated[Optional[float], typer.Option(
@@ -107,13 +109,18 @@ def _stream_spec(chunker: str, wps: float, max_chunk_tokens: int):
 
 
 def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
-            top_k: int, seed: int, decode_rate: float | None):
-    from adasr.engine import EngineConfig, StreamingEngine
+            top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None):
+    """The engine of ``backend``; ``share``: an engine of the same model whose vLLM runtime the
+    new one uses (one model load for every mode of an evaluation)."""
+    from adasr.backends import make_engine
+    from adasr.engine import EngineConfig
 
     cfg = EngineConfig(policy=mode, thought_budget=thought_budget, max_deep_tokens=max_deep_tokens,
                        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, decode_rate=decode_rate,
-                       protocol=loaded.protocol)
-    return StreamingEngine(loaded.model, loaded.tokenizer, cfg)
+                       protocol=loaded.protocol, backend=backend)
+    if share is not None and hasattr(share, "derive"):
+        return share.derive(cfg)
+    return make_engine(loaded, cfg)
 
 
 def _check_context(loaded, n_input_tokens: int, max_deep_tokens: int) -> None:
@@ -152,6 +159,7 @@ def run(
         help="run on an `adasr serve` server at this URL (http://HOST:PORT; key: $ADASR_API_KEY) instead of "
              "in-process: the server's model and defaults; --mode, budgets and sampling options other than their "
              "defaults are sent as the session's settings")] = None,
+    backend: BackendOpt = "torch",
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
     from adasr.engine import EpisodeInput
@@ -192,22 +200,26 @@ def run(
         source = spec.for_item(item, tokenizer=loaded.tokenizer) if item else spec.stream(text, tokenizer=loaded.tokenizer)
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         _check_context(loaded, n_tokens, max_deep_tokens)
-    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate)
+    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate,
+                     backend)
     inp = EpisodeInput(id="run", source=source, reference=item.reference if item else None)
 
     def grade(record: dict) -> None:
         if task is not None:
             record["correct"] = task.grade(record["prediction"], item.reference)
 
-    if as_json:
-        result = next(engine.run([inp], clock=clock))
-        grade(result.record)
-        print(json.dumps({"record": result.record, "thoughts": result.thoughts, "deep": result.deep,
-                          "events": result.events}, ensure_ascii=False))
-        return
-    console = Console()
-    with LiveView(console) as view:
-        result = next(engine.run([inp], clock=clock, on_event=view.on_event))
+    try:
+        if as_json:
+            result = next(engine.run([inp], clock=clock))
+            grade(result.record)
+            print(json.dumps({"record": result.record, "thoughts": result.thoughts, "deep": result.deep,
+                              "events": result.events}, ensure_ascii=False))
+            return
+        console = Console()
+        with LiveView(console) as view:
+            result = next(engine.run([inp], clock=clock, on_event=view.on_event))
+    finally:
+        engine.close()
     grade(result.record)
     console.print()
     console.print(metrics_table(result.record))
@@ -349,6 +361,7 @@ def eval_cmd(
     step_s: Annotated[Optional[float], typer.Option(
         "--step-s", help="virtual clock: charge every engine step this many seconds instead of its measured time "
                          "(with --decode-rate: results independent of this machine's load)")] = None,
+    backend: BackendOpt = "torch",
 ) -> None:
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
     from adasr.evaluation import evaluate, evaluate_budgets
@@ -366,8 +379,12 @@ def eval_cmd(
     items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
     loaded = _load(model, dtype, device, revision)
 
+    engines = []  # the first engine's vLLM runtime serves every mode
+
     def factory(m: str, budget: int = budgets[0]):
-        return _engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate)
+        engines.append(_engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate,
+                               backend, share=engines[0] if engines else None))
+        return engines[-1]
 
     from adasr.protocol import UNTRAINED_PROTOCOL
 
@@ -379,12 +396,18 @@ def eval_cmd(
         "temperature": temperature, "top_p": 1.0, "top_k": 0, "seed": seed,
         "protocol": loaded.protocol or UNTRAINED_PROTOCOL,
     }
+    if backend != "torch":
+        run_config["backend"] = backend
     options = dict(modes=mode, out_dir=out, batch_size=batch_size, stream=spec, clock=clock, align_eoi=align_eoi,
                    step_s=step_s, run_config=run_config)
-    if len(budgets) == 1:
-        summaries = evaluate(factory, items, **options)
-    else:
-        summaries = evaluate_budgets(factory, items, budgets=budgets, **options)
+    try:
+        if len(budgets) == 1:
+            summaries = evaluate(factory, items, **options)
+        else:
+            summaries = evaluate_budgets(factory, items, budgets=budgets, **options)
+    finally:
+        for engine in reversed(engines):  # the first one owns the vLLM runtime: closed last
+            engine.close()
     Console().print(rich_table(summaries, title=f"{loaded.name} on {data.name} ({len(items)} problems)"))
     Console().print(f"records and summaries in {out}/")
 

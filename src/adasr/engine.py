@@ -52,7 +52,10 @@ from adasr.scheduler import Scheduler
 from adasr.session import EpisodeInput, Session, SessionStatus
 from adasr.stream import PER_STREAM, RealClock, VirtualClock
 
-__all__ = ["EngineConfig", "EpisodeInput", "EpisodeResult", "Event", "StreamingEngine", "run_episode"]
+__all__ = ["BACKENDS", "EngineConfig", "EpisodeInput", "EpisodeResult", "Event", "StreamingEngine", "run_episode"]
+
+BACKENDS = ("torch", "vllm")
+"""Token-generation backends: ``torch`` (in-process, default) and ``vllm`` (``make vllm``)."""
 
 
 @dataclass
@@ -92,6 +95,10 @@ class EngineConfig:
             episodes of an engine) from keys/values computed once per :meth:`StreamingEngine.run`
             instead of prefilling it per episode (prefix caching, as in vLLM's automatic prefix
             caching). Tokens and positions are unchanged; only the compute is saved.
+        backend: what generates tokens and holds the KV cache (:data:`BACKENDS`): ``"torch"``
+            (this process's PyTorch forward, :class:`~adasr.runner.ModelRunner`) or ``"vllm"``
+            (vLLM's streaming-input engine, :class:`adasr.vllm_backend.VllmEngine`; built by
+            :func:`adasr.backends.make_engine`). Sessions, policies, records and clocks are the same.
     """
 
     policy: str | ThoughtPolicy = "adaptive"
@@ -108,6 +115,7 @@ class EngineConfig:
     split_min_waste: int | None = 16
     protocol: str | None = None
     prefix_cache: bool = True
+    backend: str = "torch"
 
     def make_policy(self) -> ThoughtPolicy:
         """The policy object: ``policy`` itself, or the one its mode name stands for.
@@ -129,6 +137,8 @@ class EngineConfig:
             raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
         if self.split_min_waste is not None and self.split_min_waste < 1:
             raise ConfigError("split_min_waste must be >= 1 (or None: never split a step)")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         for name in ("decode_rate", "initial_decode_rate"):
             rate = getattr(self, name)
             if rate is not None and not rate > 0:
@@ -204,19 +214,30 @@ class StreamingEngine:
     """
 
     def __init__(self, model, tokenizer, config: EngineConfig | None = None, fmt: StreamingFormat | None = None):
-        self.model, self.tokenizer = model, tokenizer
+        self._init_sessions(tokenizer, config, fmt)
+        self.model = model
+        c, pad_id = self.config, tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else self.format.end_of_turn_id
+        self.runner = ModelRunner(model, c, pad_id, self.format.prefix_ids(self.policy.layout), self.stats)
+        self.decode_rate = c.decode_rate or c.initial_decode_rate or self.runner.measure_decode_rate(
+            self.format.prefix_ids("batch"))
+
+    def _init_sessions(self, tokenizer, config: EngineConfig | None, fmt: StreamingFormat | None) -> None:
+        """The backend-independent state: config, policy, format, scheduler, sessions, counters.
+
+        A backend (a subclass, e.g. :class:`adasr.vllm_backend.VllmEngine`) calls this, sets
+        :attr:`decode_rate`, and overrides the hooks :meth:`_apply_rows`, :meth:`_start_run` and
+        :meth:`_step` (the one step of token generation for the running sessions).
+        """
+        self.tokenizer = tokenizer
         self.config = c = config or EngineConfig()
         c.validate()
         self.policy = c.make_policy()
         self.format = fmt or protocol_format(tokenizer, c.protocol or self.policy.default_protocol)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.end_of_turn_id
         self.stats = {"steps": 0, "row_steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0,
                       "tokens_fed": 0, "padded_fed": 0, "prefix_hits": 0}
-        self.runner = ModelRunner(model, c, pad_id, self.format.prefix_ids(self.policy.layout), self.stats)
         self.scheduler = Scheduler("virtual")
         self.batch_size = 1
-        self.decode_rate = c.decode_rate or c.initial_decode_rate or self.runner.measure_decode_rate(
-            self.format.prefix_ids("batch"))
         self._sessions: dict[str, Session] = {}  # queued and running sessions, by id
         self._results: list[EpisodeResult] = []
         self._events: list[Event] = []
@@ -349,6 +370,11 @@ class StreamingEngine:
         for s in freed:
             if self._sessions.get(s.id) is s:
                 del self._sessions[s.id]
+        self._apply_rows(changes, freed)
+
+    def _apply_rows(self, changes, freed: list[Session]) -> None:
+        """Backend hook: the scheduler's :class:`~adasr.scheduler.RowChanges` (and the sessions
+        whose rows were freed) applied to the KV cache; compaction when due."""
         with torch.inference_mode():
             if changes:
                 self.runner.apply(changes)
@@ -356,7 +382,13 @@ class StreamingEngine:
                 self.runner.maybe_compact()
         self._compact_due = False
 
+    def _start_run(self) -> None:
+        """Backend hook, called by :meth:`run` on an idle engine: the prefix cache is computed
+        anew on first use (the weights may have changed)."""
+        self.runner.reset_prefix_cache()
+
     def _step(self) -> None:
+        """Backend hook: one step of the running sessions (plan, generate, hand out tokens)."""
         sched, runner, stats = self.scheduler, self.runner, self.stats
         sessions = sched.running
         feeds = sched.plan(self.decode_rate)
@@ -389,6 +421,10 @@ class StreamingEngine:
         for s in sessions:  # every running session was live when the step began
             if s.status is SessionStatus.FINISHED:
                 self._results.append(self._result(s))
+
+    def close(self) -> None:
+        """Release the backend's resources (a no-op for the in-process engine; vLLM's engine
+        processes for ``vllm``)."""
 
     def _result(self, s: Session) -> EpisodeResult:
         record = EpisodeRecord.from_session(s).as_dict()
@@ -443,7 +479,7 @@ class StreamingEngine:
         if self.has_work:
             raise ConfigError("run() needs an idle engine: sessions added with add_session() are still running")
         self.configure(batch_size=batch_size, clock=clock)
-        self.runner.reset_prefix_cache()  # computed on first use in this run (the weights may have changed)
+        self._start_run()
         pending_inputs = iter(inputs)
         mine: list[str] = []
         try:

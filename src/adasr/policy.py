@@ -131,8 +131,16 @@ class ProactivePolicy(AdaptivePolicy):
     default_protocol = "proactive-v1"
 
     def commits_answer(self, thought: str) -> bool:
-        """A streaming thought with a non-empty ``\\boxed{}`` is the response."""
-        return any(b.strip() for b in find_boxed(thought))
+        """A streaming thought with a non-empty ``\\boxed{}`` is the response (:func:`is_response`)."""
+        return is_response(thought)
+
+
+def is_response(thought: str) -> bool:
+    """Whether a proactive streaming thought is a **response**: its text holds a non-empty
+    ``\\boxed{...}`` (it commits the answer). Empty text is silence; other text is a note. The
+    one definition shared by the engine (:class:`ProactivePolicy`), the CB-Stream decision classes
+    of proactive SFT and the turn-level rewards of proactive GRPO."""
+    return any(b.strip() for b in find_boxed(thought))
 
 
 MODES = ("batch", "interleaved", "adaptive", "proactive")

@@ -133,12 +133,16 @@ class Episode:
         deep: the deep stage (reasoning + ``\\boxed{answer}``) as text or ids; ``None`` renders the
             prompt up to the deep stage's assistant header (for generation).
         layout: ``"streaming"`` or ``"batch"`` (batch: no thoughts allowed).
+        end_of_input: render the end-of-input turn after the chunks (default). ``False`` ends the
+            rendering after the last streaming thought: the *proactive layout* of an SFT example,
+            whose last thought is the committed response (then ``deep`` must be ``None``).
     """
 
     chunks: list[str]
     thoughts: list[Content | None] = field(default_factory=list)
     deep: Content | None = None
     layout: str = "streaming"
+    end_of_input: bool = True
 
 
 @dataclass
@@ -372,7 +376,8 @@ class StreamingFormat:
 
         Raises:
             ProtocolError: for an unknown layout, thoughts in batch layout, more thoughts than
-                chunks, a ``None`` thought before the last chunk, or an empty chunk list.
+                chunks, a ``None`` thought before the last chunk, an empty chunk list, or a deep
+                stage without the end-of-input turn (``end_of_input=False``).
         """
         layout = episode.layout
         _check_layout(layout)
@@ -382,6 +387,8 @@ class StreamingFormat:
             raise ProtocolError("batch layout has no streaming thoughts")
         if len(episode.thoughts) > len(episode.chunks):
             raise ProtocolError(f"{len(episode.thoughts)} thoughts for {len(episode.chunks)} chunks")
+        if not episode.end_of_input and episode.deep is not None:
+            raise ProtocolError("an episode without the end-of-input turn has no deep stage")
         out = Rendered()
         out.add(self.prefix_ids(layout))
         for k, chunk in enumerate(episode.chunks):
@@ -392,6 +399,8 @@ class StreamingFormat:
                     raise ProtocolError(f"chunk {k} has no assistant turn but is not the last chunk")
                 continue
             self._assistant_turn(out, thought, STAGE_STREAM, decision=True)
+        if not episode.end_of_input:
+            return out
         out.add(self.eoi_ids(layout, episode.chunks))
         if episode.deep is not None:
             deep = self.content_ids(episode.deep)

@@ -120,14 +120,19 @@ class Scheduler:
         return changes, freed
 
     # -- one step ----------------------------------------------------------------------------
-    def plan(self, rate: float) -> list[Feed] | None:
+    def plan(self, rate: float, busy: frozenset[str] = frozenset()) -> list[Feed] | None:
         """Each running session's feed for this step, or ``None`` if all wait for input (then
         the clocks have moved on to the next arrival and no forward runs).
+
+        Args:
+            rate: the engine's decode rate, tokens/s of one row (adaptive budgets).
+            busy: ids of sessions whose tokens a backend is still generating (vLLM: a turn in
+                flight); they are not asked, feed nothing new and count as running.
 
         Raises:
             InputError: a live source on a virtual clock (nothing would ever arrive).
         """
-        plans = [self._plan(s, rate) for s in self.running]
+        plans = [([], True) if s.id in busy else self._plan(s, rate) for s in self.running]
         if not any(must for _, must in plans):
             for s, (feed, _) in zip(self.running, plans):
                 s.defer(feed)
@@ -147,9 +152,9 @@ class Scheduler:
             plan = s.plan(s.clock.now(), rate)
         return plan
 
-    def charge(self, feeds: list[Feed], dt: float) -> None:
+    def charge(self, feeds: list, dt: float) -> None:
         """Charge a step that took ``dt`` seconds: the shared clock, or (per-stream) the clock of
-        each session that fed something."""
+        each session that took part (a non-empty feed, or a true value, per running session)."""
         if not self.per_stream:
             self.clock.advance(dt)
             return

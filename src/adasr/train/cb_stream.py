@@ -8,9 +8,16 @@ Based on Effective Number of Samples", CVPR 2019: ``w_c = (1 - beta) / (1 - beta
 A *decision token* is the first generated token of a streaming-thought assistant turn. It decides
 between two classes: **skip** (the token is the end-of-turn id: an empty thought) and **think**
 (any other token). Skips usually dominate the SFT data, so an unweighted loss teaches the model to
-always skip; the class-balanced weights up-weight the rare class. In proactive mode the same two
-classes read **stay silent** (empty assistant turn: end-of-turn first) vs **respond**, and the same
-functions apply unchanged.
+always skip; the class-balanced weights up-weight the rare class.
+
+Proactive streams (ours; docs/DESIGN.md "Proactive SFT"): the decision reads **stay silent**
+(skip: end-of-turn first) vs **respond**, a third class: a *response decision* is the decision
+token of a turn whose text holds a non-empty ``\boxed{...}`` (the turn that commits the answer,
+:meth:`adasr.policy.ProactivePolicy.commits_answer`); any other non-empty turn is a note
+(**think**). The class of a turn is given by its text, not by its first token, so a response is
+never counted as a note whatever it starts with. Callers that render the turns mark the response
+decisions in a ``respond_mask``; without one there are two classes, as before. Classes with no
+decision token get weight 0, so two-class data weighs exactly as it did.
 
 Weights are normalized so that the mean weight over decision tokens is 1
 (``sum_c n_c w_c / sum_c n_c == 1``); every other generated token has weight 1, and tokens that
@@ -24,8 +31,8 @@ from typing import Mapping, Union
 import torch
 import torch.nn.functional as F
 
-SKIP, THINK, NOT_DECISION = 0, 1, -1
-CLASS_NAMES = ("skip", "think")
+SKIP, THINK, RESPOND, NOT_DECISION = 0, 1, 2, -1
+CLASS_NAMES = ("skip", "think", "respond")
 
 Counts = Union[Mapping[Union[int, str], int], torch.Tensor]
 
@@ -68,7 +75,8 @@ def class_balanced_weights(counts: Counts, beta: float) -> Union[dict, torch.Ten
     return {k: float(v) for k, v in zip(keys, w.tolist())}
 
 
-def decision_classes(input_ids: torch.Tensor, decision_mask: torch.Tensor, end_of_turn_id: int) -> torch.Tensor:
+def decision_classes(input_ids: torch.Tensor, decision_mask: torch.Tensor, end_of_turn_id: int,
+                     respond_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Class of every decision token.
 
     Args:
@@ -77,27 +85,40 @@ def decision_classes(input_ids: torch.Tensor, decision_mask: torch.Tensor, end_o
             streaming-thought (or proactive) assistant turn.
         end_of_turn_id: the id that closes an assistant turn (a skip / stay-silent turn starts
             with it).
+        respond_mask: optional ``(B, T)`` bool, True at the decision tokens of response turns
+            (proactive: the turn commits ``\\boxed{answer}``).
 
     Returns:
-        ``(B, T)`` long: 0 = skip (decision token == end_of_turn_id), 1 = think, -1 elsewhere.
+        ``(B, T)`` long: 0 = skip (decision token == end_of_turn_id), 1 = think (a note),
+        2 = respond (``respond_mask``), -1 elsewhere.
+
+    Raises:
+        ValueError: the shapes differ.
     """
-    if input_ids.shape != decision_mask.shape:
-        raise ValueError(f"input_ids {tuple(input_ids.shape)} and decision_mask {tuple(decision_mask.shape)} differ")
+    if input_ids.shape != decision_mask.shape or (respond_mask is not None and respond_mask.shape != input_ids.shape):
+        raise ValueError(f"input_ids {tuple(input_ids.shape)}, decision_mask {tuple(decision_mask.shape)} and "
+                         f"respond_mask must have one shape")
     cls = torch.where(input_ids == end_of_turn_id, SKIP, THINK).long()
+    if respond_mask is not None:
+        cls = torch.where(respond_mask.bool(), torch.full_like(cls, RESPOND), cls)
     return torch.where(decision_mask.bool(), cls, torch.full_like(cls, NOT_DECISION))
 
 
 def _counts_vector(class_counts: Counts) -> torch.Tensor:
-    """``{0|"skip": n, 1|"think": n}`` or a ``(2,)`` tensor -> ``(2,)`` float64 [n_skip, n_think]."""
+    """``{0|"skip": n, 1|"think": n, 2|"respond": n}`` (missing classes: 0) or a ``(2,)``/``(3,)``
+    tensor -> ``(3,)`` float64 ``[n_skip, n_think, n_respond]``."""
+    n = len(CLASS_NAMES)
     if isinstance(class_counts, torch.Tensor):
-        if class_counts.numel() != 2:
-            raise ValueError(f"class_counts tensor must have 2 entries (skip, think), got {class_counts.numel()}")
-        return class_counts.detach().reshape(2).to(torch.float64)
-    out = [0.0, 0.0]
+        if class_counts.numel() not in (2, n):
+            raise ValueError(f"class_counts tensor must have 2 or 3 entries (skip, think[, respond]), "
+                             f"got {class_counts.numel()}")
+        v = class_counts.detach().reshape(-1).to(torch.float64)
+        return torch.cat([v, torch.zeros(n - v.numel(), dtype=torch.float64)])
+    out = [0.0] * n
     for k, v in class_counts.items():
         idx = CLASS_NAMES.index(k) if isinstance(k, str) and k in CLASS_NAMES else k
-        if idx not in (SKIP, THINK):
-            raise ValueError(f"unknown decision class {k!r}; use 0/'skip' or 1/'think'")
+        if idx not in (SKIP, THINK, RESPOND):
+            raise ValueError(f"unknown decision class {k!r}; use 0/'skip', 1/'think' or 2/'respond'")
         out[idx] = float(v)
     return torch.tensor(out, dtype=torch.float64)
 
@@ -109,6 +130,7 @@ def cb_stream_token_weights(
     end_of_turn_id: int,
     beta: float,
     class_counts: Counts | None = None,
+    respond_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token CB-Stream loss weights.
 
@@ -119,23 +141,26 @@ def cb_stream_token_weights(
             generated).
         end_of_turn_id: id of the end-of-turn token (skip class).
         beta: class-balancing strength in ``[0, 1)``; 0 reproduces plain masked CE.
-        class_counts: optional dataset-level counts ``{0|"skip": n, 1|"think": n}`` or ``(2,)``
-            tensor; by default the counts of the decision tokens in this batch. With
-            dataset-level counts the mean decision weight is 1 over the dataset, not per batch.
+        class_counts: optional dataset-level counts ``{0|"skip": n, 1|"think": n[, 2|"respond":
+            n]}`` or a ``(2,)``/``(3,)`` tensor; by default the counts of the decision tokens in
+            this batch. With dataset-level counts the mean decision weight is 1 over the
+            dataset, not per batch.
+        respond_mask: optional ``(B, T)`` bool marking response decisions (class ``respond``,
+            :func:`decision_classes`).
 
     Returns:
         ``(B, T)`` float32: 0 for non-generated tokens, 1 for generated non-decision tokens, the
-        normalized class weight ``w_skip`` / ``w_think`` at decision tokens.
+        normalized class weight ``w_skip`` / ``w_think`` / ``w_respond`` at decision tokens.
     """
     if not (input_ids.shape == labels_mask.shape == decision_mask.shape):
         raise ValueError("input_ids, labels_mask and decision_mask must all have shape (B, T)")
     gen = labels_mask.bool()
-    cls = decision_classes(input_ids, decision_mask.bool() & gen, end_of_turn_id)  # (B, T)
+    cls = decision_classes(input_ids, decision_mask.bool() & gen, end_of_turn_id, respond_mask)  # (B, T)
     if class_counts is None:
-        counts = torch.stack([(cls == SKIP).sum(), (cls == THINK).sum()]).to(torch.float64)
+        counts = torch.stack([(cls == c).sum() for c in range(len(CLASS_NAMES))]).to(torch.float64)
     else:
         counts = _counts_vector(class_counts)
-    w_cls = class_balanced_weights(counts, beta).to(input_ids.device)  # (2,)
+    w_cls = class_balanced_weights(counts, beta).to(input_ids.device)  # (3,)
     weights = gen.float()
     is_dec = cls >= 0
     return torch.where(is_dec, w_cls[cls.clamp(min=0)], weights)

@@ -51,8 +51,9 @@ from adasr.protocol import LAYOUTS
 
 logger = logging.getLogger(__name__)
 
-ADVANTAGES = ("hrpo", "grpo")
-RL_MODES = ("adaptive", "interleaved")
+ADVANTAGES = ("hrpo", "grpo", "proactive")
+RL_MODES = ("adaptive", "interleaved", "proactive")
+SFT_LAYOUTS = LAYOUTS + ("proactive",)
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
 SCALE_REWARDS = ("group", "none")
 KINDS = {"sft": "sft", "rl": "rl", "grpo": "rl", "hrpo": "rl"}
@@ -137,12 +138,14 @@ class SFTDataArguments(DataArguments):
     """Group ``data`` of SFT: also ``layout``.
 
     Attributes:
-        layout: ``streaming`` (each thought right after its chunk: a streaming reasoner) or
+        layout: ``streaming`` (each thought right after its chunk: a streaming reasoner),
             ``batch`` (the same steps written after end of input: the read-then-think baseline
-            trained on identical data; :func:`adasr.train.sft.row_episode`).
+            trained on identical data) or ``proactive`` (a proactive task's chunks up to its
+            evidence chunk: silent turns, then the response; :func:`adasr.train.sft.row_episode`).
     """
 
-    layout: str = _help("streaming (thought after each chunk) or batch (read-then-think twin)", "streaming")
+    layout: str = _help("streaming (thought after each chunk), batch (read-then-think twin) or proactive "
+                        "(silent until the evidence chunk, then the response)", "streaming")
 
 
 @dataclass
@@ -188,7 +191,8 @@ class EngineArguments:
     ``temperature``, ``top_p``, ``top_k``).
 
     Attributes:
-        mode: ``adaptive`` (budget capped by the arrival slack) or ``interleaved``.
+        mode: ``adaptive`` (budget capped by the arrival slack), ``interleaved`` or ``proactive``
+            (adaptive budgets; a boxed response ends the episode; needs ``advantage: proactive``).
         thought_budget: interleaved budget / adaptive cap per streaming thought, tokens.
         max_deep_tokens: cap of the deep stage (reasoning + answer), tokens.
         decode_rate: decode tokens/s the adaptive budgets of rollouts assume (``None``: measured
@@ -197,7 +201,7 @@ class EngineArguments:
     """
 
     _group = "engine"
-    mode: str = _help("engine policy: adaptive or interleaved", "adaptive")
+    mode: str = _help("engine policy: adaptive, interleaved or proactive", "adaptive")
     thought_budget: int = _help("most tokens per streaming thought", 32)
     max_deep_tokens: int = _help("most tokens of the deep stage", 256)
     decode_rate: float | None = _help("decode tokens/s adaptive budgets assume (null: measured once)", None)
@@ -209,14 +213,19 @@ class RewardArguments:
 
     Attributes:
         advantage: ``hrpo`` (stage advantages ``A_S`` on thought tokens, ``A_D`` on deep-stage
-            tokens) or ``grpo`` (one sequence advantage on every generated token).
+            tokens), ``grpo`` (one sequence advantage on every generated token) or ``proactive``
+            (turn-level advantages on each decision turn's tokens plus a trajectory advantage on
+            every generated token; proactive tasks, ``mode: proactive``).
         w_fmt / lam_post / lam_over / length_norm / lam_stream / lam_deep / deep_length_norm:
             :class:`adasr.train.rewards.RewardConfig`.
         adv_eps: added to the group std when normalizing rewards (``scale_rewards: group``).
+        turn_* / traj_* / w_turn / w_traj / proactive_window / proactive_half_life: proactive
+            GRPO (``advantage: proactive``): :class:`adasr.train.rewards.ProactiveRewardConfig`.
     """
 
     _group = "rewards"
-    advantage: str = _help("hrpo (stage advantages) or grpo (one advantage per rollout)", "hrpo")
+    advantage: str = _help("hrpo (stage advantages), grpo (one advantage per rollout) or proactive "
+                           "(turn + trajectory advantages)", "hrpo")
     w_fmt: float = _help("format reward weight", 0.2)
     lam_post: float = _help("weight of the post-input-token penalty", 0.5)
     lam_over: float = _help("weight of the overrun-token penalty", 0.25)
@@ -225,6 +234,18 @@ class RewardArguments:
     lam_deep: float = _help("deep-stage reward: weight of the length term", 0.5)
     deep_length_norm: float = _help("token count that normalizes the deep-stage length term", 64)
     adv_eps: float = _help("added to the group std when normalizing rewards", 1e-4)
+    turn_wait: float = _help("proactive turn reward: silence (or a note) before the evidence chunk", 0.1)
+    turn_late: float = _help("proactive turn penalty per chunk of silence at/after the evidence chunk", 0.25)
+    turn_premature: float = _help("proactive turn penalty: a response before the evidence chunk", 1.0)
+    turn_respond: float = _help("proactive turn reward: a correct response (x proactive score)", 1.0)
+    turn_wrong: float = _help("proactive turn penalty: a wrong response at/after the evidence", 0.5)
+    traj_acc: float = _help("proactive trajectory reward: weight of correctness", 1.0)
+    traj_timing: float = _help("proactive trajectory reward: weight of the proactive score", 1.0)
+    traj_premature: float = _help("proactive trajectory penalty: answer committed before the evidence", 1.0)
+    w_turn: float = _help("proactive advantage: weight of the turn-level advantage (0: trajectory only)", 1.0)
+    w_traj: float = _help("proactive advantage: weight of the trajectory-level advantage", 1.0)
+    proactive_window: int = _help("proactive score: chunks after the evidence that still count as timely", 1)
+    proactive_half_life: float = _help("proactive score: chunks of lateness that halve the credit", 2.0)
 
 
 def field_groups(cls: type) -> dict[str, list[str]]:
@@ -359,8 +380,8 @@ class SFTConfig(_AdasrArguments, SFTDataArguments, LossArguments, TrainingArgume
             raise ConfigError(f"cb_beta must be in [0, 1) (0 = plain cross-entropy), got {self.cb_beta}")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise ConfigError(f"eval_steps must be > 0 or null, got {self.eval_steps}")
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.layout not in SFT_LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(SFT_LAYOUTS)}, got {self.layout!r}")
 
 
 @dataclass
@@ -426,7 +447,22 @@ class RLConfig(_AdasrArguments, RLModelArguments, StreamArguments, EngineArgumen
             raise ConfigError("need beta >= 0, epsilon > 0 and adv_eps > 0")
         if self.use_vllm:
             raise ConfigError("use_vllm: adasr's streaming engine generates the rollouts (vLLM is not used)")
+        if (self.advantage == "proactive") != (self.mode == "proactive"):
+            raise ConfigError(f"advantage: proactive and mode: proactive go together (got advantage "
+                              f"{self.advantage!r}, mode {self.mode!r})")
         self.reward_config()  # validates the reward weights
+        self.proactive_reward_config()
+
+    def proactive_reward_config(self):
+        """The :class:`adasr.train.rewards.ProactiveRewardConfig` of this config."""
+        from adasr.train.rewards import ProactiveRewardConfig
+
+        return ProactiveRewardConfig(
+            turn_wait=self.turn_wait, turn_late=self.turn_late, turn_premature=self.turn_premature,
+            turn_respond=self.turn_respond, turn_wrong=self.turn_wrong, traj_acc=self.traj_acc,
+            traj_timing=self.traj_timing, traj_premature=self.traj_premature, w_fmt=self.w_fmt,
+            w_turn=self.w_turn, w_traj=self.w_traj, window=self.proactive_window,
+            half_life=self.proactive_half_life)
 
     def reward_config(self):
         """The :class:`adasr.train.rewards.RewardConfig` of this config."""

@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 import torch
 
 from adasr.errors import ConfigError, DataError
+from adasr.proactive_metrics import proactive_score
 
 
 @dataclass
@@ -171,3 +172,115 @@ def reward_tensors(stats: Sequence[RolloutStats], cfg: RewardConfig) -> dict[str
         "accuracy": as_t(accuracy_reward(s) for s in stats),
         "format": as_t(format_reward(s) for s in stats),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Proactive streaming (ours): turn-level and trajectory-level rewards
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProactiveRewardConfig:
+    """Weights of the proactive rewards (docs/DESIGN.md "Proactive GRPO (ours)"; all
+    dimensionless). ``e`` is the evidence chunk, ``c`` the chunk a decision turn follows.
+
+    Turn level (one reward per decision turn, :func:`turn_rewards`):
+        turn_wait: ``+turn_wait`` for a turn without a response (silence or a note) before the
+            evidence, ``c < e``.
+        turn_late: ``-turn_late * (c - e + 1)`` for a turn without a response at or after the
+            evidence (silence that grows costlier every chunk).
+        turn_premature: ``-turn_premature`` for a response before the evidence.
+        turn_respond: ``+turn_respond * proactive_score`` for a correct response at or after
+            the evidence (1 within ``window`` chunks, decaying after).
+        turn_wrong: ``-turn_wrong`` for a wrong response at or after the evidence.
+
+    Trajectory level (one reward per rollout, :func:`trajectory_reward`):
+        traj_acc: weight of ``r_acc`` (final answer correct, early or in the deep stage).
+        traj_timing: weight of the episode's ``proactive_score``.
+        traj_premature: penalty when the answer was committed before the evidence.
+        w_fmt: weight of the format reward ``r_fmt``.
+
+    Advantage mix (:func:`adasr.train.advantages.proactive_token_advantages`):
+        w_turn: weight of a turn's normalized turn-level advantage on its tokens (``0``: the
+            trajectory-only ablation).
+        w_traj: weight of the normalized trajectory advantage on every generated token.
+        window / half_life: of :func:`adasr.proactive_metrics.proactive_score` (chunks).
+    """
+
+    turn_wait: float = 0.1
+    turn_late: float = 0.25
+    turn_premature: float = 1.0
+    turn_respond: float = 1.0
+    turn_wrong: float = 0.5
+    traj_acc: float = 1.0
+    traj_timing: float = 1.0
+    traj_premature: float = 1.0
+    w_fmt: float = 0.2
+    w_turn: float = 1.0
+    w_traj: float = 1.0
+    window: int = 1
+    half_life: float = 2.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "window":
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise ConfigError(f"ProactiveRewardConfig.window must be an integer >= 0 chunks, got {v!r}")
+            elif f.name == "half_life":
+                if not v > 0:
+                    raise ConfigError(f"ProactiveRewardConfig.half_life must be > 0 chunks, got {v!r}")
+            elif v < 0:
+                raise ConfigError(f"ProactiveRewardConfig.{f.name} must be >= 0, got {v!r}")
+        if self.w_turn == 0 and self.w_traj == 0:
+            raise ConfigError("ProactiveRewardConfig: w_turn and w_traj are both 0 (no advantage at all)")
+
+
+def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_chunk: int, correct: bool,
+                 cfg: ProactiveRewardConfig) -> list[float]:
+    """Turn-level rewards of one rollout, one per decision turn (ours; see
+    :class:`ProactiveRewardConfig`).
+
+    Args:
+        turn_chunks: for each generated streaming turn, the 0-based index ``c`` of the chunk it
+            follows (in order).
+        responds: for each turn, whether it is a response (:func:`adasr.policy.is_response`).
+        evidence_chunk: ``e``.
+        correct: whether the episode's committed answer is right (read for the response turn).
+        cfg: the weights.
+
+    Returns:
+        A list of floats, one per turn: silence/note ``c < e`` -> ``+turn_wait``; silence/note
+        ``c >= e`` -> ``-turn_late * (c - e + 1)``; response ``c < e`` -> ``-turn_premature``;
+        response ``c >= e`` -> ``turn_respond * proactive_score(correct, c - e)`` if correct, else
+        ``-turn_wrong``.
+
+    Raises:
+        ValueError: the two sequences differ in length, or ``evidence_chunk < 0``.
+    """
+    if len(turn_chunks) != len(responds):
+        raise ValueError(f"{len(turn_chunks)} turn chunks but {len(responds)} response flags")
+    if evidence_chunk < 0:
+        raise ValueError(f"evidence_chunk must be >= 0, got {evidence_chunk}")
+    e = evidence_chunk
+    out = []
+    for c, resp in zip(turn_chunks, responds):
+        if not resp:
+            out.append(cfg.turn_wait if c < e else -cfg.turn_late * (c - e + 1))
+        elif c < e:
+            out.append(-cfg.turn_premature)
+        elif correct:
+            out.append(cfg.turn_respond * proactive_score(True, c - e, window=cfg.window, half_life=cfg.half_life))
+        else:
+            out.append(-cfg.turn_wrong)
+    return out
+
+
+def trajectory_reward(correct: bool, premature: bool, score: float, format_ok: bool,
+                      cfg: ProactiveRewardConfig) -> float:
+    """Trajectory-level reward of one rollout (ours):
+    ``R_traj = traj_acc * r_acc + traj_timing * score - traj_premature * premature + w_fmt * r_fmt``
+    with ``score`` the episode's :func:`adasr.proactive_metrics.proactive_score` (in ``[0, 1]``).
+    """
+    return (cfg.traj_acc * float(bool(correct)) + cfg.traj_timing * float(score)
+            - cfg.traj_premature * float(bool(premature)) + cfg.w_fmt * float(bool(format_ok)))

@@ -45,6 +45,7 @@ import copy
 import logging
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -53,19 +54,67 @@ from trl import GRPOTrainer
 
 from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
 from adasr.errors import ConfigError
+from adasr.policy import is_response
+from adasr.proactive_metrics import episode_metrics
 from adasr.protocol import Stage, StreamingFormat
 from adasr.stream import StreamSpec
 from adasr.tasks.registry import get_task
-from adasr.train.advantages import advantage_stats, group_normalize, grpo_token_advantages, hrpo_token_advantages
+from adasr.train.advantages import (
+    advantage_stats,
+    group_normalize,
+    grpo_token_advantages,
+    hrpo_token_advantages,
+    proactive_token_advantages,
+)
 from adasr.train.common import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
 from adasr.train.config import RLConfig
-from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors
+from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors, trajectory_reward, turn_rewards
 
 logger = logging.getLogger(__name__)
 
 Scorer = Callable[[str | None, str, str], bool]
 """``scorer(prediction, reference, task) -> correct``: a custom answer checker (the default is
 the row's task, :func:`adasr.tasks.registry.get_task`)."""
+
+
+@dataclass(frozen=True)
+class RolloutTurn:
+    """A generated streaming-thought turn of a rollout.
+
+    Attributes:
+        start / end: its tokens are ``token_ids[start:end]`` of the rollout (token positions;
+            the end-of-turn token included when the model generated it).
+        chunk: 0-based index of the chunk it follows.
+        responds: the turn commits an answer (:func:`adasr.policy.is_response`).
+    """
+
+    start: int
+    end: int
+    chunk: int
+    responds: bool
+
+
+def rollout_turns(result: EpisodeResult) -> list[RolloutTurn]:
+    """The generated streaming turns of a rollout, in order: each maximal run of stage-1 tokens
+    of ``result.token_stage`` matched with the ``thought`` events of ``result.events`` (one per
+    turn with at least one generated token). Forced skips generate nothing and have no turn.
+
+    Raises:
+        RuntimeError: the runs and the thought events do not match (an engine contract).
+    """
+    runs: list[tuple[int, int]] = []
+    start = None
+    for t, st in enumerate(list(result.token_stage) + [Stage.INPUT]):
+        if st == Stage.STREAM and start is None:
+            start = t
+        elif st != Stage.STREAM and start is not None:
+            runs.append((start, t))
+            start = None
+    thoughts = [ev for ev in result.events if ev.get("type") == "thought" and ev.get("tokens", 0) > 0]
+    if len(thoughts) != len(runs):
+        raise RuntimeError(f"rollout {result.id}: {len(runs)} streaming-thought runs but {len(thoughts)} "
+                           "thought events")
+    return [RolloutTurn(a, b, int(ev["chunk"]), is_response(ev.get("text") or "")) for (a, b), ev in zip(runs, thoughts)]
 
 
 def _engine_reward(completions, **kwargs):  # pragma: no cover - never called (rollouts are scored here)
@@ -148,7 +197,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         return [
             EpisodeInput(id=f"r{i}", source=self.stream_spec.stream(
                 list(row["chunks"]), tokenizer=self.processing_class, timestamps=row.get("timestamps")),
-                reference=str(row["answer"]), seed=self._rollout_seed(i))
+                reference=str(row["answer"]), seed=self._rollout_seed(i), evidence_chunk=row.get("evidence_chunk"))
             for i, row in enumerate(rows)
         ]
 
@@ -228,7 +277,9 @@ class StreamGRPOTrainer(GRPOTrainer):
 
         # advantages (B, T): zero wherever stage == 0 (and on padding, whose stage is 0)
         kw = self._normalization()
-        if self.cfg.advantage == "hrpo":
+        if self.cfg.advantage == "proactive":
+            advantages = self._proactive_advantages(inputs, results, rewards, stage, P, G, metrics)
+        elif self.cfg.advantage == "hrpo":
             advantages = hrpo_token_advantages(rewards["stream"], rewards["deep"], stage, G, **kw)
         else:
             advantages = grpo_token_advantages(rewards["total"], stage, G, **kw)
@@ -274,6 +325,47 @@ class StreamGRPOTrainer(GRPOTrainer):
             out["ref_per_token_logps"] = ref_logps
         return out
 
+    def _proactive_advantages(self, rows: list[dict], results: list[EpisodeResult], rewards: dict,
+                              stage: torch.Tensor, P: int, G: int, metrics) -> torch.Tensor:
+        """Proactive GRPO (ours): turn-level rewards per decision turn and a trajectory reward per
+        rollout (:mod:`adasr.train.rewards`), turned into ``(B, T)`` advantages by
+        :func:`proactive_token_advantages`. Adds ``rewards["trajectory"]`` and logs the
+        proactive metrics. ``P``: the prompt length the completions start after (tokens)."""
+        pcfg = self.cfg.proactive_reward_config()
+        B, T = stage.shape
+        per_row, traj, scores, premature, early = [], [], [], [], []
+        for row, res in zip(rows, results):
+            rec = res.record
+            e = row.get("evidence_chunk")
+            if e is None:
+                raise ConfigError(f"advantage: proactive needs rows with an evidence_chunk (row {row.get('id')!r})")
+            m = episode_metrics(rec, window=pcfg.window, half_life=pcfg.half_life)
+            turns = rollout_turns(res)
+            r_turn = turn_rewards([t.chunk for t in turns], [t.responds for t in turns], int(e), rec["correct"], pcfg)
+            per_row.append((turns, r_turn))
+            traj.append(trajectory_reward(rec["correct"], m["premature"], m["proactive_score"], rec["format_ok"], pcfg))
+            scores.append(m["proactive_score"])
+            premature.append(float(m["premature"]))
+            early.append(float(rec.get("answer_chunk") is not None))
+        K = max((len(t) for t, _ in per_row), default=0)
+        turn_r = torch.zeros((B, K))
+        turn_mask = torch.zeros((B, K), dtype=torch.bool)
+        turn_index = torch.full((B, T), -1, dtype=torch.long)
+        for b, (turns, r_turn) in enumerate(per_row):
+            for k, (turn, r) in enumerate(zip(turns, r_turn)):
+                turn_r[b, k], turn_mask[b, k] = r, True
+                a, z = max(turn.start - P, 0), min(turn.end - P, T)
+                if a < z:
+                    turn_index[b, a:z] = k
+        rewards["trajectory"] = torch.tensor(traj, dtype=torch.float32)
+        metrics["proactive/trajectory_reward"].append(rewards["trajectory"].mean().item())
+        metrics["proactive/turn_reward"].append(turn_r[turn_mask].mean().item() if K else 0.0)
+        metrics["proactive/score"].append(sum(scores) / B)
+        metrics["proactive/premature_rate"].append(sum(premature) / B)
+        metrics["proactive/answered_before_eoi_rate"].append(sum(early) / B)
+        return proactive_token_advantages(rewards["trajectory"], turn_r, turn_mask, turn_index, stage, G,
+                                          w_turn=pcfg.w_turn, w_traj=pcfg.w_traj, **self._normalization())
+
     def _normalization(self) -> dict:
         """Keyword arguments of :func:`group_normalize`: ``scale_rewards: group`` divides by the
         group std (+ ``adv_eps``), ``none`` only subtracts the group mean."""
@@ -316,7 +408,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         for key in ("stream_tokens", "deep_tokens", "post_input_tokens", "overrun_tokens", "skipped_chunks"):
             metrics[f"tokens/{key}" if key.endswith("tokens") else key].append(rec_mean(key))
         metrics["post_input_latency_s"].append(rec_mean("post_input_latency_s"))
-        key = "stream" if self.cfg.advantage == "hrpo" else "total"
+        key = {"hrpo": "stream", "proactive": "trajectory"}.get(self.cfg.advantage, "total")
         r = rewards[key].view(-1, G)
         metrics["frac_reward_zero_std"].append((r.amax(1) == r.amin(1)).float().mean().item())
         metrics["truncated_frac"].append(truncated / max(len(results), 1))
@@ -363,7 +455,8 @@ def train_rl(
     resume_from = training_resume_point(cfg)
     if train_dataset is None:
         train_dataset, _ = build_splits(cfg)
-    train_dataset = as_dataset(train_dataset, required=("chunks", "answer"))
+    required = ("chunks", "answer", "evidence_chunk") if cfg.advantage == "proactive" else ("chunks", "answer")
+    train_dataset = as_dataset(train_dataset, required=required)
     policy = load_policy(cfg, cfg.init or cfg.model, model=model, tokenizer=tokenizer)
     trainer = StreamGRPOTrainer(policy.model, policy.tokenizer, cfg, train_dataset=train_dataset,
                                 callbacks=callbacks, scorer=scorer)
@@ -375,4 +468,4 @@ def train_rl(
                       extra={"init": cfg.init})
 
 
-__all__ = ["StreamGRPOTrainer", "train_rl"]
+__all__ = ["StreamGRPOTrainer", "train_rl", "RolloutTurn", "rollout_turns"]

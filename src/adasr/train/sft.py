@@ -37,8 +37,9 @@ import torch
 from transformers import Trainer
 
 from adasr.errors import DataError
+from adasr.policy import is_response
 from adasr.protocol import STAGE_INPUT, Episode, Rendered, StreamingFormat, default_format
-from adasr.train.cb_stream import cb_stream_loss, cb_stream_token_weights
+from adasr.train.cb_stream import CLASS_NAMES, cb_stream_loss, cb_stream_token_weights, decision_classes
 from adasr.train.common import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
 from adasr.train.config import SFTConfig
 
@@ -59,11 +60,22 @@ def row_episode(row: dict, layout: str = "streaming") -> Episode:
     read-then-think twin of the same episode: one user turn holding every chunk, then the
     non-empty thoughts, in order, followed by the deep stage, as one assistant turn. The
     reasoning text is identical; only *when* it is written changes (the fair baseline for
-    post-input latency, docs/DESIGN.md "Modes").
+    post-input latency, docs/DESIGN.md "Modes"). ``layout="proactive"`` is the proactive layout
+    of a proactive record (:mod:`adasr.tasks.proactive`, ``evidence_chunk`` = e): chunks ``0..e``
+    with their turns (silent, ..., silent, the ``\\boxed{answer}`` response) and no end-of-input
+    turn nor deep stage.
 
     Raises:
         ProtocolError: for an unknown layout (from :class:`Episode` rendering).
+        DataError: ``layout="proactive"`` on a row without a valid ``evidence_chunk``.
     """
+    if layout == "proactive":
+        e = row.get("evidence_chunk")
+        thoughts = list(row["thoughts"])
+        if not isinstance(e, int) or not 0 <= e < len(row["chunks"]) or len(thoughts) != e + 1:
+            raise DataError(f"episode {row.get('id')!r} is not a proactive record (evidence_chunk {e!r}, "
+                            f"{len(thoughts)} thoughts): build it with a proactive_* task")
+        return Episode(chunks=list(row["chunks"])[: e + 1], thoughts=thoughts, deep=None, end_of_input=False)
     if layout == "batch":
         steps = [t.strip() for t in row["thoughts"] if t and t.strip()]
         deep = " ".join(steps + [row["deep"]])
@@ -78,7 +90,8 @@ class EpisodeStats:
     Attributes:
         kept: episodes kept (at most ``max_seq_len`` tokens).
         dropped: episodes dropped for being longer.
-        class_counts: decision-token counts ``{"skip": n, "think": n}`` over the kept episodes.
+        class_counts: decision-token counts ``{"skip": n, "think": n, "respond": n}`` over the
+            kept episodes (:func:`decision_counts`).
         max_len / mean_len: rendered lengths (tokens) of the kept episodes.
     """
 
@@ -100,30 +113,50 @@ def prepare_episodes(ds, fmt: StreamingFormat, max_seq_len: int, layout: str = "
         DataError: a row cannot be rendered, or no row fits in ``max_seq_len``.
     """
     keep: list[int] = []
-    skip = think = 0
+    counts = dict.fromkeys(CLASS_NAMES, 0)
     lengths: list[int] = []
     for i, row in enumerate(ds):
         try:
             r = fmt.render(row_episode(row, layout))
+        except DataError:
+            raise
         except Exception as err:  # noqa: BLE001 - a malformed record names itself
             raise DataError(f"episode {row.get('id', i)!r} cannot be rendered: {err}") from None
         if len(r.input_ids) > max_seq_len:
             continue
         keep.append(i)
         lengths.append(len(r.input_ids))
-        for pos, is_dec in enumerate(r.decision):
-            if is_dec:
-                if r.input_ids[pos] == fmt.end_of_turn_id:
-                    skip += 1
-                else:
-                    think += 1
+        for name, n in decision_counts(r, response_decisions(r, row["thoughts"]), fmt.end_of_turn_id).items():
+            counts[name] += n
     if not keep:
         raise DataError(f"no training episode fits in max_seq_len={max_seq_len} tokens: raise max_seq_len")
-    stats = EpisodeStats(len(keep), len(ds) - len(keep), {"skip": skip, "think": think}, max(lengths),
-                         sum(lengths) / len(lengths))
+    stats = EpisodeStats(len(keep), len(ds) - len(keep), counts, max(lengths), sum(lengths) / len(lengths))
     if stats.dropped:
         logger.warning("dropped %d of %d episodes longer than max_seq_len=%d", stats.dropped, len(ds), max_seq_len)
     return (ds if stats.dropped == 0 else ds.select(keep)), stats
+
+
+def response_decisions(rendered: Rendered, thoughts: Sequence) -> list[bool]:
+    """Per token of ``rendered``: True at the decision token of each **response** turn (its text
+    holds a non-empty ``\\boxed{}``: :func:`adasr.policy.is_response`).
+
+    The decision tokens of ``rendered`` belong, in order, to the rendered (non-``None``) entries
+    of ``thoughts``; decision tokens cut off by truncation are simply absent.
+    """
+    turns = [t for t in thoughts if t is not None]
+    out = [False] * len(rendered.input_ids)
+    positions = [p for p, d in enumerate(rendered.decision) if d]
+    for pos, text in zip(positions, turns):
+        out[pos] = isinstance(text, str) and is_response(text)
+    return out
+
+
+def decision_counts(rendered: Rendered, respond: Sequence[bool], end_of_turn_id: int) -> dict[str, int]:
+    """Decision classes of one rendered episode: ``{"skip": n, "think": n, "respond": n}``
+    (:func:`adasr.train.cb_stream.decision_classes`; ``respond`` from :func:`response_decisions`)."""
+    ids = torch.tensor(rendered.input_ids, dtype=torch.long)[None]
+    cls = decision_classes(ids, torch.tensor(rendered.decision)[None], end_of_turn_id, torch.tensor(respond)[None])
+    return {name: int((cls == c).sum()) for c, name in enumerate(CLASS_NAMES)}
 
 
 class StreamingCollator:
@@ -137,7 +170,9 @@ class StreamingCollator:
     Returns (from ``__call__``) a dict of ``(B, T)`` tensors, right-padded:
         ``input_ids``; ``attention_mask`` (1 on real tokens); ``labels`` (the id where the model
         generated the token, stage > 0, else -100); ``decision_mask`` (bool, the skip-vs-think
-        decision tokens); ``stage`` (0 input, 1 streaming thought, 2 deep stage; 0 on padding).
+        decision tokens); ``respond_mask`` (bool, the decision tokens of response turns:
+        :func:`response_decisions`); ``stage`` (0 input, 1 streaming thought, 2 deep stage; 0 on
+        padding).
     """
 
     def __init__(self, tokenizer, fmt: StreamingFormat | None = None, max_seq_len: int | None = None,
@@ -163,14 +198,17 @@ class StreamingCollator:
         att = torch.zeros((B, T), dtype=torch.long)
         stage = torch.zeros((B, T), dtype=torch.long)
         dec = torch.zeros((B, T), dtype=torch.bool)
-        for b, r in enumerate(rendered):
+        respond = torch.zeros((B, T), dtype=torch.bool)
+        for b, (r, row) in enumerate(zip(rendered, rows)):
             n = len(r.input_ids)
             ids[b, :n] = torch.tensor(r.input_ids, dtype=torch.long)
             att[b, :n] = 1
             stage[b, :n] = torch.tensor(r.stage, dtype=torch.long)
             dec[b, :n] = torch.tensor(r.decision, dtype=torch.bool)
+            respond[b, :n] = torch.tensor(response_decisions(r, row["thoughts"]), dtype=torch.bool)
         labels = torch.where(stage > STAGE_INPUT, ids, torch.full_like(ids, IGNORE))
-        return {"input_ids": ids, "attention_mask": att, "labels": labels, "decision_mask": dec, "stage": stage}
+        return {"input_ids": ids, "attention_mask": att, "labels": labels, "decision_mask": dec,
+                "respond_mask": respond, "stage": stage}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,8 +221,8 @@ class StreamSFTTrainer(Trainer):
 
     Args:
         cb_beta: class-balancing strength (0 = plain masked cross-entropy).
-        class_counts: dataset-level decision counts ``{"skip": n, "think": n}`` (computed once
-            over the training set; ``None`` = per batch).
+        class_counts: dataset-level decision counts ``{"skip": n, "think": n, "respond": n}``
+            (computed once over the training set; ``None`` = per batch).
         end_of_turn_id: the id that closes an assistant turn (a skip starts with it).
         **kwargs: ``transformers.Trainer`` arguments.
 
@@ -206,7 +244,8 @@ class StreamSFTTrainer(Trainer):
         input_ids = inputs["input_ids"]
         outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"])
         weights = cb_stream_token_weights(
-            input_ids, labels != IGNORE, decision, self.end_of_turn_id, self.cb_beta, self.class_counts
+            input_ids, labels != IGNORE, decision, self.end_of_turn_id, self.cb_beta, self.class_counts,
+            respond_mask=inputs.get("respond_mask"),
         )
         loss = cb_stream_loss(outputs.logits, input_ids, weights)
         return (loss, outputs) if return_outputs else loss
@@ -288,4 +327,4 @@ def train_sft(
 
 
 __all__ = ["StreamingCollator", "StreamSFTTrainer", "EpisodeStats", "row_episode", "prepare_episodes", "sft_arguments",
-           "train_sft"]
+           "train_sft", "response_decisions", "decision_counts"]

