@@ -388,13 +388,18 @@ def eval_cmd(
 
     from adasr.protocol import UNTRAINED_PROTOCOL
 
+    from adasr.policy import make_policy
+
+    # the protocol each mode's engine uses (proactive mode has its own for untrained models)
+    by_mode = {m: loaded.protocol or make_policy(m).default_protocol or UNTRAINED_PROTOCOL for m in mode}
+    protocol = next(iter(by_mode.values())) if len(set(by_mode.values())) == 1 else by_mode
     run_config = {
         "model": _model_ref(model), "model_path": loaded.path, "revision": revision,
         "data": str(data.expanduser().resolve()), "limit": limit,
         "dtype": dtype, "device": loaded.model.device.type,
         "budget": budgets[0], "max_deep_tokens": max_deep_tokens, "decode_rate": decode_rate,
         "temperature": temperature, "top_p": 1.0, "top_k": 0, "seed": seed,
-        "protocol": loaded.protocol or UNTRAINED_PROTOCOL,
+        "protocol": protocol,
     }
     if backend != "torch":
         run_config["backend"] = backend
