@@ -47,6 +47,9 @@ WpsOpt = Annotated[float, typer.Option(help="arrival rate, words per second (whe
 ChunkerOpt = Annotated[str, typer.Option(help="sentence | word | token: how a text is cut into chunks "
                                               "(pre-split chunks of a data file are kept)")]
 MaxChunkTokensOpt = Annotated[int, typer.Option(help="split chunks longer than this many tokens (0: no cap)")]
+ProtocolOpt = Annotated[Optional[str], typer.Option(
+    help="streaming protocol version (v1, v2, v3, v3-prefix, ...; docs/DESIGN.md): default the adapter's own, "
+         "or the untrained default for base models")]
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -83,13 +86,23 @@ def _main_options(
     setup_logging(verbose)
 
 
-def _load(model: str, dtype: str, device: str = "cpu", revision: str | None = None):
+def _load(model: str, dtype: str, device: str = "cpu", revision: str | None = None, protocol: str | None = None):
+    """Load ``model``; ``protocol`` overrides the streaming protocol it runs with (warned when it
+    differs from the one a trained adapter learned)."""
     from adasr.models import load_model, resolve_device
+    from adasr.protocol import PROTOCOLS
 
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     resolve_device(device)  # a bad device fails before any loading
-    return load_model(model, dtype=dtype, device=device, revision=revision)
+    loaded = load_model(model, dtype=dtype, device=device, revision=revision)
+    if protocol is not None:
+        if loaded.protocol and loaded.protocol != protocol:
+            err.print(f"warning: {loaded.name} was trained with protocol {loaded.protocol}; running it with {protocol}")
+        loaded.protocol = protocol
+    return loaded
 
 
 def _model_ref(model: str) -> str:
@@ -142,6 +155,7 @@ def run(
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
+    protocol: ProtocolOpt = None,
     mode: Annotated[str, typer.Option(help="batch | interleaved | adaptive | proactive")] = "adaptive",
     wps: WpsOpt = DEFAULT_WPS,
     chunker: ChunkerOpt = DEFAULT_CHUNKER,
@@ -193,7 +207,7 @@ def run(
             text = " ".join(item.chunks) if item.chunks else item.question
         return _run_remote(server, None if live else text, item=item, as_json=as_json, wps=wps,
                            chunker=chunker, settings=settings)
-    loaded = _load(model, dtype, device, revision)
+    loaded = _load(model, dtype, device, revision, protocol)
     if live:
         source, clock = stdin_source(), "real"
     else:
@@ -291,6 +305,7 @@ def serve(
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
+    protocol: ProtocolOpt = None,
     host: Annotated[str, typer.Option(help="address to bind (loopback by default; set --api-key before exposing it)")] = "127.0.0.1",
     port: int = 8000,
     max_sessions: Annotated[int, typer.Option(help="the most live sessions (KV cache rows); more are refused")] = 8,
@@ -320,7 +335,7 @@ def serve(
             probe.bind((host, port))
         except OSError as e:
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    loaded = _load(model, dtype, device, revision)
+    loaded = _load(model, dtype, device, revision, protocol)
     engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate)
     server_app = create_app(engine, model_name=model, api_key=api_key, max_sessions=max_sessions,
                             idle_timeout_s=idle_timeout)
@@ -338,6 +353,7 @@ def eval_cmd(
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
+    protocol: ProtocolOpt = None,
     mode: Annotated[list[str], typer.Option(help="repeat for a side-by-side table")] = ["adaptive"],  # noqa: B006
     limit: Annotated[Optional[int], typer.Option(help="first N valid problems")] = None,
     out: Annotated[Path, typer.Option(help="output directory (resumable)")] = Path("runs/eval"),
@@ -377,7 +393,7 @@ def eval_cmd(
     budgets = _budgets(thought_budget)
     spec = _stream_spec(chunker, wps, max_chunk_tokens)
     items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
-    loaded = _load(model, dtype, device, revision)
+    loaded = _load(model, dtype, device, revision, protocol)
 
     engines = []  # the first engine's vLLM runtime serves every mode
 
@@ -392,14 +408,14 @@ def eval_cmd(
 
     # the protocol each mode's engine uses (proactive mode has its own for untrained models)
     by_mode = {m: loaded.protocol or make_policy(m).default_protocol or UNTRAINED_PROTOCOL for m in mode}
-    protocol = next(iter(by_mode.values())) if len(set(by_mode.values())) == 1 else by_mode
+    run_protocol = next(iter(by_mode.values())) if len(set(by_mode.values())) == 1 else by_mode
     run_config = {
         "model": _model_ref(model), "model_path": loaded.path, "revision": revision,
         "data": str(data.expanduser().resolve()), "limit": limit,
         "dtype": dtype, "device": loaded.model.device.type,
         "budget": budgets[0], "max_deep_tokens": max_deep_tokens, "decode_rate": decode_rate,
         "temperature": temperature, "top_p": 1.0, "top_k": 0, "seed": seed,
-        "protocol": protocol,
+        "protocol": run_protocol,
     }
     if backend != "torch":
         run_config["backend"] = backend
