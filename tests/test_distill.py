@@ -70,6 +70,34 @@ def test_free_solution_hand_checked_placement():
     assert "\n" not in one and one.startswith("2. In May") and one.endswith("48 + 24 = 72 \\]")
 
 
+# Qwen2.5-Coder-0.5B-Instruct samples (gsm8k-train-138#1, gsm8k-train-76#1), abridged: list items
+# ending in a period, units in \\text{}, pound signs and intermediate values inside one chain
+TOWELS_Q = ("3 families of 4 people shared a vacation rental for 7 days. Everyone uses 1 oversized beach towel a "
+            "day before getting a new one. The washing machine can hold 14 oversized beach towels per load. How "
+            "many loads of laundry will it take to wash all the oversized beach towels?")
+TOWELS_SOL = ("1. **Calculate the total number of people:**\n   - Total number of people = \\(3 \\times 4 = 12\\).\n"
+              "2. **Towels used in 7 days:**\n   - Total = \\(12 \\times 7 = 84\\).\n"
+              "3. **Loads:**\n   - Loads needed = \\(\\frac{84}{14} = 6\\).\n\nThe answer is \\(\\boxed{6}\\).")
+TOAST_Q = ("A slice of toast costs \u00a31, and eggs cost \u00a33 each. Dale had 2 slices of toast and 2 eggs. "
+           "Andrew had 1 slice of toast and 2 eggs. How much did their breakfast cost?")
+TOAST_SOL = ("- The cost of Dale's breakfast:\n  \\[\n  2 \\text{ slices} \\times \u00a31 \\text{ per slice} + 2 "
+             "\\text{ eggs} \\times \u00a33 = \u00a32 + \u00a36 = \u00a38\n  \\]\n\nTherefore it cost \\boxed{15}.")
+
+
+def test_free_solution_reads_periods_units_currency_and_intermediate_values():
+    steps = [s for s in parse_free_solution(TOWELS_SOL) if s.annotated]
+    assert [(s.operands, s.results) for s in steps] == [((3.0, 4.0), (12.0,)), ((12.0, 7.0), (84.0,)),
+                                                       ((84.0, 14.0), (6.0,))]
+    # 3*4 after chunk 0; 12*7 also (7 days is in chunk 0); 84/14 needs chunk 2 (14 per load)
+    towels = streamify_solution(TOWELS_Q, TOWELS_SOL, "6").record
+    assert [bool(t) for t in towels["thoughts"]] == [True, False, True]
+    assert "3 \\times 4 = 12" in towels["thoughts"][0] and "frac{84}{14}" in towels["thoughts"][2]
+    (dale,) = [s for s in parse_free_solution(TOAST_SOL) if s.annotated]
+    assert dale.operands == (2.0, 1.0, 2.0, 3.0) and set(dale.results) == {2.0, 6.0, 8.0}
+    toast = streamify_solution(TOAST_Q, TOAST_SOL, "15").record  # 2 eggs of Dale: chunk 1
+    assert [bool(t) for t in toast["thoughts"]] == [False, True, False]
+
+
 def test_free_solution_without_boxed_gets_an_answer_line_and_inconsistency_is_flagged():
     p = streamify_solution("Ann has 3 apples. Bob has 4 apples. How many in all?", "3 + 4 = 8 apples.", "7")
     assert p.record["thoughts"] == ["", "3 + 4 = 8 apples."]

@@ -575,10 +575,11 @@ def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "dee
 # Free-form solutions (the model's own, e.g. from self-distillation) carry no <<expr=result>>
 # annotations: their arithmetic is read from the text. LaTeX operators are turned into Python
 # ones, then every chain "E0 = E1 = ... = En" of arithmetic expressions gives one annotation
-# (operands: the numbers of E0..E(n-1); result: the value of En).
+# (operands: the numbers of E0 up to the first part with an operator; the numbers of later parts
+# are intermediate results, like the value of En).
 _LATEX_OPS = (
     ("\\times", "*"), ("\\cdot", "*"), ("×", "*"), ("·", "*"), ("\\div", "/"), ("÷", "/"),
-    ("\\left", ""), ("\\right", ""), ("\\$", ""), ("$", ""), ("\\%", "%"), ("\\,", ""), ("{,}", ""),
+    ("\\left", ""), ("\\right", ""), ("\\$", ""), ("$", ""), ("£", ""), ("€", ""), ("\\%", "%"), ("\\,", ""), ("{,}", ""),
     ("\\[", " "), ("\\]", " "), ("\\(", " "), ("\\)", " "), ("−", "-"), ("–", "-"),
 )
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
@@ -590,7 +591,7 @@ _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+|\*\*Step|Step\s+\d)")
 
 def _math_text(text: str) -> str:
     """``text`` with LaTeX arithmetic turned into plain ``+ - * /`` expressions."""
-    s = _LATEX_TEXT.sub(r" \1 ", text)
+    s = _LATEX_TEXT.sub(" ", text)  # \\text{hours}: a unit inside math, not a quantity
     for _ in range(3):  # nested fractions
         s = _LATEX_FRAC.sub(r"((\1)/(\2))", s)
     for a, b in _LATEX_OPS:
@@ -600,6 +601,7 @@ def _math_text(text: str) -> str:
 
 
 _THOUSANDS_IN_TEXT = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_HAS_OP = re.compile(r"\d\s*[-+*/]\s*[\d(]|\)\s*[-+*/]")
 
 
 def _annotations(text: str) -> tuple[list[float], list[float], bool]:
@@ -608,19 +610,24 @@ def _annotations(text: str) -> tuple[list[float], list[float], bool]:
     results: list[float] = []
     consistent = True
     for m in _CHAIN.finditer(_math_text(text)):
-        parts = [p.strip() for p in m.group(0).split("=")]
+        parts = [p.strip().rstrip(".").rstrip() for p in m.group(0).split("=")]  # "= 12." ends a sentence
         parts = [p for p in parts if p]
-        if len(parts) < 2 or not re.search(r"\d\s*[-+*/]\s*[\d(]|\)\s*[-+*/]", " ".join(parts[:-1])):
+        if len(parts) < 2 or not _HAS_OP.search(" ".join(parts[:-1])):
             continue  # "x = 5" or "2 = 2": nothing computed
         res = _safe_eval(parts[-1])
         if res is None:
             continue
+        computed = False  # after the first part with an operator, numbers are intermediate results
         for p in parts[:-1]:
             val = _safe_eval(p)
             if val is not None and not _close(val, res):
                 consistent = False
-            operands.extend(k for k in (_key(float(x)) for x in _NUM_IN_EXPR.findall(p))
-                            if k not in results)
+            nums = [_key(float(x)) for x in _NUM_IN_EXPR.findall(p)]
+            if computed:  # "2*1 + 2*3 = 2 + 6 = 8": 2 and 6 were computed, not read from the input
+                results.extend(nums)
+            else:
+                operands.extend(k for k in nums if k not in results)
+                computed = bool(_HAS_OP.search(p))
         results.append(_key(res))
     return operands, results, consistent
 
