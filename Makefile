@@ -57,7 +57,8 @@ VLLM_PKG ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo v
 VLLM_TRANSFORMERS ?= transformers>=5.16.1,<5.20
 ADASR_DEPS := huggingface_hub>=1.31,<3 accelerate>=1.10,<2 trl>=1.16,<1.17 peft>=0.20,<1 \
   datasets>=4.7,<6 gguf>=0.10,<1 safetensors>=0.4 math-verify>=0.9,<0.10 reasoning-gym>=0.1.25,<0.2 \
-  pyyaml>=6 rich>=13.8 typer>=0.16,<1 click>=8.1 matplotlib>=3.8 pytest>=8
+  pyyaml>=6 rich>=13.8 typer>=0.16,<1 click>=8.1 matplotlib>=3.8 pytest>=8 \
+  fastapi>=0.115,<1 uvicorn>=0.30,<1 websockets>=13,<18 prometheus-client>=0.20,<1 httpx>=0.27,<1
 
 vllm: $(VLLM_STAMP)
 

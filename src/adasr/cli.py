@@ -316,6 +316,7 @@ def serve(
     temperature: float = 0.0,
     seed: int = 0,
     decode_rate: DecodeRateOpt = None,
+    backend: BackendOpt = "torch",
     idle_timeout: Annotated[float, typer.Option(help="close a session with no frame for this long before its end, s")] = 60.0,
 ) -> None:
     """Serve live streaming sessions: WebSocket /v1/sessions, POST /v1/solve, a page at / (docs/SERVING.md)."""
@@ -336,13 +337,16 @@ def serve(
         except OSError as e:
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     loaded = _load(model, dtype, device, revision, protocol)
-    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate)
+    engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate, backend)
     server_app = create_app(engine, model_name=model, api_key=api_key, max_sessions=max_sessions,
                             idle_timeout_s=idle_timeout)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"warning: serving on {host} without --api-key: anyone who can reach it can use it")
     err.print(f"serving {model} on http://{host}:{port}/ (max {max_sessions} sessions); Ctrl-C stops")
-    uvicorn.run(server_app, host=host, port=port, ws_max_size=MAX_FRAME_BYTES, log_level="warning")
+    try:
+        uvicorn.run(server_app, host=host, port=port, ws_max_size=MAX_FRAME_BYTES, log_level="warning")
+    finally:
+        engine.close()  # vLLM's engine processes (a no-op in-process)
 
 
 @app.command("eval")

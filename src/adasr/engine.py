@@ -340,6 +340,21 @@ class StreamingEngine:
         """Whether any session is queued or running (not yet finished or aborted)."""
         return any(not s.status.ended for s in self._sessions.values())
 
+    @property
+    def kv_rows(self) -> int:
+        """KV-cache rows held now (one per admitted session until its row is freed)."""
+        return self.runner.batch_size
+
+    def kv_bytes(self) -> int | None:
+        """Bytes of the keys/values the shared cache holds (0 with no rows); ``None`` where the
+        backend manages its own memory (vLLM's paged cache)."""
+        total = 0
+        for layer in self.runner.cache.layers:
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if t is not None:
+                    total += t.numel() * t.element_size()
+        return total
+
     def pop_results(self) -> list[EpisodeResult]:
         """Results of the sessions that finished since the last call, in finishing order."""
         out, self._results = self._results, []

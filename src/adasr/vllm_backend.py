@@ -300,6 +300,16 @@ class VllmEngine(StreamingEngine):
 
         return self.runtime.call(gen())
 
+    @property
+    def kv_rows(self) -> int:
+        """vLLM requests held open (one per live session)."""
+        return len(self._requests)
+
+    def kv_bytes(self) -> None:
+        """``None``: vLLM's paged KV cache is preallocated (``VllmOptions.gpu_memory_utilization`` or
+        ``cpu_kv_cache_gib``)."""
+        return None
+
     # -- backend hooks ---------------------------------------------------------------------------
     def _start_run(self) -> None:
         """vLLM's prefix cache is kept (the weights do not change under it)."""

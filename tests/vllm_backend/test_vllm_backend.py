@@ -141,3 +141,45 @@ def test_cli_unknown_backend_is_one_line_error():
     assert proc.returncode != 0
     assert "error: unknown backend 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_backend_vllm_streams_a_session_and_frees_its_request():
+    import socket
+    import time
+
+    import httpx
+
+    from adasr.client import Client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "adasr.cli", "serve", "--backend", "vllm", "--port", str(port),
+                             "--model", "smollm2-135m-instruct", "--mode", "interleaved", "--budget", "8",
+                             "--max-deep-tokens", "24", "--decode-rate", "50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "adasr serve --backend vllm did not come up"
+            time.sleep(2)
+        events = list(Client(url).session(iter(TEXTS[0].split(". "))))
+        record = events[-1]
+        assert record["type"] == "record" and record["record"]["n_chunks"] == 4
+        assert record["record"]["deep_tokens"] > 0 and any(e["type"] == "thought" for e in events)
+        for _ in range(60):  # the request is closed at the engine's next step
+            health = httpx.get(url + "/health", timeout=5).json()
+            if health["rows"] == 0 and health["engine_sessions"] == 0:
+                break
+            time.sleep(0.5)
+        assert health["rows"] == 0 and health["engine_sessions"] == 0 and health["kv_bytes"] is None
+    finally:
+        proc.terminate()
+        proc.wait(60)

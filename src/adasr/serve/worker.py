@@ -96,16 +96,6 @@ class ServerMetrics:
                                 buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5), registry=r)
 
 
-def kv_bytes(engine: StreamingEngine) -> int:
-    """Bytes of the keys/values the engine's shared cache holds (0 with no rows)."""
-    total = 0
-    for layer in engine.runner.cache.layers:
-        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if t is not None:
-                total += t.numel() * t.element_size()
-    return total
-
-
 class EngineWorker:
     """Runs ``engine`` in one thread for many live sessions (see the module docstring).
 
@@ -210,7 +200,7 @@ class EngineWorker:
         while not self._stop:
             self._wake.clear()
             dirty = self._drain()
-            if not (engine.has_work or dirty or engine.runner.batch_size):  # (a step frees ended rows)
+            if not (engine.has_work or dirty or engine.kv_rows):  # (a step frees ended rows)
                 self._update_gauges()
                 self._wake.wait(1.0)
                 continue
@@ -287,10 +277,11 @@ class EngineWorker:
 
     def _update_gauges(self) -> None:
         m, engine = self.metrics, self.engine
-        snap = {"rows": engine.runner.batch_size, "kv_bytes": kv_bytes(engine), "engine_sessions": len(self._handles)}
+        snap = {"rows": engine.kv_rows, "kv_bytes": engine.kv_bytes(), "engine_sessions": len(self._handles)}
         self._snapshot = snap
         m.kv_rows.set(snap["rows"])
-        m.kv_bytes.set(snap["kv_bytes"])
+        if snap["kv_bytes"] is not None:
+            m.kv_bytes.set(snap["kv_bytes"])
         m.queue_length.set(len(engine.scheduler.queue) + self._commands.qsize())
         forward_s, generated = engine.stats["forward_s"], self._generated
         last = self._last_totals
