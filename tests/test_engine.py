@@ -497,6 +497,24 @@ def test_add_session_mid_episode_gives_the_ids_of_a_run_alone(tiny_model, tiny_t
     assert results["first"].token_ids == run_episode(eng, EpisodeInput("first", stream(4))).token_ids
 
 
+def test_per_session_mode_gets_its_own_protocol_unless_one_is_fixed(tiny_model, tiny_tokenizer):
+    from adasr.policy import make_policy
+    from adasr.protocol import UNTRAINED_PROTOCOL, protocol_format
+
+    proactive = make_policy("proactive", thought_budget=6)
+    untrained = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="adaptive", max_deep_tokens=6))
+    assert untrained.format is protocol_format(tiny_tokenizer, UNTRAINED_PROTOCOL)
+    own = protocol_format(tiny_tokenizer, "proactive-v1")
+    assert untrained.session_format(proactive) is own  # a server's proactive session on an adaptive engine
+    sid = untrained.add_session(EpisodeInput("p", stream(2)), policy=proactive)
+    while untrained.has_work:
+        untrained.step()
+    (result,) = untrained.pop_results()
+    assert result.id == sid and result.token_ids[:len(own.prefix_ids("streaming"))] == own.prefix_ids("streaming")
+    fixed = engine(tiny_model, tiny_tokenizer, policy="adaptive")  # protocol v1 asked for: every session keeps it
+    assert fixed.session_format(proactive) is fixed.format is protocol_format(tiny_tokenizer, "v1")
+
+
 def test_abort_frees_the_rows(tiny_model, tiny_tokenizer):
     eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     eng.configure(batch_size=3)

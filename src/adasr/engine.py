@@ -234,6 +234,7 @@ class StreamingEngine:
         c.validate()
         self.policy = c.make_policy()
         self.format = fmt or protocol_format(tokenizer, c.protocol or self.policy.default_protocol)
+        self._fixed_format = fmt is not None or c.protocol is not None  # else each mode uses its default
         self.stats = {"steps": 0, "row_steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0,
                       "tokens_fed": 0, "padded_fed": 0, "prefix_hits": 0}
         self.scheduler = Scheduler("virtual")
@@ -296,7 +297,7 @@ class StreamingEngine:
         live = self._sessions.get(inp.id)
         if live is not None and not live.status.ended:
             raise ConfigError(f"a session with id {inp.id!r} is already running")
-        session = Session(inp, self.format, policy or self.policy, sampling=sampling,
+        session = Session(inp, self.session_format(policy), policy or self.policy, sampling=sampling,
                           max_deep_tokens=max_deep_tokens or self.config.max_deep_tokens,
                           seed=self.config.seed, decode=self.decode, on_event=self._emitter(on_event))
         self.scheduler.add(session, start_s)
@@ -339,6 +340,16 @@ class StreamingEngine:
     def has_work(self) -> bool:
         """Whether any session is queued or running (not yet finished or aborted)."""
         return any(not s.status.ended for s in self._sessions.values())
+
+    def session_format(self, policy: ThoughtPolicy | None = None) -> StreamingFormat:
+        """The protocol pieces a session with ``policy`` runs with: the engine's :attr:`format`
+        when it was given (``fmt`` or ``config.protocol``: a trained adapter's own); otherwise the
+        policy's mode default, as the CLI picks it per mode (``proactive-v1`` for the proactive
+        mode, :data:`adasr.protocol.UNTRAINED_PROTOCOL` for the others), so that a server's
+        per-session mode gets the protocol that mode was designed with."""
+        if policy is None or self._fixed_format:
+            return self.format
+        return protocol_format(self.tokenizer, policy.default_protocol)
 
     @property
     def kv_rows(self) -> int:

@@ -342,11 +342,11 @@ class VllmEngine(StreamingEngine):
             rid = f"{s.id}#{self._n_requests}"
             self._requests[s.id] = rid
             self._inputs[s.id] = self.runtime.call(self._start_request(s.id, rid))
-        fmt, turn = self.format, s.turn
+        fmt, turn = s.fmt, s.turn
         if s.generating:
             left = turn.budget - len(turn.tokens)
             thinking = s.status is SessionStatus.THINKING
-            if thinking and self.policy.yield_on_arrival:
+            if thinking and s.policy.yield_on_arrival:
                 left = min(left, self.options.yield_tokens)
             stop = fmt.stop_ids | (fmt.newline_ids if thinking and fmt.one_line_thoughts else frozenset())
             params = self._params(max(left, 1), stop, self._seed(s))
