@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adasr.metrics import _percentile
+from adasr.metrics import percentile
 from adasr.tasks.proactive import PROACTIVE_TASKS, build_proactive_with_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def main() -> None:
         n_chunks = sum(len(r["chunks"]) for r in both) / len(both)
         rejected = sum(r.n_rejected for r in reports[-2:])
         rows.append([task, f"{len(recs['train'])} / {len(recs['test'])}", str(rejected), f"{n_chunks:.1f}",
-                     f"{sum(pos) / len(pos):.2f}", *(f"{_percentile(pos, q):.2f}" for q in (10, 50, 90)),
+                     f"{sum(pos) / len(pos):.2f}", *(f"{percentile(pos, q):.2f}" for q in (10, 50, 90)),
                      f"{100 * early:.1f}%"])
 
     header = ["family", "items train / test", "rejected", "chunks (mean)", "e/n mean", "e/n p10", "e/n p50",

@@ -71,7 +71,7 @@ from adasr.protocol import Stage, find_boxed
 if TYPE_CHECKING:  # pragma: no cover
     from adasr.session import Session
 
-__all__ = ["EpisodeRecord", "RECORD_FIELDS", "NUMERIC_FIELDS", "wilson_interval", "summarize", "summary_table",
+__all__ = ["EpisodeRecord", "RECORD_FIELDS", "NUMERIC_FIELDS", "percentile", "wilson_interval", "summarize", "summary_table",
            "rich_table"]
 
 
@@ -162,7 +162,7 @@ def _has_reference(rec: Mapping) -> bool:
     return ref is not None and str(ref).strip() != ""
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
     """Linear-interpolation percentile (numpy's default), ``q`` in [0, 100]."""
     if not values:
         return None
@@ -241,8 +241,8 @@ def summarize(records: Iterable[Mapping], *, elapsed_s: float | None = None) -> 
     lat = [
         float(r["post_input_latency_s"]) for r in recs if _is_number(r.get("post_input_latency_s"))
     ]
-    out["p50_post_input_latency_s"] = _percentile(lat, 50)
-    out["p90_post_input_latency_s"] = _percentile(lat, 90)
+    out["p50_post_input_latency_s"] = percentile(lat, 50)
+    out["p90_post_input_latency_s"] = percentile(lat, 90)
 
     walls = [float(r["wall_s"]) for r in recs if _is_number(r.get("wall_s"))]
     out["total_wall_s"] = sum(walls) if walls else None

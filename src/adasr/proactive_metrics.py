@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping
 
-from adasr.metrics import _percentile
+from adasr.metrics import percentile
 
 __all__ = ["PROACTIVE_FIELDS", "proactive_score", "episode_metrics", "proactive_fields", "summarize_proactive"]
 
@@ -172,8 +172,8 @@ def summarize_proactive(records: Iterable[Mapping], *, window: int = DEFAULT_WIN
         "premature_rate": rate(sum(m["premature"] for m in ms)),
         "answered_before_eoi_rate": rate(sum(r.get("answer_chunk") is not None for r in with_e)),
         "mean_proactive_score": sum(m["proactive_score"] for m in ms) / n if n else None,
-        "p50_response_delay_chunks": _percentile(dc, 50),
-        "p95_response_delay_chunks": _percentile(dc, 95),
-        "p50_response_delay_s": _percentile(ds, 50),
-        "p95_response_delay_s": _percentile(ds, 95),
+        "p50_response_delay_chunks": percentile(dc, 50),
+        "p95_response_delay_chunks": percentile(dc, 95),
+        "p50_response_delay_s": percentile(ds, 50),
+        "p95_response_delay_s": percentile(ds, 95),
     }

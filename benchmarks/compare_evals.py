@@ -1,0 +1,94 @@
+"""Side-by-side table of `adasr eval` runs on the same problems, with paired comparisons.
+
+    python benchmarks/compare_evals.py \
+        --row "base, read-then-think=runs/eval_gsm8k/base/batch" \
+        --row "base, adaptive=runs/eval_gsm8k/base/adaptive" \
+        --row "SFT streaming, adaptive=runs/eval_gsm8k/sft/adaptive" --baseline "base, read-then-think"
+
+Each row is ``LABEL=DIR`` where DIR holds an eval mode's ``results.jsonl``. Only the problems
+every row has finished are compared (printed as N), so runs still in progress can be tabled.
+Columns: accuracy with its 95% Wilson interval, p50/p95 post-input latency (seconds, the eval's
+clock) and the p50 ratio to the baseline row, mean streaming-thought / deep-stage tokens, format
+rate, and the paired comparison with the baseline: problems only this row solved / only the
+baseline solved, with the exact two-sided McNemar p-value (binomial test on the discordant
+pairs; McNemar, Psychometrika 1947).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from adasr.metrics import percentile, wilson_interval  # noqa: E402
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs (1.0 when none)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def read_rows(path: Path) -> dict[str, dict]:
+    file = path / "results.jsonl" if path.is_dir() else path
+    if not file.exists():
+        raise SystemExit(f"error: {file} does not exist (pass an eval mode directory)")
+    rows = {}
+    for line in file.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rows[r["id"]] = r
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--row", action="append", required=True, help="LABEL=EVAL_MODE_DIR (repeat)")
+    ap.add_argument("--baseline", help="label of the row the others are compared with (default: the first)")
+    args = ap.parse_args(argv)
+    runs = {}
+    for spec in args.row:
+        label, sep, path = spec.rpartition("=")
+        if not sep or not label:
+            raise SystemExit(f"error: --row needs LABEL=DIR, got {spec!r}")
+        runs[label] = read_rows(Path(path))
+    base = args.baseline or next(iter(runs))
+    if base not in runs:
+        raise SystemExit(f"error: --baseline {base!r} is not a row label ({', '.join(runs)})")
+    ids = sorted(set.intersection(*(set(r) for r in runs.values())))
+    if not ids:
+        raise SystemExit("error: the rows share no finished problem")
+    b_lat = [runs[base][i]["post_input_latency_s"] for i in ids]
+    b_p50 = percentile(b_lat, 50)
+    print(f"N = {len(ids)} problems finished by every row; paired comparisons against '{base}'\n")
+    print("| row | accuracy [95% CI] | post-input latency p50 / p95 (s) | p50 vs baseline | stream tokens | "
+          "deep tokens | format | only this row / only baseline correct (McNemar p) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, rows in runs.items():
+        recs = [rows[i] for i in ids]
+        k = sum(bool(r.get("correct")) for r in recs)
+        lo, hi = wilson_interval(k, len(recs))
+        lat = [r["post_input_latency_s"] for r in recs]
+        p50, p95 = percentile(lat, 50), percentile(lat, 95)
+        mean = lambda f: sum(r.get(f) or 0 for r in recs) / len(recs)  # noqa: E731
+        fmt = sum(bool(r.get("format_ok")) for r in recs) / len(recs)
+        if label == base:
+            paired = "-"
+        else:
+            only_row = sum(bool(rows[i].get("correct")) and not runs[base][i].get("correct") for i in ids)
+            only_base = sum(bool(runs[base][i].get("correct")) and not rows[i].get("correct") for i in ids)
+            paired = f"{only_row} / {only_base} (p = {mcnemar_exact(only_row, only_base):.2f})"
+        print(f"| {label} | {k}/{len(recs)} = {100 * k / len(recs):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | "
+              f"{p50:.1f} / {p95:.1f} | {p50 / b_p50:.2f}x | {mean('stream_tokens'):.1f} | "
+              f"{mean('deep_tokens'):.1f} | {100 * fmt:.0f}% | {paired} |")
+
+
+if __name__ == "__main__":
+    main()
