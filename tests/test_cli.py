@@ -214,6 +214,18 @@ def test_data_distill_end_to_end_and_errors(tiny_dir, tmp_path):
                              "--max-tokens", "16", "--dtype", "float32", "--temperature", "0.9"), "other settings")
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--samples", "0"),
                        "--samples must be >= 1")
+    # --convert-only rewrites the episodes from the samples with another style, sampling nothing
+    before = (out / "samples.jsonl").read_bytes()
+    proc = adasr("data", "distill", "--model", tiny_dir, "--source", str(src), "--out", str(out), "--convert-only",
+                 "--notes", "steps", "--tokens-per-word", "0", "--deep-style", "verbatim", "--dtype", "float32")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (out / "samples.jsonl").read_bytes() == before
+    report = json.loads((out / "report.json").read_text())
+    assert (report["notes"], report["tokens_per_word"], report["deep_style"], report["samples"]) == ("steps", None, "verbatim", 4)
+    assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(tmp_path / "none"), "--convert-only"),
+                       "no samples in")
+    assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--notes", "short"),
+                       "need --notes in")
 
 
 # ---------------------------------------------------------------------------------- one way to stream

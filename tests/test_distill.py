@@ -64,7 +64,7 @@ def test_free_solution_hand_checked_placement():
                                         "Then her pay is 12 \\times 0.8333 = 10 dollars."]
     assert w.record["deep"] == "So she earned \\boxed{10} dollars."
     # with prose kept, a thought is the exact slice of the solution
-    wk = streamify_solution(WENG_Q, WENG_SOL, "10", prose_in_thoughts=True)
+    wk = streamify_solution(WENG_Q, WENG_SOL, "10", notes="prose")
     assert wk.record["thoughts"][1] == WENG_SOL[:WENG_SOL.index("\n\nSo she")]
     one = streamify_solution(NATALIA_Q, NATALIA_SOL, "72", one_line=True).record["thoughts"][0]
     assert "\n" not in one and one.startswith("2. In May") and one.endswith("48 + 24 = 72 \\]")
@@ -96,6 +96,40 @@ def test_free_solution_reads_periods_units_currency_and_intermediate_values():
     assert dale.operands == (2.0, 1.0, 2.0, 3.0) and set(dale.results) == {2.0, 6.0, 8.0}
     toast = streamify_solution(TOAST_Q, TOAST_SOL, "15").record  # 2 eggs of Dale: chunk 1
     assert [bool(t) for t in toast["thoughts"]] == [False, True, False]
+
+
+def test_terse_notes_keep_the_computations_and_what_they_count():
+    from adasr.tasks.streamify import terse_note
+
+    assert terse_note("1. Lisa earned half of the $60: \\[ \\text{Lisa's earnings} = \\frac{60}{2} = 30 \\]") == \
+        "Lisa's earnings = \\frac{60}{2} = 30"
+    assert terse_note("- Therefore, the total cost of the ice cream is \\(10 \\times 4 = 40\\) dollars.") == \
+        "The total cost of the ice cream is 10 \\times 4 = 40"
+    assert terse_note("Let's start with step 1: The number of balls Ralph hit is \\(\\frac{2}{5} \\times 100 = 40\\).") \
+        == "The number of balls Ralph hit is \\frac{2}{5} \\times 100 = 40"
+    assert terse_note("First convert the minutes: 50 / 60 = 0.8333 hours. That is most of an hour.") == \
+        "Convert the minutes: 50 / 60 = 0.8333 hours."
+
+
+def test_thoughts_fitted_to_the_arrival_room_and_a_terse_deep_stage():
+    from adasr.tasks.streamify import ThoughtFit
+
+    words = lambda t: len(t.split())  # noqa: E731  (a hand-countable tokenizer)
+    # room after chunk k = words of chunk k+1 = 13, 11, 14: "people" (9) fits after chunk 0,
+    # "12 x 7" (7 + 1) does not and waits for chunk 1; "loads" (5) after chunk 2
+    fitted = streamify_solution(TOWELS_Q, TOWELS_SOL, "6", notes="terse", fit=ThoughtFit(1.0, 64, words)).record
+    assert fitted["thoughts"] == ["Total number of people = 3 \\times 4 = 12", "Total = 12 \\times 7 = 84",
+                                  "Loads needed = \\frac{84}{14} = 6"]
+    assert fitted["deep"] == "The answer is \\(\\boxed{6}\\)."
+    # half the room: nothing fits before the question, so every step moves to the deep stage
+    tight = streamify_solution(TOWELS_Q, TOWELS_SOL, "6", notes="terse", fit=ThoughtFit(0.5, 64, words))
+    assert tight.record["thoughts"] == ["", "", ""] and tight.record["deep"] == TOWELS_SOL
+    terse = streamify_solution(TOWELS_Q, TOWELS_SOL, "6", notes="terse", fit=ThoughtFit(0.5, 64, words),
+                               deep_style="terse").record
+    assert terse["deep"] == ("Total number of people = 3 \\times 4 = 12\nTotal = 12 \\times 7 = 84\n"
+                             "Loads needed = \\frac{84}{14} = 6\nThe answer is \\(\\boxed{6}\\).")
+    with pytest.raises(ValueError, match="notes must be one of"):
+        streamify_solution(TOWELS_Q, TOWELS_SOL, "6", notes="short")
 
 
 def test_free_solution_without_boxed_gets_an_answer_line_and_inconsistency_is_flagged():
@@ -147,10 +181,16 @@ def test_write_episodes_report(tiny_tokenizer, tmp_path):
         {**base, "id": "n#1", "item_id": "n", "solution": "```python\nprint(48 + 24)\n```\n\\boxed{72}", "correct": True},
         {**base, "id": "w#0", "item_id": "w", "question": WENG_Q, "reference": "10", "solution": "x", "correct": False},
     ]
-    rep = write_episodes(records, tmp_path, tiny_tokenizer)
+    rep = write_episodes(records, tmp_path, tiny_tokenizer, notes="steps", tokens_per_word=None, deep_style="verbatim")
     assert (rep.problems, rep.problems_solved, rep.samples, rep.kept, rep.episodes) == (2, 1, 3, 2, 1)
     assert rep.excluded == {"code": 1}
-    assert rep.skip_rate == 0.0 and 0.5 < rep.stream_token_share < 1.0
+    assert rep.skip_rate == 0.0 and 0.5 < rep.stream_token_share < 1.0  # both steps after the one chunk
+    # the defaults: terse notes fitted to the arrival room (the question's 13 words x 2.8 tokens),
+    # a terse deep stage: fewer tokens in all than the solution
+    short = write_episodes(records, tmp_path, tiny_tokenizer)
+    assert (short.notes, short.tokens_per_word, short.deep_style) == ("terse", 2.8, "terse")
+    assert short.mean_thought_tokens <= 13 * 2.8
+    assert short.mean_thought_tokens + short.mean_deep_tokens < rep.mean_thought_tokens + rep.mean_deep_tokens
     eps = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
     assert [e["id"] for e in eps] == ["n#0"] and eps[0]["answer"] == "72"
     assert json.loads((tmp_path / "report.json").read_text())["episodes"] == 1
@@ -166,7 +206,7 @@ def test_episodes_task_reads_distilled_episodes_and_refuses_overlap(tiny_tokeniz
            "tokens": 1, "format_ok": True, "solution": NATALIA_SOL, "correct": True}
     write_episodes([rec], tmp_path, tiny_tokenizer)
     ds = build_dataset("episodes", source=tmp_path / "episodes.jsonl")
-    assert len(ds) == 1 and ds[0]["answer"] == "72" and ds[0]["thoughts"][0].startswith("2. In May")
+    assert len(ds) == 1 and ds[0]["answer"] == "72" and ds[0]["thoughts"][0] == "The number of clips sold in May is: \\frac{48}{2} = 24"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "question": "q", "chunks": ["a"]}) + "\n")
     with pytest.raises(DataError, match="not a streaming episode"):

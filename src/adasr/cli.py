@@ -505,6 +505,14 @@ def data_distill(
     top_p: float = 0.95,
     max_tokens: Annotated[int, typer.Option(help="cap on a solution, tokens")] = 400,
     seed: int = 0,
+    notes: Annotated[str, typer.Option(help="thought style: terse (the computations) | steps (the computing "
+                                            "steps verbatim) | prose (the whole slice)")] = "terse",
+    tokens_per_word: Annotated[float, typer.Option(
+        help="fit each thought into the room the next chunk's arrival leaves: decode tokens/s over words/s "
+             "(7 / 2.5 = 2.8; 0: no fitting)")] = 2.8,
+    deep_style: Annotated[str, typer.Option(help="terse (computations, then the boxed conclusion) | verbatim")] = "terse",
+    convert_only: Annotated[bool, typer.Option(
+        "--convert-only", help="sample nothing: rewrite episodes.jsonl and report.json from the samples so far")] = False,
 ) -> None:
     """Self-distill: sample read-then-think solutions, keep those math-verify accepts, convert
     them to streaming episodes (episodes.jsonl, report.json). Resumable after a kill."""
@@ -524,9 +532,22 @@ def data_distill(
         err.print(f"dropped {dropped} problem(s) whose question is in an --exclude file")
     if not items:
         raise ConfigError("no problems left to distill (check --start/--limit/--exclude)")
-    loaded = _load(model, dtype)
-    records = distill(loaded.model, loaded.tokenizer, items, out, cfg)
-    report = write_episodes(records, out, loaded.tokenizer)
+    from adasr.tasks.streamify import NOTE_STYLES
+
+    if notes not in NOTE_STYLES or deep_style not in ("terse", "verbatim") or tokens_per_word < 0:
+        raise ConfigError(f"need --notes in {', '.join(NOTE_STYLES)}, --deep-style terse|verbatim and "
+                          "--tokens-per-word >= 0")
+    convert = dict(notes=notes, tokens_per_word=tokens_per_word or None, deep_style=deep_style)
+    if convert_only:
+        from adasr.train.distill import read_samples
+
+        records = read_samples(out)
+        if not records:
+            raise ConfigError(f"no samples in {out}: run without --convert-only first")
+    loaded = _load(model, dtype)  # (the tokenizer counts tokens for the report)
+    if not convert_only:
+        records = distill(loaded.model, loaded.tokenizer, items, out, cfg)
+    report = write_episodes(records, out, loaded.tokenizer, **convert)
     Console().print(report.summary_line())
 
 

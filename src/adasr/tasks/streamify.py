@@ -83,7 +83,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 from adasr import stream as _stream
 from adasr.errors import DataError
@@ -671,9 +671,125 @@ def parse_free_solution(text: str) -> list[Step]:
     return steps
 
 
+_MATH_BLOCK = re.compile(r"\\\[(.+?)\\\]|\\\((.+?)\\\)", re.S)
+_LABEL = re.compile(r"^\s*\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+(?=[A-Z*\\-])|^\s*(?:\d+[.)]|[-*•])\s+")
+_CONNECTIVE = re.compile(r"^(?:(?:therefore|thus|so|hence|now|next|then|first|second|finally|also|and)\b,?\s*)+", re.I)
+NOTE_STYLES = ("steps", "prose", "terse")
+
+
+def terse_note(step: str) -> str:
+    """A computing step reduced to its computations, in the model's own notation.
+
+    Each math block (``\\[...\\]`` or ``\\(...\\)``) that computes something (holds ``=``)
+    becomes one note: its body with ``\\text{...}`` labels unwrapped ("Lisa's earnings =
+    \\frac{60}{2} = 30"); a block without a label keeps the words of its sentence before it
+    ("the total cost of the ice cream is 10 \\times 4 = 40"), so the note still says what the
+    number is. A step without math blocks keeps its sentences that compute ("50 / 60 = 0.8333
+    hours."). Notes are joined by "; ". List markers and bold headers are dropped.
+    """
+    flat = " ".join(step.split())
+    notes = []
+    last = 0
+    for m in _MATH_BLOCK.finditer(flat):
+        body = " ".join((m.group(1) or m.group(2)).split())
+        before, last = flat[last:m.start()], m.end()
+        if "=" not in body:
+            continue
+        if _LABEL.match(body):
+            note = _LATEX_TEXT.sub(lambda t: t.group(1).strip(), body)
+        else:
+            lead = _SENTENCE_END.split(before)[-1].replace("**", "").strip()
+            lead = _CONNECTIVE.sub("", re.sub(r"^(?:\d+[.)]|[-*•])\s+", "", lead))
+            note = f"{lead} {_LATEX_TEXT.sub(lambda t: t.group(1).strip(), body)}".strip()
+        notes.append(note)
+    if not notes:
+        sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z])", flat)
+        notes = [_CONNECTIVE.sub("", re.sub(r"^(?:\d+[.)]|[-*•])\s+", "", x)) for x in sentences
+                 if _CHAIN.search(_math_text(x))]
+    notes = [n[:1].upper() + n[1:] for n in notes if n]
+    return "; ".join(notes) if notes else flat
+
+
+@dataclass(frozen=True)
+class ThoughtFit:
+    """How much thought fits after a chunk when the input arrives in real time.
+
+    An adaptive thought after chunk ``k`` gets at most ``min(max_tokens, words(chunk k+1) *
+    tokens_per_word)`` tokens: the arrival slack of the next chunk times the decode rate
+    (``tokens_per_word`` = decode tokens/s / words/s; 7 / 2.5 = 2.8, the pinned rate of the
+    project's evaluations). See :func:`fit_thoughts`.
+
+    Attributes:
+        tokens_per_word: decode rate over arrival rate, tokens per word of input.
+        max_tokens: the thought budget's cap, tokens.
+        count: tokens of a text (the model's tokenizer).
+    """
+
+    tokens_per_word: float
+    max_tokens: int
+    count: Callable[[str], int]
+
+    def capacity(self, chunks: Sequence[str]) -> list[int]:
+        """Token room of the thought after each chunk but the last (``len(chunks) - 1``)."""
+        return [min(self.max_tokens, int(len(c.split()) * self.tokens_per_word)) for c in chunks[1:]]
+
+
+def fit_thoughts(steps: list[Step], capacity: Sequence[int], note: Callable[[Step], str],
+                 count: Callable[[str], int]) -> None:
+    """Move placed steps to later chunks, or to the deep stage, so that each thought fits its
+    room (modifies ``Step.chunk`` in place).
+
+    Steps keep their order: each chunk's thought takes the earliest waiting computing steps
+    (those placed at or before it and not yet written) while their notes fit its ``capacity``;
+    the rest wait for the next chunk. Whatever still waits after the last thought goes to the
+    deep stage, with every later step (placement stays monotone). A step never moves earlier,
+    so the "every quantity it uses is known" rule of :func:`align_steps` still holds. Prose
+    steps travel with the computing step that follows them.
+
+    Args:
+        steps: aligned steps (:func:`align_steps`).
+        capacity: tokens of room after chunk ``k`` for ``k < N - 1``.
+        note: the text a step contributes to its thought.
+        count: tokens of a text.
+    """
+    units: list[list[Step]] = []  # a computing step with the prose before it
+    pending: list[Step] = []
+    for st in steps:
+        if st.chunk is None:
+            break
+        pending.append(st)
+        if st.annotated:
+            units.append(pending)
+            pending = []
+    queue: list[list[Step]] = []
+    i = 0
+    for k, room in enumerate(capacity):
+        while i < len(units) and units[i][-1].chunk is not None and units[i][-1].chunk <= k:
+            queue.append(units[i])
+            i += 1
+        used = 0
+        while queue:
+            cost = count(note(queue[0][-1])) + (1 if used else 0)
+            if used + cost > room:
+                break
+            used += cost
+            for st in queue.pop(0):
+                st.chunk = k
+        if queue:  # what did not fit waits: nothing after it may be written earlier
+            for unit in queue:
+                for st in unit:
+                    st.chunk = k + 1
+    spilled = [st for unit in queue for st in unit]
+    if spilled:
+        first = steps.index(spilled[0])
+        for st in steps[first:]:
+            st.chunk = None
+
+
 def streamify_solution(question: str, solution: str, final: str, *, id: str = "",
-                       task: str = "gsm8k", prose_in_thoughts: bool = False,
-                       one_line: bool = False) -> StreamifiedProblem:
+                       task: str = "gsm8k", notes: str = "steps", one_line: bool = False,
+                       fit: ThoughtFit | None = None, deep_style: str = "verbatim") -> StreamifiedProblem:
     """Streamify a free-form solution (e.g. the model's own, from :mod:`adasr.train.distill`).
 
     Same chunking and placement rules as :func:`streamify_problem` (:func:`align_steps`), with
@@ -681,32 +797,60 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
     with the next computing step, and the step with the ``\\boxed{}`` answer, with everything
     after it, forms the deep stage (``The answer is \\boxed{final}.`` is appended when the
     solution boxes nothing). The deep stage is a slice of the solution text, exactly as the
-    model wrote it. A streaming thought is a short note: the computing steps placed after its
-    chunk, one per line, as the model wrote them; the prose placed with them (plans, restated
-    facts: "To find the total, we need to ...") is dropped unless ``prose_in_thoughts``, in which
-    case the thought is the whole slice. Short thoughts fit the slack between chunks (an adaptive
-    thought is closed when the next chunk arrives). ``one_line`` collapses each thought's
-    whitespace (line breaks of lists and display math included) to single spaces, the thought
-    format of protocol ``v2`` (a thought ends at its first line break).
+    model wrote it. A streaming thought is a short note on the computing steps placed after its
+    chunk; ``notes`` picks its style:
+
+    * ``"steps"``: the computing steps, one per line, as the model wrote them; the prose placed
+      with them (plans, restated facts: "To find the total, we need to ...") is dropped;
+    * ``"prose"``: the whole slice of the solution, prose included;
+    * ``"terse"``: each computing step reduced to its computations (:func:`terse_note`): thoughts
+      short enough to fit the slack between chunks (an adaptive thought is closed when the
+      next chunk arrives: at 2.5 words/s and 7 tokens/s a 12-word chunk leaves ~34 tokens).
+
+    ``one_line`` collapses each thought's whitespace (line breaks of lists and display math
+    included) to single spaces, the thought format of protocol ``v2`` (a thought ends at its
+    first line break). ``fit``: thoughts are made to fit the room the input's arrival leaves
+    (:func:`fit_thoughts`); steps that do not fit move to later chunks or the deep stage.
+    ``deep_style="terse"`` writes the deep stage's computing steps as :func:`terse_note` lines
+    (one per step; the prose between them dropped) and keeps the step with ``\\boxed{}`` and
+    what follows it verbatim: a concise deep stage (``"verbatim"``: the solution's slice).
 
     Raises:
         ParseFailure: empty question or solution.
+        ValueError: an unknown ``notes`` style.
     """
+    if notes not in NOTE_STYLES:
+        raise ValueError(f"notes must be one of {NOTE_STYLES}, got {notes!r}")
+    if deep_style not in ("verbatim", "terse"):
+        raise ValueError(f"deep_style must be 'verbatim' or 'terse', got {deep_style!r}")
     if not isinstance(question, str) or not question.strip():
         raise ParseFailure("empty question")
     chunks = _split(question)
     steps = parse_free_solution(solution or "")
     align_steps(chunks, steps, unannotated="attach")
+    if fit is not None:
+        fit_thoughts(steps, fit.capacity(chunks), lambda st: terse_note(st.text) if notes == "terse" else st.text, fit.count)
+
     def text_of(group: list[Step]) -> str:  # placement is monotone: a group is one slice
         return solution[group[0].span[0]:group[-1].span[1]].strip() if group else ""
 
     def thought(k: int) -> str:
         group = [s for s in steps if s.chunk == k]
-        text = text_of(group) if prose_in_thoughts else "\n".join(s.text for s in group if s.annotated)
+        if notes == "prose":
+            text = text_of(group)
+        else:
+            text = ("; " if notes == "terse" else "\n").join(
+                terse_note(s.text) if notes == "terse" else s.text for s in group if s.annotated)
         return re.sub(r"\s+", " ", text).strip() if one_line else text
 
     thoughts = [thought(k) for k in range(len(chunks) - 1)]
-    deep = text_of([s for s in steps if s.chunk is None])
+    deep_steps = [s for s in steps if s.chunk is None]
+    if deep_style == "terse":
+        boxed = next((i for i, s in enumerate(deep_steps) if "\\boxed" in s.text), len(deep_steps))
+        lines = [terse_note(s.text) for s in deep_steps[:boxed] if s.annotated]
+        deep = "\n".join([*lines, text_of(deep_steps[boxed:])]).strip()
+    else:
+        deep = text_of(deep_steps)
     if "\\boxed" not in deep:
         deep = (deep + "\n\n" if deep else "") + f"The answer is \\boxed{{{canonical_answer(final)}}}."
     record = {"id": id, "task": task, "question": question.strip(), "chunks": chunks, "thoughts": thoughts,

@@ -79,6 +79,11 @@ class DistillConfig:
             raise ConfigError("--batch-size must be >= 1")
 
 
+def read_samples(out_dir: str | Path) -> list[dict]:
+    """Every sample record of a distillation directory, in the order drawn (``[]`` if none)."""
+    return ResultsWriter(out_dir, SAMPLES_FILE).records()
+
+
 def sample_id(item_id: str, k: int) -> str:
     """Id of sample ``k`` of an item: ``"<item id>#<k>"``."""
     return f"{item_id}#{k}"
@@ -206,6 +211,11 @@ class ConversionReport:
         skip_rate: non-final chunks whose thought is empty / all non-final chunks.
         mean_thought_tokens: mean tokens of the non-empty streaming thoughts.
         mean_deep_tokens: mean tokens of the deep stage.
+        mean_solution_tokens: mean tokens of the converted samples' solutions (what reading then
+            thinking writes after end of input).
+        notes: the thought style the episodes were written with.
+        tokens_per_word: the arrival room thoughts were fitted to (``None``: not fitted).
+        deep_style: how the deep stage was written (``"terse"`` or ``"verbatim"``).
     """
 
     problems: int = 0
@@ -218,6 +228,10 @@ class ConversionReport:
     skip_rate: float = 0.0
     mean_thought_tokens: float = 0.0
     mean_deep_tokens: float = 0.0
+    mean_solution_tokens: float = 0.0
+    notes: str = ""
+    tokens_per_word: float | None = None
+    deep_style: str = ""
 
     @property
     def keep_rate(self) -> float:
@@ -239,7 +253,9 @@ def sample_counts(records: Sequence[dict]) -> ConversionReport:
                             samples=len(records), kept=sum(1 for r in records if r.get("correct")), excluded={})
 
 
-def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> ConversionReport:
+def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, notes: str = "terse",
+                   tokens_per_word: float | None = 2.8, max_thought_tokens: int = 64,
+                   deep_style: str = "terse") -> ConversionReport:
     """Convert the correct samples into streaming episodes: ``<out>/episodes.jsonl`` (the
     shared streaming-episode schema, one per kept sample, in sample order) and
     ``<out>/report.json`` (:class:`ConversionReport`). Rewritten whole on every call.
@@ -251,18 +267,29 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> C
         records: sample records (from :func:`distill`).
         out_dir: the distillation directory.
         tokenizer: counts tokens for the report.
+        notes: the thought style (``streamify_solution``'s ``notes``); default ``"terse"``: the
+            model's own computations without their prose, short enough for the adaptive
+            budgets (the ``"steps"`` style's thoughts were ~3x the slack between chunks).
+        tokens_per_word: thoughts are fitted to the room the input's arrival leaves
+            (:class:`adasr.tasks.streamify.ThoughtFit`): decode tokens/s over words/s (default
+            2.8 = 7 tokens/s at 2.5 words/s, the evaluations' pinned rates); ``None``: no fitting.
+        max_thought_tokens: the thought budget's cap, tokens.
+        deep_style: ``"terse"`` (default): the deep stage's computing steps as short notes, the
+            boxed conclusion verbatim; ``"verbatim"``: the solution's own slice.
     """
     from adasr.tasks.registry import write_jsonl
-    from adasr.tasks.streamify import ParseFailure, streamify_solution
+    from adasr.tasks.streamify import ParseFailure, ThoughtFit, streamify_solution
 
     out_dir = Path(out_dir)
     rep = sample_counts(records)
     episodes: list[dict] = []
-    n_stream = n_deep = n_nonfinal = n_skip = 0
+    n_stream = n_deep = n_nonfinal = n_skip = n_solution = 0
     thought_lens: list[int] = []
 
     def n_tok(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
+    fit = ThoughtFit(tokens_per_word, max_thought_tokens, n_tok) if tokens_per_word else None
 
     for r in records:
         if not r.get("correct"):
@@ -271,7 +298,8 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> C
             rep.excluded["code"] = rep.excluded.get("code", 0) + 1
             continue
         try:
-            ep = streamify_solution(r["question"], r["solution"], r["reference"], id=r["id"], one_line=True).record
+            ep = streamify_solution(r["question"], r["solution"], r["reference"], id=r["id"], notes=notes,
+                                    one_line=True, fit=fit, deep_style=deep_style).record
         except ParseFailure:
             rep.excluded["unparsable"] = rep.excluded.get("unparsable", 0) + 1
             continue
@@ -280,6 +308,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> C
         thought_lens += [n for n in lens if n]
         n_stream += sum(lens)
         n_deep += n_tok(ep["deep"])
+        n_solution += n_tok(r["solution"])
         n_nonfinal += len(lens)
         n_skip += sum(1 for n in lens if n == 0)
     rep.episodes = len(episodes)
@@ -288,6 +317,10 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer) -> C
         rep.skip_rate = n_skip / n_nonfinal if n_nonfinal else 1.0
         rep.mean_thought_tokens = sum(thought_lens) / len(thought_lens) if thought_lens else 0.0
         rep.mean_deep_tokens = n_deep / len(episodes)
+        rep.mean_solution_tokens = n_solution / len(episodes)
+    rep.notes = notes
+    rep.tokens_per_word = tokens_per_word
+    rep.deep_style = deep_style
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(episodes, out_dir / EPISODES_FILE)
     (out_dir / REPORT_FILE).write_text(json.dumps(asdict(rep), indent=2) + "\n", encoding="utf-8")
