@@ -673,9 +673,11 @@ def parse_free_solution(text: str) -> list[Step]:
 
 _MATH_BLOCK = re.compile(r"\\\[(.+?)\\\]|\\\((.+?)\\\)", re.S)
 _LABEL = re.compile(r"^\s*\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
-_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+(?=[A-Z*\\-])|^\s*(?:\d+[.)]|[-*•])\s+")
+_MARKER = r"^\s*(?:\d+[.)]|[-*•])\s+"  # a list item's marker
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+(?=[A-Z*\\-])|" + _MARKER)
 _CONNECTIVE = re.compile(r"^(?:(?:therefore|thus|so|hence|now|next|then|first|second|finally|also|and)\b,?\s*)+", re.I)
 NOTE_STYLES = ("steps", "prose", "terse")
+DEEP_STYLES = ("verbatim", "terse")
 
 
 def terse_note(step: str) -> str:
@@ -700,12 +702,12 @@ def terse_note(step: str) -> str:
             note = _LATEX_TEXT.sub(lambda t: t.group(1).strip(), body)
         else:
             lead = _SENTENCE_END.split(before)[-1].replace("**", "").strip()
-            lead = _CONNECTIVE.sub("", re.sub(r"^(?:\d+[.)]|[-*•])\s+", "", lead))
+            lead = _CONNECTIVE.sub("", re.sub(_MARKER, "", lead))
             note = f"{lead} {_LATEX_TEXT.sub(lambda t: t.group(1).strip(), body)}".strip()
         notes.append(note)
     if not notes:
         sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z])", flat)
-        notes = [_CONNECTIVE.sub("", re.sub(r"^(?:\d+[.)]|[-*•])\s+", "", x)) for x in sentences
+        notes = [_CONNECTIVE.sub("", re.sub(_MARKER, "", x)) for x in sentences
                  if _CHAIN.search(_math_text(x))]
     notes = [n[:1].upper() + n[1:] for n in notes if n]
     return "; ".join(notes) if notes else flat
@@ -776,10 +778,6 @@ def fit_thoughts(steps: list[Step], capacity: Sequence[int], note: Callable[[Ste
             used += cost
             for st in queue.pop(0):
                 st.chunk = k
-        if queue:  # what did not fit waits: nothing after it may be written earlier
-            for unit in queue:
-                for st in unit:
-                    st.chunk = k + 1
     spilled = [st for unit in queue for st in unit]
     if spilled:
         first = steps.index(spilled[0])
@@ -821,15 +819,16 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
     """
     if notes not in NOTE_STYLES:
         raise ValueError(f"notes must be one of {NOTE_STYLES}, got {notes!r}")
-    if deep_style not in ("verbatim", "terse"):
-        raise ValueError(f"deep_style must be 'verbatim' or 'terse', got {deep_style!r}")
+    if deep_style not in DEEP_STYLES:
+        raise ValueError(f"deep_style must be one of {DEEP_STYLES}, got {deep_style!r}")
     if not isinstance(question, str) or not question.strip():
         raise ParseFailure("empty question")
     chunks = _split(question)
     steps = parse_free_solution(solution or "")
     align_steps(chunks, steps, unannotated="attach")
+    note_of = (lambda st: terse_note(st.text)) if notes == "terse" else (lambda st: st.text)
     if fit is not None:
-        fit_thoughts(steps, fit.capacity(chunks), lambda st: terse_note(st.text) if notes == "terse" else st.text, fit.count)
+        fit_thoughts(steps, fit.capacity(chunks), note_of, fit.count)
 
     def text_of(group: list[Step]) -> str:  # placement is monotone: a group is one slice
         return solution[group[0].span[0]:group[-1].span[1]].strip() if group else ""
@@ -839,8 +838,7 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
         if notes == "prose":
             text = text_of(group)
         else:
-            text = ("; " if notes == "terse" else "\n").join(
-                terse_note(s.text) if notes == "terse" else s.text for s in group if s.annotated)
+            text = ("; " if notes == "terse" else "\n").join(note_of(s) for s in group if s.annotated)
         return re.sub(r"\s+", " ", text).strip() if one_line else text
 
     thoughts = [thought(k) for k in range(len(chunks) - 1)]
