@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 from trl import GRPOConfig
 
 from adasr.errors import ConfigError
-from adasr.train.config import LEGACY_KEYS, RLConfig, SFTConfig, field_groups, load_config
+from adasr.train.config import LEGACY_KEYS, RLConfig, SFTConfig, field_groups, infer_kind, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,6 +178,9 @@ def test_every_shipped_config_loads(path, tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     cfg = load_config(path, kind)
     assert cfg.output_dir.startswith("runs/") and cfg.task == data["task"]
+    assert infer_kind(path) == kind  # `adasr train FILE` picks the trainer the file is named for
+    if kind != "sft":  # the file's advantage is kept, never replaced by the stage's name
+        assert cfg.advantage == (data.get("rewards") or {}).get("advantage", kind)
     assert cfg.learning_rate == float(data["learning_rate"]) and cfg.lora == data.get("lora", False)
 
 
@@ -196,7 +199,7 @@ def test_cli_train_errors_are_one_line(tmp_path):
 
 
 def test_cli_train_applies_overrides(tmp_path):
-    """`adasr train sft --config FILE --key value`: the override reaches the run (recorded in
+    """`adasr train FILE --key value`: the override reaches the run (recorded in
     final/adasr_meta.json), the file's other keys too."""
     from conftest import make_tiny_model, make_tiny_tokenizer
 
@@ -205,9 +208,9 @@ def test_cli_train_applies_overrides(tmp_path):
     make_tiny_model(len(tok)).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     cfg = _write(tmp_path, f"model: {model_dir}\ntask: chain_sum\ntrain_size: 4\nbatch_size: 2\nmax_steps: 3\n"
-                           "data:\n  task_options: {terms: 3, digits: 1}\n")
-    out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "adasr.cli", "train", "sft", "--config", str(cfg), "--max_steps", "1",
+                           "layout: streaming\ndata:\n  task_options: {terms: 3, digits: 1}\n")
+    out = tmp_path / "run"  # `adasr train FILE`: the stage (sft) is read from the file's keys
+    proc = subprocess.run([sys.executable, "-m", "adasr.cli", "train", str(cfg), "--max_steps", "1",
                            "--learning_rate", "2e-4", "--output_dir", str(out), "--lora", "--lora_r", "2"],
                           capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()
@@ -216,3 +219,32 @@ def test_cli_train_applies_overrides(tmp_path):
     assert meta["global_step"] == 1 and meta["kind"] == "lora"
     assert c["learning_rate"] == 2e-4 and c["lora_r"] == 2 and c["per_device_train_batch_size"] == 2
     assert c["task_options"] == {"terms": 3, "digits": 1} and c["max_steps"] == 1
+
+
+def test_infer_kind_and_advantage_conflicts(tmp_path):
+    assert infer_kind(_write(tmp_path, "task: chain_sum\nlayout: batch\n")) == "sft"
+    assert infer_kind(_write(tmp_path, "task: chain_sum\nrewards: {lam_deep: 0.2}\n")) == "hrpo"
+    assert infer_kind(_write(tmp_path, "task: chain_sum\nrewards: {advantage: grpo}\n")) == "grpo"
+    assert infer_kind(_write(tmp_path, "task: chain_sum\nadvantage: proactive\n")) == "grpo"
+    with pytest.raises(ConfigError, match="cannot tell which trainer"):
+        infer_kind(_write(tmp_path, "task: chain_sum\nlearning_rate: 1e-4\n"))
+    with pytest.raises(ConfigError, match="advantage must be one of"):
+        infer_kind(_write(tmp_path, "task: chain_sum\nadvantage: ppo\n"))
+    # the stage named on the command line must not silently replace the file's advantage
+    grpo = _write(tmp_path, "task: chain_sum\nrewards: {advantage: grpo}\n")
+    with pytest.raises(ConfigError, match="contradicts `adasr train hrpo`"):
+        load_config(grpo, "hrpo")
+    assert load_config(grpo, "grpo").advantage == "grpo"
+    assert load_config(grpo, "hrpo", overrides=["--advantage", "hrpo"]).advantage == "hrpo"
+
+
+def test_cli_train_reads_the_stage_from_the_file(tmp_path):
+    cfg = _write(tmp_path, "task: chain_sum\nlearning_rate: 1e-4\n")
+    for args, needle in [
+        ([str(cfg)], "cannot tell which trainer"),
+        ([str(cfg), "--config", str(cfg)], "two configs given"),
+        (["ppo"], "unknown training stage 'ppo'"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "adasr.cli", "train", *args], capture_output=True, timeout=120)
+        err = proc.stderr.decode()
+        assert proc.returncode != 0 and "Traceback" not in err and needle in err, err

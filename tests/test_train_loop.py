@@ -103,6 +103,33 @@ def test_batch_layout_is_the_read_then_think_twin(tiny_tokenizer):
         _sft_cfg(Path("runs/x"), layout="sideways").validate()
 
 
+def test_sft_loss_reads_logits_only_where_it_trains(tiny_tokenizer):
+    """The trainer asks the model for the trained positions' logits only (logits_to_keep) and
+    gets the loss and gradients of the full-logits computation."""
+    from adasr.train.cb_stream import cb_stream_loss, cb_stream_token_weights
+    from adasr.train.sft import IGNORE, StreamingCollator, StreamSFTTrainer
+
+    fmt = StreamingFormat(tiny_tokenizer)
+    short = dict(ROW, chunks=["Add 5.", "What is the result?"], thoughts=["5."], deep="\\boxed{5}")
+    batch = StreamingCollator(tiny_tokenizer, fmt)([ROW, short])
+    torch.manual_seed(0)
+    model = make_tiny_model(len(tiny_tokenizer))
+    seen = {}
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: seen.update(T=o.shape[1]))
+    trainer = StreamSFTTrainer.__new__(StreamSFTTrainer)  # compute_loss needs no Trainer state
+    trainer.cb_beta, trainer.class_counts, trainer.end_of_turn_id = 0.9, None, fmt.end_of_turn_id
+    loss = trainer.compute_loss(model, batch)
+    hook.remove()
+    (g,) = torch.autograd.grad(loss, model.lm_head.weight)
+    ids = batch["input_ids"]
+    assert seen["T"] < ids.shape[1] - 1  # the head ran on fewer positions than the sequence
+    w = cb_stream_token_weights(ids, batch["labels"] != IGNORE, batch["decision_mask"], fmt.end_of_turn_id, 0.9)
+    full = cb_stream_loss(model(input_ids=ids, attention_mask=batch["attention_mask"]).logits, ids, w)
+    (g_full,) = torch.autograd.grad(full, model.lm_head.weight)
+    torch.testing.assert_close(loss, full)
+    torch.testing.assert_close(g, g_full)
+
+
 def test_accelerate_cpu_launch_sets_use_cpu(monkeypatch):
     """`accelerate launch --cpu` exports ACCELERATE_USE_CPU; the Trainer must then put batches on the CPU."""
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)

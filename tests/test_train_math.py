@@ -15,6 +15,7 @@ from adasr.train.cb_stream import (
     cb_stream_token_weights,
     class_balanced_weights,
     decision_classes,
+    trained_positions,
 )
 from adasr.train.rewards import (
     RewardConfig,
@@ -245,3 +246,25 @@ def test_cb_loss_weighted_hand_check_and_empty():
     zero = cb_stream_loss(logits.requires_grad_(), IDS, torch.zeros(2, 8))
     assert zero.item() == 0.0 and not math.isnan(zero.item())
     zero.backward()
+
+
+def test_cb_loss_on_trained_positions_only_equals_the_full_loss():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 8, 12, requires_grad=True)
+    w = cb_stream_token_weights(IDS, GEN, DEC, EOT, 0.9, class_counts={0: 8, 1: 2})
+    pos = trained_positions(w)
+    # exactly the positions t whose target t+1 has a weight in some row
+    assert pos.tolist() == [t for t in range(7) if (w[:, t + 1] != 0).any()]
+    assert len(pos) < 7  # the prompt's positions are left out
+    full = cb_stream_loss(logits, IDS, w)
+    part = cb_stream_loss(logits[:, pos], IDS, w, pos)
+    torch.testing.assert_close(part, full)
+    (g_full,) = torch.autograd.grad(full, logits)
+    (g_part,) = torch.autograd.grad(part, logits)
+    torch.testing.assert_close(g_part, g_full)
+    # nothing trained: one position is kept so the head runs, and the loss is a differentiable 0
+    none = torch.zeros(2, 8)
+    assert trained_positions(none).tolist() == [6]
+    assert cb_stream_loss(logits[:, [6]], IDS, none, torch.tensor([6])).item() == 0.0
+    with pytest.raises(ValueError, match="P positions"):
+        cb_stream_loss(logits, IDS, w, pos)

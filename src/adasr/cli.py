@@ -554,20 +554,26 @@ def data_distill(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    stage: Annotated[str, typer.Argument(help="sft | grpo | hrpo")],
+    stage: Annotated[str, typer.Argument(help="sft | grpo | hrpo, or a config file (the stage is read from it)")],
     config: Annotated[Optional[Path], typer.Option(help="YAML or JSON config (see configs/)")] = None,
 ) -> None:
     """Train a streaming reasoner: SFT (CB-Stream loss), GRPO or HRPO.
 
+    `adasr train configs/sft_gsm8k_qwen_distill.yaml` reads the stage from the file (its
+    `advantage`, or SFT- vs RL-only keys); `adasr train hrpo --config FILE` names it.
     Every config key can be overridden after the file, as `--key value` (TRL's parser):
-    `adasr train hrpo --config configs/hrpo_procedural_smollm2.yaml --learning_rate 1e-4 --lam_deep 0.2`.
+    `adasr train configs/hrpo_procedural_smollm2.yaml --learning_rate 1e-4 --lam_deep 0.2`.
     Keys: adasr's groups (docs/TRAINING.md) and every transformers TrainingArguments field (SFT)
     or TRL GRPOConfig field (GRPO/HRPO): optim, deepspeed, fsdp, run_name, push_to_hub, report_to ...
     """
-    from adasr.train.config import load_config
+    from adasr.train.config import infer_kind, load_config
 
     if stage not in ("sft", "grpo", "hrpo"):
-        raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo")
+        if not stage.endswith((".yaml", ".yml", ".json")):
+            raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo, or a config file")
+        if config is not None:
+            raise ConfigError(f"two configs given ({stage} and --config {config}): give one")
+        config, stage = Path(stage), infer_kind(stage)
     cfg = load_config(config, stage, overrides=ctx.args)
     if stage == "sft":
         from adasr.train.sft import train_sft
@@ -576,7 +582,6 @@ def train(
     else:
         from adasr.train.rl import train_rl
 
-        cfg.advantage = stage
         path = train_rl(cfg)
     Console().print(f"saved to {path}")
 

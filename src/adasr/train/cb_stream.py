@@ -166,32 +166,67 @@ def cb_stream_token_weights(
     return torch.where(is_dec, w_cls[cls.clamp(min=0)], weights)
 
 
-def cb_stream_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def cb_stream_loss(
+    logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor, positions: torch.Tensor | None = None
+) -> torch.Tensor:
     """Weighted next-token cross-entropy.
 
     Logits at position ``t`` predict ``input_ids[:, t + 1]``, weighted by the weight of that
     *target* token: ``sum_t w[t+1] * CE(logits[t], ids[t+1]) / sum_t w[t+1]`` over ``t < T-1``.
 
     Args:
-        logits: ``(B, T, V)`` model outputs (any float dtype; CE is computed in float32).
+        logits: ``(B, T, V)`` model outputs (any float dtype; CE is computed in float32), or
+            ``(B, P, V)`` logits at ``positions`` only (see :func:`trained_positions`).
         input_ids: ``(B, T)`` token ids.
         weights: ``(B, T)`` from :func:`cb_stream_token_weights` (weight 0 = ignored).
+        positions: ``(P,)`` increasing sequence positions ``< T - 1`` whose logits ``logits``
+            holds; ``None`` = every position (``logits`` is ``(B, T, V)``). Positions left out
+            must have weight-0 targets, so the loss is the same either way.
 
     Returns:
         Scalar loss; 0 (still differentiable) when every target weight is 0. With ``beta = 0``
         it equals ``F.cross_entropy(..., ignore_index=-100)`` on the generated tokens.
+
+    Raises:
+        ValueError: shapes that do not match.
     """
-    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape or input_ids.shape != weights.shape:
+    B, T = input_ids.shape
+    if positions is None:
+        positions = torch.arange(T - 1, device=input_ids.device)
+        logits = logits[:, :-1] if logits.dim() == 3 and logits.shape[1] == T else logits
+    if logits.dim() != 3 or logits.shape[:2] != (B, len(positions)) or input_ids.shape != weights.shape:
         raise ValueError(
-            f"expected logits (B,T,V), input_ids and weights (B,T); got {tuple(logits.shape)}, "
-            f"{tuple(input_ids.shape)}, {tuple(weights.shape)}"
+            f"expected logits (B,T,V) or (B,P,V) at P positions, input_ids and weights (B,T); got "
+            f"{tuple(logits.shape)}, {tuple(input_ids.shape)}, {tuple(weights.shape)}, P={len(positions)}"
         )
-    pred = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # ((T-1)B, V)
-    target = input_ids[:, 1:].reshape(-1)
-    w = weights[:, 1:].reshape(-1).to(pred.dtype)
+    pred = logits.float().reshape(-1, logits.shape[-1])  # (B*P, V)
+    target = input_ids[:, positions + 1].reshape(-1)
+    w = weights[:, positions + 1].reshape(-1).to(pred.dtype)
     keep = w != 0  # weight-0 targets (prompt, padding: any id, even -100) are never evaluated
     denom = w[keep].sum()
     if not keep.any() or denom <= 0:
         return pred.sum() * 0.0
     ce = F.cross_entropy(pred[keep], target[keep], reduction="none")
     return (ce * w[keep]).sum() / denom
+
+
+def trained_positions(weights: torch.Tensor) -> torch.Tensor:
+    """The sequence positions whose logits the loss reads: ``t`` with a non-zero target weight
+    ``weights[b, t + 1]`` in any row ``b``.
+
+    Computing the LM head only there (``model(..., logits_to_keep=positions)``) skips the
+    ``(B, T, V)`` logits of the prompt and chunk tokens: in the streaming layout about half the
+    tokens, and the vocabulary projection is the largest single matmul of a small model (Qwen2.5
+    0.5B: 136M of 494M parameters), so this saves memory and time without changing the loss.
+
+    Args:
+        weights: ``(B, T)`` target weights from :func:`cb_stream_token_weights`.
+
+    Returns:
+        ``(P,)`` long tensor of increasing positions in ``[0, T - 1)``; at least one position
+        (the last but one) when ``T >= 2``, so that the LM head still runs when nothing is trained.
+    """
+    pos = (weights[:, 1:] != 0).any(dim=0).nonzero().flatten()
+    if pos.numel() == 0 and weights.shape[1] >= 2:
+        pos = torch.tensor([weights.shape[1] - 2], device=weights.device)
+    return pos

@@ -572,6 +572,39 @@ def load_config(path: str | Path | None, kind: str, overrides: Sequence[str] = (
     return config_from_dict(data, kind, overrides=overrides, where=where)
 
 
+def infer_kind(path: str | Path) -> str:
+    """The trainer a config file is for, read from its keys: ``grpo`` or ``hrpo`` when it sets
+    ``advantage`` (``proactive`` trains with GRPO), ``hrpo`` (RL's default advantage) when it holds
+    RL-only keys (``rewards``, ``init``, ``num_generations``, ...), ``sft`` when it holds SFT-only
+    keys (``layout``, ``cb_beta``, ...). Used by ``adasr train CONFIG.yaml``.
+
+    Raises:
+        ConfigError: an unreadable file, or one whose keys fit both trainers or neither (the
+            message says to name the stage: ``adasr train sft|grpo|hrpo --config FILE``).
+    """
+    p = Path(path).expanduser()
+    data = read_config_file(p)
+    flat: set[str] = set()
+    for key, value in data.items():
+        flat.add(key)
+        if isinstance(value, dict):
+            flat.update(value)
+    if "advantage" in flat:
+        adv = (data.get("rewards") or {}).get("advantage", data.get("advantage"))
+        if adv not in ADVANTAGES:
+            raise ConfigError(f"{p}: advantage must be one of {', '.join(ADVANTAGES)}, got {adv!r}")
+        return "grpo" if adv == "proactive" else adv
+    sft_keys = {f.name for f in dataclasses.fields(SFTConfig)} | set(field_groups(SFTConfig))
+    rl_keys = {f.name for f in dataclasses.fields(RLConfig)} | set(field_groups(RLConfig))
+    only_sft, only_rl = flat & (sft_keys - rl_keys), flat & (rl_keys - sft_keys)
+    if only_rl and not only_sft:
+        return "hrpo"
+    if only_sft and not only_rl:
+        return "sft"
+    raise ConfigError(f"{p}: cannot tell which trainer this config is for; name it: "
+                      f"`adasr train sft|grpo|hrpo --config {p}`")
+
+
 def read_config_file(p: Path) -> dict:
     """The mapping of a YAML or JSON config file.
 
@@ -647,8 +680,13 @@ def config_from_dict(data: dict, kind: str, *, overrides: Sequence[str] = (), wh
         key = opt.lstrip("-").split("=")[0].replace("-", "_")
         hint = _legacy_hint(key) or _did_you_mean(key, keys)
         raise ConfigError(f"unknown option {opt!r} for {cls.kind.upper()} training{hint}")
-    if KINDS[kind] == "rl" and kind in ADVANTAGES and "advantage" not in given:
-        cfg.advantage = kind
+    if KINDS[kind] == "rl" and kind in ADVANTAGES:
+        if "advantage" not in given:
+            cfg.advantage = kind
+        elif cfg.advantage != kind and not (kind == "grpo" and cfg.advantage == "proactive"):
+            raise ConfigError(f"{source}: advantage {cfg.advantage!r} contradicts `adasr train {kind}`: "
+                              f"run `adasr train {'grpo' if cfg.advantage == 'proactive' else cfg.advantage}` "
+                              f"or drop the advantage key")
     try:
         cfg.validate()
     except ConfigError as err:

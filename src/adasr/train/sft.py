@@ -28,6 +28,7 @@ The steps SFT shares with RL (:func:`~adasr.train.common.build_splits`,
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,13 @@ from transformers import Trainer
 from adasr.errors import DataError
 from adasr.policy import is_response
 from adasr.protocol import STAGE_INPUT, Episode, Rendered, StreamingFormat, default_format
-from adasr.train.cb_stream import CLASS_NAMES, cb_stream_loss, cb_stream_token_weights, decision_classes
+from adasr.train.cb_stream import (
+    CLASS_NAMES,
+    cb_stream_loss,
+    cb_stream_token_weights,
+    decision_classes,
+    trained_positions,
+)
 from adasr.train.common import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
 from adasr.train.config import SFTConfig
 
@@ -242,13 +249,32 @@ class StreamSFTTrainer(Trainer):
         labels = inputs["labels"]
         decision = inputs["decision_mask"]
         input_ids = inputs["input_ids"]
-        outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"])
         weights = cb_stream_token_weights(
             input_ids, labels != IGNORE, decision, self.end_of_turn_id, self.cb_beta, self.class_counts,
             respond_mask=inputs.get("respond_mask"),
         )
-        loss = cb_stream_loss(outputs.logits, input_ids, weights)
+        positions = trained_positions(weights) if _accepts_logits_to_keep(model) else None
+        extra = {} if positions is None else {"logits_to_keep": positions}
+        outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], **extra)
+        loss = cb_stream_loss(outputs.logits, input_ids, weights, positions)
         return (loss, outputs) if return_outputs else loss
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    """Whether the causal LM under ``model`` (a PEFT wrapper, DDP/accelerate wrapper or the model
+    itself) takes ``logits_to_keep`` as a tensor of positions (transformers' decoder LMs do)."""
+    m = model
+    while True:  # unwrap accelerate/DDP (.module) and PEFT (.get_base_model())
+        if hasattr(m, "module") and isinstance(m.module, torch.nn.Module):
+            m = m.module
+        elif hasattr(m, "get_base_model"):
+            m = m.get_base_model()
+        else:
+            break
+    try:
+        return "logits_to_keep" in inspect.signature(m.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
