@@ -17,13 +17,17 @@ Rows (issue "A streaming reasoner for real word problems"):
 * ``base-batch``: the bundled Qwen2.5-Coder-0.5B-Instruct, read-then-think;
 * ``base-adaptive``: the same model streaming (adaptive), protocol ``--base-protocol``;
 * ``sft-batch``: the read-then-think twin (same episodes and steps, batch layout), batch mode;
-* ``sft-stream``: the streaming SFT adapter, adaptive;
+* ``sft-stream``: the streaming SFT adapter, adaptive (both: terse deep stage, configs/sft_gsm8k_qwen_distill*.yaml);
+* ``sft-v-batch`` / ``sft-v-stream``: the same pair with the model's own words in the deep stage
+  (configs/sft_gsm8k_qwen_distill_verbatim*.yaml);
 * ``grpo`` / ``hrpo``: the streaming SFT adapter after GRPO / HRPO, adaptive.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -35,9 +39,32 @@ ROWS = {  # name: (label, model, mode)
     "base-adaptive": ("base, adaptive", BASE, "adaptive"),
     "sft-batch": ("SFT read-then-think twin, batch", "runs/sft_gsm8k_qwen_distill_batch/final", "batch"),
     "sft-stream": ("SFT streaming, adaptive", "runs/sft_gsm8k_qwen_distill/final", "adaptive"),
+    "sft-v-batch": ("SFT verbatim-deep twin, batch", "runs/sft_gsm8k_qwen_distill_verbatim_batch/final", "batch"),
+    "sft-v-stream": ("SFT verbatim-deep streaming, adaptive", "runs/sft_gsm8k_qwen_distill_verbatim/final", "adaptive"),
     "grpo": ("SFT+GRPO, adaptive", "runs/grpo_gsm8k_qwen_distill/final", "adaptive"),
     "hrpo": ("SFT+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_distill/final", "adaptive"),
 }
+
+
+def latency_bound(results: Path, decode_rate: float) -> str:
+    """The best post-input latency that streaming the base model's own reasoning could reach.
+
+    Between the first chunk and end of input there is room for ``eoi_s * decode_rate`` thought
+    tokens; a read-then-think solution of ``deep_tokens`` tokens leaves at least
+    ``max(0, deep_tokens - eoi_s * decode_rate)`` tokens after end of input, even if every step
+    could be computed before the question arrives (most cannot). Read from the base
+    read-then-think records (``results.jsonl``); returns one line for the table's footer.
+    """
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    room = [r["eoi_s"] * decode_rate for r in rows]
+    bound = statistics.median(max(0.0, r["deep_tokens"] - c) / decode_rate for r, c in zip(rows, room))
+    base = statistics.median(r["post_input_latency_s"] for r in rows)
+    share = statistics.mean(min(1.0, c / r["deep_tokens"]) for r, c in zip(rows, room) if r["deep_tokens"])
+    return (f"Bound (base read-then-think records, {len(rows)} problems): the input lasts {statistics.median(r['eoi_s'] for r in rows):.1f} s "
+            f"(p50), room for {statistics.median(room):.0f} thought tokens at {decode_rate:g} tokens/s vs "
+            f"{statistics.median(r['deep_tokens'] for r in rows):.0f} reasoning tokens: at most {share:.0%} of the model's own "
+            f"reasoning fits before end of input, so its post-input latency p50 is at least {bound:.1f} s = "
+            f"{bound / base:.2f}x of read-then-think ({base:.1f} s), even with every step computable early.")
 
 
 def main(argv=None) -> None:
@@ -75,6 +102,9 @@ def main(argv=None) -> None:
     if done:  # compared with the first row (base, read-then-think unless --rows leaves it out)
         subprocess.run([sys.executable, str(REPO / "benchmarks" / "compare_evals.py"),
                         *(x for d in done for x in ("--row", d))], check=True, cwd=REPO)
+    base = REPO / args.out / "base" / "batch" / "results.jsonl"
+    if base.exists():
+        print("\n" + latency_bound(base, float(args.decode_rate)))
 
 
 if __name__ == "__main__":

@@ -222,6 +222,16 @@ def test_data_distill_end_to_end_and_errors(tiny_dir, tmp_path):
     assert (out / "samples.jsonl").read_bytes() == before
     report = json.loads((out / "report.json").read_text())
     assert (report["notes"], report["tokens_per_word"], report["deep_style"], report["samples"]) == ("steps", None, "verbatim", 4)
+    # --episodes NAME: another conversion beside the first, with its own report; episodes.jsonl untouched
+    first = (out / "episodes.jsonl").read_bytes()
+    proc = adasr("data", "distill", "--model", tiny_dir, "--source", str(src), "--out", str(out), "--convert-only",
+                 "--episodes", "episodes_terse.jsonl", "--dtype", "float32")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (out / "episodes.jsonl").read_bytes() == first and (out / "episodes_terse.jsonl").exists()
+    assert json.loads((out / "episodes_terse.report.json").read_text())["deep_style"] == "terse"
+    assert json.loads((out / "report.json").read_text())["deep_style"] == "verbatim"
+    assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--convert-only",
+                             "--episodes", "../x.jsonl"), "--episodes takes a file name")
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(tmp_path / "none"), "--convert-only"),
                        "no samples in")
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--notes", "short"),

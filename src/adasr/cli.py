@@ -513,6 +513,9 @@ def data_distill(
     deep_style: Annotated[str, typer.Option(help="terse (computations, then the boxed conclusion) | verbatim")] = "terse",
     convert_only: Annotated[bool, typer.Option(
         "--convert-only", help="sample nothing: rewrite episodes.jsonl and report.json from the samples so far")] = False,
+    episodes: Annotated[str, typer.Option(
+        help="file name of the episodes in --out (its report: <stem>.report.json): another name keeps "
+             "several conversions of the same samples side by side")] = "episodes.jsonl",
 ) -> None:
     """Self-distill: sample read-then-think solutions, keep those math-verify accepts, convert
     them to streaming episodes (episodes.jsonl, report.json). Resumable after a kill."""
@@ -537,7 +540,10 @@ def data_distill(
     if notes not in NOTE_STYLES or deep_style not in DEEP_STYLES or tokens_per_word < 0:
         raise ConfigError(f"need --notes in {', '.join(NOTE_STYLES)}, --deep-style terse|verbatim and "
                           "--tokens-per-word >= 0")
-    convert = dict(notes=notes, tokens_per_word=tokens_per_word or None, deep_style=deep_style)
+    if Path(episodes).name != episodes or not episodes.endswith(".jsonl"):
+        raise ConfigError(f"--episodes takes a file name ending in .jsonl (it is written in --out), got {episodes!r}")
+    convert = dict(notes=notes, tokens_per_word=tokens_per_word or None, deep_style=deep_style,
+                   episodes_file=episodes)
     if convert_only:
         from adasr.train.distill import read_samples
 

@@ -255,7 +255,7 @@ def sample_counts(records: Sequence[dict]) -> ConversionReport:
 
 def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, notes: str = "terse",
                    tokens_per_word: float | None = 2.8, max_thought_tokens: int = 64,
-                   deep_style: str = "terse") -> ConversionReport:
+                   deep_style: str = "terse", episodes_file: str = EPISODES_FILE) -> ConversionReport:
     """Convert the correct samples into streaming episodes: ``<out>/episodes.jsonl`` (the
     shared streaming-episode schema, one per kept sample, in sample order) and
     ``<out>/report.json`` (:class:`ConversionReport`). Rewritten whole on every call.
@@ -276,7 +276,15 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         max_thought_tokens: the thought budget's cap, tokens.
         deep_style: ``"terse"`` (default): the deep stage's computing steps as short notes, the
             boxed conclusion verbatim; ``"verbatim"``: the solution's own slice.
+        episodes_file: file name of the episodes in ``out_dir``; another name than
+            ``episodes.jsonl`` (e.g. ``episodes_verbatim.jsonl``) keeps several conversions of the
+            same samples side by side, its report in ``<stem>.report.json``.
+
+    Raises:
+        ValueError: an ``episodes_file`` that is not a plain ``*.jsonl`` file name.
     """
+    if Path(episodes_file).name != episodes_file or not episodes_file.endswith(".jsonl"):
+        raise ValueError(f"episodes_file must be a file name ending in .jsonl, got {episodes_file!r}")
     from adasr.tasks.registry import write_jsonl
     from adasr.tasks.streamify import ParseFailure, ThoughtFit, streamify_solution
 
@@ -322,6 +330,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     rep.tokens_per_word = tokens_per_word
     rep.deep_style = deep_style
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(episodes, out_dir / EPISODES_FILE)
-    (out_dir / REPORT_FILE).write_text(json.dumps(asdict(rep), indent=2) + "\n", encoding="utf-8")
+    write_jsonl(episodes, out_dir / episodes_file)
+    report = REPORT_FILE if episodes_file == EPISODES_FILE else f"{Path(episodes_file).stem}.report.json"
+    (out_dir / report).write_text(json.dumps(asdict(rep), indent=2) + "\n", encoding="utf-8")
     return rep
