@@ -148,10 +148,10 @@ def test_eval_protocol_override_is_recorded_and_checked(tiny_dir, tmp_path):
     data.write_text(json.dumps({"question": "Tom has 3 apples. He eats one. How many?", "answer": "#### 2"}) + "\n")
     args = ["eval", "--data", str(data), "--model", tiny_dir, "--out", str(tmp_path / "out"), "--mode", "adaptive",
             "--max-deep-tokens", "4", "--budget", "4", "--decode-rate", "7", "--step-s", "0.1"]
-    proc = adasr(*args, "--protocol", "v3-prefix")
+    proc = adasr(*args, "--protocol", "v2")
     assert proc.returncode == 0, proc.stderr.decode()
-    assert json.loads((tmp_path / "out" / "adaptive" / "config.json").read_text())["protocol"] == "v3-prefix"
-    assert_clean_error(adasr(*args), 'protocol "v3-prefix" -> "v2"')  # the default differs: no mixing
+    assert json.loads((tmp_path / "out" / "adaptive" / "config.json").read_text())["protocol"] == "v2"
+    assert_clean_error(adasr(*args), 'protocol "v2" -> "v3-prefix"')  # the default differs: no mixing
     assert_clean_error(adasr(*args, "--protocol", "v9"), "unknown protocol 'v9'")
 
 

