@@ -1,6 +1,6 @@
 """SFT step cost: the LM head on every position vs only where the CB-Stream loss trains.
 
-``StreamSFTTrainer.compute_loss`` asks the model for the logits of the trained positions only
+``StreamSFTTrainer.compute_loss`` (:func:`adasr.train.sft.cb_stream_step_loss`) asks the model for the logits of the trained positions only
 (``logits_to_keep``, :func:`adasr.train.cb_stream.trained_positions`): the prompt, chunk and
 restated-problem tokens of a streaming episode carry no loss, and the vocabulary projection is the
 largest matmul of a small model (Qwen2.5-0.5B: 896 x 151,936). This script times one forward +
@@ -25,25 +25,19 @@ import torch
 
 from adasr.models import load_model
 from adasr.protocol import default_format
-from adasr.train.cb_stream import cb_stream_loss, cb_stream_token_weights, trained_positions
-from adasr.train.sft import IGNORE, StreamingCollator
+from adasr.train.sft import StreamingCollator, cb_stream_step_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def step(model, batch: dict, eot: int, positions: bool) -> tuple[float, float, int]:
-    """One forward + backward of the CB-Stream loss; returns (seconds, loss, logits elements)."""
-    ids = batch["input_ids"]
-    w = cb_stream_token_weights(ids, batch["labels"] != IGNORE, batch["decision_mask"], eot, 0.999)
-    pos = trained_positions(w) if positions else None
-    extra = {} if pos is None else {"logits_to_keep": pos}
+    """One forward + backward of the trainer's CB-Stream loss; returns (seconds, loss, logits elements)."""
     t0 = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **extra).logits
-        loss = cb_stream_loss(logits, ids, w, pos)
+        loss, outputs = cb_stream_step_loss(model, batch, end_of_turn_id=eot, cb_beta=0.999, trained_only=positions)
     loss.backward()
     model.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0, loss.item(), logits.numel()
+    return time.perf_counter() - t0, loss.item(), outputs.logits.numel()
 
 
 def main() -> None:

@@ -231,7 +231,7 @@ def test_data_distill_end_to_end_and_errors(tiny_dir, tmp_path):
     assert json.loads((out / "episodes_terse.report.json").read_text())["deep_style"] == "terse"
     assert json.loads((out / "report.json").read_text())["deep_style"] == "verbatim"
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--convert-only",
-                             "--episodes", "../x.jsonl"), "--episodes takes a file name")
+                             "--episodes", "../x.jsonl"), "(--episodes) takes a file name ending in .jsonl")
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(tmp_path / "none"), "--convert-only"),
                        "no samples in")
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--notes", "short"),

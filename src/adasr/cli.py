@@ -521,7 +521,7 @@ def data_distill(
     them to streaming episodes (episodes.jsonl, report.json). Resumable after a kill."""
     from adasr.tasks.gsm8k import load_gsm8k
     from adasr.tasks.splits import drop_overlap
-    from adasr.train.distill import DistillConfig, distill, write_episodes
+    from adasr.train.distill import DistillConfig, check_episodes_file, distill, write_episodes
 
     if start < 0 or (limit is not None and limit < 1):
         raise ConfigError("need --start >= 0 and --limit >= 1")
@@ -540,8 +540,7 @@ def data_distill(
     if notes not in NOTE_STYLES or deep_style not in DEEP_STYLES or tokens_per_word < 0:
         raise ConfigError(f"need --notes in {', '.join(NOTE_STYLES)}, --deep-style terse|verbatim and "
                           "--tokens-per-word >= 0")
-    if Path(episodes).name != episodes or not episodes.endswith(".jsonl"):
-        raise ConfigError(f"--episodes takes a file name ending in .jsonl (it is written in --out), got {episodes!r}")
+    check_episodes_file(episodes)  # before any sampling
     convert = dict(notes=notes, tokens_per_word=tokens_per_word or None, deep_style=deep_style,
                    episodes_file=episodes)
     if convert_only:

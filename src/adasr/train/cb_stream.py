@@ -191,14 +191,14 @@ def cb_stream_loss(
         ValueError: shapes that do not match.
     """
     B, T = input_ids.shape
-    if positions is None:
-        positions = torch.arange(T - 1, device=input_ids.device)
-        logits = logits[:, :-1] if logits.dim() == 3 and logits.shape[1] == T else logits
-    if logits.dim() != 3 or logits.shape[:2] != (B, len(positions)) or input_ids.shape != weights.shape:
+    n = T if positions is None else len(positions)
+    if logits.dim() != 3 or logits.shape[:2] != (B, n) or input_ids.shape != weights.shape:
         raise ValueError(
             f"expected logits (B,T,V) or (B,P,V) at P positions, input_ids and weights (B,T); got "
-            f"{tuple(logits.shape)}, {tuple(input_ids.shape)}, {tuple(weights.shape)}, P={len(positions)}"
+            f"{tuple(logits.shape)}, {tuple(input_ids.shape)}, {tuple(weights.shape)}, P={n}"
         )
+    if positions is None:  # logits at t predict ids[t + 1]: the last position predicts nothing
+        logits, positions = logits[:, :-1], torch.arange(T - 1, device=input_ids.device)
     pred = logits.float().reshape(-1, logits.shape[-1])  # (B*P, V)
     target = input_ids[:, positions + 1].reshape(-1)
     w = weights[:, positions + 1].reshape(-1).to(pred.dtype)

@@ -572,6 +572,11 @@ def load_config(path: str | Path | None, kind: str, overrides: Sequence[str] = (
     return config_from_dict(data, kind, overrides=overrides, where=where)
 
 
+def _trainer_of(advantage: str) -> str:
+    """The ``adasr train`` stage that trains an advantage (``proactive`` is a GRPO variant)."""
+    return "grpo" if advantage == "proactive" else advantage
+
+
 def infer_kind(path: str | Path) -> str:
     """The trainer a config file is for, read from its keys: ``grpo`` or ``hrpo`` when it sets
     ``advantage`` (``proactive`` trains with GRPO), ``hrpo`` (RL's default advantage) when it holds
@@ -584,19 +589,19 @@ def infer_kind(path: str | Path) -> str:
     """
     p = Path(path).expanduser()
     data = read_config_file(p)
-    flat: set[str] = set()
+    flat: dict = {}  # top-level keys and the keys of nested groups
     for key, value in data.items():
-        flat.add(key)
         if isinstance(value, dict):
             flat.update(value)
+        flat[key] = value
     if "advantage" in flat:
-        adv = (data.get("rewards") or {}).get("advantage", data.get("advantage"))
+        adv = flat["advantage"]
         if adv not in ADVANTAGES:
             raise ConfigError(f"{p}: advantage must be one of {', '.join(ADVANTAGES)}, got {adv!r}")
-        return "grpo" if adv == "proactive" else adv
+        return _trainer_of(adv)
     sft_keys = {f.name for f in dataclasses.fields(SFTConfig)} | set(field_groups(SFTConfig))
     rl_keys = {f.name for f in dataclasses.fields(RLConfig)} | set(field_groups(RLConfig))
-    only_sft, only_rl = flat & (sft_keys - rl_keys), flat & (rl_keys - sft_keys)
+    only_sft, only_rl = flat.keys() & (sft_keys - rl_keys), flat.keys() & (rl_keys - sft_keys)
     if only_rl and not only_sft:
         return "hrpo"
     if only_sft and not only_rl:
@@ -683,10 +688,9 @@ def config_from_dict(data: dict, kind: str, *, overrides: Sequence[str] = (), wh
     if KINDS[kind] == "rl" and kind in ADVANTAGES:
         if "advantage" not in given:
             cfg.advantage = kind
-        elif cfg.advantage != kind and not (kind == "grpo" and cfg.advantage == "proactive"):
+        elif _trainer_of(cfg.advantage) != kind:
             raise ConfigError(f"{source}: advantage {cfg.advantage!r} contradicts `adasr train {kind}`: "
-                              f"run `adasr train {'grpo' if cfg.advantage == 'proactive' else cfg.advantage}` "
-                              f"or drop the advantage key")
+                              f"run `adasr train {_trainer_of(cfg.advantage)}` or drop the advantage key")
     try:
         cfg.validate()
     except ConfigError as err:

@@ -253,6 +253,18 @@ def sample_counts(records: Sequence[dict]) -> ConversionReport:
                             samples=len(records), kept=sum(1 for r in records if r.get("correct")), excluded={})
 
 
+def check_episodes_file(name: str) -> None:
+    """Refuse an episodes file name that is not a plain ``*.jsonl`` name (it is written inside the
+    distillation directory, never elsewhere).
+
+    Raises:
+        ConfigError: a path or another extension.
+    """
+    if Path(name).name != name or not name.endswith(".jsonl"):
+        raise ConfigError(f"the episodes file (--episodes) takes a file name ending in .jsonl, written in the "
+                          f"distillation directory; got {name!r}")
+
+
 def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, notes: str = "terse",
                    tokens_per_word: float | None = 2.8, max_thought_tokens: int = 64,
                    deep_style: str = "terse", episodes_file: str = EPISODES_FILE) -> ConversionReport:
@@ -281,10 +293,9 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
             same samples side by side, its report in ``<stem>.report.json``.
 
     Raises:
-        ValueError: an ``episodes_file`` that is not a plain ``*.jsonl`` file name.
+        ConfigError: an ``episodes_file`` that is not a plain ``*.jsonl`` file name.
     """
-    if Path(episodes_file).name != episodes_file or not episodes_file.endswith(".jsonl"):
-        raise ValueError(f"episodes_file must be a file name ending in .jsonl, got {episodes_file!r}")
+    check_episodes_file(episodes_file)
     from adasr.tasks.registry import write_jsonl
     from adasr.tasks.streamify import ParseFailure, ThoughtFit, streamify_solution
 

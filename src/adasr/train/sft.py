@@ -246,18 +246,38 @@ class StreamSFTTrainer(Trainer):
         self.end_of_turn_id = end_of_turn_id
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs["labels"]
-        decision = inputs["decision_mask"]
-        input_ids = inputs["input_ids"]
-        weights = cb_stream_token_weights(
-            input_ids, labels != IGNORE, decision, self.end_of_turn_id, self.cb_beta, self.class_counts,
-            respond_mask=inputs.get("respond_mask"),
-        )
-        positions = trained_positions(weights) if _accepts_logits_to_keep(model) else None
-        extra = {} if positions is None else {"logits_to_keep": positions}
-        outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], **extra)
-        loss = cb_stream_loss(outputs.logits, input_ids, weights, positions)
+        loss, outputs = cb_stream_step_loss(model, inputs, end_of_turn_id=self.end_of_turn_id, cb_beta=self.cb_beta,
+                                            class_counts=self.class_counts)
         return (loss, outputs) if return_outputs else loss
+
+
+def cb_stream_step_loss(model, inputs: dict, *, end_of_turn_id: int, cb_beta: float, class_counts: dict | None = None,
+                        trained_only: bool = True):
+    """The forward pass and CB-Stream loss of one :class:`StreamingCollator` batch (what
+    :meth:`StreamSFTTrainer.compute_loss` runs).
+
+    Args:
+        model: a causal LM (PEFT / accelerate wrappers allowed).
+        inputs: a collated batch: ``input_ids``, ``attention_mask``, ``labels``, ``decision_mask``
+            ``(B, T)`` (and ``respond_mask`` for proactive streams).
+        end_of_turn_id / cb_beta / class_counts: see :func:`cb_stream_token_weights`.
+        trained_only: ask the model for the logits of the trained positions only
+            (``logits_to_keep``, :func:`trained_positions`) when it accepts them; the loss and its
+            gradients are the same, the ``(B, T, V)`` logits of the prompt and chunks are skipped.
+
+    Returns:
+        ``(loss, outputs)``: the scalar loss and the model's outputs (``outputs.logits`` is
+        ``(B, P, V)`` at the trained positions, or ``(B, T, V)``).
+    """
+    input_ids = inputs["input_ids"]
+    weights = cb_stream_token_weights(
+        input_ids, inputs["labels"] != IGNORE, inputs["decision_mask"], end_of_turn_id, cb_beta, class_counts,
+        respond_mask=inputs.get("respond_mask"),
+    )
+    positions = trained_positions(weights) if trained_only and _accepts_logits_to_keep(model) else None
+    extra = {} if positions is None else {"logits_to_keep": positions}
+    outputs = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], **extra)
+    return cb_stream_loss(outputs.logits, input_ids, weights, positions), outputs
 
 
 def _accepts_logits_to_keep(model) -> bool:
