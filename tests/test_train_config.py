@@ -248,3 +248,27 @@ def test_cli_train_reads_the_stage_from_the_file(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "adasr.cli", "train", *args], capture_output=True, timeout=120)
         err = proc.stderr.decode()
         assert proc.returncode != 0 and "Traceback" not in err and needle in err, err
+
+
+def test_protocol_follows_the_starting_model(tmp_path):
+    """Unset, ``protocol`` is the one the starting model (RL ``init``, else ``model``) was trained
+    with; a contradicting one is refused; a model adasr did not train defaults to v1. (A GSM8K
+    GRPO config once rolled a v2-trained SFT adapter out in v1 and scored 0 of 64 rollouts.)"""
+    sft = tmp_path / "sft_final"
+    sft.mkdir()
+    (sft / "adasr_meta.json").write_text(json.dumps({"base": "smollm2-135m-instruct", "protocol": "v2"}))
+    rl = load_config(_write(tmp_path, f"task: chain_sum\ninit: {sft}\n"), "grpo")
+    assert rl.protocol == "v2"
+    assert load_config(_write(tmp_path, f"task: chain_sum\ninit: {sft}\nprotocol: v2\n"), "hrpo").protocol == "v2"
+    with pytest.raises(ConfigError, match=r"trained with protocol v2, but protocol is v1: set protocol: v2"):
+        load_config(_write(tmp_path, f"task: chain_sum\ninit: {sft}\nprotocol: v1\n"), "grpo")
+    # SFT that continues an adapter (model = its directory) follows it too
+    assert load_config(_write(tmp_path, f"task: chain_sum\nmodel: {sft}\n"), "sft").protocol == "v2"
+    # no adasr_meta.json (a base model, a hub id): v1 unless set
+    assert load_config(_write(tmp_path, "task: chain_sum\n"), "grpo").protocol == "v1"
+    assert load_config(_write(tmp_path, "task: chain_sum\nprotocol: v2\n"), "sft").protocol == "v2"
+    # a bundled adapter name is read from the package
+    from adasr.models import trained_protocol
+
+    assert trained_protocol("smollm2-135m-chain-sum") in ("v1", "v2")
+    assert trained_protocol("smollm2-135m-instruct") is None

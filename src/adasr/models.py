@@ -688,6 +688,25 @@ def _adapter_protocol(model_dir: Path) -> str:
     return str(read_meta(model_dir).get("protocol") or "v1")
 
 
+def trained_protocol(name: str | os.PathLike | None) -> str | None:
+    """The streaming protocol an adasr-trained model was trained with, or ``None`` when ``name``
+    is not one (a bundled base, a Hugging Face id, a directory without ``adasr_meta.json``).
+
+    Args:
+        name: a bundled adapter name or a model / adapter directory.
+
+    Raises:
+        ModelLoadError: its ``adasr_meta.json`` is unreadable.
+    """
+    if not name:
+        return None
+    bundled = _bundled_adapters()
+    path = bundled[str(name)] if str(name) in bundled else Path(name).expanduser()
+    if not (path / META_FILE).is_file():
+        return None
+    return _adapter_protocol(path)
+
+
 def hub_base_id(base: str) -> str:
     """The base reference to publish in an adapter's ``base_model_name_or_path``: the upstream
     hub id of a bundled base (``smollm2-135m-instruct`` -> ``HuggingFaceTB/SmolLM2-135M-Instruct``),

@@ -114,7 +114,11 @@ class DataArguments:
         exclude: held-out GSM8K-format JSONL files: building the training data fails if one of
             their questions occurs in it (:func:`adasr.tasks.splits.assert_disjoint`).
         protocol: streaming protocol version the episodes are rendered with
-            (:data:`adasr.protocol.PROTOCOLS`); recorded in ``adasr_meta.json``.
+            (:data:`adasr.protocol.PROTOCOLS`); recorded in ``adasr_meta.json``. ``None``
+            (default): the protocol the starting model (RL ``init``, else ``model``) was trained
+            with when adasr trained it, else ``v1``. A protocol that contradicts the starting
+            model's is refused (the rollouts or episodes would be rendered in a format the model
+            was not trained on).
         train_size: training episodes (``None``: all the source has).
         eval_size: held-out episodes carved from the same build (never trained on).
         max_seq_len: longest training sequence in tokens (SFT: longer episodes are dropped; RL:
@@ -127,7 +131,8 @@ class DataArguments:
     task_options: dict | str | None = _help("keyword arguments of the task's builder (JSON on the command line)",
                                             factory=dict)
     exclude: list[str] = _help("held-out JSONL files whose questions must not be trained on", factory=list)
-    protocol: str = _help("streaming protocol version of the rendered episodes", "v1")
+    protocol: str | None = _help("streaming protocol version of the rendered episodes (null: the starting "
+                                 "model's, else v1)", None)
     train_size: int | None = _help("training episodes (null: all the source has)", 1000)
     eval_size: int = _help("held-out episodes carved from the same build", 0)
     max_seq_len: int = _help("longest training sequence, tokens", 1024)
@@ -335,11 +340,25 @@ class _AdasrArguments(ModelArguments, DataArguments):
         check_task(self.task, self.data_path)
         from adasr.protocol import PROTOCOLS
 
+        self._resolve_protocol()
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
         for path in self.exclude:
             if not Path(path).expanduser().is_file():
                 raise ConfigError(f"exclude file {path} does not exist")
+
+    def _resolve_protocol(self) -> None:
+        """Fill ``protocol`` from the starting model (RL ``init``, else ``model``) when unset;
+        refuse one that contradicts it (ConfigError)."""
+        from adasr.models import trained_protocol
+
+        start = getattr(self, "init", None) or self.model
+        trained = trained_protocol(start)
+        if self.protocol is None:
+            self.protocol = trained or "v1"
+        elif trained is not None and self.protocol != trained:
+            raise ConfigError(f"{start} was trained with protocol {trained}, but protocol is {self.protocol}: "
+                              f"set protocol: {trained} (or leave it out to follow the model)")
 
     def adasr_dict(self) -> dict:
         """adasr's own fields (the groups of :func:`field_groups`), as a plain dict."""
