@@ -12,6 +12,7 @@ import pytest
 
 
 from adasr.errors import ConfigError, DataError
+from adasr.protocol import parse_answer
 from adasr.proactive_metrics import episode_metrics, proactive_score, summarize_proactive
 from adasr.tasks.gsm8k import load_gsm8k
 from adasr.tasks.proactive import (
@@ -19,10 +20,12 @@ from adasr.tasks.proactive import (
     Rejected,
     _perception_solve,
     _temporal_solve,
+    _threshold_notes,
     _threshold_solve,
     build_proactive,
     build_proactive_with_report,
     gsm8k_evidence,
+    make_record,
     proactive_turns,
     score,
 )
@@ -91,6 +94,39 @@ def test_threshold_evidence_is_the_first_crossing():
     assert _threshold_solve(first) == ("49", 2)
     with pytest.raises(Rejected, match="no number satisfies"):
         _threshold_solve(first[:2])
+
+
+def test_threshold_state_notes_hand_checked():
+    q = "The total starts at 0; tell me the running total as soon as it exceeds 20."
+    chunks = [q, "Add 9.", "Add 8.", "Subtract 4.", "Add 8.", "Add 8."]
+    assert _threshold_notes(chunks, 4) == ["", "0 + 9 = 9.", "9 + 8 = 17.", "17 - 4 = 13.", "13 + 8 = 21."]
+    first = ["Tell me the first number that is divisible by 7.", "Next number: 12.", "Next number: 49."]
+    assert _threshold_notes(first, 2) == ["", "12 divisible by 7? no.", "49 divisible by 7? yes."]
+    even = ["Tell me the first number that is an even number greater than 36.", "Next number: 61.", "Next number: 78."]
+    assert _threshold_notes(even, 2) == ["", "61 even and > 36? no.", "78 even and > 36? yes."]
+    assert _threshold_notes(["Tell me the first number that is a number ending in 8.", "Next number: 38."], 1)[1] == \
+        "38 ends in 8? yes."
+    # the record: notes before the evidence, the response turn starts with the evidence chunk's note
+    rec = make_record("proactive_threshold", "x", chunks, 4, "21", _threshold_notes(chunks, 4))
+    assert rec["thoughts"] == ["", "0 + 9 = 9.", "9 + 8 = 17.", "17 - 4 = 13.", "13 + 8 = 21. \\boxed{21}"]
+    assert rec["response"] == "\\boxed{21}" and proactive_turns(rec)[-1] == ("Add 8.", "13 + 8 = 21. \\boxed{21}")
+    with pytest.raises(ValueError, match="3 notes for 5 turns"):
+        make_record("proactive_threshold", "x", chunks, 4, "21", ["", "a", "b"])
+
+
+def test_notes_knob_changes_only_the_thoughts():
+    plain = build_proactive("proactive_threshold", 20, seed=3, split="test")
+    noted = build_proactive("proactive_threshold", 20, seed=3, split="test", notes=True)
+    for a, b in zip(plain, noted):
+        assert {k: v for k, v in a.items() if k != "thoughts"} == {k: v for k, v in b.items() if k != "thoughts"}
+        e = b["evidence_chunk"]
+        assert a["thoughts"] == [""] * e + [a["response"]]
+        assert all(t for t in b["thoughts"][1:]) and b["thoughts"][-1].endswith(b["response"])
+        assert score("proactive_threshold", parse_answer(b["thoughts"][-1]), b["answer"])
+    with pytest.raises(ConfigError, match="notes must be true or false"):
+        build_proactive("proactive_threshold", 2, notes="yes")
+    with pytest.raises(ConfigError, match="unknown knob"):  # the other families have no state to note
+        build_proactive("proactive_perception", 2, notes=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +316,23 @@ def test_registry_returns_the_extra_columns():
         build_dataset("proactive_perception", size=3, split="dev")
     with pytest.raises(ConfigError, match="needs source"):
         build_dataset("proactive_gsm8k", size=3)
+
+
+def test_episodes_task_reads_proactive_records(tmp_path):
+    """Task ``episodes`` trains on a user's own proactive records (e.g. several families mixed)."""
+    recs = build_proactive("proactive_threshold", 3, notes=True) + build_proactive("proactive_perception", 2)
+    f = tmp_path / "mix.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    ds = build_dataset("episodes", source=f)
+    assert ds.features == PROACTIVE_FEATURES and ds["evidence_chunk"] == [r["evidence_chunk"] for r in recs]
+    assert ds["thoughts"] == [r["thoughts"] for r in recs]
+    bad = dict(recs[0], thoughts=recs[0]["thoughts"][:-1])
+    f.write_text(json.dumps(recs[1]) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(DataError, match="record 2 has evidence_chunk .* proactive record has evidence_chunk \\+ 1"):
+        build_dataset("episodes", source=f)
+    f.write_text(json.dumps(recs[1]) + "\n" + json.dumps({k: v for k, v in recs[0].items() if k != "response"}) + "\n")
+    with pytest.raises(DataError, match="record 2 is not a proactive record .*missing response"):
+        build_dataset("episodes", source=f)
 
 
 def _adasr(*args) -> subprocess.CompletedProcess:

@@ -64,7 +64,10 @@ The question always comes first (chunk 0); every chunk is one sentence.
     (``threshold never crossed``, ``no number satisfies the condition``). Knobs: ``kind``
     (``mixed``, default, ``total``, ``first``), ``steps`` (or ``min_steps``/``max_steps``,
     default 5-9), ``max_term`` (default 15), ``min_threshold``/``max_threshold`` (default
-    10-40), ``subtract_prob`` (default 0.25), ``max_number`` (``first``, default 99).
+    10-40), ``subtract_prob`` (default 0.25), ``max_number`` (``first``, default 99), ``notes``
+    (default ``False``: silent turns; ``True``: each turn before the evidence is a state note,
+    the running total's update or the number's check, and the response turn starts with the
+    evidence chunk's note: :func:`_threshold_notes`).
 ``proactive_gsm8k`` (proactive agency on GSM8K, needs ``source``)
     A GSM8K problem reordered: its question sentence (the last sentence) first, then its other
     sentences (facts) in order, then ``distractors`` sentences of unrelated problems of the same
@@ -206,17 +209,28 @@ class ProactiveReport:
 # --------------------------------------------------------------------------- records
 
 
-def make_record(task: str, id: str, chunks: list[str], evidence: int, answer: str) -> dict:
-    """A proactive record (module docstring): silent thoughts up to ``evidence``, then the response."""
+def make_record(task: str, id: str, chunks: list[str], evidence: int, answer: str,
+                notes: list[str] | None = None) -> dict:
+    """A proactive record (module docstring): silent thoughts up to ``evidence``, then the response.
+
+    With ``notes`` (one string per chunk ``0..evidence``; ``""`` = silent), the turns before the
+    evidence are those notes and the response turn is ``notes[evidence]`` followed by the
+    response (a note is a streaming thought that carries state, e.g. a running total; it does not
+    answer). Raises ``ValueError`` for an evidence chunk outside the chunks or notes of the wrong
+    length.
+    """
     if not 0 <= evidence < len(chunks):
         raise ValueError(f"evidence chunk {evidence} outside 0..{len(chunks) - 1}")
+    if notes is not None and len(notes) != evidence + 1:
+        raise ValueError(f"{len(notes)} notes for {evidence + 1} turns")
     response = f"\\boxed{{{answer}}}"
+    notes = notes or [""] * (evidence + 1)
     return {
         "id": id,
         "task": task,
         "question": " ".join(chunks),
         "chunks": list(chunks),
-        "thoughts": [""] * evidence + [response],
+        "thoughts": list(notes[:evidence]) + [f"{notes[evidence]} {response}".strip()],
         "deep": "",
         "answer": answer,
         "evidence_chunk": evidence,
@@ -226,9 +240,9 @@ def make_record(task: str, id: str, chunks: list[str], evidence: int, answer: st
 
 def proactive_turns(record: dict) -> list[tuple[str, str]]:
     """The proactive layout of a record: ``(chunk, thought)`` for chunks ``0..evidence_chunk``;
-    every thought is ``""`` (silent) but the last, the response."""
+    every thought is ``""`` (silent) or a note but the last, which holds the response."""
     e = record["evidence_chunk"]
-    return [(record["chunks"][k], record["response"] if k == e else "") for k in range(e + 1)]
+    return [(record["chunks"][k], record["thoughts"][k]) for k in range(e + 1)]
 
 
 # --------------------------------------------------------------------------- knob helpers
@@ -554,6 +568,7 @@ def _threshold_config(knobs: dict) -> dict:
         "threshold": (lo, hi),
         "subtract_prob": float(p),
         "max_number": _int(knobs, "max_number", 99, lo=10),
+        "notes": _bool(knobs, "notes", False),
     }
 
 
@@ -617,6 +632,37 @@ def _threshold_solve(chunks: list[str]) -> tuple[str, int]:
     raise Rejected("question not understood")
 
 
+def _threshold_notes(chunks: list[str], evidence: int) -> list[str]:
+    """State notes of a threshold stream, one per chunk ``0..evidence`` (knob ``notes``).
+
+    ``total``: the update of the running total in the chain_sum style ("12 + 7 = 19.",
+    "19 - 3 = 16."), none after the question. ``first``: the check of each number ("36 > 52?
+    no.", "45 divisible by 5? yes."), none after the question. Whether to respond is then decided
+    on a value the model has just written rather than on one it must keep in its head.
+    """
+    notes = [""]
+    m = _TOTAL_Q.match(chunks[0])
+    if m:
+        total = 0
+        for k in range(1, evidence + 1):
+            op, term = _STEP.match(chunks[k]).groups()
+            new = total + int(term) if op == "Add" else total - int(term)
+            notes.append(f"{total} {'+' if op == 'Add' else '-'} {term} = {new}.")
+            total = new
+        return notes
+    cond = _FIRST_Q.match(chunks[0]).group(1)
+    for rx, test in _CONDITIONS:
+        c = rx.match(cond)
+        if c:
+            break
+    ask = {0: "divisible by {}", 1: "> {}", 2: "even and > {}", 3: "ends in {}"}[
+        [rx for rx, _ in _CONDITIONS].index(rx)].format(c.group(1))
+    for k in range(1, evidence + 1):
+        x = int(_NUMBER.match(chunks[k]).group(1))
+        notes.append(f"{x} {ask}? {'yes' if test(c, x) else 'no'}.")
+    return notes
+
+
 # --------------------------------------------------------------------------- procedural building
 
 
@@ -626,6 +672,7 @@ class _Family:
     generate: Callable[[random.Random, dict], tuple[list[str], tuple[str, int] | None]]
     solve: Callable[[list[str]], tuple[str, int]]
     knobs: tuple[str, ...]
+    notes: Callable[[list[str], int], list[str]] | None = None  # state notes (knob ``notes``)
 
 
 _COMMON_KNOBS = ("split", "heldout_size")
@@ -641,7 +688,8 @@ _FAMILIES: dict[str, _Family] = {
     "proactive_threshold": _Family(
         _threshold_config, _threshold_generate, _threshold_solve,
         ("kind", "steps", "min_steps", "max_steps", "max_term", "min_threshold", "max_threshold",
-         "subtract_prob", "max_number"),
+         "subtract_prob", "max_number", "notes"),
+        _threshold_notes,
     ),
 }
 _GSM8K_KNOBS = ("distractors", "interleave", "heldout")
@@ -697,7 +745,8 @@ def _build_procedural(task: str, size: int, seed: int, split: str, knobs: dict,
             report.reject("question in the test split")
             continue
         seen.add(key)
-        out.append(make_record(task, f"{task}-{split}-{seed}-{idx}", chunks, evidence, answer))
+        notes = fam.notes(chunks, evidence) if cfg.get("notes") else None
+        out.append(make_record(task, f"{task}-{split}-{seed}-{idx}", chunks, evidence, answer, notes))
     report.built = len(out)
     return out, report
 

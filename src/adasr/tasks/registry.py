@@ -235,6 +235,7 @@ def _features() -> tuple:
 
 
 _EPISODE_KEYS = ("id", "task", "question", "chunks", "thoughts", "deep", "answer")
+_PROACTIVE_KEYS = ("evidence_chunk", "response")
 
 
 def __getattr__(name: str):
@@ -264,7 +265,9 @@ def build_dataset(
             proactive: items wanted (see :func:`build_proactive_dataset`).
         seed: procedural / proactive generator seed (GSM8K keeps file order and ignores it).
         source: GSM8K and ``proactive_gsm8k``: path of a JSON-lines file of
-            ``{"question", "answer"}`` records.
+            ``{"question", "answer"}`` records; ``episodes``: a JSON-lines file of ready
+            streaming episodes, or of proactive records (with ``evidence_chunk`` and
+            ``response``: all of them, then, and the dataset has :data:`PROACTIVE_FEATURES`).
         **knobs: GSM8K: ``clean_only`` (keep only clean conversions); procedural: the family's
             difficulty knobs (see :mod:`adasr.tasks.procedural`); proactive: ``split`` and the
             family's knobs (see :mod:`adasr.tasks.proactive`).
@@ -282,6 +285,10 @@ def build_dataset(
         return build_proactive_dataset(task, size=size, seed=seed, source=source, **knobs)[0]
     if task == "episodes":
         records = _read_episodes(source, size, knobs)
+        if "evidence_chunk" in records[0]:  # proactive records (each carries its evidence chunk)
+            import datasets
+
+            return datasets.Dataset.from_list(records, features=_features()[1])
     else:
         records = get_task(task).episodes(size=size, seed=seed, source=source, **knobs)
     import datasets
@@ -296,16 +303,23 @@ def _read_episodes(source, size: int | None, knobs: dict) -> list[dict]:
     if knobs:
         raise ConfigError(f"task 'episodes' takes no knobs, got {', '.join(sorted(knobs))}")
     records = read_jsonl(source, limit=size)
-    for i, r in enumerate(records):
-        missing = sorted(set(_EPISODE_KEYS) - set(r))
-        if missing:
-            raise DataError(f"{source}: record {i + 1} is not a streaming episode (missing {', '.join(missing)})")
-        if len(r["thoughts"]) not in (len(r["chunks"]) - 1, len(r["chunks"])):
-            raise DataError(f"{source}: record {i + 1} has {len(r['thoughts'])} thoughts for {len(r['chunks'])} chunks")
-    records = [{k: r[k] for k in _EPISODE_KEYS} for r in records]
     if not records:
         raise DataError(f"no episodes in {source}")
-    return records
+    proactive = "evidence_chunk" in records[0]
+    keys = _EPISODE_KEYS + (_PROACTIVE_KEYS if proactive else ())
+    for i, r in enumerate(records):
+        missing = sorted(set(keys) - set(r))
+        if missing:
+            kind = "proactive record (like record 1)" if proactive else "streaming episode"
+            raise DataError(f"{source}: record {i + 1} is not a {kind} (missing {', '.join(missing)})")
+        n, t = len(r["chunks"]), len(r["thoughts"])
+        if proactive and not (isinstance(r["evidence_chunk"], int) and 0 <= r["evidence_chunk"] < n
+                              and t == r["evidence_chunk"] + 1):
+            raise DataError(f"{source}: record {i + 1} has evidence_chunk {r['evidence_chunk']!r} and {t} thoughts "
+                            f"for {n} chunks (a proactive record has evidence_chunk + 1 thoughts)")
+        if not proactive and t not in (n - 1, n):
+            raise DataError(f"{source}: record {i + 1} has {t} thoughts for {n} chunks")
+    return [{k: r[k] for k in keys} for r in records]
 
 
 def build_proactive_dataset(
