@@ -7,10 +7,15 @@ clock, and reports from the episode records: post-input TTFT and latency p50/p95
 backlog, generated tokens/s over the round (all sessions), and errors (must be 0). Bounded: N is
 at most 16, one round per N, and the whole run stops after ``--time-limit`` seconds.
 
-Then, in this process with the server stopped, the same problems run as N independent in-process
+Then, in this process with the server idle, the same problems run as N independent in-process
 episodes (one engine, one episode at a time, virtual clock: what each stream sees with a machine
-to itself) for the comparison column, and the server's overhead is measured: one session
-through the server vs the same episode in-process on the real clock.
+to itself) for the comparison column, and the server's overhead is measured on one session,
+three ways, alternating (``--overhead-reps`` each): through the server; in-process with a
+:class:`~adasr.stream.LiveSource` pushed at the same pace from a thread (what the server's engine
+sees: next arrivals unknown, so adaptive thoughts get ``unknown_slack_budget`` tokens and yield
+when a chunk arrives); and in-process with the scheduled stream (next arrivals known to the
+policy, a semantics a live server cannot have). Overhead = served vs in-process live, on equal
+post-input tokens (both are printed). ``--overhead-only`` skips the N rounds.
 
 Usage::
 
@@ -99,15 +104,16 @@ def start_server(args, port: int) -> subprocess.Popen:
     raise SystemExit("adasr serve did not come up in 300 s")
 
 
-def in_process(args, texts: list[str], clock: str) -> list[dict]:
+def in_process(args, texts: list[str], clock: str, live: bool = False) -> list[dict]:
     """Each text as an independent episode on one in-process engine (batch 1), same settings as the
     server, run in a worker thread as the server's engine is (on a loaded CPU, torch's forwards from
-    the main thread measured up to 10x slower than from a worker thread: RESULTS.md)."""
+    the main thread measured up to 10x slower than from a worker thread: RESULTS.md); ``live``:
+    fed through a :func:`live_source`."""
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(_in_process, args, texts, clock).result()
+        return pool.submit(_in_process, args, texts, clock, live).result()
 
 
-def _in_process(args, texts: list[str], clock: str) -> list[dict]:
+def _in_process(args, texts: list[str], clock: str, live: bool = False) -> list[dict]:
     from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
     from adasr.models import load_model
     from adasr.stream import make_stream
@@ -121,9 +127,29 @@ def _in_process(args, texts: list[str], clock: str) -> list[dict]:
         next(engine.run([EpisodeInput("warm-up", make_stream(texts[0], wps=args.wps))]))  # first forwards are slow
     out = []
     for i, text in enumerate(texts):
-        src = make_stream(text, chunker="sentence", wps=args.wps)
+        src = live_source(text, args.wps) if live else make_stream(text, chunker="sentence", wps=args.wps)
         out.append(next(engine.run([EpisodeInput(f"p{i}", src)], clock=clock)).record)
     return out
+
+
+def live_source(text: str, wps: float):
+    """A LiveSource that a thread feeds with the sentences of ``text`` at ``wps`` words/s, then closes
+    (the in-process twin of a client streaming to the server)."""
+    import threading
+
+    from adasr.stream import LiveSource
+
+    src = LiveSource()
+    chunks = chunk_text(text, "sentence")
+
+    def feed():
+        for chunk, t in zip(chunks, words_per_second_schedule(chunks, wps)):
+            time.sleep(max(0.0, t - src.now_s()))
+            src.push(chunk)
+        src.close()
+
+    threading.Thread(target=feed, daemon=True).start()
+    return src
 
 
 def main() -> None:
@@ -141,6 +167,7 @@ def main() -> None:
                     help="tokens/s the adaptive budgets assume, pinned for server and in-process alike")
     ap.add_argument("--time-limit", type=float, default=1800, help="stop starting rounds after this many seconds")
     ap.add_argument("--overhead-reps", type=int, default=3, help="single sessions for the overhead comparison")
+    ap.add_argument("--overhead-only", action="store_true", help="measure the one-session overhead only")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     if any(n < 1 or n > MAX_N for n in args.n):
@@ -155,7 +182,7 @@ def main() -> None:
     rows = []
     try:
         asyncio.run(one_round(url, texts[:1], args.wps, 600))  # warm-up (first forwards, prefix cache)
-        for n in args.n:
+        for n in [] if args.overhead_only else args.n:
             if time.monotonic() - t_start > args.time_limit:
                 print(f"time limit reached before N={n}", file=sys.stderr)
                 break
@@ -168,11 +195,12 @@ def main() -> None:
             print(f"N={n}: done in {wall:.1f} s, {errors} errors", file=sys.stderr)
         # with the server idle (its thread sleeps): the N independent in-process runs, then the overhead
         # pairs, alternating so that the machine's load falls on both sides alike
-        alone = in_process(args, texts[:max(r["n"] for r in rows)], "virtual")
-        served, real = [], []
+        alone = in_process(args, texts[:max(r["n"] for r in rows)], "virtual") if rows else []
+        served, live, real = [], [], []
         for _ in range(args.overhead_reps):
-            served.append(asyncio.run(one_round(url, texts[:1], args.wps, 600))[0][0]["post_input_latency_s"])
-            real.append(in_process(args, texts[:1], "real")[0]["post_input_latency_s"])
+            served.append(asyncio.run(one_round(url, texts[:1], args.wps, 600))[0][0])
+            live.append(in_process(args, texts[:1], "real", live=True)[0])
+            real.append(in_process(args, texts[:1], "real")[0])
     finally:
         proc.terminate()
         proc.wait(30)
@@ -180,24 +208,31 @@ def main() -> None:
           f"({'shortest' if args.shortest else 'first'} of {args.data.name}), dtype {args.dtype}, decode rate pinned "
           f"at {args.decode_rate:g} tokens/s, max {args.max_deep_tokens} deep tokens; {os.cpu_count()} CPUs, load "
           f"average {load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end\n")
-    print("| N | post-input TTFT p50 / p95 (s) | post-input latency p50 / p95 (s) | max backlog p95 (s) | "
-          "generated tokens/s (whole round) | errors | in-process, N independent runs: latency p50 / p95 (s) |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        solo = [r["post_input_latency_s"] for r in alone[:row["n"]]]
-        print(f"| {row['n']} | {pct(row['ttft'], 50):.2f} / {pct(row['ttft'], 95):.2f} | "
-              f"{pct(row['latency'], 50):.2f} / {pct(row['latency'], 95):.2f} | {pct(row['backlog'], 95):.2f} | "
-              f"{row['tokens_per_s']:.1f} | {row['errors']} | {pct(solo, 50):.2f} / {pct(solo, 95):.2f} |")
+    if rows:
+        print("| N | post-input TTFT p50 / p95 (s) | post-input latency p50 / p95 (s) | max backlog p95 (s) | "
+              "generated tokens/s (whole round) | errors | in-process, N independent runs: latency p50 / p95 (s) |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            solo = [r["post_input_latency_s"] for r in alone[:row["n"]]]
+            print(f"| {row['n']} | {pct(row['ttft'], 50):.2f} / {pct(row['ttft'], 95):.2f} | "
+                  f"{pct(row['latency'], 50):.2f} / {pct(row['latency'], 95):.2f} | {pct(row['backlog'], 95):.2f} | "
+                  f"{row['tokens_per_s']:.1f} | {row['errors']} | {pct(solo, 50):.2f} / {pct(solo, 95):.2f} |")
     base = pct(rows[0]["latency"], 95) if rows and rows[0]["n"] == 1 else None
     if base:
         ok = [r["n"] for r in rows if pct(r["latency"], 95) <= 2 * base]
         print(f"\nlargest N with p95 post-input latency within 2x of N=1 ({2 * base:.2f} s): {max(ok)}")
-    s_med, r_med = float(np.median(served)), float(np.median(real))
-    print(f"server overhead, one session ({args.overhead_reps} runs each, median): post-input latency {s_med:.3f} s "
-          f"through the server vs {r_med:.3f} s in-process on the real clock: {100 * (s_med / r_med - 1):+.0f}%")
+    print(f"\nserver overhead, one session ({args.overhead_reps} runs each, alternating, medians):\n")
+    print("| path | post-input latency p50 (s) | post-input tokens (mean) | s per post-input token | vs in-process live |")
+    print("|---|---:|---:|---:|---:|")
+    ref = float(np.median([r["post_input_latency_s"] for r in live]))
+    for name, recs in (("through the server", served), ("in-process, live source", live),
+                       ("in-process, scheduled stream", real)):
+        lat = float(np.median([r["post_input_latency_s"] for r in recs]))
+        toks = float(np.mean([r["post_input_tokens"] for r in recs]))
+        print(f"| {name} | {lat:.3f} | {toks:.1f} | {lat / max(toks, 1):.4f} | {100 * (lat / ref - 1):+.0f}% |")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "in_process": alone, "served_single": served,
-                                         "in_process_real": real}, indent=1))
+                                         "in_process_live": live, "in_process_real": real}, indent=1))
 
 
 if __name__ == "__main__":
