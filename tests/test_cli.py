@@ -331,3 +331,15 @@ def test_eval_budget_sweep_and_its_frontier(tiny_dir, tmp_path):
     labels = [s.label for s in load_eval_dirs([out])]
     assert labels == ["sweep/budget-2/batch", "sweep/budget-2/interleaved", "sweep/budget-4/batch",
                       "sweep/budget-4/interleaved"]
+
+
+def test_usage_errors_are_short_messages_not_tracebacks():
+    """Unknown options and bad values: click's usage message and exit code 2 (typer >= 0.22 raises
+    its own copy of click's exceptions, which once escaped as a traceback)."""
+    for args, needle in ((("run", "x", "--no-such-flag"), "No such option: --no-such-flag"),
+                         (("eval", "--limit", "abc"), "Invalid value for '--limit'")):
+        proc = adasr(*args)
+        assert proc.returncode == 2, proc.stderr
+        err = proc.stderr.decode()
+        assert needle in err and "Traceback" not in err and "╭" not in err, err
+        assert len(err.strip().splitlines()) <= 4

@@ -624,6 +624,10 @@ def plot_timeline_cmd(
     Console().print(f"wrote {plot_timeline(run_json, out)}")
 
 
+# typer >= 0.22 ships its own copy of click, whose exceptions are typer.TyperException, not click's
+_USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one-line messages."""
     try:
@@ -631,15 +635,13 @@ def main() -> None:
     except AdasrError as e:
         err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    except _USAGE_ERRORS as e:  # unknown option, bad value, missing argument: click's usage message
+        show = getattr(e, "show", None)
+        show() if show else err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)
+        sys.exit(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":
