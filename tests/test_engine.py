@@ -281,6 +281,35 @@ def test_proactive_mode_responds_in_a_streaming_thought(tiny_model, tiny_tokeniz
     assert summary["proactive"]["premature_rate"] == 0.5 and summary["proactive"]["timely_correct_rate"] == 0.5
 
 
+def test_a_proactive_response_is_not_cut_by_the_slack_or_an_arrival(tiny_model, tiny_tokenizer):
+    """A response half written (``\\boxed{`` open) runs past the slack budget up to the thought
+    budget and does not yield to the next chunk; other thoughts are cut as before."""
+    from adasr.policy import ProactivePolicy, response_started
+
+    assert response_started("27 + 7 = 34. \\boxed{3") and response_started("so \\bo") and response_started("\\")
+    assert not response_started("27 + 7 = 34.") and not response_started("\\boxed{34}")
+    assert not response_started("\\frac{1}{2}")
+    fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="proactive")).format
+    script = tiny_tokenizer.encode("x \\boxed{7}")
+    assert len(script) > 3
+    model = _Scripted(tiny_model, fmt.assistant_header[-1], script, tiny_tokenizer.encode("\n")[0])
+    # slack: 1 s to the next chunk at 3 tokens/s = a 3-token budget; the response needs more
+    eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=32, decode_rate=3.0))
+    res = next(eng.run([EpisodeInput("p", stream(4, gap=1.0), reference="7")], clock=VirtualClock(fixed_step_s=0.01)))
+    assert res.record["prediction"] == "7" and res.record["answer_chunk"] == 0
+    # the next chunk arrives after 3 steps (0.3 s each): the response goes on past the arrival
+    eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=32, decode_rate=100.0))
+    res = next(eng.run([EpisodeInput("p", stream(4, gap=1.0), reference="7")], clock=VirtualClock(fixed_step_s=0.3)))
+    assert res.record["prediction"] == "7" and res.record["answer_chunk"] == 0
+    # a note (no box) is still cut at the slack budget: the adaptive policy as before
+    note = _Scripted(tiny_model, fmt.assistant_header[-1], tiny_tokenizer.encode("x y z w v u"),
+                     tiny_tokenizer.encode("\n")[0])
+    eng = StreamingEngine(note, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=32, decode_rate=3.0,
+                                                            max_deep_tokens=4))
+    res = next(eng.run([EpisodeInput("p", stream(3, gap=1.0))], clock=VirtualClock(fixed_step_s=0.01)))
+    assert res.record["answer_chunk"] is None and max(len(t) for t in res.thoughts if t) <= 3
+
+
 def test_eoi_aligned_waves_equal_single_runs(tiny_model, tiny_tokenizer):
     eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, gap=0.3 + 0.1 * i)) for i in range(5)]  # noqa: E731

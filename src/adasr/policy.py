@@ -80,6 +80,14 @@ class ThoughtPolicy:
         before end of input (its last ``\\boxed{}`` is the prediction). Default: never."""
         return False
 
+    holds_turns = False  # True: the session asks :meth:`holds_turn` (decoding the thought) each token
+
+    def holds_turn(self, text: str) -> bool:
+        """Whether the thought whose text so far is ``text`` may run past its slack budget (up to
+        ``thought_budget`` tokens) and must not yield to an arriving chunk. Asked only when
+        :attr:`holds_turns` is set. Default: never."""
+        return False
+
 
 class BatchPolicy(ThoughtPolicy):
     """Read-then-think baseline: chunks are prefilled as they arrive, no thoughts."""
@@ -129,10 +137,30 @@ class ProactivePolicy(AdaptivePolicy):
 
     name = "proactive"
     default_protocol = "proactive-v1"
+    holds_turns = True
 
     def commits_answer(self, thought: str) -> bool:
         """A streaming thought with a non-empty ``\\boxed{}`` is the response (:func:`is_response`)."""
         return is_response(thought)
+
+    def holds_turn(self, text: str) -> bool:
+        """A response is not cut: a thought whose text has started ``\\boxed{`` and not yet closed it
+        runs past its slack budget (up to ``thought_budget``) and does not yield to an arriving
+        chunk (:func:`response_started`). Without this, a note plus its response ("27 + 7 = 34.
+        \\boxed{34}") longer than the time to the next chunk was cut inside the box and answered
+        nothing (RESULTS.md section 19)."""
+        return response_started(text)
+
+
+def response_started(text: str) -> bool:
+    """Whether ``text`` (a thought so far) is writing a ``\\boxed{...}`` that is not complete yet:
+    its last backslash starts ``\\boxed{`` or a prefix of it, and the text is not already a
+    response (:func:`is_response`)."""
+    i = text.rfind("\\")
+    if i < 0 or is_response(text):
+        return False
+    tail = text[i:]
+    return tail.startswith("\\boxed{") or "\\boxed{".startswith(tail)
 
 
 def is_response(thought: str) -> bool:

@@ -192,7 +192,8 @@ class Session:
         # a yielding policy also yields to end of input: a live source closes after its last chunk
         # was ingested (a scheduled one closes with it, and no thought follows that chunk)
         arrived = self.waiting or (self.status is S.THINKING and self.inp.source.closed(t_src))
-        if self.status is S.DEEP or (self.status is S.THINKING and not (arrived and self.policy.yield_on_arrival)):
+        if self.status is S.DEEP or (self.status is S.THINKING and not (arrived and self.policy.yield_on_arrival
+                                                                       and not self.holding())):
             return feed, True
         if self.status is S.THINKING:  # the next chunk (or EOI) arrived: close the thought, ingest it in the same forward
             feed += [(x, Stage.INPUT) for x in self.fmt.close_ids(generated_stop=False)]
@@ -290,12 +291,26 @@ class Session:
         if not stop:
             turn.tokens.append(tok)
             self.emit(Token(t, self.id, stage, tok, self._new_text(turn)), keep=False)
-        if stop or len(turn.tokens) >= turn.budget:
+        if stop or len(turn.tokens) >= self.turn_budget():
             self.pending = [(fmt.end_of_turn_id, stage)] if stop else [(tok, stage)]
             self.pending += [(x, Stage.INPUT) for x in fmt.close_ids(generated_stop=stop)]
             self._end_turn(stop, t)
         else:
             self.pending = [(tok, stage)]
+
+    def holding(self) -> bool:
+        """Whether the streaming thought being generated is held open by the policy
+        (:meth:`~adasr.policy.ThoughtPolicy.holds_turn`: e.g. a proactive response half written)."""
+        return (self.status is SessionStatus.THINKING and self.policy.holds_turns
+                and self.policy.holds_turn(self.decode(self.turn.tokens)))
+
+    def turn_budget(self) -> int:
+        """Tokens the current turn may take: its budget, or the policy's ``thought_budget`` cap while
+        the policy holds the thought open (:meth:`holding`)."""
+        budget = self.turn.budget
+        if self.holding():
+            budget = max(budget, getattr(self.policy, "thought_budget", budget))
+        return budget
 
     def _new_text(self, turn: _Turn) -> str:
         """The text the turn's last token adds (incremental detokenization, as in vLLM: decode a

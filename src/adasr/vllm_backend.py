@@ -344,7 +344,7 @@ class VllmEngine(StreamingEngine):
             self._inputs[s.id] = self.runtime.call(self._start_request(s.id, rid))
         fmt, turn = s.fmt, s.turn
         if s.generating:
-            left = turn.budget - len(turn.tokens)
+            left = s.turn_budget() - len(turn.tokens)
             thinking = s.status is SessionStatus.THINKING
             if thinking and s.policy.yield_on_arrival:
                 left = min(left, self.options.yield_tokens)
