@@ -292,9 +292,9 @@ class EngineWorker:
 
     def _finish(self, h: SessionHandle, last: dict, outcome: str) -> None:
         self._handles.pop(h.id, None)
+        self.metrics.sessions.labels(outcome).inc()  # counted before the client can see its last event
         h.post(last)
         h.closed = True
-        self.metrics.sessions.labels(outcome).inc()
 
     def _fail_all(self, message: str) -> None:
         for h in list(self._handles.values()):
