@@ -291,7 +291,8 @@ class Session:
         if not stop:
             turn.tokens.append(tok)
             self.emit(Token(t, self.id, stage, tok, self._new_text(turn)), keep=False)
-        if stop or len(turn.tokens) >= self.turn_budget():
+        # (the policy is asked whether it holds the turn only once the turn's own budget is reached)
+        if stop or (len(turn.tokens) >= turn.budget and len(turn.tokens) >= self.turn_budget()):
             self.pending = [(fmt.end_of_turn_id, stage)] if stop else [(tok, stage)]
             self.pending += [(x, Stage.INPUT) for x in fmt.close_ids(generated_stop=stop)]
             self._end_turn(stop, t)

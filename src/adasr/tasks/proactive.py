@@ -576,12 +576,23 @@ _TOTAL_Q = re.compile(r"^The total starts at 0; tell me the running total as soo
 _FIRST_Q = re.compile(r"^Tell me the first number that is (.+)\.$")
 _STEP = re.compile(r"^(Add|Subtract) (\d+)\.$")
 _NUMBER = re.compile(r"^Next number: (\d+)\.$")
-_CONDITIONS: tuple[tuple[re.Pattern, Callable[[re.Match, int], bool]], ...] = (
-    (re.compile(r"^divisible by (\d+)$"), lambda m, x: x % int(m.group(1)) == 0),
-    (re.compile(r"^greater than (\d+)$"), lambda m, x: x > int(m.group(1))),
-    (re.compile(r"^an even number greater than (\d+)$"), lambda m, x: x % 2 == 0 and x > int(m.group(1))),
-    (re.compile(r"^a number ending in (\d)$"), lambda m, x: x % 10 == int(m.group(1))),
+# (condition of a "first" question, its test on a number, its check in a state note)
+_CONDITIONS: tuple[tuple[re.Pattern, Callable[[re.Match, int], bool], str], ...] = (
+    (re.compile(r"^divisible by (\d+)$"), lambda m, x: x % int(m.group(1)) == 0, "divisible by {}"),
+    (re.compile(r"^greater than (\d+)$"), lambda m, x: x > int(m.group(1)), "> {}"),
+    (re.compile(r"^an even number greater than (\d+)$"), lambda m, x: x % 2 == 0 and x > int(m.group(1)),
+     "even and > {}"),
+    (re.compile(r"^a number ending in (\d)$"), lambda m, x: x % 10 == int(m.group(1)), "ends in {}"),
 )
+
+
+def _condition(cond: str) -> tuple[Callable[[int], bool], str]:
+    """The test of a "first" question's condition and its note form ("> 52"); Rejected if unknown."""
+    for rx, test, note in _CONDITIONS:
+        c = rx.match(cond)
+        if c:
+            return (lambda x: test(c, x)), note.format(c.group(1))
+    raise Rejected("question not understood")
 
 
 def _threshold_generate(rng: random.Random, cfg: dict) -> tuple[list[str], None]:
@@ -616,17 +627,12 @@ def _threshold_solve(chunks: list[str]) -> tuple[str, int]:
         raise Rejected("threshold never crossed")
     m = _FIRST_Q.match(chunks[0])
     if m:
-        for rx, test in _CONDITIONS:
-            c = rx.match(m.group(1))
-            if c:
-                break
-        else:
-            raise Rejected("question not understood")
+        test, _ = _condition(m.group(1))
         for k in range(1, len(chunks)):
             s = _NUMBER.match(chunks[k])
             if not s:
                 raise Rejected("unreadable number line")
-            if test(c, int(s.group(1))):
+            if test(int(s.group(1))):
                 return s.group(1), k
         raise Rejected("no number satisfies the condition")
     raise Rejected("question not understood")
@@ -650,16 +656,10 @@ def _threshold_notes(chunks: list[str], evidence: int) -> list[str]:
             notes.append(f"{total} {'+' if op == 'Add' else '-'} {term} = {new}.")
             total = new
         return notes
-    cond = _FIRST_Q.match(chunks[0]).group(1)
-    for rx, test in _CONDITIONS:
-        c = rx.match(cond)
-        if c:
-            break
-    ask = {0: "divisible by {}", 1: "> {}", 2: "even and > {}", 3: "ends in {}"}[
-        [rx for rx, _ in _CONDITIONS].index(rx)].format(c.group(1))
+    test, ask = _condition(_FIRST_Q.match(chunks[0]).group(1))
     for k in range(1, evidence + 1):
         x = int(_NUMBER.match(chunks[k]).group(1))
-        notes.append(f"{x} {ask}? {'yes' if test(c, x) else 'no'}.")
+        notes.append(f"{x} {ask}? {'yes' if test(x) else 'no'}.")
     return notes
 
 

@@ -285,15 +285,12 @@ def build_dataset(
         return build_proactive_dataset(task, size=size, seed=seed, source=source, **knobs)[0]
     if task == "episodes":
         records = _read_episodes(source, size, knobs)
-        if "evidence_chunk" in records[0]:  # proactive records (each carries its evidence chunk)
-            import datasets
-
-            return datasets.Dataset.from_list(records, features=_features()[1])
     else:
         records = get_task(task).episodes(size=size, seed=seed, source=source, **knobs)
     import datasets
 
-    return datasets.Dataset.from_list(records, features=_features()[0])
+    proactive = bool(records) and "evidence_chunk" in records[0]  # (task episodes: a user's proactive records)
+    return datasets.Dataset.from_list(records, features=_features()[1 if proactive else 0])
 
 
 def _read_episodes(source, size: int | None, knobs: dict) -> list[dict]:
