@@ -516,13 +516,14 @@ def test_adasr_serve_and_run_server_end_to_end(tiny_dir):
     cli = [sys.executable, "-m", "adasr.cli"]
     env = {**os.environ, "ADASR_API_KEY": "k1"}
     proc = subprocess.Popen(cli + ["serve", "--model", tiny_dir, "--port", str(port), "--decode-rate", "50",
-                                   "--max-deep-tokens", "12", "--mode", "interleaved", "--budget", "4"],
+                                   "--max-deep-tokens", "12", "--mode", "interleaved", "--budget", "4", "--threads", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
 
         wait_for(lambda: _up(httpx, url), timeout_s=60)
+        assert httpx.get(url + "/health").json()["torch_threads"] == 1  # --threads reached torch
         run = subprocess.run(cli + ["run", "Natalia sold 48 clips. Then half as many. How many?", "--server", url,
                                     "--wps", "20", "--json"], env=env, capture_output=True, timeout=60)
         assert run.returncode == 0, run.stderr.decode()
@@ -539,6 +540,8 @@ def test_adasr_serve_and_run_server_end_to_end(tiny_dir):
         taken = subprocess.run(cli + ["serve", "--model", tiny_dir, "--port", str(port)], capture_output=True,
                                timeout=60)
         assert taken.returncode != 0 and taken.stderr.decode().startswith("error: cannot listen on")
+        zero = subprocess.run(cli + ["serve", "--model", tiny_dir, "--threads", "0"], capture_output=True, timeout=60)
+        assert zero.returncode != 0 and "--threads >= 1" in zero.stderr.decode() and b"Traceback" not in zero.stderr
     finally:
         proc.terminate()
         proc.wait(10)

@@ -318,6 +318,8 @@ def serve(
     decode_rate: DecodeRateOpt = None,
     backend: BackendOpt = "torch",
     idle_timeout: Annotated[float, typer.Option(help="close a session with no frame for this long before its end, s")] = 60.0,
+    threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads (default: torch's, one per core); "
+                                                        "with clients on the same small machine, cores - 1 is faster")] = None,
 ) -> None:
     """Serve live streaming sessions: WebSocket /v1/sessions, POST /v1/solve, a page at / (docs/SERVING.md)."""
     import socket
@@ -329,13 +331,17 @@ def serve(
         from adasr.serve.wire import MAX_FRAME_BYTES
     except ImportError as e:
         raise ConfigError(f"adasr serve needs the serve extra ({e.name} is missing): pip install 'adasr[serve]'") from None
-    if max_sessions < 1 or idle_timeout <= 0 or not 0 < port < 65536:
-        raise ConfigError("need --max-sessions >= 1, --idle-timeout > 0 and 0 < --port < 65536")
+    if max_sessions < 1 or idle_timeout <= 0 or not 0 < port < 65536 or (threads is not None and threads < 1):
+        raise ConfigError("need --max-sessions >= 1, --idle-timeout > 0, 0 < --port < 65536 and --threads >= 1")
     with socket.socket() as probe:  # a taken port fails now, with one line, not after loading the model
         try:
             probe.bind((host, port))
         except OSError as e:
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    if threads is not None:  # the event loop and local clients need a core too (benchmarks/RESULTS.md §22)
+        import torch
+
+        torch.set_num_threads(threads)
     loaded = _load(model, dtype, device, revision, protocol)
     engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate, backend)
     server_app = create_app(engine, model_name=model, api_key=api_key, max_sessions=max_sessions,

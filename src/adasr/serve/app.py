@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import torch
 
 from adasr.engine import StreamingEngine
 from adasr.errors import AdasrError
@@ -259,7 +260,7 @@ def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None 
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "max_sessions": max_sessions, **worker.stats()}
+        return {"status": "ok", "max_sessions": max_sessions, "torch_threads": torch.get_num_threads(), **worker.stats()}
 
     @app.get("/metrics")
     async def metrics() -> Response:
