@@ -310,6 +310,22 @@ def test_a_proactive_response_is_not_cut_by_the_slack_or_an_arrival(tiny_model, 
     assert res.record["answer_chunk"] is None and max(len(t) for t in res.thoughts if t) <= 3
 
 
+def test_a_response_closed_by_the_last_arrival_ends_the_run(tiny_model, tiny_tokenizer):
+    """A thought that holds a whole ``\\boxed{}`` and is cut by the last chunk's arrival commits the
+    answer while the step is planned; with no arrival left anywhere the engine retires it instead
+    of waiting for input that cannot come (it raised "a live input source needs the real clock"
+    in GRPO rollouts on per-stream clocks)."""
+    fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="proactive")).format
+    script = tiny_tokenizer.encode("\\boxed{7} and so on and so on and so on")
+    model = _Scripted(tiny_model, fmt.assistant_header[-1], script, tiny_tokenizer.encode("\n")[0])
+    eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=64, decode_rate=100.0))
+    for clock in (lambda: "per-stream", lambda: VirtualClock(fixed_step_s=0.3)):
+        inputs = [EpisodeInput(f"p{i}", stream(2, gap=1.0), reference="7") for i in range(2)]
+        results = list(eng.run(inputs, batch_size=2, clock=clock()))
+        assert sorted(r.id for r in results) == ["p0", "p1"]
+        assert all(r.record["prediction"] == "7" and r.record["answer_chunk"] == 0 for r in results)
+
+
 def test_eoi_aligned_waves_equal_single_runs(tiny_model, tiny_tokenizer):
     eng = engine(tiny_model, tiny_tokenizer, policy="interleaved")
     inputs = lambda: [EpisodeInput(f"e{i}", stream(2 + i % 3, gap=0.3 + 0.1 * i)) for i in range(5)]  # noqa: E731

@@ -122,7 +122,8 @@ class Scheduler:
     # -- one step ----------------------------------------------------------------------------
     def plan(self, rate: float, busy: frozenset[str] = frozenset()) -> list[Feed] | None:
         """Each running session's feed for this step, or ``None`` if all wait for input (then
-        the clocks have moved on to the next arrival and no forward runs).
+        the clocks have moved on to the next arrival and no forward runs) or a session ended
+        while planned (it is retired next).
 
         Args:
             rate: the engine's decode rate, tokens/s of one row (adaptive budgets).
@@ -136,7 +137,10 @@ class Scheduler:
         if not any(must for _, must in plans):
             for s, (feed, _) in zip(self.running, plans):
                 s.defer(feed)
-            self._wait()
+            # a session that ended while planned (a proactive response cut by the last arrival) is
+            # retired before anyone waits: there may be no arrival left to wait for
+            if not any(s.status.ended for s in self.running):
+                self._wait()
             return None
         return [feed for feed, _ in plans]
 
