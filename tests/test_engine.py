@@ -4,6 +4,7 @@ model holds, ingest feeds only new tokens, sampling is seeded."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -317,13 +318,21 @@ def test_a_response_closed_by_the_last_arrival_ends_the_run(tiny_model, tiny_tok
     in GRPO rollouts on per-stream clocks)."""
     fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="proactive")).format
     script = tiny_tokenizer.encode("\\boxed{7} and so on and so on and so on")
-    model = _Scripted(tiny_model, fmt.assistant_header[-1], script, tiny_tokenizer.encode("\n")[0])
+    class Slow(_Scripted):  # per-stream clocks charge measured steps: 0.1 s each puts the arrival mid-thought
+        def forward(self, *args, **kw):
+            time.sleep(0.1)
+            return super().forward(*args, **kw)
+
+    model = Slow(tiny_model, fmt.assistant_header[-1], script, tiny_tokenizer.encode("\n")[0])
     eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=64, decode_rate=100.0))
     for clock in (lambda: "per-stream", lambda: VirtualClock(fixed_step_s=0.3)):
-        inputs = [EpisodeInput(f"p{i}", stream(2, gap=1.0), reference="7") for i in range(2)]
-        results = list(eng.run(inputs, batch_size=2, clock=clock()))
-        assert sorted(r.id for r in results) == ["p0", "p1"]
-        assert all(r.record["prediction"] == "7" and r.record["answer_chunk"] == 0 for r in results)
+        for n_chunks in (2, 4):  # cut by the last arrival; by one with chunks still to come
+            inputs = [EpisodeInput(f"p{i}", stream(n_chunks, gap=1.0), reference="7") for i in range(2)]
+            results = list(eng.run(inputs, batch_size=2, clock=clock()))
+            assert sorted(r.id for r in results) == ["p0", "p1"]
+            # the episode ended at chunk 0: no later chunk is ingested into it
+            assert all(r.record["prediction"] == "7" and r.record["answer_chunk"] == 0
+                       and r.record["n_chunks"] == 1 and r.record["deep_tokens"] == 0 for r in results)
 
 
 def test_eoi_aligned_waves_equal_single_runs(tiny_model, tiny_tokenizer):

@@ -80,7 +80,8 @@ class ThoughtPolicy:
         before end of input (its last ``\\boxed{}`` is the prediction). Default: never."""
         return False
 
-    holds_turns = False  # True: the session asks :meth:`holds_turn` (decoding the thought) each token
+    holds_turns = False  # True: the session asks :meth:`holds_turn` (decoding the thought) when the turn's
+    # budget is reached or a chunk arrives
 
     def holds_turn(self, text: str) -> bool:
         """Whether the thought whose text so far is ``text`` may run past its slack budget (up to

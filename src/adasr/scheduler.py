@@ -145,9 +145,10 @@ class Scheduler:
         return [feed for feed, _ in plans]
 
     def _plan(self, s: Session, rate: float) -> tuple[Feed, bool]:
-        """``s.plan`` at its clock time; a per-stream session that waits jumps to its next arrival."""
+        """``s.plan`` at its clock time; a per-stream session that waits jumps to its next arrival
+        (one that ended while planned does not: planned again, it would ingest that arrival)."""
         plan = s.plan(s.clock.now(), rate)
-        while self.per_stream and not plan[1]:
+        while self.per_stream and not plan[1] and not s.status.ended:
             wake = s.next_wake()
             if wake is None or wake <= s.clock.now():
                 break
