@@ -153,9 +153,10 @@ def _rec(i, correct, lat, mode="adaptive", **kw):
 
 def test_record_fields_order():
     assert RECORD_FIELDS[:3] == ("id", "mode", "input_tokens")
-    assert RECORD_FIELDS[-8:] == ("correct", "prediction", "reference", "format_ok",
-                                  "answer_s", "answer_chunk", "evidence_chunk", "evidence_s")
-    assert len(RECORD_FIELDS) == 23 and len(set(RECORD_FIELDS)) == 23
+    assert RECORD_FIELDS[-12:] == ("correct", "prediction", "reference", "format_ok",
+                                   "answer_s", "answer_chunk", "first_answer_chunk", "first_answer_s",
+                                   "first_prediction", "n_revisions", "evidence_chunk", "evidence_s")
+    assert len(RECORD_FIELDS) == 27 and len(set(RECORD_FIELDS)) == 27
 
 
 def test_summarize_numbers():

@@ -117,6 +117,14 @@ def test_turn_rewards_hand_checked():
         turn_rewards([0], [True, False], 2, True, cfg)
 
 
+def test_rl_revisions_need_proactive_mode():
+    with pytest.raises(ConfigError, match="proactive only"):
+        RLConfig(model="tiny", task="proactive_threshold", revisions=1).validate()
+    with pytest.raises(ConfigError, match="revisions"):
+        RLConfig(model="tiny", task="proactive_threshold", advantage="proactive", mode="proactive",
+                 revisions=-1).validate()
+
+
 def test_trajectory_reward_and_config_checks():
     cfg = ProactiveRewardConfig(traj_acc=1.0, traj_timing=1.0, traj_premature=1.0, w_fmt=0.2)
     assert trajectory_reward(True, False, 1.0, True, cfg) == pytest.approx(2.2)
@@ -173,6 +181,7 @@ def test_rollout_turns_match_stage_runs():
     res = EpisodeResult("r", {}, Episode(["a"]), list(range(len(stage))), stage, [], "", events)
     turns = rollout_turns(res)
     assert [(t.start, t.end, t.chunk, t.responds) for t in turns] == [(2, 3, 0, False), (6, 9, 2, True)]
+    assert [t.prediction for t in turns] == [None, "12"]  # each response graded on its own answer
     with pytest.raises(RuntimeError):
         rollout_turns(EpisodeResult("r", {}, Episode(["a"]), [0], [S], [], "", []))
 
@@ -196,8 +205,8 @@ def test_proactive_sft_two_steps(tmp_path, tiny_tokenizer, proactive_rows):
         SFTConfig(task="proactive_threshold", layout="sideways").validate()
 
 
-@pytest.mark.parametrize("w_turn", [1.0, 0.0])
-def test_proactive_grpo_two_steps(w_turn, tmp_path, tiny_tokenizer, proactive_rows, monkeypatch, rl_batches):
+@pytest.mark.parametrize("w_turn, revisions", [(1.0, 1), (0.0, 0)])
+def test_proactive_grpo_two_steps(w_turn, revisions, tmp_path, tiny_tokenizer, proactive_rows, monkeypatch, rl_batches):
     from adasr.train import rl
 
     seen = rl_batches
@@ -205,7 +214,9 @@ def test_proactive_grpo_two_steps(w_turn, tmp_path, tiny_tokenizer, proactive_ro
     cfg = RLConfig(model="tiny", task="proactive_threshold", output_dir=str(out), advantage="proactive",
                    mode="proactive", protocol="proactive-v1", max_steps=2, per_device_train_batch_size=4,
                    num_generations=2, save_steps=2, logging_steps=1, learning_rate=1e-3, thought_budget=4,
-                   max_deep_tokens=6, decode_rate=50.0, w_turn=w_turn, max_seq_len=4096)
+                   max_deep_tokens=6, decode_rate=50.0, w_turn=w_turn, max_seq_len=4096, revisions=revisions)
+    assert rl.StreamGRPOTrainer._engine_config(type("T", (), {"cfg": cfg, "rollout_decode_rate": None})()
+                                               ).make_policy().revisions == revisions
     final = rl.train_rl(cfg, model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer,
                         train_dataset=proactive_rows)
     assert len(seen) == 2

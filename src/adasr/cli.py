@@ -40,6 +40,9 @@ BackendOpt = Annotated[str, typer.Option(
     help="torch (in-process engine) | vllm (vLLM's streaming-input engine; `make vllm`, run from .venv-vllm)")]
 BudgetOpt = Annotated[int, typer.Option(
     "--budget", help="thought budget: the most tokens per streaming thought (adaptive: also capped by the arrival slack)")]
+RevisionsOpt = Annotated[int, typer.Option(
+    help="--mode proactive: how many times a committed answer may be revised; 0 (default): the first response "
+         "ends the episode, else the model keeps listening (docs/DESIGN.md, Revisions)")]
 DecodeRateOpt = Annotated[Optional[float], typer.Option(
     help="pin the decode rate (tokens/s) that adaptive budgets assume, for results that do not depend on "
          "this machine's speed (default: measured)")]
@@ -122,13 +125,13 @@ def _stream_spec(chunker: str, wps: float, max_chunk_tokens: int):
 
 
 def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
-            top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None):
+            top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None, revisions: int = 0):
     """The engine of ``backend``; ``share``: an engine of the same model whose vLLM runtime the
     new one uses (one model load for every mode of an evaluation)."""
     from adasr.backends import make_engine
     from adasr.engine import EngineConfig
 
-    cfg = EngineConfig(policy=mode, thought_budget=thought_budget, max_deep_tokens=max_deep_tokens,
+    cfg = EngineConfig(policy=mode, thought_budget=thought_budget, revisions=revisions, max_deep_tokens=max_deep_tokens,
                        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, decode_rate=decode_rate,
                        protocol=loaded.protocol, backend=backend)
     if share is not None and hasattr(share, "derive"):
@@ -162,6 +165,7 @@ def run(
     max_chunk_tokens: MaxChunkTokensOpt = DEFAULT_MAX_CHUNK_TOKENS,
     clock: Annotated[str, typer.Option(help="real (sleeps until arrivals) | virtual")] = "real",
     thought_budget: BudgetOpt = 64,
+    revisions: RevisionsOpt = 0,
     max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens")] = 512,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -180,9 +184,12 @@ def run(
     from adasr.stream import file_text, stdin_source
     from adasr.view import LiveView, metrics_table
 
+    from adasr.policy import make_policy
+
     sources = [x for x in (text is not None, file is not None, gsm8k is not None) if x]
     if len(sources) != 1:
         raise InputError("give exactly one input: TEXT, '-' (stdin), --file F or --gsm8k PATH")
+    make_policy(mode, thought_budget=thought_budget, revisions=revisions)  # bad settings fail before any load
     spec = _stream_spec(chunker, wps, max_chunk_tokens)
     item = task = None
     if gsm8k is not None:
@@ -200,7 +207,8 @@ def run(
     if item is None and not live and not (text or "").strip():
         raise InputError("the input is empty: give some text to stream")
     if server is not None:
-        given = {"mode": (mode, "adaptive"), "thought_budget": (thought_budget, 64), "max_deep_tokens": (max_deep_tokens, 512),
+        given = {"mode": (mode, "adaptive"), "thought_budget": (thought_budget, 64), "revisions": (revisions, 0),
+                 "max_deep_tokens": (max_deep_tokens, 512),
                  "temperature": (temperature, 0.0), "top_p": (top_p, 1.0), "top_k": (top_k, 0), "seed": (seed, 0)}
         settings = {k: v for k, (v, default) in given.items() if v != default}  # the rest: the server's defaults
         if item is not None:
@@ -215,7 +223,7 @@ def run(
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         _check_context(loaded, n_tokens, max_deep_tokens)
     engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate,
-                     backend)
+                     backend, revisions=revisions)
     inp = EpisodeInput(id="run", source=source, reference=item.reference if item else None)
 
     def grade(record: dict) -> None:
@@ -377,6 +385,7 @@ def eval_cmd(
     thought_budget: Annotated[list[str], typer.Option(
         "--budget", help="thought budget (tokens per streaming thought); several (--budget 8,16,32 or repeated) "
                          "sweep them, each into --out/budget-<N>/")] = ["64"],  # noqa: B006
+    revisions: RevisionsOpt = 0,
     max_deep_tokens: int = 512,
     temperature: float = 0.0,
     seed: int = 0,
@@ -398,6 +407,9 @@ def eval_cmd(
     for m in mode:
         if m not in MODES:
             raise ConfigError(f"unknown mode {m!r}: use one of {', '.join(MODES)}")
+    if revisions < 0 or (revisions and "proactive" not in mode):
+        raise ConfigError(f"--revisions must be >= 0 and applies to --mode proactive only (got {revisions} with "
+                          f"--mode {', '.join(mode)})")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
     budgets = _budgets(thought_budget)
@@ -409,7 +421,8 @@ def eval_cmd(
 
     def factory(m: str, budget: int = budgets[0]):
         engines.append(_engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate,
-                               backend, share=engines[0] if engines else None))
+                               backend, share=engines[0] if engines else None,
+                               revisions=revisions if m == "proactive" else 0))
         return engines[-1]
 
     from adasr.protocol import UNTRAINED_PROTOCOL
@@ -429,6 +442,8 @@ def eval_cmd(
     }
     if backend != "torch":
         run_config["backend"] = backend
+    if revisions:  # (absent when 0: results written before the option existed still resume)
+        run_config["revisions"] = revisions
     options = dict(modes=mode, out_dir=out, batch_size=batch_size, stream=spec, clock=clock, align_eoi=align_eoi,
                    step_s=step_s, run_config=run_config)
     try:

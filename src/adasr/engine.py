@@ -67,6 +67,8 @@ class EngineConfig:
             ``adaptive``, :data:`adasr.policy.MODES`) or a :class:`~adasr.policy.ThoughtPolicy`.
         thought_budget: the most tokens a streaming thought may take (the interleaved budget,
             the adaptive cap) of the policy named by ``policy`` (a policy object carries its own).
+        revisions: ``proactive`` mode: how many times a committed answer may be revised (0: the
+            first response ends the episode; :class:`~adasr.policy.ProactivePolicy`).
         max_deep_tokens: cap on the deep stage (reasoning + answer), tokens.
         temperature: 0 for greedy decoding, else sampling temperature.
         top_p: nucleus sampling mass (1.0 = off).
@@ -103,6 +105,7 @@ class EngineConfig:
 
     policy: str | ThoughtPolicy = "adaptive"
     thought_budget: int = 64
+    revisions: int = 0
     max_deep_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
@@ -121,13 +124,14 @@ class EngineConfig:
         """The policy object: ``policy`` itself, or the one its mode name stands for.
 
         Raises:
-            ConfigError: for an unknown mode name or a negative ``thought_budget``.
+            ConfigError: for an unknown mode name, a negative ``thought_budget``, or ``revisions``
+                negative or set for a mode other than ``proactive``.
         """
         if isinstance(self.policy, ThoughtPolicy):
             return self.policy
         if not isinstance(self.policy, str):
             raise ConfigError(f"policy must be a mode name or a ThoughtPolicy, got {type(self.policy).__name__}")
-        return make_policy(self.policy, thought_budget=self.thought_budget)
+        return make_policy(self.policy, thought_budget=self.thought_budget, revisions=self.revisions)
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` for out-of-range values."""

@@ -519,6 +519,9 @@ def evaluate(
                             record.setdefault("mode", mode)
                             record["reference"] = item.reference
                             record["correct"] = tasks[item.id].grade(record.get("prediction"), item.reference)
+                            if record.get("n_revisions"):  # the first response's answer, graded too
+                                record["first_correct"] = tasks[item.id].grade(record.get("first_prediction"),
+                                                                               item.reference)
                             record.update(proactive_fields(record))
                             writer.write(record)
                             done.add(item.id)

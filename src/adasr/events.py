@@ -14,6 +14,9 @@ type               fields
 ``thought``        ``chunk``, ``text``, ``tokens`` — a streaming thought ended
 ``eoi``            — end of input
 ``deep_start``     — the deep stage started
+``response``       ``chunk``, ``prediction``, ``text``, ``revision`` — a proactive streaming
+                   thought committed an answer (``revision`` 0: the first response; k: the
+                   k-th revision, docs/DESIGN.md "Revisions")
 ``answer``         ``prediction``, ``text``, ``early`` — the episode's final answer
 =================  ===================================================================
 """
@@ -97,6 +100,21 @@ class DeepStart(Event):
     """The deep stage started (the end-of-input turn is fed in this step)."""
 
     type: ClassVar[str] = "deep_start"
+
+
+@dataclass(frozen=True)
+class Response(Event):
+    """A proactive streaming thought after chunk ``chunk`` committed the answer ``prediction`` (the
+    last ``\\boxed{}`` of ``text``) before end of input. ``revision`` is 0 for the episode's first
+    response and ``k`` for its k-th revision (a response whose answer differs from the committed
+    one; :class:`adasr.policy.ProactivePolicy`'s ``revisions``). A response repeating the
+    committed answer is a confirmation and emits nothing."""
+
+    chunk: int
+    prediction: str | None
+    text: str
+    revision: int
+    type: ClassVar[str] = "response"
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,13 @@ field                           meaning (unit)
 ``format_ok``                   the protocol is well formed with exactly one boxed answer (bool)
 ``answer_s``                    time the final answer was complete (s since stream start)
 ``answer_chunk``                proactive mode: index of the chunk after which a streaming
-                                thought committed the answer (``None``: answered after EOI)
+                                thought committed the final answer (``None``: answered after EOI)
+``first_answer_chunk``          proactive mode: the chunk after which the first response came
+                                (equal to ``answer_chunk`` unless the answer was revised)
+``first_answer_s``              time the first response was complete (s since stream start)
+``first_prediction``            the first response's answer (str or ``None``)
+``n_revisions``                 times the committed answer was revised (count; 0 unless the
+                                policy allows revisions, docs/DESIGN.md "Revisions")
 ``evidence_chunk``              proactive streams: index of the earliest chunk after which the
                                 answer is determined (from the item; ``None``: not given)
 ``evidence_s``                  arrival time of the evidence chunk (s since stream start)
@@ -100,6 +106,10 @@ class EpisodeRecord:
     format_ok: bool = False
     answer_s: float | None = None
     answer_chunk: int | None = None
+    first_answer_chunk: int | None = None
+    first_answer_s: float | None = None
+    first_prediction: str | None = None
+    n_revisions: int = 0
     evidence_chunk: int | None = None
     evidence_s: float | None = None
 
@@ -132,6 +142,10 @@ class EpisodeRecord:
             format_ok=(not s.deep_truncated) and len(boxed) == 1,
             answer_s=s.done_t,
             answer_chunk=s.answer_chunk,
+            first_answer_chunk=s.responses[0][0] if s.responses else None,
+            first_answer_s=s.responses[0][1] if s.responses else None,
+            first_prediction=s.responses[0][2] if s.responses else None,
+            n_revisions=max(0, len(s.responses) - 1),
             evidence_chunk=s.inp.evidence_chunk,
             evidence_s=next((c.arrival_s for c in s.chunks if c.index == s.inp.evidence_chunk), None),
         )
@@ -148,7 +162,7 @@ NUMERIC_FIELDS: tuple[str, ...] = tuple(
     f
     for f in RECORD_FIELDS
     if f not in ("id", "mode", "correct", "prediction", "reference", "format_ok", "answer_chunk", "evidence_chunk",
-                 "evidence_s", "answer_s")
+                 "evidence_s", "answer_s", "first_answer_chunk", "first_answer_s", "first_prediction", "n_revisions")
 )
 """Record fields that are numbers (tokens or seconds); :func:`summarize` reports their means."""
 

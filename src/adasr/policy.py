@@ -71,6 +71,9 @@ class ThoughtPolicy:
     """The protocol version (:data:`adasr.protocol.PROTOCOLS`) an engine uses with this policy
     when its config names none; ``None``: :data:`adasr.protocol.UNTRAINED_PROTOCOL`."""
 
+    revisions = 0
+    """Proactive: how many times a committed answer may be revised (:class:`ProactivePolicy`)."""
+
     def budget_for(self, ctx: PolicyContext) -> int:
         """Token budget of the streaming thought after ``ctx.chunk_index`` (0: forced skip)."""
         raise NotImplementedError
@@ -134,8 +137,17 @@ class ProactivePolicy(AdaptivePolicy):
     **responds** with ``\\boxed{answer}``, which commits the answer and ends the episode before
     end of input. Budgets as :class:`AdaptivePolicy`. An episode still unanswered at end of
     input runs the deep stage as usual. Protocol ``proactive-v1`` unless the config names one.
+
+    ``revisions`` (ours; docs/DESIGN.md, "Revisions"): with ``revisions = 0`` (the default) the
+    first response ends the episode. With ``revisions = R > 0`` the session keeps listening after
+    a response: later chunks are ingested with their streaming turns, a response repeating the
+    committed answer confirms it, a response with a different answer **revises** it (the new
+    answer replaces the old), and the episode ends at the ``R``-th revision or at end of input,
+    whichever comes first, with the last committed answer (no deep stage once an answer is
+    committed).
     """
 
+    revisions: int = 0
     name = "proactive"
     default_protocol = "proactive-v1"
     holds_turns = True
@@ -175,15 +187,22 @@ def is_response(thought: str) -> bool:
 MODES = ("batch", "interleaved", "adaptive", "proactive")
 
 
-def make_policy(mode: str, *, thought_budget: int = 64) -> ThoughtPolicy:
+def make_policy(mode: str, *, thought_budget: int = 64, revisions: int = 0) -> ThoughtPolicy:
     """Policy for a mode name; ``thought_budget`` is the most tokens a thought may take (the fixed
-    interleaved budget, the adaptive cap; unused by ``batch``).
+    interleaved budget, the adaptive cap; unused by ``batch``); ``revisions``: how many times a
+    proactive response may be revised (:class:`ProactivePolicy`; only ``proactive`` takes one).
 
     Raises:
-        ConfigError: for an unknown mode or a negative budget.
+        ConfigError: for an unknown mode, a negative budget, or ``revisions`` negative or given to
+            a mode other than ``proactive``.
     """
     if thought_budget < 0:
         raise ConfigError(f"thought budget must be >= 0 tokens, got {thought_budget}")
+    if isinstance(revisions, bool) or not isinstance(revisions, int) or revisions < 0:
+        raise ConfigError(f"revisions must be an integer >= 0, got {revisions!r}")
+    if revisions and mode != "proactive":
+        raise ConfigError(f"revisions apply to --mode proactive only (got mode {mode!r}): drop --revisions or "
+                          f"use --mode proactive")
     if mode == "batch":
         return BatchPolicy()
     if mode == "interleaved":
@@ -191,5 +210,5 @@ def make_policy(mode: str, *, thought_budget: int = 64) -> ThoughtPolicy:
     if mode == "adaptive":
         return AdaptivePolicy(thought_budget=thought_budget)
     if mode == "proactive":
-        return ProactivePolicy(thought_budget=thought_budget)
+        return ProactivePolicy(thought_budget=thought_budget, revisions=revisions)
     raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")

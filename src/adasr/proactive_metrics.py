@@ -7,9 +7,11 @@ field                       meaning
 ==========================  =================================================================
 ``evidence_chunk``          0-based index of the earliest chunk after which the answer is
                             determined (from the benchmark item)
-``answer_chunk``            index of the chunk after which the answer was committed (a
+``answer_chunk``            index of the chunk after which the final answer was committed (a
                             streaming-thought response), ``None`` if answered after the end of
                             input (deep stage) or not at all
+``first_answer_chunk``      index of the chunk after which the *first* response came (optional;
+                            differs from ``answer_chunk`` only when the answer was revised)
 ``correct``                 the committed answer is right (``True``; anything else is wrong)
 ``chunk_arrivals_s``        arrival time of each chunk, seconds (its length is the number of
                             chunks unless ``n_chunks`` is given)
@@ -23,11 +25,16 @@ field                       meaning
 * ``response_delay_chunks = a − e`` with ``a = answer_chunk``, or ``a = n_chunks`` (one past
   the last chunk) when the answer came after the end of input;
 * ``response_delay_s = answer_s − evidence_s`` (or ``− chunk_arrivals_s[e]``);
-* ``premature``: ``answer_chunk < evidence_chunk`` (committed before the answer was determined);
+* ``premature``: ``first_answer_chunk < evidence_chunk`` (the first response came before the
+  answer was determined: the user was told a guess, even if a later revision corrected it);
 * ``timely``: correct, and ``0 <= response_delay_chunks <= window``;
 * ``proactive_score``: 0 if wrong or premature; 1 if correct with delay ``<= window``; else
   ``0.5 ** ((delay − window) / half_life)`` (half the credit for every ``half_life`` chunks
   beyond the window). Defaults ``window = 1``, ``half_life = 2``.
+
+With revisions (docs/DESIGN.md, "Revisions"): ``correct``, the delays and ``timely`` are those of
+the final answer, ``premature`` is judged on the first response. Without a revision the two are
+the same response.
 
 :func:`summarize_proactive` aggregates them (rates over all episodes with an evidence chunk;
 delay percentiles over the non-premature episodes whose delay is defined).
@@ -103,6 +110,11 @@ def episode_metrics(rec: Mapping, *, window: int = DEFAULT_WINDOW, half_life: fl
         raise ValueError(f"evidence_chunk {e} outside the {n} chunks")
     if a is not None and (not _index(a) or a < 0 or (n is not None and a >= n)):
         raise ValueError(f"answer_chunk must be None or a chunk index, got {a!r}")
+    first = rec.get("first_answer_chunk")
+    if first is None:
+        first = a  # records without revisions (or written before the field existed)
+    elif not _index(first) or first < 0 or (a is not None and first > a):
+        raise ValueError(f"first_answer_chunk must be None or a chunk index <= answer_chunk, got {first!r}")
     answered_at = a if a is not None else n  # after the end of input: one past the last chunk
     delay_c = answered_at - e if answered_at is not None else None
     answer_s = rec.get("answer_s")
@@ -110,7 +122,7 @@ def episode_metrics(rec: Mapping, *, window: int = DEFAULT_WINDOW, half_life: fl
     if evidence_s is None and arrivals is not None and e < len(arrivals):
         evidence_s = arrivals[e]
     delay_s = float(answer_s) - float(evidence_s) if answer_s is not None and evidence_s is not None else None
-    premature = a is not None and a < e
+    premature = first is not None and first < e
     correct = rec.get("correct") is True
     timely = correct and not premature and delay_c is not None and 0 <= delay_c <= window
     return {
@@ -118,7 +130,7 @@ def episode_metrics(rec: Mapping, *, window: int = DEFAULT_WINDOW, half_life: fl
         "response_delay_s": delay_s,
         "premature": premature,
         "timely": timely,
-        "proactive_score": proactive_score(correct, delay_c, window=window, half_life=half_life),
+        "proactive_score": proactive_score(correct and not premature, delay_c, window=window, half_life=half_life),
     }
 
 
@@ -142,7 +154,9 @@ def summarize_proactive(records: Iterable[Mapping], *, window: int = DEFAULT_WIN
     everything else. Over the ``count`` others: ``accuracy`` (correct), ``timely_correct_rate``
     (correct and timely), ``late_correct_rate`` (correct, not premature, delay > window),
     ``premature_rate``, ``answered_before_eoi_rate`` (an ``answer_chunk`` was set),
-    ``mean_proactive_score``; over the non-premature episodes with a defined delay:
+    ``revised_rate`` (``n_revisions > 0``), ``first_answer_accuracy`` (the first response's
+    ``first_correct`` where the records carry it, else ``correct``; ``None`` unless some record has
+    ``first_correct``), ``mean_proactive_score``; over the non-premature episodes with a defined delay:
     ``p50``/``p95`` of ``response_delay_chunks`` and ``response_delay_s``. Also the ``window``
     and ``half_life`` used. Rates and means are ``None`` when ``count`` is 0.
 
@@ -171,6 +185,9 @@ def summarize_proactive(records: Iterable[Mapping], *, window: int = DEFAULT_WIN
         "late_correct_rate": rate(sum(c and not m["premature"] and not m["timely"] for c, m in zip(correct, ms))),
         "premature_rate": rate(sum(m["premature"] for m in ms)),
         "answered_before_eoi_rate": rate(sum(r.get("answer_chunk") is not None for r in with_e)),
+        "revised_rate": rate(sum((r.get("n_revisions") or 0) > 0 for r in with_e)),
+        "first_answer_accuracy": (rate(sum(r.get("first_correct", r.get("correct")) is True for r in with_e))
+                                  if any("first_correct" in r for r in with_e) else None),
         "mean_proactive_score": sum(m["proactive_score"] for m in ms) / n if n else None,
         "p50_response_delay_chunks": percentile(dc, 50),
         "p95_response_delay_chunks": percentile(dc, 95),

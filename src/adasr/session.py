@@ -24,6 +24,11 @@ Token-level rules (docs/DESIGN.md, "Streaming protocol"): a thought ends when th
 turn, at its budget (the engine forces the closer), at its first line break with one-line
 thoughts (protocol v2), or — with ``policy.yield_on_arrival`` — as soon as the next chunk (or the end
 of a live input) arrives.
+
+Proactive policies: a streaming thought that commits an answer (a **response**) ends the episode,
+or, with ``policy.revisions > 0``, leaves it listening (``WAITING``) with the answer committed: a
+later response with another answer revises it, the last allowed revision or the end of input ends
+the episode, and no deep stage runs (docs/DESIGN.md, "Revisions").
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Callable, Sequence
 import torch
 
 from adasr.errors import InputError
-from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Thought, Token
+from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Response, Thought, Token
 from adasr.policy import PolicyContext, ThoughtPolicy
 from adasr.protocol import Stage, StreamingFormat, find_boxed
 from adasr.stream import ArrivalSource, Chunk, RealClock, VirtualClock
@@ -130,6 +135,8 @@ class Session:
         self.answer_text = ""
         self.early = False  # answered in a streaming thought, before end of input
         self.answer_chunk: int | None = None  # the chunk after which it answered early
+        # proactive: (chunk, t, prediction) of each committed answer: the first response, then revisions
+        self.responses: list[tuple[int, float, str | None]] = []
         self.deep_truncated = False
         self.events: list[Event] = []
         self.backlogs: list[float] = []
@@ -223,11 +230,11 @@ class Session:
             if self.layout == "streaming":
                 self.thoughts.append(None)
             if closes:  # the deep stage starts in the same forward
-                return self._start_deep(t, feed), True
+                return self._end_of_input(t, feed)
             self.status = S.INGESTING
             return feed, True
         if src.closed(t_src):
-            return self._start_deep(t, feed), True
+            return self._end_of_input(t, feed)
         if feed and not self.ids and t >= 0:
             self.status = S.INGESTING  # the session opens: prefill the system prompt before input arrives
             return feed, True
@@ -237,6 +244,19 @@ class Session:
     def defer(self, feed: Feed) -> None:
         """Put back tokens that a step did not feed (they go first next time)."""
         self.pending = feed + self.pending
+
+    def _end_of_input(self, t: float, feed: Feed) -> tuple[Feed, bool]:
+        """End of input at session time ``t``: the deep stage starts (:meth:`_start_deep`), unless a
+        proactive answer is already committed (a session listening for revisions): then the
+        episode ends with it, and ``feed`` is left pending, never fed. Returns :meth:`plan`'s pair."""
+        if not self.responses:
+            return self._start_deep(t, feed), True
+        eoi = self.inp.source.eoi_s()
+        self.eoi_at = eoi if eoi is not None else t
+        self.emit(Eoi(self.eoi_at, self.id))
+        self.pending = feed
+        self._finish(t)
+        return [], False
 
     def _start_deep(self, t: float, feed: Feed) -> Feed:
         """Enter the deep stage at end of input; returns ``feed`` (tokens still to feed) followed
@@ -332,18 +352,37 @@ class Session:
             if turn.slack_budget is not None:
                 self.overrun += max(0, len(turn.tokens) + int(stopped) - turn.slack_budget)
             self.emit(Thought(t, self.id, self.chunks[-1].index, text, len(turn.tokens) + int(stopped)))
+            self.status = SessionStatus.WAITING
             if not self.policy.commits_answer(text):
-                self.status = SessionStatus.WAITING
                 return
-            # proactive: the thought is the answer; the episode ends before end of input
+            # proactive: the thought is a response; it commits the answer before end of input
+            boxed = find_boxed(text)
+            prediction, chunk = (boxed[-1] if boxed else None), self.chunks[-1].index
+            if self.responses and _same_answer(prediction, self.responses[-1][2]):
+                return  # a confirmation of the committed answer: nothing changes
+            revision = len(self.responses)
+            self.responses.append((chunk, t, prediction))
+            self.emit(Response(t, self.id, chunk, prediction, text, revision))
+            self.early, self.answer_chunk = True, chunk
+            self.deep_truncated = not stopped
+            self.done_t, self.answer_text = t, text
+            if revision < self.policy.revisions:
+                return  # keep listening: a later response may revise it
             eoi = self.inp.source.eoi_s()
             self.eoi_at = eoi if eoi is not None else t
-            self.early = True
-            self.answer_chunk = self.chunks[-1].index
         else:
             self.deep = list(turn.tokens)
-        self.deep_truncated = not stopped
-        self.done_t, self.answer_text = t, text
+            self.deep_truncated = not stopped
+            self.done_t, self.answer_text = t, text
+        self._finish(t)
+
+    def _finish(self, t: float) -> None:
+        """The episode ends at session time ``t`` with :attr:`answer_text` as its answer."""
         self.status = SessionStatus.FINISHED
-        boxed = find_boxed(text)
-        self.emit(Answer(t, self.id, boxed[-1] if boxed else None, text, self.early))
+        boxed = find_boxed(self.answer_text)
+        self.emit(Answer(t, self.id, boxed[-1] if boxed else None, self.answer_text, self.early))
+
+
+def _same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two committed answers are the same (whitespace ignored): a repeat confirms."""
+    return a is not None and b is not None and "".join(a.split()) == "".join(b.split())

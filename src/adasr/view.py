@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from adasr.events import Answer, Arrive, Eoi, Event, Ingest, Thought, Token
+from adasr.events import Answer, Arrive, Eoi, Event, Ingest, Response, Thought, Token
 from adasr.protocol import Stage
 
 
@@ -33,6 +33,7 @@ class LiveView:
         self.current_chunk: int | None = None
         self.deep = ""
         self.answer: str | None = None
+        self.revisions = 0  # proactive: times the committed answer was revised
         self.eoi_t: float | None = None
         self.now = 0.0
         self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
@@ -62,6 +63,8 @@ class LiveView:
             self.thought_done[ev.chunk] = ev.text
         elif isinstance(ev, Eoi):
             self.eoi_t = ev.t
+        elif isinstance(ev, Response):  # a proactive answer, committed before the end of input
+            self.answer, self.revisions = ev.prediction, ev.revision
         elif isinstance(ev, Answer):
             self.answer = ev.prediction
         self.live.update(self._render())
@@ -77,10 +80,11 @@ class LiveView:
             if thought is not None:
                 body.append("    💭 " + (thought.strip() or "(skip)") + "\n", style="green" if thought.strip() else "dim green")
         parts = [Panel(body, title=f"input stream  t={self.now:.1f}s", border_style="cyan")]
-        if self.eoi_t is not None:
+        if self.eoi_t is not None and (self.deep or self.answer is None):
             parts.append(Panel(Text(self.deep, style="yellow"), title="deep stage (after end of input)", border_style="yellow"))
         if self.answer is not None:
-            parts.append(Text(f"answer: {self.answer}", style="bold magenta"))
+            revised = f"  (revised {self.revisions}x)" if self.revisions else ""
+            parts.append(Text(f"answer: {self.answer}{revised}", style="bold magenta"))
         return Group(*parts)
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Thought, Token
+from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Response, Thought, Token
 from adasr.policy import MODES
 from adasr.protocol import Stage
 
@@ -51,6 +51,8 @@ class SessionSettings(_Frame):
     Attributes:
         mode: ``batch`` | ``interleaved`` | ``adaptive`` (:data:`adasr.policy.MODES`).
         thought_budget: the most tokens per streaming thought (0 .. :data:`MAX_THOUGHT_BUDGET`).
+        revisions: ``proactive`` mode: times a committed answer may be revised (0 .. 8; 0: the
+            first response ends the session).
         max_deep_tokens: deep-stage cap, tokens (1 .. the server's cap).
         temperature: 0 (greedy) .. 5; top_p: (0, 1]; top_k: >= 0 (0 = off) — the sampling of this
             session (unset ones: the server's).
@@ -59,6 +61,7 @@ class SessionSettings(_Frame):
 
     mode: Literal[MODES] | None = None  # type: ignore[valid-type]
     thought_budget: Annotated[int, Field(ge=0, le=MAX_THOUGHT_BUDGET)] | None = None
+    revisions: Annotated[int, Field(ge=0, le=8)] | None = None
     max_deep_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=5)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
@@ -168,7 +171,7 @@ def event_to_wire(ev: Event) -> dict:
     return out
 
 
-_EVENTS = {cls.type: cls for cls in (Arrive, Ingest, Token, Thought, Eoi, DeepStart, Answer)}
+_EVENTS = {cls.type: cls for cls in (Arrive, Ingest, Token, Thought, Response, Eoi, DeepStart, Answer)}
 
 
 def event_from_wire(obj: dict) -> Event | None:

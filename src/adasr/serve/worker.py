@@ -159,11 +159,13 @@ class EngineWorker:
         if s.max_deep_tokens is not None and s.max_deep_tokens > cap:
             raise ConfigError(f"max_deep_tokens {s.max_deep_tokens} is over this server's cap of {cap}")
         policy = None
-        if s.mode is not None or s.thought_budget is not None:
+        if s.mode is not None or s.thought_budget is not None or s.revisions is not None:
             base = self.engine.config
             mode = s.mode or (base.policy if isinstance(base.policy, str) else self.engine.policy.name)
             policy = make_policy(mode, thought_budget=base.thought_budget if s.thought_budget is None
-                                 else s.thought_budget)
+                                 else s.thought_budget,
+                                 revisions=(base.revisions if mode == "proactive" else 0) if s.revisions is None
+                                 else s.revisions)
         handle = SessionHandle(uuid.uuid4().hex[:12], ServerSource(self._wake), asyncio.Queue(),
                                asyncio.get_running_loop())
         inp = EpisodeInput(handle.id, handle.source, reference=reference, seed=s.seed)

@@ -199,6 +199,8 @@ class EngineArguments:
         mode: ``adaptive`` (budget capped by the arrival slack), ``interleaved`` or ``proactive``
             (adaptive budgets; a boxed response ends the episode; needs ``advantage: proactive``).
         thought_budget: interleaved budget / adaptive cap per streaming thought, tokens.
+        revisions: ``proactive``: how many times a rollout may revise its committed answer (0: the
+            first response ends the episode; docs/DESIGN.md "Revisions").
         max_deep_tokens: cap of the deep stage (reasoning + answer), tokens.
         decode_rate: decode tokens/s the adaptive budgets of rollouts assume (``None``: measured
             once, then carried across batches; a number makes rollouts independent of the
@@ -208,6 +210,7 @@ class EngineArguments:
     _group = "engine"
     mode: str = _help("engine policy: adaptive, interleaved or proactive", "adaptive")
     thought_budget: int = _help("most tokens per streaming thought", 32)
+    revisions: int = _help("proactive: times a committed answer may be revised (0: a response ends the episode)", 0)
     max_deep_tokens: int = _help("most tokens of the deep stage", 256)
     decode_rate: float | None = _help("decode tokens/s adaptive budgets assume (null: measured once)", None)
 
@@ -454,6 +457,9 @@ class RLConfig(_AdasrArguments, RLModelArguments, StreamArguments, EngineArgumen
             raise ConfigError(f"num_generations must be >= 2 (advantages are relative in a group), "
                               f"got {self.num_generations}")
         _positive(self, "thought_budget", "max_deep_tokens", "num_iterations")
+        _non_negative(self, "revisions")
+        if self.revisions and self.mode != "proactive":
+            raise ConfigError(f"revisions apply to mode: proactive only (got mode {self.mode!r})")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0 for RL rollouts (sampling), got {self.temperature}")
         if not 0 < self.top_p <= 1 or (self.top_k or 0) < 0:

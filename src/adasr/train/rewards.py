@@ -236,8 +236,8 @@ class ProactiveRewardConfig:
             raise ConfigError("ProactiveRewardConfig: w_turn and w_traj are both 0 (no advantage at all)")
 
 
-def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_chunk: int, correct: bool,
-                 cfg: ProactiveRewardConfig) -> list[float]:
+def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_chunk: int,
+                 correct: bool | Sequence[bool], cfg: ProactiveRewardConfig) -> list[float]:
     """Turn-level rewards of one rollout, one per decision turn (ours; see
     :class:`ProactiveRewardConfig`).
 
@@ -246,7 +246,9 @@ def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_
             follows (in order).
         responds: for each turn, whether it is a response (:func:`adasr.policy.is_response`).
         evidence_chunk: ``e``.
-        correct: whether the episode's committed answer is right (read for the response turn).
+        correct: whether the episode's committed answer is right (read for its response turn),
+            or one flag per turn: whether that turn's own answer is right (a rollout that revised
+            its answer has several response turns, each graded on its answer).
         cfg: the weights.
 
     Returns:
@@ -256,20 +258,24 @@ def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_
         ``-turn_wrong``.
 
     Raises:
-        ValueError: the two sequences differ in length, or ``evidence_chunk < 0``.
+        ValueError: the sequences differ in length, or ``evidence_chunk < 0``.
     """
     if len(turn_chunks) != len(responds):
         raise ValueError(f"{len(turn_chunks)} turn chunks but {len(responds)} response flags")
+    if isinstance(correct, bool):
+        correct = [correct] * len(turn_chunks)
+    elif len(correct) != len(turn_chunks):
+        raise ValueError(f"{len(turn_chunks)} turn chunks but {len(correct)} correctness flags")
     if evidence_chunk < 0:
         raise ValueError(f"evidence_chunk must be >= 0, got {evidence_chunk}")
     e = evidence_chunk
     out = []
-    for c, resp in zip(turn_chunks, responds):
+    for c, resp, ok in zip(turn_chunks, responds, correct):
         if not resp:
             out.append(cfg.turn_wait if c < e else -cfg.turn_late * (c - e + 1))
         elif c < e:
             out.append(-cfg.turn_premature)
-        elif correct:
+        elif ok:
             out.append(cfg.turn_respond * proactive_score(True, c - e, window=cfg.window, half_life=cfg.half_life))
         else:
             out.append(-cfg.turn_wrong)

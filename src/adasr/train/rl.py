@@ -56,7 +56,7 @@ from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEng
 from adasr.errors import ConfigError
 from adasr.policy import is_response
 from adasr.proactive_metrics import episode_metrics
-from adasr.protocol import Stage, StreamingFormat
+from adasr.protocol import Stage, StreamingFormat, find_boxed
 from adasr.stream import StreamSpec
 from adasr.tasks.registry import get_task
 from adasr.train.advantages import (
@@ -86,12 +86,14 @@ class RolloutTurn:
             the end-of-turn token included when the model generated it).
         chunk: 0-based index of the chunk it follows.
         responds: the turn commits an answer (:func:`adasr.policy.is_response`).
+        prediction: a response's answer (its last ``\\boxed{}``), else ``None``.
     """
 
     start: int
     end: int
     chunk: int
     responds: bool
+    prediction: str | None = None
 
 
 def rollout_turns(result: EpisodeResult) -> list[RolloutTurn]:
@@ -114,7 +116,12 @@ def rollout_turns(result: EpisodeResult) -> list[RolloutTurn]:
     if len(thoughts) != len(runs):
         raise RuntimeError(f"rollout {result.id}: {len(runs)} streaming-thought runs but {len(thoughts)} "
                            "thought events")
-    return [RolloutTurn(a, b, int(ev["chunk"]), is_response(ev.get("text") or "")) for (a, b), ev in zip(runs, thoughts)]
+    turns = []
+    for (a, b), ev in zip(runs, thoughts):
+        text = ev.get("text") or ""
+        responds = is_response(text)
+        turns.append(RolloutTurn(a, b, int(ev["chunk"]), responds, find_boxed(text)[-1] if responds else None))
+    return turns
 
 
 def _engine_reward(completions, **kwargs):  # pragma: no cover - never called (rollouts are scored here)
@@ -180,7 +187,8 @@ class StreamGRPOTrainer(GRPOTrainer):
     # -- rollouts ---------------------------------------------------------------------------
     def _engine_config(self) -> EngineConfig:
         c = self.cfg
-        return EngineConfig(policy=c.mode, thought_budget=c.thought_budget, max_deep_tokens=c.max_deep_tokens,
+        return EngineConfig(policy=c.mode, thought_budget=c.thought_budget, revisions=c.revisions,
+                            max_deep_tokens=c.max_deep_tokens,
                             temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, seed=c.seed,
                             decode_rate=c.decode_rate, initial_decode_rate=self.rollout_decode_rate)
 
@@ -341,7 +349,10 @@ class StreamGRPOTrainer(GRPOTrainer):
                 raise ConfigError(f"advantage: proactive needs rows with an evidence_chunk (row {row.get('id')!r})")
             m = episode_metrics(rec, window=pcfg.window, half_life=pcfg.half_life)
             turns = rollout_turns(res)
-            r_turn = turn_rewards([t.chunk for t in turns], [t.responds for t in turns], int(e), rec["correct"], pcfg)
+            # each response graded on its own answer (they differ only when a rollout revised it)
+            graded = [t.responds and (rec["correct"] is True if t.prediction == rec.get("prediction")
+                                      else self.grade(row, t.prediction)) for t in turns]
+            r_turn = turn_rewards([t.chunk for t in turns], [t.responds for t in turns], int(e), graded, pcfg)
             per_row.append((turns, r_turn))
             traj.append(trajectory_reward(rec["correct"], m["premature"], m["proactive_score"], rec["format_ok"], pcfg))
             scores.append(m["proactive_score"])
