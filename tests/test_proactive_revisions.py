@@ -149,7 +149,15 @@ def test_turn_rewards_grade_each_response_on_its_own_answer():
     # a wrong response at the evidence, then a right revision one chunk later
     r = turn_rewards([2, 3], [True, True], 2, [False, True], cfg)
     assert r == pytest.approx([-cfg.turn_wrong, 1.0])
-    assert turn_rewards([2, 3], [True, True], 2, True, cfg) == pytest.approx([1.0, 1.0])
+    # with the predictions: after the answer, silence and a confirmation earn 0 (not late silence)
+    r = turn_rewards([1, 2, 3, 4], [False, True, False, True], 2, [False, True, False, True], cfg,
+                     predictions=[None, "7", None, "7"])
+    assert r == pytest.approx([cfg.turn_wait, 1.0, 0.0, 0.0])
+    # a revision is judged on its own answer: right -> wrong is a wrong response
+    r = turn_rewards([2, 3], [True, True], 2, [True, False], cfg, predictions=["7", "8"])
+    assert r == pytest.approx([1.0, -cfg.turn_wrong])
+    with pytest.raises(ValueError, match="predictions"):
+        turn_rewards([2, 3], [True, True], 2, True, cfg, predictions=["7"])
     with pytest.raises(ValueError, match="correctness flags"):
         turn_rewards([2, 3], [True, True], 2, [True], cfg)
 

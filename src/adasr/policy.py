@@ -184,6 +184,12 @@ def is_response(thought: str) -> bool:
     return any(b.strip() for b in find_boxed(thought))
 
 
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two committed answers are the same, whitespace ignored: a response repeating the
+    committed answer is a confirmation, not a revision (:class:`ProactivePolicy`)."""
+    return a is not None and b is not None and "".join(a.split()) == "".join(b.split())
+
+
 MODES = ("batch", "interleaved", "adaptive", "proactive")
 
 

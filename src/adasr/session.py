@@ -43,7 +43,7 @@ import torch
 
 from adasr.errors import InputError
 from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Response, Thought, Token
-from adasr.policy import PolicyContext, ThoughtPolicy
+from adasr.policy import PolicyContext, ThoughtPolicy, same_answer
 from adasr.protocol import Stage, StreamingFormat, find_boxed
 from adasr.stream import ArrivalSource, Chunk, RealClock, VirtualClock
 
@@ -358,7 +358,7 @@ class Session:
             # proactive: the thought is a response; it commits the answer before end of input
             boxed = find_boxed(text)
             prediction, chunk = (boxed[-1] if boxed else None), self.chunks[-1].index
-            if self.responses and _same_answer(prediction, self.responses[-1][2]):
+            if self.responses and same_answer(prediction, self.responses[-1][2]):
                 return  # a confirmation of the committed answer: nothing changes
             revision = len(self.responses)
             self.responses.append((chunk, t, prediction))
@@ -381,8 +381,3 @@ class Session:
         self.status = SessionStatus.FINISHED
         boxed = find_boxed(self.answer_text)
         self.emit(Answer(t, self.id, boxed[-1] if boxed else None, self.answer_text, self.early))
-
-
-def _same_answer(a: str | None, b: str | None) -> bool:
-    """Whether two committed answers are the same (whitespace ignored): a repeat confirms."""
-    return a is not None and b is not None and "".join(a.split()) == "".join(b.split())

@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 import torch
 
 from adasr.errors import ConfigError, DataError
+from adasr.policy import same_answer
 from adasr.proactive_metrics import proactive_score
 
 
@@ -237,7 +238,8 @@ class ProactiveRewardConfig:
 
 
 def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_chunk: int,
-                 correct: bool | Sequence[bool], cfg: ProactiveRewardConfig) -> list[float]:
+                 correct: bool | Sequence[bool], cfg: ProactiveRewardConfig,
+                 predictions: Sequence[str | None] | None = None) -> list[float]:
     """Turn-level rewards of one rollout, one per decision turn (ours; see
     :class:`ProactiveRewardConfig`).
 
@@ -250,12 +252,17 @@ def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_
             or one flag per turn: whether that turn's own answer is right (a rollout that revised
             its answer has several response turns, each graded on its answer).
         cfg: the weights.
+        predictions: each turn's answer (``None`` for silence or a note); tells a confirmation
+            (the committed answer repeated) from a revision. Only rollouts with revisions have
+            turns after a response (docs/DESIGN.md "Revisions").
 
     Returns:
         A list of floats, one per turn: silence/note ``c < e`` -> ``+turn_wait``; silence/note
         ``c >= e`` -> ``-turn_late * (c - e + 1)``; response ``c < e`` -> ``-turn_premature``;
         response ``c >= e`` -> ``turn_respond * proactive_score(correct, c - e)`` if correct, else
-        ``-turn_wrong``.
+        ``-turn_wrong``. Once an answer is committed (after the first response), silence, notes
+        and confirmations get 0 (keeping the answer is judged by the trajectory reward) and a
+        revision gets the response rules on its own answer.
 
     Raises:
         ValueError: the sequences differ in length, or ``evidence_chunk < 0``.
@@ -266,11 +273,21 @@ def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_
         correct = [correct] * len(turn_chunks)
     elif len(correct) != len(turn_chunks):
         raise ValueError(f"{len(turn_chunks)} turn chunks but {len(correct)} correctness flags")
+    if predictions is None:
+        predictions = [None] * len(turn_chunks)
+    elif len(predictions) != len(turn_chunks):
+        raise ValueError(f"{len(turn_chunks)} turn chunks but {len(predictions)} predictions")
     if evidence_chunk < 0:
         raise ValueError(f"evidence_chunk must be >= 0, got {evidence_chunk}")
     e = evidence_chunk
-    out = []
-    for c, resp, ok in zip(turn_chunks, responds, correct):
+    out: list[float] = []
+    committed, answer = False, None  # an answer was given in an earlier turn; the last one given
+    for c, resp, ok, pred in zip(turn_chunks, responds, correct, predictions):
+        if committed and (not resp or same_answer(pred, answer)):
+            out.append(0.0)  # holding (or confirming) the committed answer
+            continue
+        if resp:
+            committed, answer = True, pred
         if not resp:
             out.append(cfg.turn_wait if c < e else -cfg.turn_late * (c - e + 1))
         elif c < e:

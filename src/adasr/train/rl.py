@@ -352,7 +352,8 @@ class StreamGRPOTrainer(GRPOTrainer):
             # each response graded on its own answer (they differ only when a rollout revised it)
             graded = [t.responds and (rec["correct"] is True if t.prediction == rec.get("prediction")
                                       else self.grade(row, t.prediction)) for t in turns]
-            r_turn = turn_rewards([t.chunk for t in turns], [t.responds for t in turns], int(e), graded, pcfg)
+            r_turn = turn_rewards([t.chunk for t in turns], [t.responds for t in turns], int(e), graded, pcfg,
+                                  predictions=[t.prediction for t in turns])
             per_row.append((turns, r_turn))
             traj.append(trajectory_reward(rec["correct"], m["premature"], m["proactive_score"], rec["format_ok"], pcfg))
             scores.append(m["proactive_score"])
