@@ -7,7 +7,8 @@ Usage::
 Each ``NAME=DIR`` is an ``adasr eval`` output directory (``DIR/proactive/summary.json``, written
 for streams with an evidence chunk). Prints a markdown table: accuracy, timely-correct rate,
 premature rate, answered-before-EOI rate, response delay p50/p95 (chunks and seconds), mean
-proactive score (docs/DESIGN.md "Proactive metrics (ours)") and p50 post-input latency.
+proactive score (docs/DESIGN.md "Proactive metrics (ours)"), the share of revised answers and the
+first answers' accuracy (runs with ``--revisions``; "–" otherwise) and p50 post-input latency.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ COLUMNS = (
     ("delay p50/p95 (chunks)", ("p50_response_delay_chunks", "p95_response_delay_chunks")),
     ("delay p50/p95 (s)", ("p50_response_delay_s", "p95_response_delay_s")),
     ("proactive score", "mean_proactive_score"),
+    ("revised", "revised_rate"),
+    ("first-answer accuracy", "first_answer_accuracy"),
 )
 
 
