@@ -132,6 +132,8 @@ def test_per_session_settings_change_mode_and_budgets(serve):
     events, _ = run_session(client, settings={"thought_budget": 2})
     assert all(t["tokens"] <= 2 + 1 for t in events if t["type"] == "thought")
     assert events[-1]["record"]["mode"] == "interleaved"
+    events, code = run_session(client, settings={"mode": "proactive", "revisions": 1, "max_deep_tokens": 3})
+    assert code == 1000 and events[-1]["record"]["mode"] == "proactive"
 
 
 def test_per_session_sampling_is_seeded_and_isolated(serve):
@@ -256,6 +258,7 @@ BAD_FRAMES = [
     ("text", json.dumps({"type": "settings", "model": "/tmp/evil", "trust_remote_code": True}), "invalid_frame", 4400),
     ("text", json.dumps({"type": "settings", "mode": "fast"}), "invalid_frame", 4400),
     ("text", json.dumps({"type": "settings", "max_deep_tokens": 10_000}), "invalid_settings", 4400),
+    ("text", json.dumps({"type": "settings", "mode": "adaptive", "revisions": 1}), "invalid_settings", 4400),
     ("text", json.dumps({"type": "end"}), "empty_input", 4400),
 ]
 
