@@ -230,4 +230,5 @@ def test_proactive_grpo_two_steps(w_turn, revisions, tmp_path, tiny_tokenizer, p
     log = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     steps = [h for h in log if "proactive/score" in h]
     assert len(steps) == 2 and all(0.0 <= h["proactive/premature_rate"] <= 1.0 for h in steps)
+    assert all(0.0 <= h["proactive/revised_rate"] <= 1.0 for h in steps)
     assert json.loads((final / "adasr_meta.json").read_text())["stage"] == "proactive"

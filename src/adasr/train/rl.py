@@ -341,7 +341,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         proactive metrics. ``P``: the prompt length the completions start after (tokens)."""
         pcfg = self.cfg.proactive_reward_config()
         B, T = stage.shape
-        per_row, traj, scores, premature, early = [], [], [], [], []
+        per_row, traj, scores, premature, early, revised = [], [], [], [], [], []
         for row, res in zip(rows, results):
             rec = res.record
             e = row.get("evidence_chunk")
@@ -359,6 +359,7 @@ class StreamGRPOTrainer(GRPOTrainer):
             scores.append(m["proactive_score"])
             premature.append(float(m["premature"]))
             early.append(float(rec.get("answer_chunk") is not None))
+            revised.append(float((rec.get("n_revisions") or 0) > 0))
         K = max((len(t) for t, _ in per_row), default=0)
         turn_r = torch.zeros((B, K))
         turn_mask = torch.zeros((B, K), dtype=torch.bool)
@@ -375,6 +376,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         metrics["proactive/score"].append(sum(scores) / B)
         metrics["proactive/premature_rate"].append(sum(premature) / B)
         metrics["proactive/answered_before_eoi_rate"].append(sum(early) / B)
+        metrics["proactive/revised_rate"].append(sum(revised) / B)  # 0 unless engine.revisions > 0
         return proactive_token_advantages(rewards["trajectory"], turn_r, turn_mask, turn_index, stage, G,
                                           w_turn=pcfg.w_turn, w_traj=pcfg.w_traj, **self._normalization())
 
