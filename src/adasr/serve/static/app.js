@@ -55,6 +55,8 @@ function onEvent(ev) {
   }
   else if (ev.type === "deep_start") $("deepstate").textContent = "(end of input: answering)";
   else if (ev.type === "token" && ev.stage === "deep") $("deep").textContent += ev.text;
+  else if (ev.type === "response")  // proactive: an answer committed before the end of input (revision k > 0: replaced)
+    $("answer").textContent = ev.prediction + (ev.revision ? " (revised)" : " (before end of input)");
   else if (ev.type === "answer") $("answer").textContent = ev.prediction === null ? "(no \\boxed{} answer)" : ev.prediction;
   else if (ev.type === "record") {
     const r = ev.record;
