@@ -133,8 +133,6 @@ class Session:
         self.turn: _Turn | None = None  # the turn being generated (THINKING / DEEP)
         self.deep: list[int] = []
         self.answer_text = ""
-        self.early = False  # answered in a streaming thought, before end of input
-        self.answer_chunk: int | None = None  # the chunk after which it answered early
         # proactive: (chunk, t, prediction) of each committed answer: the first response, then revisions
         self.responses: list[tuple[int, float, str | None]] = []
         self.deep_truncated = False
@@ -155,6 +153,16 @@ class Session:
 
     def abort(self) -> None:
         self.status = SessionStatus.ABORTED
+
+    @property
+    def early(self) -> bool:
+        """Whether a proactive response committed the answer before end of input."""
+        return bool(self.responses)
+
+    @property
+    def answer_chunk(self) -> int | None:
+        """The chunk after which the committed answer came (the last response's), or ``None``."""
+        return self.responses[-1][0] if self.responses else None
 
     @property
     def token_ids(self) -> list[int]:
@@ -363,7 +371,6 @@ class Session:
             revision = len(self.responses)
             self.responses.append((chunk, t, prediction))
             self.emit(Response(t, self.id, chunk, prediction, text, revision))
-            self.early, self.answer_chunk = True, chunk
             self.deep_truncated = not stopped
             self.done_t, self.answer_text = t, text
             if revision < self.policy.revisions:
