@@ -18,7 +18,9 @@ Resolution order of ``load_model(name_or_path)``:
    adapter merged into it);
 4. a **Hugging Face hub id**, loaded as ``transformers`` loads it: from the Hugging Face cache,
    downloading what is missing (optionally at a ``revision``); with ``HF_HUB_OFFLINE=1`` only
-   the cache is read.
+   the cache is read. A name without an owner (not ``org/name``) that is close to a bundled name
+   (``difflib``) and not in the Hugging Face cache is taken for a typo: it fails at once with a
+   :class:`~adasr.errors.ConfigError` naming the closest bundled names, never asking the hub.
 
 The weights are moved to ``device`` (``"cpu"`` by default, ``"cuda"``, ``"cuda:N"`` or
 ``"auto"``) once loaded. Every failure raises :class:`~adasr.errors.ModelLoadError` with a
@@ -754,9 +756,41 @@ def _load_adapter(
 
 def _not_found(name: str, hub_why: str | None = None) -> ModelLoadError:
     """``model '<name>' not found``: not bundled, not a local path (and ``hub_why``, for an id)."""
-    bundled = ", ".join(list(BUNDLED) + list(_bundled_adapters()))
     hub = f", and {hub_why}" if hub_why else ""
-    return ModelLoadError(f"model '{name}' not found: not a bundled name ({bundled}), not a local path{hub}")
+    return ModelLoadError(f"model '{name}' not found: not a bundled name ({_bundled_names()}), not a local path{hub}")
+
+
+def _bundled_names() -> str:
+    """The bundled base and adapter names, comma-separated (for error messages)."""
+    return ", ".join(list(BUNDLED) + list(_bundled_adapters()))
+
+
+def close_bundled_names(name: str, n: int = 3) -> list[str]:
+    """The bundled base and adapter names closest to ``name`` (``difflib``, case-insensitive),
+    best first; empty when none is close. ``adasr run --model smollm2-135m-chainsum`` is
+    answered with ``smollm2-135m-chain-sum`` instead of a trip to the Hugging Face hub."""
+    import difflib
+
+    names = list(BUNDLED) + list(_bundled_adapters())
+    by_lower = {x.lower(): x for x in names}
+    return [by_lower[x] for x in difflib.get_close_matches(name.strip().lower(), list(by_lower), n=n)]
+
+
+def _check_not_a_typo(name: str) -> None:
+    """Refuse, at once, a name without an owner (not ``org/name``) that is close to a bundled
+    name and is not in the Hugging Face cache: most likely a typo, which the hub would answer
+    only after a minute of retries.
+
+    Raises:
+        ConfigError: the one-line message names the closest bundled names.
+    """
+    if "/" in name:
+        return
+    close = close_bundled_names(name)
+    if close and not _in_hf_cache(name):
+        hint = " or ".join(f"'{c}'" for c in close)
+        raise ConfigError(f"model '{name}' not found: did you mean {hint}? (bundled: {_bundled_names()}; "
+                          "a Hugging Face id is written org/name)")
 
 
 def hf_offline() -> bool:
@@ -817,9 +851,10 @@ def _hub_error(name: str, revision: str | None, err: BaseException, offline: boo
     if "couldn't connect" in text or "connection" in text or "LocalEntryNotFoundError" in kinds:
         return ModelLoadError(
             f"cannot download model '{name}'{at} from the Hugging Face hub (no connection) and it is not in the "
-            "Hugging Face cache: check the network, or set HF_HUB_OFFLINE=1 to use the cache only"
+            "Hugging Face cache: check the network, or set HF_HUB_OFFLINE=1 to use the cache only "
+            f"(bundled, no network needed: {_bundled_names()})"
         )
-    return ModelLoadError(f"cannot load hub model '{name}'{at}: {_one_line(err)}")
+    return ModelLoadError(f"cannot load hub model '{name}'{at}: {_one_line(err)} (bundled: {_bundled_names()})")
 
 
 def _load_hub(
@@ -912,6 +947,7 @@ def _load(
     looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.replace("/", "") or name.count("/") > 1
     if looks_like_path:
         raise _not_found(name)
+    _check_not_a_typo(name)
     if not _HUB_ID.match(name):
         raise _not_found(name, "not a valid Hugging Face hub id")
     model, tok = _load_hub(name, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
@@ -994,7 +1030,9 @@ def load_model(
     Raises:
         ModelLoadError: the name resolves to nothing, a file is missing, fails its hash check or
             is corrupt, a download fails, or the cache cannot be written. The message is one line.
-        ConfigError: an unknown device, or CUDA asked for without CUDA (checked before loading).
+        ConfigError: an unknown device, or CUDA asked for without CUDA (checked before loading);
+            a name without an owner that is close to a bundled name (a typo: the message names
+            the closest ones; checked before the hub is asked).
 
     Timing: the first load of a bundled model dequantizes its GGUF and writes the cache
     (~15-20 s for SmolLM2-135M, ~45 s for Qwen2.5-Coder-0.5B on two busy cores); later loads take
@@ -1100,6 +1138,7 @@ __all__ = [
     "LoadedModel",
     "adapter_info",
     "cache_root",
+    "close_bundled_names",
     "list_models",
     "hf_offline",
     "hub_base_id",
