@@ -580,7 +580,9 @@ def data_distill(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    stage: Annotated[str, typer.Argument(help="sft | grpo | hrpo, or a config file (the stage is read from it)")],
+    stage: Annotated[Optional[str], typer.Argument(
+        metavar="CONFIG.yaml|STAGE", show_default=False,
+        help="a config file (the stage is read from it), or sft | grpo | hrpo with --config FILE")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML or JSON config (see configs/)")] = None,
 ) -> None:
     """Train a streaming reasoner: SFT (CB-Stream loss), GRPO or HRPO.
@@ -594,9 +596,12 @@ def train(
     """
     from adasr.train.config import infer_kind, load_config
 
+    usage = "`adasr train CONFIG.yaml` or `adasr train sft|grpo|hrpo --config FILE` (examples in configs/)"
+    if stage is None or (stage in ("sft", "grpo", "hrpo") and config is None and not ctx.args):
+        raise ConfigError(f"give a training config: {usage}")
     if stage not in ("sft", "grpo", "hrpo"):
         if not stage.endswith((".yaml", ".yml", ".json")):
-            raise ConfigError(f"unknown training stage {stage!r}: use sft, grpo or hrpo, or a config file")
+            raise ConfigError(f"unknown training stage {stage!r}: use {usage}")
         if config is not None:
             raise ConfigError(f"two configs given ({stage} and --config {config}): give one")
         config, stage = Path(stage), infer_kind(stage)
