@@ -461,8 +461,6 @@ def eval_cmd(
 @app.command()
 def models(as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
     """List the models that run without a download (bundled bases and trained adapters)."""
-    from rich.table import Table
-
     from adasr.models import list_models
 
     rows = list_models()
