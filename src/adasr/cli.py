@@ -284,6 +284,7 @@ def _run_remote(url: str, text: str | None, *, item, as_json: bool, wps: float, 
         raise InputError(f"--chunker {chunker} is not available with --server: use sentence or word")
     chunks = _stdin_lines() if text is None else paced_chunks(text, wps=wps, chunker=chunker)
     client = Client(url, api_key=os.environ.get("ADASR_API_KEY"))
+    client.check()  # no server there: one line now, not after an empty live view
     if as_json:
         events: list[dict] = []
         final = client.solve(chunks, settings=settings, on_event=events.append)

@@ -212,3 +212,41 @@ class Client:
             if ev["type"] == "record":
                 return ev
         raise ServerError("the session ended without a record")  # pragma: no cover
+
+    def check(self, timeout_s: float = 5.0) -> dict:
+        """Check that a server answers at the URL (``GET /health``), so that a wrong URL or a
+        server that is not running fails at once, before a session (or a live view) starts.
+
+        Args:
+            timeout_s: seconds to wait for the answer.
+
+        Returns:
+            The server's health JSON (``{}`` when it answered with an HTTP error other than 404,
+            e.g. one that needs a key: the session reports it).
+
+        Raises:
+            ServerError: nothing answers there (refused, unknown host, timeout), or what answers
+                has no ``/health`` (not an ``adasr serve`` server); one line.
+        """
+        import urllib.error
+        import urllib.request
+
+        parts = urlsplit(self._async.url)
+        path = parts.path[: -len("/v1/sessions")] if parts.path.endswith("/v1/sessions") else parts.path
+        base = urlunsplit(({"ws": "http", "wss": "https"}[parts.scheme], parts.netloc, path, "", ""))
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=timeout_s) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                raise ServerError(f"no adasr server at {base} (GET /health: HTTP 404): check --server", "unreachable")
+            return {}
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+            raise ServerError(f"cannot reach the server at {base}: {why}: start it with `adasr serve` "
+                              "or check the URL", "unreachable") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return {}
