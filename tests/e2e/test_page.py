@@ -97,5 +97,54 @@ def test_play_streams_the_sample_problem(server_url, browser):
     wps.send_keys("20")
     browser.find_element(By.ID, "play").click()
     WebDriverWait(browser, 180).until(lambda d: d.find_element(By.ID, "latency").text.endswith(" s"))
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#chunks li")) == 2  # the sample's two sentences
+    chunks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#chunks .chunk")]
+    assert chunks == PROBLEM.replace(". ", ".|").split("|")  # a chain_sum model plays the chain_sum sample
     assert browser.find_element(By.ID, "answer").text not in ("", "—")
+
+
+def test_page_shows_the_served_model_and_mode(server_url, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server_url + "/")
+    WebDriverWait(browser, 20).until(lambda d: "smollm2-135m-chain-sum" in d.find_element(By.ID, "model").text)
+    assert "adaptive" in browser.find_element(By.ID, "model").text
+    modes = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#mode option")]
+    assert {"adaptive", "interleaved", "batch", "proactive"} <= set(modes), modes
+
+
+def test_the_sample_follows_the_served_model_and_mode(server_url, browser):
+    browser.get(server_url + "/")
+    chain, proactive, proactive_model, gsm8k = browser.execute_script(
+        "return [sampleFor('smollm2-135m-chain-sum', 'adaptive'), sampleFor('smollm2-135m-chain-sum', 'proactive'),"
+        " sampleFor('smollm2-135m-proactive', 'adaptive'), sampleFor('qwen2.5-coder-0.5b-gsm8k-stream', 'batch')]")
+    assert chain == PROBLEM
+    assert proactive.startswith("The total starts at 0; tell me the running total as soon as it exceeds")
+    assert proactive_model == proactive
+    assert gsm8k.startswith("Natalia sold clips")
+
+
+def test_new_session_during_a_live_session_is_not_an_error(server_url, browser):
+    """Play in proactive mode (its sample: a threshold stream), then "New session" while it is
+    live: the page goes back to idle, with no red "closed (1005)"."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.get(server_url + "/")
+    Select(browser.find_element(By.ID, "mode")).select_by_visible_text("proactive")
+    wps = browser.find_element(By.ID, "wps")
+    wps.clear()
+    wps.send_keys("20")
+    browser.find_element(By.ID, "play").click()
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chunks .chunk")
+               and d.find_element(By.CSS_SELECTOR, "#chunks .chunk").text)
+    first = browser.find_element(By.CSS_SELECTOR, "#chunks .chunk").text
+    assert first.startswith("The total starts at 0;"), first
+    assert browser.find_element(By.ID, "status").text == "live"
+    browser.find_element(By.ID, "reset").click()
+    time.sleep(1.5)  # the close handshake ends after the click
+    status = browser.find_element(By.ID, "status")
+    assert status.text == "idle" and "failed" not in status.get_attribute("class"), status.text
+    assert browser.find_element(By.ID, "error").text == ""
+    assert browser.find_elements(By.CSS_SELECTOR, "#chunks li") == []

@@ -1,35 +1,74 @@
 // adasr serve page: sends each finished sentence of the text box as a chunk over
 // WS /v1/sessions and draws the events (docs/SERVING.md). No build step, no dependencies.
 "use strict";
-const SAMPLE = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips " +
-  "in May. How many clips did Natalia sell altogether in April and May?";
+// "Play sample" streams the problem the served model is made for (sampleFor)
+const SAMPLES = {
+  gsm8k: "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips " +
+    "in May. How many clips did Natalia sell altogether in April and May?",
+  chain_sum: "Start with 7. Add 5. Subtract 3. Add 8. Subtract 6. What is the result?",
+  proactive: "The total starts at 0; tell me the running total as soon as it exceeds 20. " +
+    "Add 7. Add 5. Subtract 2. Add 9. Add 6. Add 4. Add 3.",
+};
 const $ = (id) => document.getElementById(id);
 const SENTENCE_END = /[.!?]+["')\]]*\s/g;
 
-let ws = null, sent = 0, ended = false, playing = null, items = {}, opened = null;
+let ws = null, sent = 0, ended = false, playing = null, items = {};
+let served = { model: null, mode: null };  // from GET /v1/models (or a session event)
 
 function setStatus(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + (cls || ""); }
+
+// the sample for a model and the mode a session runs in: a proactive threshold stream in proactive
+// mode (or for a proactive model), a chain_sum problem for chain_sum models, a GSM8K problem otherwise
+function sampleFor(model, mode) {
+  const name = (model || "").toLowerCase();
+  if (mode === "proactive" || name.includes("proactive")) return SAMPLES.proactive;
+  if (/chain[-_ ]?sum/.test(name)) return SAMPLES.chain_sum;
+  return SAMPLES.gsm8k;
+}
+
+function showServed(model, mode, note) {
+  if (model) served = { model: model, mode: mode || null };
+  $("model").textContent = model ? model + (mode ? " · " + mode + " mode" : "") : note;
+  if (model && mode) $("mode").options[0].textContent = "server default (" + mode + ")";
+}
+
+// which model the server serves, and its default mode (the API key, when one is needed)
+async function loadServed() {
+  const key = $("key").value;
+  try {
+    const r = await fetch("/v1/models", { headers: key ? { Authorization: "Bearer " + key } : {} });
+    if (r.status === 401) { if (!served.model) showServed(null, null, "(enter the API key)"); return; }
+    const m = (await r.json()).data[0];
+    showServed(m.id, m.mode);
+  } catch (e) {
+    if (!served.model) showServed(null, null, "(unknown: the server did not answer)");
+  }
+}
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const key = $("key").value;
   const url = proto + "//" + location.host + "/v1/sessions" + (key ? "?api_key=" + encodeURIComponent(key) : "");
-  ws = new WebSocket(url);
-  opened = new Promise((resolve) => ws.addEventListener("open", resolve));
-  ws.addEventListener("message", (m) => onEvent(JSON.parse(m.data)));
-  ws.addEventListener("close", (e) => {
+  const sock = new WebSocket(url);
+  ws = sock;
+  sock.opened = new Promise((resolve) => sock.addEventListener("open", resolve));
+  // a socket "New session" replaced is ignored: its late events and its close are no one's concern
+  sock.addEventListener("message", (m) => { if (sock === ws) onEvent(JSON.parse(m.data)); });
+  sock.addEventListener("close", (e) => {
+    if (sock !== ws) return;
     if (e.code !== 1000 && !$("error").textContent) $("error").textContent = "closed: " + e.code + " " + e.reason;
     if (e.code === 1000) setStatus("done", "done"); else setStatus("closed (" + e.code + ")", "failed");
   });
   const mode = $("mode").value;
-  opened.then(() => { if (mode) ws.send(JSON.stringify({ type: "settings", mode: mode })); });
+  sock.opened.then(() => { if (mode) sock.send(JSON.stringify({ type: "settings", mode: mode })); });
   setStatus("live", "live");
 }
 
 async function send(frame) {
   if (!ws) connect();
-  await opened;
-  if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
+  const sock = ws;
+  await sock.opened;
+  if (sock === ws && sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify(frame));
 }
 
 function item(chunk) {
@@ -43,7 +82,8 @@ function item(chunk) {
 }
 
 function onEvent(ev) {
-  if (ev.type === "arrive") item(ev.chunk).querySelector(".chunk").textContent = ev.text;
+  if (ev.type === "session") { if (ev.model) showServed(ev.model, ev.mode); }
+  else if (ev.type === "arrive") item(ev.chunk).querySelector(".chunk").textContent = ev.text;
   else if (ev.type === "ingest") { item(ev.chunk).querySelector(".chunk").classList.remove("waiting"); current = ev.chunk; }
   else if (ev.type === "token" && ev.stage === "stream" && current !== null)
     item(current).querySelector(".thought").textContent += ev.text;
@@ -92,8 +132,10 @@ function endInput() {
 
 function reset() {
   if (playing) clearInterval(playing);
-  if (ws) ws.close();
-  ws = null; sent = 0; ended = false; playing = null; items = {}; current = null;
+  const old = ws;
+  ws = null;  // first: the old socket's close is then not shown as a failure
+  if (old) old.close(1000, "new session");
+  sent = 0; ended = false; playing = null; items = {}; current = null;
   $("text").value = ""; $("chunks").innerHTML = ""; $("deep").textContent = ""; $("deepstate").textContent = "";
   $("answer").textContent = "—"; $("latency").textContent = "—"; $("ttft").textContent = "—";
   $("error").textContent = ""; setStatus("idle");
@@ -101,7 +143,7 @@ function reset() {
 
 function play() {
   reset();
-  const words = SAMPLE.split(/\s+/);
+  const words = sampleFor(served.model, $("mode").value || served.mode).split(/\s+/);
   const wps = Math.max(0.5, parseFloat($("wps").value) || 2.5);
   let i = 0;
   playing = setInterval(() => {
@@ -115,3 +157,5 @@ $("text").addEventListener("input", () => { if (!ended) sendFinished(false); });
 $("end").addEventListener("click", endInput);
 $("play").addEventListener("click", play);
 $("reset").addEventListener("click", reset);
+$("key").addEventListener("change", loadServed);
+loadServed();
