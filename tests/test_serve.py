@@ -260,7 +260,22 @@ BAD_FRAMES = [
     ("text", json.dumps({"type": "settings", "max_deep_tokens": 10_000}), "invalid_settings", 4400),
     ("text", json.dumps({"type": "settings", "mode": "adaptive", "revisions": 1}), "invalid_settings", 4400),
     ("text", json.dumps({"type": "end"}), "empty_input", 4400),
+    ("text", "[" * 50_000, "invalid_json", 4400),  # nested too deeply for the JSON parser
+    ("text", '{"type": "chunk", "text": "x", "n": ' + "[" * 30_000 + "]" * 30_000 + "}", "invalid_json", 4400),
+    ("text", '{"type": "chunk", "text": "x", "n": 1' + "0" * 5_000 + "}", "invalid_json", 4400),  # int too long
+    ("text", '{"type": "chunk", "text": "caf\udce9"}', "invalid_utf8", 1007),  # a text frame with a lone surrogate
+    ("text", '{"type": "chunk", "text": "caf\\ud800"}', "invalid_frame", 4400),  # JSON-escaped lone surrogate
+    ("text", json.dumps({"type": "settings", "seed": 2**64}), "invalid_settings", 4400),
+    ("text", json.dumps({"type": "settings", "seed": 2**63}), "invalid_settings", 4400),
+    ("text", json.dumps({"type": "settings", "seed": -1}), "invalid_settings", 4400),
+    ("text", json.dumps({"type": "settings", "temperature": 1e-300}), "invalid_frame", 4400),  # logits overflow
+    ("text", '{"type": "settings", "temperature": NaN}', "invalid_frame", 4400),
 ]
+
+
+def _first_frame(frame) -> bool:
+    """Whether a bad frame is only bad as a session's first frame (settings, or end before any text)."""
+    return isinstance(frame, str) and frame.startswith(('{"type": "settings"', '{"type": "end"'))
 
 
 @pytest.mark.parametrize("kind,frame,code,close", BAD_FRAMES, ids=[f[2] + str(i) for i, f in enumerate(BAD_FRAMES)])
@@ -269,7 +284,7 @@ def test_bad_frames_get_an_error_and_a_close_code(serve, kind, frame, code, clos
     with client.websocket_connect("/v1/sessions") as other:  # a live session that must not notice
         other.send_json({"type": "chunk", "text": TEXT[0]})
         with client.websocket_connect("/v1/sessions") as ws:
-            if code not in ("empty_input", "invalid_settings"):  # (those two are first frames)
+            if not _first_frame(frame):
                 ws.send_json({"type": "chunk", "text": "Add 5."})
             (ws.send_bytes if kind == "bytes" else ws.send_text)(frame)
             events, got = until_close(ws)
@@ -310,7 +325,8 @@ def test_more_sessions_than_the_limit_are_refused(serve):
     with client.websocket_connect("/v1/sessions") as first:
         first.send_json({"type": "chunk", "text": "Add 5."})
         next_event(first, "arrive")
-        with client.websocket_connect("/v1/sessions") as second:
+        with client.websocket_connect("/v1/sessions") as second:  # refused at its first frame
+            second.send_json({"type": "chunk", "text": "Add 5."})
             events, code = until_close(second)
         assert code == 4429 and events == [{"type": "error", "code": "server_full",
                                             "message": events[0]["message"], "fatal": True}]
@@ -329,6 +345,121 @@ def test_an_idle_session_times_out_and_frees_its_row(serve):
     assert code == 4408 and events[-1]["code"] == "idle_timeout"
     assert wait_for(lambda: idle(client))
     assert run_session(client)[1] == 1000
+
+
+def test_slots_are_taken_at_the_first_frame(serve):
+    """Connections that send nothing hold no slot; the limit is checked at the first frame."""
+    client = serve(max_sessions=1)
+    with client.websocket_connect("/v1/sessions") as silent, client.websocket_connect("/v1/sessions"):
+        assert client.get("/health").json()["sessions"] == 0
+        assert run_session(client)[1] == 1000  # two silent connections do not block a session
+        silent.send_json({"type": "chunk", "text": "Add 5."})  # its first frame takes the slot
+        assert next_event(silent, "session")["type"] == "session"
+        assert client.get("/health").json()["sessions"] == 1
+        with client.websocket_connect("/v1/sessions") as late:
+            late.send_json({"type": "settings", "mode": "batch"})
+            events, code = until_close(late)
+        assert code == 4429 and [e["code"] for e in events] == ["server_full"]
+        silent.send_json({"type": "end"})
+        assert until_close(silent)[1] == 1000
+    assert wait_for(lambda: idle(client))
+
+
+def test_a_silent_connection_is_closed_after_the_handshake_timeout(serve):
+    client = serve(handshake_timeout_s=0.3, idle_timeout_s=30)
+    t0 = time.monotonic()
+    with client.websocket_connect("/v1/sessions") as ws:
+        events, code = until_close(ws)
+    assert code == 4408 and [e["code"] for e in events] == ["idle_timeout"]
+    assert "first frame" in events[0]["message"] and time.monotonic() - t0 < 10
+    assert wait_for(lambda: idle(client))
+
+
+def test_a_session_seed_is_checked_and_any_int_seeds_the_generator(serve, tiny_model, tiny_tokenizer):
+    from adasr.engine import EpisodeInput
+    from adasr.stream import Chunk, ScheduledStream
+
+    client = serve()
+    hot = {"mode": "batch", "temperature": 1.5, "max_deep_tokens": 6}
+    events, code = run_session(client, settings={**hot, "seed": 2**63 - 1})  # the largest seed
+    assert code == 1000 and events[-1]["type"] == "record"
+    for seed in (2**64, 2**63, -1):
+        resp = client.post("/v1/solve", json={"text": "Add 5. What?", "seed": seed})
+        assert resp.status_code == 422 and resp.json()["error"] == "invalid_settings"
+        assert "2**63-1" in resp.json()["message"]
+    assert client.get("/health").json()["status"] == "ok" and wait_for(lambda: idle(client))
+    # in-process, any Python int seeds an episode (reduced modulo 2**64)
+    engine = make_engine(tiny_model, tiny_tokenizer, temperature=1.0)
+    src = ScheduledStream([Chunk(0, TEXT[0], 0.0)])
+    for seed in (2**64, 2**200, -(2**70)):
+        engine.add_session(EpisodeInput(f"s{seed}", src, seed=seed))
+    assert engine.session(f"s{2**64}").generator.initial_seed() == 0
+
+
+def test_a_session_the_engine_refuses_ends_alone(serve, tiny_model, tiny_tokenizer):
+    """An exception while adding one session ends that session (engine_error, 1011), not the
+    engine thread: the session beside it and later ones run."""
+    engine = make_engine(tiny_model, tiny_tokenizer)
+    add = engine.add_session
+
+    def picky(inp, **kw):
+        if inp.seed == 13:
+            raise ValueError("no thirteen")
+        return add(inp, **kw)
+
+    engine.add_session = picky  # called by the engine thread only
+    client = serve(engine)
+    with client.websocket_connect("/v1/sessions") as other:
+        other.send_json({"type": "chunk", "text": TEXT[0]})
+        next_event(other, "arrive")
+        events, code = run_session(client, settings={"seed": 13})
+        assert code == 1011 and events[-1]["code"] == "engine_error" and "no thirteen" in events[-1]["message"]
+        other.send_json({"type": "end"})
+        assert until_close(other)[1] == 1000
+    assert run_session(client)[1] == 1000
+    assert client.get("/health").json()["status"] == "ok" and wait_for(lambda: idle(client))
+
+
+def test_the_engine_loop_restarts_in_place_after_an_unexpected_error(serve, tiny_model, tiny_tokenizer):
+    engine = make_engine(tiny_model, tiny_tokenizer)
+    pop = engine.pop_results
+    failed = []
+
+    def flaky():
+        out = pop()
+        if out and not failed:
+            failed.append(True)
+            raise RuntimeError("bookkeeping bug")
+        return out
+
+    engine.pop_results = flaky  # outside engine.step: the worker's own bookkeeping fails once
+    client = serve(engine)
+    events, code = run_session(client)
+    assert code == 1011 and events[-1]["code"] == "engine_error" and "bookkeeping bug" in events[-1]["message"]
+    assert run_session(client)[1] == 1000  # the same thread goes on
+    assert client.get("/health").json()["status"] == "ok" and wait_for(lambda: idle(client))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # (the SystemExit below)
+def test_health_reports_a_dead_engine_thread(serve, tiny_model, tiny_tokenizer):
+    engine = make_engine(tiny_model, tiny_tokenizer)
+
+    def fatal():
+        raise SystemExit("gone")  # not an Exception: the thread ends
+
+    client = serve(engine)
+    assert client.get("/health").status_code == 200
+    engine.step = fatal
+    events, code = run_session(client)  # the live session learns it, it does not hang
+    assert code == 1011 and events[-1]["code"] == "engine_error"
+    wait_for(lambda: client.get("/health").status_code == 503)  # (the thread ends right after telling them)
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "dead"
+    events, code = run_session(client)  # later sessions are refused at once
+    assert code == 1011 and [e["code"] for e in events] == ["engine_error"]
+    resp = client.post("/v1/solve", json={"text": "Add 5. What?"})
+    assert resp.status_code == 503 and resp.json()["error"] == "engine_error"
+    assert client.get("/health").json()["sessions"] == 0
 
 
 def test_disconnect_mid_thought_frees_the_kv_rows(serve, tiny_model, tiny_tokenizer):
@@ -389,6 +520,14 @@ def test_solve_streams_the_same_events_as_sse(serve):
     words = [len(t.split()) for t in TEXT]  # chunk k arrives when its last word is spoken, at 40 words/s
     assert arrivals[-1]["t"] >= sum(words) / 40 - 0.05
     assert events[-1]["record"]["n_chunks"] == 3
+    blank = client.post("/v1/solve", json={"text": "   "})
+    assert blank.status_code == 422 and blank.json()["error"] == "empty_input"
+    surrogate = client.post("/v1/solve", content=b'{"text": "Add \\ud800 5."}',
+                            headers={"content-type": "application/json"})
+    assert surrogate.status_code == 422 and surrogate.json()["error"] == "invalid_request"
+    assert surrogate.json()["message"].startswith("text: ")
+    nested = client.post("/v1/solve", content=b"[" * 50_000, headers={"content-type": "application/json"})
+    assert 400 <= nested.status_code < 500
     bad = client.post("/v1/solve", json={"text": "Add 5.", "wps": -1})
     assert bad.status_code == 422
     assert client.post("/v1/solve", json={"text": "Add 5.", "path": "/etc/passwd"}).status_code == 422
@@ -502,15 +641,46 @@ def test_oversized_frame_on_a_real_server_closes_with_1009(live_server):
 
 
 def test_invalid_utf8_text_frame_on_a_real_server_closes_with_1007(live_server):
+    """uvicorn closes such a frame with 1007 itself; it is logged below ERROR, without a traceback."""
+    import logging
+
+    import httpx
     from websockets.exceptions import ConnectionClosed
+    from websockets.frames import Close, Frame, Opcode
     from websockets.sync.client import connect
 
-    with connect(sessions_url(live_server)) as ws:
-        ws.send(b'{"type": "chunk", "text": "caf\xe9"}', text=True)  # a text frame that is not UTF-8
-        with pytest.raises(ConnectionClosed) as info:
-            while True:
-                ws.recv(timeout=10)
-    assert info.value.rcvd.code == 1007
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    seen = Records()
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "asyncio")]
+    for logger in loggers:
+        logger.addHandler(seen)
+    bad = b'{"type": "chunk", "text": "caf\xe9"}'
+    try:
+        with connect(sessions_url(live_server)) as ws:
+            ws.send(bad, text=True)  # a text frame that is not UTF-8
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    ws.recv(timeout=10)
+        assert info.value.rcvd.code == 1007
+        with connect(sessions_url(live_server)) as ws:  # one, then the client's close, read in one go by uvicorn
+            close = Frame(Opcode.CLOSE, Close(1000, "").serialize())
+            ws.socket.sendall(Frame(Opcode.TEXT, bad).serialize(mask=True) + close.serialize(mask=True))
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    ws.recv(timeout=10)
+        assert wait_for(lambda: httpx.get(live_server + "/health").json()["sessions"] == 0)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(seen)
+    assert not [r for r in seen.records if r.levelno >= logging.ERROR or r.exc_info], \
+        [r.getMessage() for r in seen.records]
     assert Client(live_server).solve(iter(TEXT))["record"]["n_chunks"] == 3
 
 
@@ -548,6 +718,26 @@ def test_adasr_serve_and_run_server_end_to_end(tiny_dir):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_serve_probes_a_port_in_time_wait(tmp_path):
+    """A restart right after a server had connections: the port's old connections are in TIME_WAIT
+    (uvicorn's listener sets SO_REUSEADDR, so its connections' TIME_WAIT allow a reusing bind)."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    peer = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server side closes first: its end goes to TIME_WAIT
+    peer.recv(1)
+    peer.close()
+    srv.close()
+    out = subprocess.run([sys.executable, "-m", "adasr.cli", "serve", "--model", str(tmp_path), "--dtype", "bogus",
+                          "--port", str(port)], capture_output=True, timeout=60)
+    err = out.stderr.decode()
+    assert out.returncode != 0 and "cannot listen" not in err and "unknown dtype" in err, err
 
 
 def _up(httpx, url: str) -> bool:

@@ -343,6 +343,7 @@ def serve(
     if max_sessions < 1 or idle_timeout <= 0 or not 0 < port < 65536 or (threads is not None and threads < 1):
         raise ConfigError("need --max-sessions >= 1, --idle-timeout > 0, 0 < --port < 65536 and --threads >= 1")
     with socket.socket() as probe:  # a taken port fails now, with one line, not after loading the model
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
         try:
             probe.bind((host, port))
         except OSError as e:

@@ -119,7 +119,7 @@ class Session:
         self.max_deep_tokens = max_deep_tokens
         self.decode, self.on_event, self.sampling = decode, on_event, sampling
         episode_seed = inp.seed if inp.seed is not None else zlib.crc32(inp.id.encode())
-        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + episode_seed)
+        self.generator = torch.Generator().manual_seed((seed * 1_000_003 + episode_seed) % 2**64)  # any int
         self.status = SessionStatus.WAITING
         self.t0 = 0.0
         self.clock: VirtualClock | RealClock | None = None

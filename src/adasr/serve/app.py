@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,7 +35,7 @@ from adasr.serve.wire import (CLOSE_FULL, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORM
                               CLOSE_UNAUTHORIZED, MAX_CHUNK_CHARS, MAX_FRAME_BYTES, MAX_INPUT_CHARS, ChunkFrame,
                               EndFrame, FrameError, SessionSettings, SettingsFrame, SolveRequest, error_event,
                               parse_frame)
-from adasr.serve.worker import EngineWorker, SessionHandle
+from adasr.serve.worker import EngineStopped, EngineWorker, SessionHandle
 from adasr.stream import chunk_text, words_per_second_schedule
 
 log = logging.getLogger(__name__)
@@ -45,24 +46,65 @@ def _dumps(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+class _QuietInvalidUtf8(logging.Filter):
+    """Drops the ERROR records (with tracebacks) that uvicorn's WebSocket protocol causes for a
+    client's text frame that is not UTF-8, and logs one INFO line instead. uvicorn closes such a
+    connection with 1007 itself, before the app sees the frame: a bad input, not a server error.
+    Two records: uvicorn's own ``Invalid UTF-8 sequence received from client.``, and asyncio's
+    ``Fatal error: protocol.data_received() call failed.`` when the client's close frame came in
+    the same read (uvicorn's 1007 then fails on the closing connection)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        if message.startswith("Invalid UTF-8"):
+            pass
+        elif message.startswith("Fatal error: protocol.data_received() call failed") and record.exc_info:
+            exc = record.exc_info[1]
+            if not isinstance(getattr(exc, "__context__", None), UnicodeDecodeError):
+                return True
+        else:
+            return True
+        log.info("a client sent a WebSocket text frame that is not UTF-8: closed with 1007")
+        return False
+
+
+_QUIET_INVALID_UTF8 = _QuietInvalidUtf8()
+
+
 class _Session:
-    """One WebSocket session's input side: frames in, slot and engine session bookkeeping."""
+    """One WebSocket session's input side: frames in, slot and engine session bookkeeping. The
+    session takes its slot at its first ``settings`` or ``chunk`` frame, not at connect."""
 
     def __init__(self, ws: WebSocket, worker: EngineWorker, info: dict):
         self.ws, self.worker, self.info = ws, worker, info
         self.handle: SessionHandle | None = None
         self.sender: asyncio.Task | None = None
+        self.reserved = False  # holds a slot of the worker
         self.ended = False
         self.chunks = 0
         self.chars = 0
 
     def open(self, settings: SessionSettings | None) -> None:
+        if not self.worker.try_reserve():
+            n = self.worker.max_sessions
+            raise FrameError("server_full", f"all {n} sessions are in use; try again later", CLOSE_FULL)
+        self.reserved = True
         try:
             self.handle = self.worker.open(settings)
         except AdasrError as e:
             raise FrameError("invalid_settings", str(e)) from None
+        except EngineStopped as e:
+            raise FrameError("engine_error", str(e), CLOSE_INTERNAL) from None
         self.handle.events.put_nowait({"type": "session", "id": self.handle.id, **self.info})
         self.sender = asyncio.create_task(self._send_events())
+
+    def release(self) -> None:
+        """Give the slot back (if the session took one)."""
+        if self.reserved:
+            self.reserved = False
+            self.worker.release()
 
     async def _send_events(self) -> int:
         """Forward the engine's events; returns the close code once the episode ended."""
@@ -87,6 +129,8 @@ class _Session:
             return None
         if self.ended:
             return error_event("after_end", f"a {frame.type} frame after end of input is ignored", fatal=False)
+        if isinstance(frame, EndFrame) and not self.chunks:
+            raise FrameError("empty_input", "end of input before any text: send a chunk first")
         if self.handle is None:
             self.open(None)
         if isinstance(frame, ChunkFrame):
@@ -97,19 +141,20 @@ class _Session:
                 self.chunks += 1
             return None
         assert isinstance(frame, EndFrame)
-        if not self.chunks:
-            raise FrameError("empty_input", "end of input before any text: send a chunk first")
         self.handle.source.close()
         self.ended = True
         return None
 
-    async def run(self, idle_timeout_s: float) -> None:
+    async def run(self, idle_timeout_s: float, handshake_timeout_s: float) -> None:
+        """Read frames until the episode ends, the client leaves, a frame is refused or a timeout
+        (``handshake_timeout_s`` for the first frame, ``idle_timeout_s`` until end of input)."""
         ws = self.ws
         while True:
             recv = asyncio.ensure_future(ws.receive())
             waiting = {recv} if self.sender is None else {recv, self.sender}
-            done, _ = await asyncio.wait(waiting, timeout=None if self.ended else idle_timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            first = self.handle is None
+            timeout = None if self.ended else handshake_timeout_s if first else idle_timeout_s
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if self.sender is not None and self.sender in done:
                 recv.cancel()
                 code = self.sender.result()
@@ -117,8 +162,9 @@ class _Session:
                 return
             if not done:
                 recv.cancel()
-                await self.fail(FrameError("idle_timeout", f"no frame for {idle_timeout_s:g} s before end of input",
-                                           CLOSE_IDLE))
+                message = (f"no first frame for {timeout:g} s after connecting: send settings or a chunk" if first
+                           else f"no frame for {timeout:g} s before end of input")
+                await self.fail(FrameError("idle_timeout", message, CLOSE_IDLE))
                 return
             msg = recv.result()
             if msg["type"] == "websocket.disconnect":
@@ -140,6 +186,7 @@ class _Session:
         await self.ws.close(e.close, e.code)
 
     def abort(self) -> None:
+        """Stop forwarding events and drop the engine session (its row is freed at the next step)."""
         if self.sender is not None:
             self.sender.cancel()
         if self.handle is not None and not self.handle.closed:
@@ -147,7 +194,7 @@ class _Session:
 
 
 def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None = None, max_sessions: int = 8,
-               idle_timeout_s: float = 60.0) -> FastAPI:
+               idle_timeout_s: float = 60.0, handshake_timeout_s: float = 10.0) -> FastAPI:
     """The server app over a loaded engine (its worker thread runs while the app is up).
 
     Args:
@@ -156,10 +203,15 @@ def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None 
         model_name: the model's name in ``/v1/models`` and ``session`` events.
         api_key: when set, ``/v1/*`` need it (``Authorization: Bearer KEY``, ``X-API-Key`` or
             ``?api_key=``).
-        max_sessions: the most live sessions (WebSocket and SSE together); more are refused.
+        max_sessions: the most live sessions (WebSocket and SSE together); more are refused. A
+            WebSocket session takes its slot at its first ``settings`` or ``chunk`` frame.
         idle_timeout_s: a WebSocket session with no frame for this long before its end of input
             is closed (seconds).
+        handshake_timeout_s: a WebSocket connection that sends no first frame for this long is
+            closed (seconds; it holds no slot meanwhile).
     """
+    for name in ("uvicorn.error", "asyncio"):
+        logging.getLogger(name).addFilter(_QUIET_INVALID_UTF8)  # (once per process: a no-op after)
     worker = EngineWorker(engine, max_sessions=max_sessions)
     mode = engine.policy.name
     info = {"model": model_name, "mode": mode, "limits": {
@@ -178,6 +230,16 @@ def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None 
     app.state.worker = worker
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes each error's input, and a JSON-escaped lone surrogate there
+        # cannot be encoded (a 500); this one leaves inputs out and writes ASCII JSON
+        detail = [{k: e.get(k) for k in ("type", "loc", "msg")} for e in exc.errors()]
+        first = detail[0] if detail else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(x) for x in first["loc"][1:]) or "body"
+        body = {"error": "invalid_request", "message": " ".join(f"{where}: {first['msg']}".split()), "detail": detail}
+        return Response(json.dumps(body, default=str), status_code=422, media_type="application/json")
+
     def authorized(headers, query) -> bool:
         if api_key is None:
             return True
@@ -192,24 +254,21 @@ def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None 
             await ws.send_text(_dumps(error_event("unauthorized", "a wrong or missing API key")))
             await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
             return
-        if not worker.try_reserve():
-            await ws.send_text(_dumps(error_event("server_full", f"all {max_sessions} sessions are in use; "
-                                                                 "try again later")))
-            await ws.close(CLOSE_FULL, "server_full")
-            return
-        session = _Session(ws, worker, info)
+        session = _Session(ws, worker, info)  # the slot is taken at the first frame (server_full then)
         try:
-            await session.run(idle_timeout_s)
+            await session.run(idle_timeout_s, handshake_timeout_s)
         except Exception:  # noqa: BLE001 - the client vanished mid-send, or a bug: this session only
             log.debug("session ended abnormally", exc_info=True)
             session.abort()
         finally:
-            worker.release()
+            session.release()
 
     @app.post("/v1/solve")
     async def solve(req: SolveRequest, request: Request) -> Response:
         if not authorized(request.headers, request.query_params):
             return JSONResponse({"error": "unauthorized", "message": "a wrong or missing API key"}, 401)
+        if not req.text.strip():
+            return JSONResponse({"error": "empty_input", "message": "the text is blank"}, 422)
         try:
             chunks = chunk_text(req.text, req.chunker)
             times = words_per_second_schedule(chunks, req.wps)
@@ -224,6 +283,9 @@ def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None 
         except AdasrError as e:
             worker.release()
             return JSONResponse({"error": "invalid_settings", "message": str(e)}, 422)
+        except EngineStopped as e:
+            worker.release()
+            return JSONResponse({"error": "engine_error", "message": str(e)}, 503)
 
         async def feed() -> None:
             loop = asyncio.get_running_loop()
@@ -259,8 +321,10 @@ def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None 
                                                           "max_sessions": max_sessions}]})
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "max_sessions": max_sessions, "torch_threads": torch.get_num_threads(), **worker.stats()}
+    async def health() -> JSONResponse:
+        alive = worker.alive  # a dead engine thread: 503, so that a load balancer or supervisor acts
+        return JSONResponse({"status": "ok" if alive else "dead", "max_sessions": max_sessions,
+                             "torch_threads": torch.get_num_threads(), **worker.stats()}, 200 if alive else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

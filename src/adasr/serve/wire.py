@@ -13,7 +13,7 @@ import json
 from dataclasses import fields
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Response, Thought, Token
 from adasr.policy import MODES
@@ -27,6 +27,10 @@ MAX_INPUT_CHARS = 64_000
 """Largest whole input of a session (all chunks, or a ``/v1/solve`` text), characters."""
 MAX_THOUGHT_BUDGET = 512
 """Largest per-session thought budget, tokens."""
+MAX_SEED = 2**63 - 1
+"""Largest per-session seed (seeds are 0 .. ``MAX_SEED``; the server refuses others with ``invalid_settings``)."""
+MIN_TEMPERATURE = 0.01
+"""Smallest non-zero sampling temperature (a smaller one overflows the scaled logits)."""
 
 # close codes (RFC 6455 ones where they fit, 4xxx: application codes, docs/SERVING.md)
 CLOSE_NORMAL = 1000
@@ -45,6 +49,12 @@ class _Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _temperature(t: float) -> float:
+    if 0 < t < MIN_TEMPERATURE:
+        raise ValueError(f"temperature must be 0 (greedy) or {MIN_TEMPERATURE:g} .. 5")
+    return t
+
+
 class SessionSettings(_Frame):
     """Per-session settings (all optional; the server's defaults otherwise).
 
@@ -54,16 +64,17 @@ class SessionSettings(_Frame):
         revisions: ``proactive`` mode: times a committed answer may be revised (0 .. 8; 0: the
             first response ends the session).
         max_deep_tokens: deep-stage cap, tokens (1 .. the server's cap).
-        temperature: 0 (greedy) .. 5; top_p: (0, 1]; top_k: >= 0 (0 = off) — the sampling of this
-            session (unset ones: the server's).
-        seed: sampling seed of this episode (used when temperature > 0).
+        temperature: 0 (greedy) or :data:`MIN_TEMPERATURE` .. 5; top_p: (0, 1]; top_k: >= 0
+            (0 = off) — the sampling of this session (unset ones: the server's).
+        seed: sampling seed of this episode (used when temperature > 0); the server takes
+            0 .. :data:`MAX_SEED` (checked when the session opens: ``invalid_settings``).
     """
 
     mode: Literal[MODES] | None = None  # type: ignore[valid-type]
     thought_budget: Annotated[int, Field(ge=0, le=MAX_THOUGHT_BUDGET)] | None = None
     revisions: Annotated[int, Field(ge=0, le=8)] | None = None
     max_deep_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=5)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=5), AfterValidator(_temperature)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     seed: int | None = None
@@ -125,9 +136,10 @@ def parse_frame(data: str | bytes) -> SettingsFrame | ChunkFrame | EndFrame:
     """Decode and validate one client frame (text, or binary UTF-8 JSON).
 
     Raises:
-        FrameError: ``too_big`` (over :data:`MAX_FRAME_BYTES`), ``invalid_utf8``,
-            ``invalid_json``, ``unknown_type`` or ``invalid_frame`` (a field missing, of the
-            wrong type, out of range or unknown).
+        FrameError: ``too_big`` (over :data:`MAX_FRAME_BYTES`), ``invalid_utf8`` (also a text
+            frame with a lone surrogate, which no UTF-8 encodes), ``invalid_json`` (also JSON
+            nested too deeply to parse), ``unknown_type`` or ``invalid_frame`` (a field
+            missing, of the wrong type, out of range or unknown).
     """
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
     if size > MAX_FRAME_BYTES:
@@ -138,8 +150,16 @@ def parse_frame(data: str | bytes) -> SettingsFrame | ChunkFrame | EndFrame:
         except UnicodeDecodeError as e:
             raise FrameError("invalid_utf8", f"the frame is not valid UTF-8 (byte 0x{data[e.start]:02x} at "
                                              f"offset {e.start})", CLOSE_INVALID_UTF8) from None
+    else:
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as e:  # a server that hands undecodable text frames on as surrogates
+            raise FrameError("invalid_utf8", f"the frame is not valid UTF-8 (a lone surrogate at character "
+                                             f"{e.start})", CLOSE_INVALID_UTF8) from None
     try:
         obj = json.loads(data)
+    except RecursionError:
+        raise FrameError("invalid_json", "the frame is not JSON this server reads: it is nested too deeply") from None
     except ValueError as e:
         raise FrameError("invalid_json", f"the frame is not JSON: {e}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):

@@ -23,10 +23,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from adasr.engine import EpisodeInput, StreamingEngine
 from adasr.events import Event, Thought, Token
 from adasr.policy import make_policy
-from adasr.serve.wire import SessionSettings, error_event, event_to_wire
+from adasr.serve.wire import MAX_SEED, SessionSettings, error_event, event_to_wire
 from adasr.stream import LiveSource, RealClock
 
 log = logging.getLogger(__name__)
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """``"Type: message"`` of an exception on one line, at most ``limit`` characters (for error events)."""
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class EngineStopped(RuntimeError):
+    """The engine thread is not running (it was never started, was stopped, or died): no session
+    can open (``/health`` answers 503 and the server needs a restart)."""
 
 
 class ServerSource(LiveSource):
@@ -117,6 +128,7 @@ class EngineWorker:
         self._open = 0  # sessions opened and not yet released (asyncio side)
         self._lock = threading.Lock()
         self._stop = False
+        self._dead = False  # set (under the lock) when the thread ends: no command is queued after it
         self._thread: threading.Thread | None = None
         self._tps = 0.0
         self._generated = 0
@@ -128,6 +140,12 @@ class EngineWorker:
     def active(self) -> int:
         """Sessions opened and not yet released."""
         return self._open
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine thread runs (False before :meth:`start`, after :meth:`stop`, or if
+        something the thread cannot survive, e.g. ``SystemExit``, ended it)."""
+        return self._thread is not None and self._thread.is_alive() and not self._dead
 
     def try_reserve(self) -> bool:
         """Take a session slot; False when :attr:`max_sessions` are open (the caller refuses)."""
@@ -149,15 +167,21 @@ class EngineWorker:
         the event loop: events arrive on the handle's queue.
 
         Raises:
-            ConfigError: settings the engine refuses (e.g. ``max_deep_tokens`` over the
-                server's cap).
+            ConfigError: settings the engine refuses (``max_deep_tokens`` over the server's cap,
+                a ``seed`` out of 0 .. :data:`~adasr.serve.wire.MAX_SEED`).
+            EngineStopped: the engine thread is not running.
         """
         from adasr.errors import ConfigError
 
+        if not self.alive:
+            raise EngineStopped("the engine thread is not running: the server needs a restart")
         s = settings or SessionSettings()
         cap = self.engine.config.max_deep_tokens
         if s.max_deep_tokens is not None and s.max_deep_tokens > cap:
             raise ConfigError(f"max_deep_tokens {s.max_deep_tokens} is over this server's cap of {cap}")
+        if s.seed is not None and not 0 <= s.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be 0 .. 2**63-1 ({MAX_SEED}); got a {'negative' if s.seed < 0 else 'larger'} "
+                              f"number")
         policy = None
         if s.mode is not None or s.thought_budget is not None or s.revisions is not None:
             base = self.engine.config
@@ -170,7 +194,11 @@ class EngineWorker:
                                asyncio.get_running_loop())
         inp = EpisodeInput(handle.id, handle.source, reference=reference, seed=s.seed)
         c = self.engine.config
-        self._command(("add", handle, inp, policy, s.max_deep_tokens, s.sampling((c.temperature, c.top_p, c.top_k))))
+        with self._lock:  # (the thread sets _dead under it, then drains: no add is left unanswered)
+            if not self.alive:
+                raise EngineStopped("the engine thread is not running: the server needs a restart")
+            self._command(("add", handle, inp, policy, s.max_deep_tokens,
+                           s.sampling((c.temperature, c.top_p, c.top_k))))
         return handle
 
     def abort(self, handle: SessionHandle) -> None:
@@ -185,7 +213,7 @@ class EngineWorker:
     def start(self) -> None:
         """Start the engine thread (the engine's clock becomes a fresh real clock)."""
         self.engine.configure(batch_size=self.max_sessions, clock=RealClock())
-        self._stop = False
+        self._stop = self._dead = False
         self._thread = threading.Thread(target=self._run, name="adasr-engine", daemon=True)
         self._thread.start()
 
@@ -198,31 +226,55 @@ class EngineWorker:
 
     # -- the engine thread ------------------------------------------------------------------------
     def _run(self) -> None:
+        """The thread: iterations until :meth:`stop`. An exception in an iteration ends the live
+        sessions with ``engine_error`` and the loop goes on (a restart in place); whatever ends
+        the thread itself still ends every live session with an error event."""
+        failures = 0
+        try:
+            while not self._stop:
+                try:
+                    self._iteration()
+                    failures = 0
+                except Exception as e:  # noqa: BLE001 - reported to every live session; the thread goes on
+                    failures += 1
+                    log.exception("engine thread: an iteration failed; its live sessions end, the thread goes on")
+                    self._fail_all(f"the engine failed: {one_line(e)}")
+                    time.sleep(min(1.0, 0.01 * 2**min(failures, 7)))  # no hot loop if it fails every time
+        finally:
+            with self._lock:
+                self._dead = True
+            last = (error_event("shutdown", "the server is shutting down") if self._stop else
+                    error_event("engine_error", "the engine thread stopped: the server needs a restart"))
+            while True:  # sessions opened but not yet added end too
+                try:
+                    cmd = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                if cmd[0] == "add" and not cmd[1].closed:
+                    self._handles[cmd[1].id] = cmd[1]
+            for h in list(self._handles.values()):
+                self._finish(h, last, "aborted" if self._stop else "error")
+                self._engine_abort(h.id)
+
+    def _iteration(self) -> None:
+        """Run the queued commands, then one engine step if any session has work (else wait)."""
         engine = self.engine
-        while not self._stop:
-            self._wake.clear()
-            dirty = self._drain()
-            if not (engine.has_work or dirty or engine.kv_rows):  # (a step frees ended rows)
-                self._update_gauges()
-                self._wake.wait(1.0)
-                continue
-            steps, t = engine.stats["steps"], time.perf_counter()
-            try:
-                engine.step()
-            except Exception as e:  # noqa: BLE001 - reported to every live session
-                log.exception("engine step failed")
-                self._fail_all(f"the engine failed: {type(e).__name__}: {e}")
-                continue
-            if engine.stats["steps"] > steps:
-                dt = time.perf_counter() - t
-                self.metrics.step_s.observe(dt)
-            self._after_step()
-        for h in list(self._handles.values()):
-            self._finish(h, error_event("shutdown", "the server is shutting down"), "aborted")
-            engine.abort(h.id)
+        self._wake.clear()
+        dirty = self._drain()
+        if not (engine.has_work or dirty or engine.kv_rows):  # (a step frees ended rows)
+            self._update_gauges()
+            self._wake.wait(1.0)
+            return
+        steps, t = engine.stats["steps"], time.perf_counter()
+        engine.step()
+        if engine.stats["steps"] > steps:
+            dt = time.perf_counter() - t
+            self.metrics.step_s.observe(dt)
+        self._after_step()
 
     def _drain(self) -> bool:
-        """Run the queued commands; True if any did."""
+        """Run the queued commands; True if any did. A command that fails ends its own session
+        (``engine_error``), not the thread."""
         did = False
         while True:
             try:
@@ -230,20 +282,33 @@ class EngineWorker:
             except queue.Empty:
                 return did
             did = True
-            if cmd[0] == "add":
-                _, h, inp, policy, max_deep, sampling = cmd
-                if h.closed:
-                    continue
-                clock = self.engine.scheduler.clock
-                start = clock.now() - h.source.now_s()  # the source's origin on the engine's clock
-                self._handles[h.id] = h
-                self.engine.add_session(inp, start_s=start, on_event=self._forward(h), policy=policy,
-                                        max_deep_tokens=max_deep, sampling=sampling)
-            else:
-                h = cmd[1]
-                if self._handles.pop(h.id, None) is not None:
-                    self.engine.abort(h.id)
+            h = cmd[1]
+            try:
+                if cmd[0] == "add":
+                    _, h, inp, policy, max_deep, sampling = cmd
+                    if h.closed:
+                        continue
+                    clock = self.engine.scheduler.clock
+                    start = clock.now() - h.source.now_s()  # the source's origin on the engine's clock
+                    self._handles[h.id] = h
+                    self.engine.add_session(inp, start_s=start, on_event=self._forward(h), policy=policy,
+                                            max_deep_tokens=max_deep, sampling=sampling)
+                elif self._handles.pop(h.id, None) is not None:
                     self.metrics.sessions.labels("aborted").inc()
+                    self.engine.abort(h.id)
+            except Exception as e:  # noqa: BLE001 - this session only
+                log.exception("engine thread: a session's %s command failed; that session ends", cmd[0])
+                if self._handles.get(h.id) is h:
+                    self._engine_abort(h.id)
+                    self._finish(h, error_event("engine_error", f"the engine could not run this session: "
+                                                                f"{one_line(e)}"), "error")
+
+    def _engine_abort(self, session_id: str) -> None:
+        """Abort an engine session if the engine still has it, whatever state it is in."""
+        try:
+            self.engine.abort(session_id)
+        except Exception:  # noqa: BLE001 - already gone, or never added
+            log.debug("engine.abort(%s) failed", session_id, exc_info=True)
 
     def _forward(self, h: SessionHandle):
         metrics = self.metrics
@@ -299,10 +364,14 @@ class EngineWorker:
         h.closed = True
 
     def _fail_all(self, message: str) -> None:
+        """End every live session with ``engine_error`` and start the engine over (no rows)."""
         for h in list(self._handles.values()):
-            self.engine.abort(h.id)
+            self._engine_abort(h.id)
             self._finish(h, error_event("engine_error", message), "error")
-        self.engine.configure(clock=RealClock())  # drop the rows and start over
+        try:
+            self.engine.configure(clock=RealClock())  # drop the rows and start over
+        except Exception:  # noqa: BLE001 - the next iteration tries again
+            log.exception("engine thread: the engine could not start over")
 
     def stats(self) -> dict:
         """A snapshot for tests and ``/health`` (taken by the engine thread after its last step):
