@@ -119,16 +119,60 @@ def test_virtual_clock_backlog_and_waiting(tiny_model, tiny_tokenizer):
     assert rec["post_input_latency_s"] < 100.0  # compute time only, not the waits
 
 
-def test_adaptive_budget_follows_slack(tiny_model, tiny_tokenizer):
-    # with no slack (chunks arrive together), adaptive thinking is forced to skip
-    burst = ScheduledStream([Chunk(i, TEXTS[i], 0.0) for i in range(4)])
-    eng = engine(tiny_model, tiny_tokenizer, policy="adaptive")
-    res = run_episode(eng, EpisodeInput("burst", burst))
-    assert res.record["stream_tokens"] == 0
-    assert res.record["skipped_chunks"] == 4
+def test_adaptive_budget_follows_slack():
     ctx = PolicyContext(0, now_s=1.0, next_arrival_s=3.0, pending_chunks=0, decode_tokens_per_s=10.0)
     assert AdaptivePolicy(thought_budget=64).budget_for(ctx) == 20
     assert AdaptivePolicy(thought_budget=8).budget_for(ctx) == 8
+    # a backlog (chunks waiting) shortens the thought to one step (a 1-token budget, held to the
+    # step's end), it does not force a skip; a zero thought budget does
+    burst = PolicyContext(0, now_s=1.0, next_arrival_s=None, pending_chunks=2, decode_tokens_per_s=10.0)
+    assert AdaptivePolicy(thought_budget=64).budget_for(burst) == 1
+    assert AdaptivePolicy(thought_budget=0).budget_for(ctx) == 0
+
+
+def test_a_live_source_estimates_its_slack_from_the_arrivals_seen():
+    """No known next arrival: the last arrival plus the mean gap between arrivals (not a fixed 32)."""
+    live = PolicyContext(2, now_s=2.0, next_arrival_s=None, pending_chunks=0, decode_tokens_per_s=10.0,
+                         arrivals_s=(1.0, 1.5, 2.0))
+    assert live.expected_next_arrival_s == pytest.approx(2.5) and live.slack_s == pytest.approx(0.5)
+    assert AdaptivePolicy(thought_budget=64).budget_for(live) == 5
+    first = PolicyContext(0, now_s=3.0, next_arrival_s=None, pending_chunks=0, decode_tokens_per_s=10.0,
+                          arrivals_s=(3.0,))
+    assert first.slack_s == pytest.approx(3.0)  # one arrival: as long again as it took to arrive
+    assert PolicyContext(0, 1.0, None, 0, 10.0).slack_budget() is None  # nothing known
+
+
+def test_step_complete():
+    from adasr.policy import step_complete
+
+    assert not step_complete(" ") and not step_complete("\n") and step_complete("") and step_complete("7 + 5 = 12.") and step_complete("so 12.\n") and step_complete("x = 3. ")
+    assert step_complete('He said "yes."') and step_complete("Is it 4?")
+    assert not step_complete("7 + 5 = ") and not step_complete("7 + 5 = 12") and not step_complete("The total")
+
+
+def test_an_adaptive_thought_is_not_cut_in_the_middle_of_a_step(tiny_model, tiny_tokenizer):
+    """Slower, never wrong: a thought runs on to the end of its step past its slack budget and past
+    the next chunk's arrival (which waits in a backlog); before, "7 + 5 = " was cut off."""
+    fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="adaptive")).format
+    script = tiny_tokenizer.encode("ab=c.")
+    assert len(script) >= 3 and len(set(script)) == len(script)
+    model = _Scripted(tiny_model, fmt.assistant_header[-1], script, fmt.end_of_turn_id)
+
+    def thoughts(decode_rate, step_s, budget=32):
+        eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="adaptive", thought_budget=budget,
+                                                                  decode_rate=decode_rate, max_deep_tokens=2))
+        res = next(eng.run([EpisodeInput("a", stream(3, gap=1.0))], clock=VirtualClock(fixed_step_s=step_s)))
+        return [t for t in res.thoughts if t], res.record
+
+    # 1 s of slack at 2 tokens/s: a 2-token budget; the step needs more
+    done, _ = thoughts(2.0, 0.01)
+    assert done and all(t == "ab=c." for t in done)
+    # every step costs 0.4 s: the next chunk arrives mid-thought and waits (a backlog), the step ends
+    done, rec = thoughts(100.0, 0.4)
+    assert done and all(t == "ab=c." for t in done) and rec["max_backlog_s"] > 0
+    # the overrun is bounded by the thought budget
+    done, _ = thoughts(2.0, 0.01, budget=2)
+    assert all(len(tiny_tokenizer.encode(t)) <= 2 for t in done)
 
 
 def test_sampling_is_seeded(tiny_model, tiny_tokenizer):

@@ -221,7 +221,10 @@ def test_engine_sessions_with_their_own_policy_and_sampling_match_dedicated_engi
 
 def test_a_yielding_policy_ends_its_thought_when_a_live_input_ends(tiny_model, tiny_tokenizer):
     """A live client cannot mark its last chunk: end of input arrives after it was ingested. The
-    adaptive policy (which yields to arrivals) ends the thought then, as it does for a chunk."""
+    adaptive policy (which yields to arrivals) ends the thought then, as it does for a chunk: at the
+    end of its current step (never inside one), or at its thought budget."""
+    from adasr.policy import step_complete
+
     from adasr.engine import EpisodeInput, run_episode
     from adasr.events import Token
     from adasr.stream import LiveSource
@@ -241,8 +244,12 @@ def test_a_yielding_policy_ends_its_thought_when_a_live_input_ends(tiny_model, t
         return run_episode(engine, EpisodeInput("live", source), clock="real", on_event=on_event)
 
     yielding = episode("adaptive")
-    assert len(yielding.episode.thoughts[0]) == 3 and yielding.record["stream_tokens"] == 3
-    assert yielding.record["deep_tokens"] >= 1
+    thought = yielding.thoughts[0]
+    ids = tiny_tokenizer.encode(thought, add_special_tokens=False)
+    assert len(ids) >= 3 and yielding.record["deep_tokens"] >= 1
+    # it ran on past end of input only while its step was unfinished
+    assert step_complete(thought) or yielding.record["stream_tokens"] == 20
+    assert not any(step_complete(tiny_tokenizer.decode(ids[:k])) for k in range(3, len(ids) - 1))
     assert len(episode("interleaved").episode.thoughts[0]) == 20  # a non-yielding policy thinks to its budget
 
 

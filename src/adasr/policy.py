@@ -10,7 +10,10 @@ line). Modes (docs/DESIGN.md):
 * ``adaptive`` — the model decides (it may end its turn at once: a skip), with the budget capped by
   the arrival slack: ``min(thought_budget, slack_s * decode_rate)`` (docs/DESIGN.md, "Latency
   model"), where ``decode_rate`` is the engine-wide decode rate (measured, or pinned by
-  ``EngineConfig.decode_rate``).
+  ``EngineConfig.decode_rate``). A thought is never cut in the middle of a step: at its budget or
+  when the next chunk arrives it runs on to the end of its step (a bounded overrun), and a backlog
+  of arrived chunks shortens later thoughts to one step instead (docs/DESIGN.md, "Slower, never
+  wrong").
 
 A ``proactive`` policy (answer before end of input) fits by subclassing :class:`ThoughtPolicy`.
 """
@@ -18,10 +21,13 @@ A ``proactive`` policy (answer before end of input) fits by subclassing :class:`
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from adasr.errors import ConfigError
 from adasr.protocol import find_boxed
+
+_STEP_END = re.compile(r"(?:[.!?]|\n)[\s\"')\]]*$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class PolicyContext:
         decode_tokens_per_s: the engine-wide decode rate, tokens per second of one row: measured
             by the engine (calibrated at start, then a moving average over decode steps), or
             pinned by ``EngineConfig.decode_rate``. The same for every row of a step.
+        arrivals_s: arrival times (seconds since the stream started) of every chunk that has
+            arrived so far, this one and the waiting ones included, in order. A live source's
+            next arrival is estimated from them (:attr:`expected_next_arrival_s`).
     """
 
     chunk_index: int
@@ -44,15 +53,31 @@ class PolicyContext:
     next_arrival_s: float | None
     pending_chunks: int
     decode_tokens_per_s: float
+    arrivals_s: tuple[float, ...] = ()
+
+    @property
+    def expected_next_arrival_s(self) -> float | None:
+        """The next arrival, seconds: known (:attr:`next_arrival_s`), else estimated from the
+        arrivals seen: the last one plus the mean gap between consecutive arrivals (with one
+        arrival seen, the time it took to arrive from the start). ``None`` when nothing is known."""
+        if self.next_arrival_s is not None:
+            return self.next_arrival_s
+        a = self.arrivals_s
+        if not a:
+            return None
+        gap = (a[-1] - a[0]) / (len(a) - 1) if len(a) > 1 else a[0]
+        return a[-1] + max(0.0, gap)
 
     @property
     def slack_s(self) -> float | None:
-        """Seconds until the next chunk arrives (0 if one is already waiting), or ``None``."""
+        """Seconds until the next chunk arrives (0 if one is already waiting; estimated for a live
+        source, :attr:`expected_next_arrival_s`), or ``None`` if nothing is known."""
         if self.pending_chunks > 0:
             return 0.0
-        if self.next_arrival_s is None:
+        nxt = self.expected_next_arrival_s
+        if nxt is None:
             return None
-        return max(0.0, self.next_arrival_s - self.now_s)
+        return max(0.0, nxt - self.now_s)
 
     def slack_budget(self) -> int | None:
         """Tokens that fit in the slack at the measured decode rate, or ``None`` if unknown."""
@@ -115,19 +140,48 @@ class InterleavedPolicy(ThoughtPolicy):
 
 @dataclass
 class AdaptivePolicy(ThoughtPolicy):
-    """Budget ``min(thought_budget, floor(slack_s * decode_rate))`` (docs/DESIGN.md). When the next arrival is
-    unknown (live input), ``unknown_slack_budget`` tokens are allowed. The model itself may stop
-    earlier by ending its turn (an empty turn is a skip), and a thought still running when the
-    next chunk arrives is closed then (``yield_on_arrival``), so thinking never delays input."""
+    """Slack-sized thoughts that are never cut in the middle of a step (ours; docs/DESIGN.md,
+    "Slower, never wrong").
+
+    Budget ``max(1, min(thought_budget, floor(slack_s * decode_rate)))`` tokens (0 when
+    ``thought_budget`` is 0), where ``slack_s`` is the time to the next arrival: known for a
+    scheduled stream, estimated from the arrivals seen for a live one
+    (:attr:`PolicyContext.expected_next_arrival_s`), 0 while arrived chunks wait (a backlog). The
+    model may stop earlier by ending its turn (an empty turn is a skip). A thought still running
+    when its budget is spent or the next chunk arrives is closed at the end of its current step
+    (:func:`step_complete`: a line or a sentence), never inside it: it may overrun its budget up to
+    ``thought_budget`` tokens while the arrived chunks wait, and the backlog then shortens the
+    later thoughts to at most one step each. So a machine slower than the budgets assume answers
+    later, not wrong: before this design a thought was closed the moment a chunk arrived
+    ("7 + 5 = "), and a busy machine turned a correct streamer into a wrong one (RESULTS.md
+    section 25).
+
+    ``unknown_slack_budget`` tokens are allowed when nothing is known of the arrivals (never the
+    case once a chunk has arrived)."""
 
     thought_budget: int = 64
     unknown_slack_budget: int = 32
     name = "adaptive"
     yield_on_arrival = True
+    holds_turns = True
 
     def budget_for(self, ctx: PolicyContext) -> int:
+        if self.thought_budget <= 0:
+            return 0
         slack = ctx.slack_budget()
-        return min(self.thought_budget, self.unknown_slack_budget if slack is None else slack)
+        return max(1, min(self.thought_budget, self.unknown_slack_budget if slack is None else slack))
+
+    def holds_turn(self, text: str) -> bool:
+        """A thought in the middle of a step is held open (:func:`step_complete`)."""
+        return not step_complete(text)
+
+
+def step_complete(text: str) -> bool:
+    """Whether a streaming thought's text so far ends at a step boundary: it is empty (nothing
+    written yet), or it ends with a line break or a sentence end (``.``, ``!``, ``?``, possibly
+    followed by closing quotes, brackets or spaces). ``"7 + 5 = "``, ``" "`` and ``"\\n"`` (a step begun,
+    nothing written) are not complete; ``"7 + 5 = 12."`` is."""
+    return not text or (bool(text.strip()) and _STEP_END.search(text) is not None)
 
 
 @dataclass
@@ -150,7 +204,10 @@ class ProactivePolicy(AdaptivePolicy):
     revisions: int = 0
     name = "proactive"
     default_protocol = "proactive-v1"
-    holds_turns = True
+
+    def budget_for(self, ctx: PolicyContext) -> int:
+        slack = ctx.slack_budget()
+        return min(self.thought_budget, self.unknown_slack_budget if slack is None else slack)
 
     def commits_answer(self, thought: str) -> bool:
         """A streaming thought with a non-empty ``\\boxed{}`` is the response (:func:`is_response`)."""

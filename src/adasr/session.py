@@ -22,8 +22,10 @@ Its :class:`SessionStatus` says what it is doing::
 
 Token-level rules (docs/DESIGN.md, "Streaming protocol"): a thought ends when the model ends its
 turn, at its budget (the engine forces the closer), at its first line break with one-line
-thoughts (protocol v2), or — with ``policy.yield_on_arrival`` — as soon as the next chunk (or the end
-of a live input) arrives.
+thoughts (protocol v2), or — with ``policy.yield_on_arrival`` — when the next chunk (or the end
+of a live input) arrives. A policy that holds turns (:meth:`~adasr.policy.ThoughtPolicy.holds_turn`:
+the adaptive policy in the middle of a step, the proactive one inside a response) keeps the
+thought open past both, up to its ``thought_budget``.
 
 Proactive policies: a streaming thought that commits an answer (a **response**) ends the episode,
 or, with ``policy.revisions > 0``, leaves it listening (``WAITING``) with the answer committed: a
@@ -225,7 +227,8 @@ class Session:
             self.chunks.append(ch)
             closes = src.closed(t_src) and not self.waiting  # the stream closed with this chunk
             if self.layout == "streaming" and not closes:
-                ctx = PolicyContext(ch.index, t, src.next_arrival_s(), len(self.waiting), rate)
+                ctx = PolicyContext(ch.index, t, src.next_arrival_s(), len(self.waiting), rate,
+                                    tuple(c.arrival_s for c in self.chunks + self.waiting))
                 budget = self.policy.budget_for(ctx)
                 feed += [(x, Stage.INPUT) for x in self.fmt.assistant_header]
                 if budget > 0:
