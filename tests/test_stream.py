@@ -528,3 +528,21 @@ def test_stream_spec_streams_items_texts_and_timestamps(word_tok):
     with pytest.raises(InputError, match="needs a tokenizer"):  # the cap is never silently skipped
         spec.stream("One. Two.")
     assert len(StreamSpec(max_chunk_tokens=None).stream("One. Two.").chunks) == 2
+
+
+def test_typed_arrivals_at_characters_per_second():
+    """``cps``: a chunk arrives when its last character is typed (one space between chunks);
+    LiveMind's typing point is 240 characters/minute (4 characters/s)."""
+    from adasr.stream import StreamSpec, characters_per_second_schedule
+
+    assert characters_per_second_schedule(["abcd", "ef"], 4.0) == [1.0, 1.75]
+    assert characters_per_second_schedule(["abcd"], 2.0, start_s=1.0) == [3.0]
+    for bad in (0, -1, float("nan"), "x"):
+        with pytest.raises(InputError, match="cps"):
+            characters_per_second_schedule(["a"], bad)
+    spec = StreamSpec(cps=4.0, max_chunk_tokens=None)
+    src = spec.stream("Tom has 3 apples. He buys 5 more.")
+    assert [c.arrival_s for c in src.chunks] == [17 / 4, 33 / 4]
+    assert spec.as_config()["cps"] == 4.0 and "cps" not in StreamSpec().as_config()  # old dirs still resume
+    with pytest.raises(InputError, match="cps"):
+        StreamSpec(cps=0)

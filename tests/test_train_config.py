@@ -65,7 +65,7 @@ def test_field_groups():
     sft, rl = field_groups(SFTConfig), field_groups(RLConfig)
     assert set(sft) == {"model", "data", "loss"} and set(rl) == {"model", "data", "stream", "engine", "rewards"}
     assert "layout" in sft["data"] and "cb_beta" in sft["loss"] and "init" in rl["model"]
-    assert rl["engine"] == ["mode", "thought_budget", "revisions", "max_deep_tokens", "decode_rate"] and rl["stream"] == ["wps"]
+    assert rl["engine"] == ["mode", "thought_budget", "revisions", "max_deep_tokens", "decode_rate"] and rl["stream"] == ["wps", "cps", "chunker", "max_chunk_tokens"]
     assert {"lam_deep", "advantage", "adv_eps"} <= set(rl["rewards"])
 
 

@@ -47,6 +47,8 @@ DecodeRateOpt = Annotated[Optional[float], typer.Option(
     help="pin the decode rate (tokens/s) that adaptive budgets assume, for results that do not depend on "
          "this machine's speed (default: measured)")]
 WpsOpt = Annotated[float, typer.Option(help="arrival rate, words per second (when the input has no timestamps)")]
+CpsOpt = Annotated[Optional[float], typer.Option(
+    help="arrival rate as typed, characters per second (replaces --wps; 4 = LiveMind's 240 characters/minute)")]
 ChunkerOpt = Annotated[str, typer.Option(help="sentence | word | token: how a text is cut into chunks "
                                               "(pre-split chunks of a data file are kept)")]
 MaxChunkTokensOpt = Annotated[int, typer.Option(help="split chunks longer than this many tokens (0: no cap)")]
@@ -115,13 +117,13 @@ def _model_ref(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def _stream_spec(chunker: str, wps: float, max_chunk_tokens: int):
+def _stream_spec(chunker: str, wps: float, max_chunk_tokens: int, cps: float | None = None):
     """The :class:`~adasr.stream.StreamSpec` of the stream options (shared by run and eval)."""
     from adasr.stream import StreamSpec
 
     if max_chunk_tokens < 0:
         raise ConfigError(f"--max-chunk-tokens must be >= 0 (0: no cap), got {max_chunk_tokens}")
-    return StreamSpec(chunker=chunker, wps=wps, max_chunk_tokens=max_chunk_tokens or None)
+    return StreamSpec(chunker=chunker, wps=wps, max_chunk_tokens=max_chunk_tokens or None, cps=cps)
 
 
 def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
@@ -161,6 +163,7 @@ def run(
     protocol: ProtocolOpt = None,
     mode: Annotated[str, typer.Option(help="batch | interleaved | adaptive | proactive")] = "adaptive",
     wps: WpsOpt = DEFAULT_WPS,
+    cps: CpsOpt = None,
     chunker: ChunkerOpt = DEFAULT_CHUNKER,
     max_chunk_tokens: MaxChunkTokensOpt = DEFAULT_MAX_CHUNK_TOKENS,
     clock: Annotated[str, typer.Option(help="real (sleeps until arrivals) | virtual")] = "real",
@@ -190,7 +193,7 @@ def run(
     if len(sources) != 1:
         raise InputError("give exactly one input: TEXT, '-' (stdin), --file F or --gsm8k PATH")
     make_policy(mode, thought_budget=thought_budget, revisions=revisions)  # bad settings fail before any load
-    spec = _stream_spec(chunker, wps, max_chunk_tokens)
+    spec = _stream_spec(chunker, wps, max_chunk_tokens, cps)
     item = task = None
     if gsm8k is not None:
         from adasr.tasks.gsm8k import load_gsm8k
@@ -213,7 +216,7 @@ def run(
         settings = {k: v for k, (v, default) in given.items() if v != default}  # the rest: the server's defaults
         if item is not None:
             text = " ".join(item.chunks) if item.chunks else item.question
-        return _run_remote(server, None if live else text, item=item, as_json=as_json, wps=wps,
+        return _run_remote(server, None if live else text, item=item, as_json=as_json, wps=wps, cps=cps,
                            chunker=chunker, settings=settings)
     loaded = _load(model, dtype, device, revision, protocol)
     if live:
@@ -271,7 +274,7 @@ def _stdin_lines():
             raise InputError(f"stdin line {lineno} is not valid UTF-8: send UTF-8 text") from None
 
 
-def _run_remote(url: str, text: str | None, *, item, as_json: bool, wps: float, chunker: str,
+def _run_remote(url: str, text: str | None, *, item, as_json: bool, wps: float, chunker: str, cps: float | None = None,
                 settings: dict) -> None:
     """`adasr run --server URL`: the episode runs on the server; ``text`` None streams stdin."""
     import os
@@ -282,7 +285,7 @@ def _run_remote(url: str, text: str | None, *, item, as_json: bool, wps: float, 
 
     if chunker not in ("sentence", "word"):
         raise InputError(f"--chunker {chunker} is not available with --server: use sentence or word")
-    chunks = _stdin_lines() if text is None else paced_chunks(text, wps=wps, chunker=chunker)
+    chunks = _stdin_lines() if text is None else paced_chunks(text, wps=wps, chunker=chunker, cps=cps)
     client = Client(url, api_key=os.environ.get("ADASR_API_KEY"))
     client.check()  # no server there: one line now, not after an empty live view
     if as_json:
@@ -379,6 +382,7 @@ def eval_cmd(
     out: Annotated[Path, typer.Option(help="output directory (resumable)")] = Path("runs/eval"),
     batch_size: Annotated[int, typer.Option(help="episodes run together in one batched cache")] = 1,
     wps: WpsOpt = DEFAULT_WPS,
+    cps: CpsOpt = None,
     chunker: ChunkerOpt = DEFAULT_CHUNKER,
     max_chunk_tokens: MaxChunkTokensOpt = DEFAULT_MAX_CHUNK_TOKENS,
     clock: Annotated[str, typer.Option(
@@ -415,7 +419,7 @@ def eval_cmd(
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
     budgets = _budgets(thought_budget)
-    spec = _stream_spec(chunker, wps, max_chunk_tokens)
+    spec = _stream_spec(chunker, wps, max_chunk_tokens, cps)
     items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
     loaded = _load(model, dtype, device, revision, protocol)
 

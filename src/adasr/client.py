@@ -26,7 +26,7 @@ from typing import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from adasr.errors import AdasrError, InputError
-from adasr.stream import chunk_text, words_per_second_schedule
+from adasr.stream import chunk_text, characters_per_second_schedule, words_per_second_schedule
 
 __all__ = ["AsyncClient", "Client", "ServerError", "paced_chunks"]
 
@@ -59,17 +59,19 @@ def sessions_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-def paced_chunks(text: str, *, wps: float = 2.5, chunker: str = "sentence") -> Iterator[str]:
+def paced_chunks(text: str, *, wps: float = 2.5, chunker: str = "sentence",
+                 cps: float | None = None) -> Iterator[str]:
     """The chunks of ``text`` (``sentence`` or ``word`` chunker), each yielded when it would
-    arrive at ``wps`` words per second (the iterator sleeps in between).
+    arrive at ``wps`` words per second, or, with ``cps``, as typed at ``cps`` characters per
+    second (the iterator sleeps in between).
 
     Raises:
-        InputError: a bad ``wps`` or chunker, or a blank text.
+        InputError: a bad ``wps``, ``cps`` or chunker, or a blank text.
     """
     chunks = chunk_text(text, chunker)
     if not chunks:
         raise InputError("the input is empty: give some text to stream")
-    times = words_per_second_schedule(chunks, wps)
+    times = words_per_second_schedule(chunks, wps) if cps is None else characters_per_second_schedule(chunks, cps)
     t0 = time.perf_counter()
     for chunk, t in zip(chunks, times):
         delay = t0 + t - time.perf_counter()

@@ -480,6 +480,37 @@ def words_per_second_schedule(
     return out
 
 
+def characters_per_second_schedule(
+    chunks: Sequence[str], cps: float, start_s: float = 0.0
+) -> list[float]:
+    """Arrival times for typed input at ``cps`` characters per second (LiveMind's setting: a user
+    typing at 240 characters/minute is ``cps=4``, latency measured from the last character).
+
+    Chunk k arrives when its last character has been typed:
+    ``start_s + (characters in chunks 0..k, one space typed between consecutive chunks) / cps``
+    seconds. At 4 characters/s a first chunk of 20 characters arrives at 5.0 s.
+
+    Args:
+        chunks: chunk texts (every chunk counts >= 1 character).
+        cps: characters per second, > 0.
+        start_s: time the first character is typed, seconds, >= 0.
+
+    Raises:
+        InputError: if ``cps`` is not a positive finite number or ``start_s`` is negative.
+    """
+    rate = _finite("cps (characters per second)", cps)
+    if rate <= 0:
+        raise InputError(f"cps (characters per second) must be > 0, got {cps!r}")
+    t0 = _finite("start_s", start_s)
+    if t0 < 0:
+        raise InputError(f"start_s must be >= 0, got {start_s!r}")
+    out, chars = [], 0
+    for k, chunk in enumerate(chunks):
+        chars += max(1, len(chunk)) + (1 if k else 0)
+        out.append(t0 + chars / rate)
+    return out
+
+
 def explicit_schedule(chunks: Sequence[str], timestamps: Sequence[float]) -> list[float]:
     """Validate explicit arrival times (seconds since the stream started), one per chunk.
 
@@ -516,6 +547,7 @@ def make_stream(
     tokenizer=None,
     max_chunk_tokens: int | None = None,
     tokens_per_chunk: int = 16,
+    cps: float | None = None,
 ) -> ScheduledStream:
     """Build a :class:`ScheduledStream` from a text or from ready-made chunks.
 
@@ -530,9 +562,11 @@ def make_stream(
         tokenizer: needed by the ``"token"`` chunker and by ``max_chunk_tokens``.
         max_chunk_tokens: split chunks longer than this many tokens.
         tokens_per_chunk: tokens per chunk for the ``"token"`` chunker.
+        cps: when given (and no ``timestamps``), chunks arrive as typed at ``cps`` characters per
+            second (:func:`characters_per_second_schedule`) instead of at ``wps``.
 
     Raises:
-        InputError: empty input, unknown chunker, bad ``wps`` or timestamps, non-text chunks.
+        InputError: empty input, unknown chunker, bad ``wps``, ``cps`` or timestamps, non-text chunks.
     """
     if isinstance(text_or_chunks, str):
         chunks = chunk_text(text_or_chunks, chunker, tokenizer=tokenizer,
@@ -557,7 +591,7 @@ def make_stream(
             times = [t for t, ps in zip(times, pieces) for _ in ps]
         chunks = [p for ps in pieces for p in ps]
     if times is None:
-        times = words_per_second_schedule(chunks, wps)
+        times = words_per_second_schedule(chunks, wps) if cps is None else characters_per_second_schedule(chunks, cps)
     return ScheduledStream([Chunk(i, c, t) for i, (c, t) in enumerate(zip(chunks, times))])
 
 
@@ -569,11 +603,13 @@ class StreamSpec:
     A text is split with ``chunker``; pre-split chunks (an item's ``chunks``) are used as given.
     Chunks longer than ``max_chunk_tokens`` tokens are split further. Chunks arrive at explicit
     timestamps when the input has them (one per chunk, in seconds), else at ``wps`` words per
-    second (:func:`words_per_second_schedule`).
+    second (:func:`words_per_second_schedule`), or, when ``cps`` is set, as typed at ``cps``
+    characters per second (:func:`characters_per_second_schedule`).
 
     Attributes:
         chunker: ``"sentence"``, ``"word"`` or ``"token"`` (:data:`CHUNKERS`).
-        wps: arrival rate, words per second, > 0.
+        wps: arrival rate, words per second, > 0 (speech).
+        cps: arrival rate, characters per second, > 0 (typing; ``None``: ``wps`` applies).
         max_chunk_tokens: token cap of a chunk (``None``: no cap); needs the model's tokenizer.
         tokens_per_chunk: tokens per chunk of the ``"token"`` chunker.
 
@@ -586,6 +622,7 @@ class StreamSpec:
     wps: float = DEFAULT_WPS
     max_chunk_tokens: int | None = DEFAULT_MAX_CHUNK_TOKENS
     tokens_per_chunk: int = DEFAULT_TOKENS_PER_CHUNK
+    cps: float | None = None
 
     def __post_init__(self) -> None:
         if self.chunker not in CHUNKERS:
@@ -594,6 +631,11 @@ class StreamSpec:
         if rate <= 0:
             raise InputError(f"wps (words per second) must be > 0, got {self.wps!r}")
         object.__setattr__(self, "wps", rate)
+        if self.cps is not None:
+            cps = _finite("cps (characters per second)", self.cps)
+            if cps <= 0:
+                raise InputError(f"cps (characters per second) must be > 0, got {self.cps!r}")
+            object.__setattr__(self, "cps", cps)
         if self.max_chunk_tokens is not None:
             _check_count("max_chunk_tokens", self.max_chunk_tokens)
         _check_count("tokens_per_chunk", self.tokens_per_chunk)
@@ -612,7 +654,7 @@ class StreamSpec:
         """
         return make_stream(text_or_chunks, chunker=self.chunker, wps=self.wps, timestamps=timestamps,
                            tokenizer=tokenizer, max_chunk_tokens=self.max_chunk_tokens,
-                           tokens_per_chunk=self.tokens_per_chunk)
+                           tokens_per_chunk=self.tokens_per_chunk, cps=self.cps)
 
     def for_item(self, item, *, tokenizer=None) -> ScheduledStream:
         """The stream of a dataset item (:class:`adasr.tasks.base.Item`, or any object with
@@ -624,9 +666,13 @@ class StreamSpec:
 
     def as_config(self) -> dict:
         """The spec as flat ``config.json`` keys: ``chunker``, ``wps``, ``max_chunk_tokens``,
-        ``tokens_per_chunk``."""
-        return {"chunker": self.chunker, "wps": self.wps, "max_chunk_tokens": self.max_chunk_tokens,
-                "tokens_per_chunk": self.tokens_per_chunk}
+        ``tokens_per_chunk``, and ``cps`` when set (left out otherwise, so that directories written
+        before ``cps`` existed still resume)."""
+        out = {"chunker": self.chunker, "wps": self.wps, "max_chunk_tokens": self.max_chunk_tokens,
+               "tokens_per_chunk": self.tokens_per_chunk}
+        if self.cps is not None:
+            out["cps"] = self.cps
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from transformers import TrainingArguments
 from trl import GRPOConfig, TrlParser
 
 from adasr.errors import ConfigError
-from adasr.defaults import DEFAULT_MODEL, DEFAULT_WPS
+from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_WPS
 from adasr.protocol import LAYOUTS
 
 logger = logging.getLogger(__name__)
@@ -180,14 +180,34 @@ class RLModelArguments(ModelArguments):
 
 @dataclass
 class StreamArguments:
-    """Group ``stream``: how the chunks of a rollout arrive.
+    """Group ``stream``: how the chunks of a rollout arrive (the :class:`~adasr.stream.StreamSpec`
+    that ``adasr eval`` builds from the same options).
 
     Attributes:
-        wps: arrival rate of the chunks, words per second.
+        wps: arrival rate of the chunks, words per second (speech).
+        cps: arrival rate as typed, characters per second (the typing operating point: 4); when
+            set it replaces ``wps``.
+        chunker: how a text is cut into chunks (pre-split chunks of a data file are kept).
+        max_chunk_tokens: longer chunks are split (0 or null: no cap).
     """
 
     _group = "stream"
     wps: float = _help("chunk arrival rate, words per second", DEFAULT_WPS)
+    cps: float | None = _help("chunk arrival rate as typed, characters per second (replaces wps)", None)
+    chunker: str = _help("sentence | word | token: how a text is cut into chunks", DEFAULT_CHUNKER)
+    max_chunk_tokens: int | None = _help("split chunks longer than this many tokens (0/null: no cap)",
+                                            DEFAULT_MAX_CHUNK_TOKENS)
+
+    def stream_spec(self):
+        """The :class:`~adasr.stream.StreamSpec` of these options.
+
+        Raises:
+            InputError: a bad rate, chunker or cap.
+        """
+        from adasr.stream import StreamSpec
+
+        return StreamSpec(chunker=self.chunker, wps=self.wps, cps=self.cps,
+                          max_chunk_tokens=self.max_chunk_tokens or None)
 
 
 @dataclass
@@ -466,6 +486,12 @@ class RLConfig(_AdasrArguments, RLModelArguments, StreamArguments, EngineArgumen
             raise ConfigError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={self.top_p}, top_k={self.top_k}")
         if not self.wps > 0:
             raise ConfigError(f"wps (words per second) must be > 0, got {self.wps}")
+        if self.cps is not None and not self.cps > 0:
+            raise ConfigError(f"cps (characters per second) must be > 0, got {self.cps}")
+        from adasr.stream import CHUNKERS
+
+        if self.chunker not in CHUNKERS:
+            raise ConfigError(f"unknown chunker {self.chunker!r}: use one of {', '.join(CHUNKERS)}")
         if self.decode_rate is not None and not self.decode_rate > 0:
             raise ConfigError(f"decode_rate must be > 0 tokens/s (or null: measured), got {self.decode_rate}")
         if self.beta < 0 or not self.epsilon > 0 or not self.adv_eps > 0:

@@ -57,7 +57,6 @@ from adasr.errors import ConfigError
 from adasr.policy import is_response
 from adasr.proactive_metrics import episode_metrics
 from adasr.protocol import Stage, StreamingFormat, find_boxed
-from adasr.stream import StreamSpec
 from adasr.tasks.registry import get_task
 from adasr.train.advantages import (
     advantage_stats,
@@ -157,7 +156,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         self.cfg = cfg
         self.reward_cfg = cfg.reward_config()
         self.scorer = scorer
-        self.stream_spec = StreamSpec(wps=cfg.wps)
+        self.stream_spec = cfg.stream_spec()
         self.stream_format = StreamingFormat.for_protocol(tokenizer, cfg.protocol)
         self.rollout_decode_rate: float | None = None  # measured by the first rollout engine, then carried along
         self.last_batch: dict = {}
