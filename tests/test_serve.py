@@ -527,6 +527,10 @@ def test_solve_streams_the_same_events_as_sse(serve):
     words = [len(t.split()) for t in TEXT]  # chunk k arrives when its last word is spoken, at 40 words/s
     assert arrivals[-1]["t"] >= sum(words) / 40 - 0.05
     assert events[-1]["record"]["n_chunks"] == 3
+    typed = sse_events(client.post("/v1/solve", json={"text": " ".join(TEXT), "cps": 400}).text)
+    chars = len(" ".join(TEXT))  # as typed at 400 characters/s: the last chunk with the last character
+    assert [e for e in typed if e["type"] == "arrive"][-1]["t"] >= chars / 400 - 0.05
+    assert client.post("/v1/solve", json={"text": "Add 5.", "cps": 0}).status_code == 422
     blank = client.post("/v1/solve", json={"text": "   "})
     assert blank.status_code == 422 and blank.json()["error"] == "empty_input"
     surrogate = client.post("/v1/solve", content=b'{"text": "Add \\ud800 5."}',

@@ -36,7 +36,7 @@ from adasr.serve.wire import (CLOSE_FULL, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORM
                               EndFrame, FrameError, SessionSettings, SettingsFrame, SolveRequest, error_event,
                               parse_frame)
 from adasr.serve.worker import EngineStopped, EngineWorker, SessionHandle
-from adasr.stream import chunk_text, words_per_second_schedule
+from adasr.stream import characters_per_second_schedule, chunk_text, words_per_second_schedule
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -271,7 +271,8 @@ def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None 
             return JSONResponse({"error": "empty_input", "message": "the text is blank"}, 422)
         try:
             chunks = chunk_text(req.text, req.chunker)
-            times = words_per_second_schedule(chunks, req.wps)
+            times = (words_per_second_schedule(chunks, req.wps) if req.cps is None
+                     else characters_per_second_schedule(chunks, req.cps))
         except AdasrError as e:
             return JSONResponse({"error": "invalid_input", "message": str(e)}, 422)
         if not chunks:

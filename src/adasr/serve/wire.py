@@ -111,11 +111,13 @@ _FRAME = TypeAdapter(Frame)
 
 
 class SolveRequest(SessionSettings):
-    """Body of ``POST /v1/solve``: a whole ``text`` streamed at ``wps`` words per second, split by
+    """Body of ``POST /v1/solve``: a whole ``text`` streamed at ``wps`` words per second (or, with
+    ``cps``, as typed at ``cps`` characters per second), split by
     ``chunker`` (``sentence`` | ``word``), plus the session settings."""
 
     text: Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)]
     wps: Annotated[float, Field(gt=0, le=1000)] = 2.5
+    cps: Annotated[float, Field(gt=0, le=10000)] | None = None
     chunker: Literal["sentence", "word"] = "sentence"
 
     def settings(self) -> SessionSettings:
