@@ -519,3 +519,30 @@ def test_eval_fixed_step_clock_gives_load_independent_latencies(tmp_path, tiny_m
     with pytest.raises(ConfigError, match="step_s needs the virtual clock"):
         evaluate(factory, items, modes=["batch"], out_dir=tmp_path / "x", progress=False, clock="per-stream",
                  step_s=0.25)
+
+
+def test_budget_sweep_with_step_s_resumes(tmp_path, tiny_model, tiny_tokenizer):
+    """A budget sweep with ``step_s`` records it in every ``config.json``; rerunning the same sweep
+    into the same directory resumes (no refusal, nothing recomputed)."""
+    from adasr.engine import EngineConfig, StreamingEngine
+    from adasr.evaluation import evaluate_budgets
+
+    items = [Item(f"i{k}", "x", "7", k + 1, chunks=["Add 2.", "What is it?"]) for k in range(2)]
+    built = []
+
+    def factory(mode, budget):
+        built.append((mode, budget))
+        return StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=mode, thought_budget=budget,
+                                                                         max_deep_tokens=4, decode_rate=4.0))
+
+    kwargs = dict(budgets=[2, 3], modes=["interleaved"], out_dir=tmp_path, progress=False,
+                  stream=StreamSpec(wps=1.0), step_s=0.25)
+    first = evaluate_budgets(factory, items, **kwargs)
+    assert len(built) == 2
+    for b in (2, 3):
+        assert json.loads((tmp_path / f"budget-{b}" / "interleaved" / "config.json").read_text())["step_s"] == 0.25
+    second = evaluate_budgets(factory, items, **kwargs)  # resumes: everything is already done
+    assert len(built) == 2
+    assert second.keys() == first.keys()
+    for b in (2, 3):
+        assert len(_read(tmp_path / f"budget-{b}" / "interleaved" / "results.jsonl")) == 2

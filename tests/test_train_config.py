@@ -272,3 +272,13 @@ def test_protocol_follows_the_starting_model(tmp_path):
 
     assert trained_protocol("smollm2-135m-chain-sum") in ("v1", "v2")
     assert trained_protocol("smollm2-135m-instruct") is None
+
+
+@pytest.mark.parametrize("protocol", ["v3", "v3-prefix"])
+@pytest.mark.parametrize("kind", ["sft", "grpo"])
+def test_training_refuses_fresh_deep_protocols(tmp_path, kind, protocol):
+    """The fresh-deep-context protocols (v3, v3-prefix) are evaluation-only: a training config
+    naming one is refused by ``validate()`` with a one-line error naming the supported ones."""
+    with pytest.raises(ConfigError, match=r"protocol .*v3.* training supports v1, v1-restate, v2, proactive-v1$") as err:
+        load_config(_write(tmp_path, f"task: chain_sum\nprotocol: {protocol}\n"), kind)
+    assert "\n" not in str(err.value) and repr(protocol) in str(err.value)

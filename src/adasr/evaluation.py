@@ -23,6 +23,7 @@ differing keys, so records of two configurations never mix.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -609,7 +610,7 @@ def evaluate_budgets(
         budgets: distinct thought budgets (tokens, >= 1), run in the order given.
         run_config: as for :func:`evaluate`; its ``budget`` is set per budget.
         **kwargs: the other options of :func:`evaluate` (``batch_size``, ``stream``, ``clock``,
-            ``align_eoi``, ``progress``).
+            ``step_s``, ``align_eoi``, ``progress``).
 
     Returns:
         ``{"budget-<B>/<mode>": summary}`` in budget order, then mode order.
@@ -626,7 +627,9 @@ def evaluate_budgets(
             raise ConfigError(f"a thought budget must be a positive integer (tokens), got {b!r}")
     if len(set(budgets)) != len(budgets):
         raise ConfigError(f"thought budgets must be distinct, got {budgets}")
-    plan_keys = ("batch_size", "stream", "clock", "align_eoi")
+    # the options that shape config.json: every keyword of _plan (which builds it) but those set here
+    plan_keys = [k for k, p in inspect.signature(_plan).parameters.items()
+                 if p.kind is p.KEYWORD_ONLY and k not in ("modes", "out_dir", "run_config")]
     configs = {b: {**(run_config or {}), "budget": b} for b in budgets}
     for b in budgets:  # refuse before any budget runs
         _plan(items, modes=modes, out_dir=budget_dir(out_dir, b), run_config=configs[b],

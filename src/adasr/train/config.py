@@ -366,6 +366,11 @@ class _AdasrArguments(ModelArguments, DataArguments):
         self._resolve_protocol()
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        trainable = [name for name, fmt in PROTOCOLS.items() if not fmt.get("fresh_deep")]
+        if self.protocol not in trainable:  # the deep stage in a fresh context: SFT cannot render it, RL would
+            # score deep tokens sampled in a fresh context with the streaming context still visible
+            raise ConfigError(f"protocol {self.protocol!r} runs the deep stage in a fresh context, which training "
+                              f"does not support: training supports {', '.join(trainable)}")
         for path in self.exclude:
             if not Path(path).expanduser().is_file():
                 raise ConfigError(f"exclude file {path} does not exist")
