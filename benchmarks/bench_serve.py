@@ -3,7 +3,8 @@
 Starts ``adasr serve`` as a subprocess on a free loopback port (``--max-sessions`` = the largest N),
 then for each N opens N WebSocket sessions at once (``adasr.client.AsyncClient``), each streaming
 its own GSM8K problem (the held-out file) sentence by sentence at ``--wps`` words/s on the real
-clock, and reports from the episode records: post-input TTFT and latency p50/p95, the largest
+clock, and reports from the episode records: how many answers are correct (each graded by its item's
+task: GSM8K or a built task such as chain_sum), post-input TTFT and latency p50/p95, the largest
 backlog, generated tokens/s over the round (all sessions), and errors (must be 0). Bounded: N is
 at most 16, one round per N, and the whole run stops after ``--time-limit`` seconds.
 
@@ -12,8 +13,8 @@ episodes (one engine, one episode at a time, virtual clock: what each stream see
 to itself) for the comparison column, and the server's overhead is measured on one session,
 three ways, alternating (``--overhead-reps`` each): through the server; in-process with a
 :class:`~adasr.stream.LiveSource` pushed at the same pace from a thread (what the server's engine
-sees: next arrivals unknown, so adaptive thoughts get ``unknown_slack_budget`` tokens and yield
-when a chunk arrives); and in-process with the scheduled stream (next arrivals known to the
+sees: next arrivals unknown, so adaptive budgets use a slack estimated from the arrivals seen, and a
+thought still in the middle of a step when a chunk arrives runs on to the step's end); and in-process with the scheduled stream (next arrivals known to the
 policy, a semantics a live server cannot have). Overhead = served vs in-process live, on equal
 post-input tokens (both are printed). ``--overhead-only`` skips the N rounds.
 
@@ -60,8 +61,9 @@ async def paced(text: str, wps: float):
         yield chunk
 
 
-async def one_round(url: str, texts: list[str], wps: float, timeout_s: float) -> tuple[list[dict], int, float]:
-    """N sessions at once; returns their records, the error count and the round's wall time."""
+async def one_round(url: str, texts: list[str], wps: float, timeout_s: float) -> tuple[list[dict | None], int, float]:
+    """N sessions at once; returns their records (``None`` for a session that failed, in the order
+    of ``texts``), the error count and the round's wall time."""
     client = AsyncClient(url)
     t0 = time.perf_counter()
 
@@ -70,11 +72,20 @@ async def one_round(url: str, texts: list[str], wps: float, timeout_s: float) ->
 
     results = await asyncio.gather(*(session(t) for t in texts), return_exceptions=True)
     wall = time.perf_counter() - t0
-    records = [r["record"] for r in results if isinstance(r, dict)]
+    records = [r["record"] if isinstance(r, dict) else None for r in results]
     errors = [r for r in results if not isinstance(r, dict)]
     for e in errors:
         print(f"  error: {type(e).__name__}: {e}", file=sys.stderr)
     return records, len(errors), wall
+
+
+def accuracy(items: list, records: list[dict | None]) -> tuple[int, int]:
+    """(correct, sessions) of a round: each record's prediction graded against its item's answer by
+    the item's task; a failed session counts as wrong."""
+    from adasr.tasks.registry import task_for
+
+    ok = sum(r is not None and task_for(it).grade(r.get("prediction"), it.reference) for it, r in zip(items, records))
+    return ok, len(records)
 
 
 def free_port() -> int:
@@ -172,7 +183,7 @@ def main() -> None:
     args = ap.parse_args()
     if any(n < 1 or n > MAX_N for n in args.n):
         raise SystemExit(f"--n must be within 1..{MAX_N}")
-    items = load_gsm8k(args.data)
+    items = load_gsm8k(args.data)  # GSM8K lines, or built items (a task field: chain_sum, ...)
     if args.shortest:
         items = sorted(items, key=lambda it: len(it.question.split()))
     texts = [it.question for it in items[:max(args.n)]]
@@ -186,13 +197,15 @@ def main() -> None:
             if time.monotonic() - t_start > args.time_limit:
                 print(f"time limit reached before N={n}", file=sys.stderr)
                 break
-            records, errors, wall = asyncio.run(one_round(url, texts[:n], args.wps, 600))
+            answered, errors, wall = asyncio.run(one_round(url, texts[:n], args.wps, 600))
+            correct = accuracy(items[:n], answered)
+            records = [r for r in answered if r is not None]
             gen = sum(r["stream_tokens"] + r["deep_tokens"] for r in records)
-            rows.append({"n": n, "errors": errors, "wall_s": wall, "tokens_per_s": gen / wall,
+            rows.append({"n": n, "errors": errors, "wall_s": wall, "tokens_per_s": gen / wall, "correct": correct,
                          "ttft": [r["post_input_ttft_s"] for r in records if r["post_input_ttft_s"] is not None],
                          "latency": [r["post_input_latency_s"] for r in records],
                          "backlog": [r["max_backlog_s"] for r in records]})
-            print(f"N={n}: done in {wall:.1f} s, {errors} errors", file=sys.stderr)
+            print(f"N={n}: done in {wall:.1f} s, {errors} errors, {correct[0]}/{correct[1]} correct", file=sys.stderr)
         # with the server idle (its thread sleeps): the N independent in-process runs, then the overhead
         # pairs, alternating so that the machine's load falls on both sides alike
         alone = in_process(args, texts[:max(r["n"] for r in rows)], "virtual") if rows else []
@@ -204,17 +217,17 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
-    print(f"\n{args.model}, mode {args.mode}, {args.wps} words/s, {len(texts)} GSM8K problems "
+    print(f"\n{args.model}, mode {args.mode}, {args.wps} words/s, {len(texts)} problems "
           f"({'shortest' if args.shortest else 'first'} of {args.data.name}), dtype {args.dtype}, decode rate pinned "
           f"at {args.decode_rate:g} tokens/s, max {args.max_deep_tokens} deep tokens; {os.cpu_count()} CPUs, load "
           f"average {load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end\n")
     if rows:
-        print("| N | post-input TTFT p50 / p95 (s) | post-input latency p50 / p95 (s) | max backlog p95 (s) | "
+        print("| N | correct | post-input TTFT p50 / p95 (s) | post-input latency p50 / p95 (s) | max backlog p95 (s) | "
               "generated tokens/s (whole round) | errors | in-process, N independent runs: latency p50 / p95 (s) |")
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for row in rows:
             solo = [r["post_input_latency_s"] for r in alone[:row["n"]]]
-            print(f"| {row['n']} | {pct(row['ttft'], 50):.2f} / {pct(row['ttft'], 95):.2f} | "
+            print(f"| {row['n']} | {row['correct'][0]}/{row['correct'][1]} | {pct(row['ttft'], 50):.2f} / {pct(row['ttft'], 95):.2f} | "
                   f"{pct(row['latency'], 50):.2f} / {pct(row['latency'], 95):.2f} | {pct(row['backlog'], 95):.2f} | "
                   f"{row['tokens_per_s']:.1f} | {row['errors']} | {pct(solo, 50):.2f} / {pct(solo, 95):.2f} |")
     base = pct(rows[0]["latency"], 95) if rows and rows[0]["n"] == 1 else None
