@@ -217,3 +217,19 @@ def test_episodes_task_reads_distilled_episodes_and_refuses_overlap(tiny_tokeniz
                     exclude=[str(held)])
     with pytest.raises(DataError, match="held-out question"):
         build_splits(cfg)
+
+
+def test_alignment_report_places_steps_and_names_why_the_rest_stays(tiny_tokenizer):
+    """The aligner's bound on the distilled samples: a step whose operands arrived before the last
+    chunk is placeable; one that needs the last chunk, and the boxed answer, are not, with reasons."""
+    from adasr.train.distill import alignment_report
+
+    rec = {"correct": True, "question": "Tom has 3 apples. He buys 5 more. Then he eats 2. How many are left?",
+           "solution": "He has 3 + 5 = 8 apples.\n\nThen 8 - 2 = 6.\n\nSo the answer is \\boxed{6}."}
+    rep = alignment_report([rec, {**rec, "correct": False}], tiny_tokenizer)
+    assert rep["samples"] == 1 and rep["reasoning_tokens"] > 0
+    assert 0 < rep["placeable_share"] < 1
+    assert set(rep["unplaced"]) <= {"answer", "operand in the last chunk", "after a deep-stage step",
+                                    "operand not found", "no arithmetic", "parse failure"}
+    assert "answer" in rep["unplaced"]
+    assert abs(rep["placeable_share"] + sum(rep["unplaced"].values()) - 1) < 1e-9

@@ -602,6 +602,12 @@ def data_distill(
         records = distill(loaded.model, loaded.tokenizer, items, out, cfg)
     report = write_episodes(records, out, loaded.tokenizer, **convert)
     Console().print(report.summary_line())
+    from adasr.train.distill import alignment_report
+
+    aligned = alignment_report(records, loaded.tokenizer)  # the aligner's bound, before any fitting
+    (Path(out) / "alignment.json").write_text(json.dumps(aligned, indent=2) + "\n", encoding="utf-8")
+    Console().print(f"aligner: {aligned['placeable_share']:.1%} of the kept samples' reasoning tokens placeable "
+                    "before the last chunk; the rest: " + ", ".join(f"{k} {v:.1%}" for k, v in aligned["unplaced"].items()))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -336,6 +336,17 @@ class Step:
     placed: bool = False
     span: tuple[int, int] | None = None
     """Free-form solutions: ``(start, end)`` character offsets of the step in the solution text."""
+    deep_reason: str | None = None
+    """Why :func:`align_steps` could not place the step before the last chunk (``None``: placed):
+    one of :data:`DEEP_REASONS`."""
+
+
+DEEP_REASONS = ("answer", "no arithmetic", "operand not found", "operand in the last chunk",
+                "after a deep-stage step")
+"""Why a step stays after end of input (:attr:`Step.deep_reason`): it holds the ``\\boxed{}``
+answer (or is prose after it); it computes nothing the aligner can read; an operand is in no chunk
+of the question (and no earlier result); its operands are complete only with the last chunk; or an
+earlier step went to the deep stage (placement is monotone)."""
 
 
 def _close(a: float, b: float) -> bool:
@@ -559,6 +570,18 @@ def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "dee
                     target = None  # never known: fallback to the deep stage
                     break
                 target = max(target, k)
+        if to_deep:
+            reason = "after a deep-stage step"
+        elif "\\boxed" in st.text:
+            reason = "answer"
+        elif not st.annotated:
+            reason = "no arithmetic"
+        elif target is None:
+            reason = "operand not found"
+        elif target == n - 1:
+            reason = "operand in the last chunk"
+        else:
+            reason = None
         if target is None:
             to_deep = True  # no annotation, operands never known, or the answer: the deep stage
         else:
@@ -568,8 +591,11 @@ def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "dee
                 to_deep = True  # lands on the last chunk: no thought follows it
         for s in [*waiting, st]:
             s.chunk = None if to_deep else target
+            s.deep_reason = reason if to_deep else None
         waiting = []
         results_so_far.update(st.results)
+    for s in waiting:  # trailing prose: the deep stage, with the answer
+        s.chunk, s.deep_reason = None, "answer"
 
 
 # Free-form solutions (the model's own, e.g. from self-distillation) carry no <<expr=result>>

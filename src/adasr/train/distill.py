@@ -345,3 +345,49 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     report = REPORT_FILE if episodes_file == EPISODES_FILE else f"{Path(episodes_file).stem}.report.json"
     (out_dir / report).write_text(json.dumps(asdict(rep), indent=2) + "\n", encoding="utf-8")
     return rep
+
+
+def alignment_report(records: Sequence[dict], tokenizer) -> dict:
+    """How much of the kept samples' reasoning the aligner can place before the last chunk, and
+    why the rest cannot be placed (:func:`adasr.tasks.streamify.align_steps`, no fitting to an
+    operating point's room: the upper bound any conversion reaches).
+
+    Every correct sample's solution is parsed into steps (:func:`~adasr.tasks.streamify.parse_free_solution`)
+    and aligned to its question's chunks; a step's tokens (``tokenizer``) count as placeable when
+    it lands on a chunk before the last, else under its :attr:`~adasr.tasks.streamify.Step.deep_reason`.
+    A solution with no step counts all its tokens under ``"parse failure"``.
+
+    Returns:
+        ``{"samples", "reasoning_tokens", "placeable_share", "unplaced": {reason: share of all
+        reasoning tokens}}`` (shares in [0, 1]).
+    """
+    from adasr.tasks.streamify import _split, align_steps, parse_free_solution
+
+    counts: dict[str, int] = {}
+    total = placed = n = 0
+
+    def add(reason: str, k: int) -> None:
+        counts[reason] = counts.get(reason, 0) + k
+
+    for r in records:
+        if not r.get("correct"):
+            continue
+        n += 1
+        solution = r.get("solution") or ""
+        steps = parse_free_solution(solution)
+        if not steps:
+            k = len(tokenizer.encode(solution, add_special_tokens=False))
+            total += k
+            add("parse failure", k)
+            continue
+        align_steps(_split(r["question"]), steps, unannotated="attach")
+        for st in steps:
+            k = len(tokenizer.encode(st.text, add_special_tokens=False))
+            total += k
+            if st.chunk is not None:
+                placed += k
+            else:
+                add(st.deep_reason or "answer", k)
+    share = lambda k: k / total if total else 0.0  # noqa: E731
+    return {"samples": n, "reasoning_tokens": total, "placeable_share": share(placed),
+            "unplaced": {k: share(v) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}}
