@@ -558,6 +558,9 @@ def data_distill(
     tokens_per_word: Annotated[float, typer.Option(
         help="fit each thought into the room the next chunk's arrival leaves: decode tokens/s over words/s "
              "(7 / 2.5 = 2.8; 0: no fitting)")] = 2.8,
+    max_thought_tokens: Annotated[int, typer.Option(
+        help="cap on one thought, tokens: the thought budget the episodes are made for (raise it for slow "
+             "input such as typing, so that the cap is not what keeps work after end of input)")] = 64,
     deep_style: Annotated[str, typer.Option(help="terse (computations, then the boxed conclusion) | verbatim")] = "terse",
     convert_only: Annotated[bool, typer.Option(
         "--convert-only", help="sample nothing: rewrite episodes.jsonl and report.json from the samples so far")] = False,
@@ -589,7 +592,10 @@ def data_distill(
         raise ConfigError(f"need --notes in {', '.join(NOTE_STYLES)}, --deep-style terse|verbatim and "
                           "--tokens-per-word >= 0")
     check_episodes_file(episodes)  # before any sampling
+    if max_thought_tokens < 1:
+        raise ConfigError(f"--max-thought-tokens must be >= 1, got {max_thought_tokens}")
     convert = dict(notes=notes, tokens_per_word=tokens_per_word or None, deep_style=deep_style,
+                   max_thought_tokens=max_thought_tokens,
                    episodes_file=episodes)
     if convert_only:
         from adasr.train.distill import read_samples
