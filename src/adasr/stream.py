@@ -467,16 +467,27 @@ def words_per_second_schedule(
     Raises:
         InputError: if ``wps`` is not a positive finite number or ``start_s`` is negative.
     """
-    rate = _finite("wps (words per second)", wps)
-    if rate <= 0:
-        raise InputError(f"wps (words per second) must be > 0, got {wps!r}")
+    return _cumulative_schedule([max(1, len(c.split())) for c in chunks], "wps (words per second)", wps, start_s)
+
+
+def _cumulative_schedule(sizes: Sequence[int], name: str, rate, start_s) -> list[float]:
+    """``start_s + (sizes[0] + ... + sizes[k]) / rate`` for each k: chunk k arrives once its last unit
+    (word, character) is produced at ``rate`` units per second.
+
+    Raises:
+        InputError: if ``rate`` (called ``name`` in the message) is not a positive finite number or
+            ``start_s`` is negative.
+    """
+    r = _finite(name, rate)
+    if r <= 0:
+        raise InputError(f"{name} must be > 0, got {rate!r}")
     t0 = _finite("start_s", start_s)
     if t0 < 0:
         raise InputError(f"start_s must be >= 0, got {start_s!r}")
-    out, words = [], 0
-    for chunk in chunks:
-        words += max(1, len(chunk.split()))
-        out.append(t0 + words / rate)
+    out, done = [], 0
+    for size in sizes:
+        done += size
+        out.append(t0 + done / r)
     return out
 
 
@@ -498,17 +509,8 @@ def characters_per_second_schedule(
     Raises:
         InputError: if ``cps`` is not a positive finite number or ``start_s`` is negative.
     """
-    rate = _finite("cps (characters per second)", cps)
-    if rate <= 0:
-        raise InputError(f"cps (characters per second) must be > 0, got {cps!r}")
-    t0 = _finite("start_s", start_s)
-    if t0 < 0:
-        raise InputError(f"start_s must be >= 0, got {start_s!r}")
-    out, chars = [], 0
-    for k, chunk in enumerate(chunks):
-        chars += max(1, len(chunk)) + (1 if k else 0)
-        out.append(t0 + chars / rate)
-    return out
+    sizes = [max(1, len(c)) + (1 if k else 0) for k, c in enumerate(chunks)]
+    return _cumulative_schedule(sizes, "cps (characters per second)", cps, start_s)
 
 
 def explicit_schedule(chunks: Sequence[str], timestamps: Sequence[float]) -> list[float]:
