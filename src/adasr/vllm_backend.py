@@ -348,6 +348,9 @@ class VllmEngine(StreamingEngine):
             thinking = s.status is SessionStatus.THINKING
             if thinking and s.policy.yield_on_arrival:
                 left = min(left, self.options.yield_tokens)
+            if thinking and s.policy.holds_turns:
+                # past its own budget a held thought may end at any token (its step completes): one at a time
+                left = min(left, max(1, turn.budget - len(turn.tokens)))
             stop = fmt.stop_ids | (fmt.newline_ids if thinking and fmt.one_line_thoughts else frozenset())
             params = self._params(max(left, 1), stop, self._seed(s))
         else:
