@@ -95,10 +95,13 @@ def main() -> None:
     env = dict(os.environ, **({"PYTHONPATH": args.src} if args.src else {}))
     for c in [] if args.table_only else args.c:
         run(args.preset, c, data, out / f"{args.tag}-c{c:g}", env)
-    ids = [json.loads(line)["id"] for line in data.read_text(encoding="utf-8").splitlines()]
     runs = sorted(d for d in out.iterdir() if (d / "adaptive" / "results.jsonl").is_file())
-    rows = {d.name: row(d / "adaptive" / "results.jsonl", ids) for d in runs
-            if len((d / "adaptive" / "results.jsonl").read_text().splitlines()) >= len(ids)}
+    done = {d.name: [json.loads(x)["id"] for x in (d / "adaptive" / "results.jsonl").read_text().splitlines()]
+            for d in runs}
+    n_items = len(data.read_text(encoding="utf-8").splitlines())
+    complete = {name: got for name, got in done.items() if len(set(got)) >= n_items}
+    ids = sorted(set.intersection(*map(set, complete.values()))) if complete else []
+    rows = {name: row(out / name / "adaptive" / "results.jsonl", ids) for name in complete}
     p = PRESETS[args.preset]
     print(f"{p['model']}, adaptive, pinned clock: budgets at R = {p['rate']:g} tokens/s, every step c/R s "
           f"(simulated), {len(ids)} held-out problems\n")
