@@ -165,11 +165,14 @@ class AdaptivePolicy(ThoughtPolicy):
     yield_on_arrival = True
     holds_turns = True
 
-    def budget_for(self, ctx: PolicyContext) -> int:
-        if self.thought_budget <= 0:
-            return 0
+    def slack_sized_budget(self, ctx: PolicyContext) -> int:
+        """``min(thought_budget, floor(slack_s * decode_rate))`` tokens (``unknown_slack_budget`` in
+        place of the slack's tokens when nothing is known of the arrivals); 0 when chunks wait."""
         slack = ctx.slack_budget()
-        return max(1, min(self.thought_budget, self.unknown_slack_budget if slack is None else slack))
+        return min(self.thought_budget, self.unknown_slack_budget if slack is None else slack)
+
+    def budget_for(self, ctx: PolicyContext) -> int:
+        return max(1, self.slack_sized_budget(ctx)) if self.thought_budget > 0 else 0
 
     def holds_turn(self, text: str) -> bool:
         """A thought in the middle of a step is held open (:func:`step_complete`)."""
@@ -206,8 +209,8 @@ class ProactivePolicy(AdaptivePolicy):
     default_protocol = "proactive-v1"
 
     def budget_for(self, ctx: PolicyContext) -> int:
-        slack = ctx.slack_budget()
-        return min(self.thought_budget, self.unknown_slack_budget if slack is None else slack)
+        """The slack-sized budget without the one-step floor: a backlog forces a skip (silence)."""
+        return self.slack_sized_budget(ctx)
 
     def commits_answer(self, thought: str) -> bool:
         """A streaming thought with a non-empty ``\\boxed{}`` is the response (:func:`is_response`)."""

@@ -489,14 +489,12 @@ class RLConfig(_AdasrArguments, RLModelArguments, StreamArguments, EngineArgumen
             raise ConfigError(f"temperature must be > 0 for RL rollouts (sampling), got {self.temperature}")
         if not 0 < self.top_p <= 1 or (self.top_k or 0) < 0:
             raise ConfigError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={self.top_p}, top_k={self.top_k}")
-        if not self.wps > 0:
-            raise ConfigError(f"wps (words per second) must be > 0, got {self.wps}")
-        if self.cps is not None and not self.cps > 0:
-            raise ConfigError(f"cps (characters per second) must be > 0, got {self.cps}")
-        from adasr.stream import CHUNKERS
+        from adasr.errors import InputError
 
-        if self.chunker not in CHUNKERS:
-            raise ConfigError(f"unknown chunker {self.chunker!r}: use one of {', '.join(CHUNKERS)}")
+        try:
+            self.stream_spec()  # the stream group's checks are StreamSpec's own (rates, chunker, cap)
+        except InputError as e:
+            raise ConfigError(str(e)) from None
         if self.decode_rate is not None and not self.decode_rate > 0:
             raise ConfigError(f"decode_rate must be > 0 tokens/s (or null: measured), got {self.decode_rate}")
         if self.beta < 0 or not self.epsilon > 0 or not self.adv_eps > 0:
