@@ -6,7 +6,8 @@
 Each row is one `adasr eval` run (resumable) into ``--out/<row>/<mode>/`` on the held-out
 problems (``data/gsm8k_heldout400.jsonl``: the last 400 of GSM8K ``train.jsonl``, which no
 distillation or training step sees; every training config excludes it and checks the overlap),
-EOI-aligned waves of 8, 2.5 words/s, bfloat16, and the load-independent clock: every engine step
+EOI-aligned waves of 8, bfloat16, an operating point (``--point``: arrival, step time, decode
+rate; default speech on this CPU, 2.5 words/s) and the load-independent clock: every engine step
 costs ``--step-s`` seconds and adaptive budgets assume ``--decode-rate`` tokens/s (7 tokens/s,
 0.14 s a step: a batch-8 bfloat16 step of the bundled Qwen on this 2-core CPU). Rows whose model
 directory does not exist yet are skipped. The table (benchmarks/compare_evals.py) compares every
@@ -43,6 +44,16 @@ ROWS = {  # name: (label, model, mode)
     "sft-v-stream": ("SFT verbatim-deep streaming, adaptive", "runs/sft_gsm8k_qwen_distill_verbatim/final", "adaptive"),
     "grpo": ("SFT+GRPO, adaptive", "runs/grpo_gsm8k_qwen_distill/final", "adaptive"),
     "hrpo": ("SFT+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_distill/final", "adaptive"),
+    "typ-batch": ("typing SFT twin, batch", "runs/sft_gsm8k_qwen_typing_batch/final", "batch"),
+    "typ-stream": ("typing SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing/final", "adaptive"),
+    "typ-grpo": ("typing SFT+GRPO, adaptive", "runs/grpo_gsm8k_qwen_typing/final", "adaptive"),
+    "typ-hrpo": ("typing SFT+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_typing/final", "adaptive"),
+}
+# Operating points (docs/OPERATING_POINTS.md): arrival flags, pinned step time (s), decode rate (tokens/s).
+POINTS = {
+    "cpu-speech": (["--wps", "2.5"], "0.14", "7"),
+    "typing": (["--cps", "4"], "0.14", "7"),
+    "gpu-speech": (["--wps", "2.5"], "0.02", "50"),  # a simulated GPU-class rate
 }
 
 
@@ -74,10 +85,18 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default="data/gsm8k_heldout400.jsonl")
     ap.add_argument("--out", default="runs/eval_gsm8k")
     ap.add_argument("--base-protocol", default="v3-prefix", help="protocol of the base model's adaptive row")
-    ap.add_argument("--step-s", default="0.14")
-    ap.add_argument("--decode-rate", default="7")
+    ap.add_argument("--point", choices=sorted(POINTS), default="cpu-speech",
+                    help="operating point (docs/OPERATING_POINTS.md): arrival rate, pinned step time and decode rate")
+    ap.add_argument("--step-s", default=None, help="override the point's pinned step time (s)")
+    ap.add_argument("--decode-rate", default=None, help="override the point's decode rate (tokens/s)")
+    ap.add_argument("--budget", default=None,
+                    help="thought budget (tokens) of the adaptive rows; the CLI default (64) unless set "
+                         "(the typing episodes hold thoughts up to 512 tokens: use 256 there)")
     ap.add_argument("--table-only", action="store_true", help="print the table of what has finished")
     args = ap.parse_args(argv)
+    arrival, step_s, decode_rate = POINTS[args.point]
+    args.step_s = args.step_s or step_s
+    args.decode_rate = args.decode_rate or decode_rate
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -91,7 +110,9 @@ def main(argv=None) -> None:
         out = Path(args.out) / name.split("-")[0] if name.startswith("base") else Path(args.out) / name
         cmd = [sys.executable, "-m", "adasr.cli", "eval", "--data", args.data, "--model", model, "--mode", mode,
                "--limit", str(args.limit), "--dtype", "bfloat16", "--batch-size", "8", "--step-s", args.step_s,
-               "--decode-rate", args.decode_rate, "--out", str(out)]
+               "--decode-rate", args.decode_rate, *arrival, "--out", str(out)]
+        if args.budget and mode == "adaptive":
+            cmd += ["--budget", args.budget]
         if name.startswith("base"):  # (the batch layout is the same in every protocol)
             cmd += ["--protocol", args.base_protocol]
         if not args.table_only:
