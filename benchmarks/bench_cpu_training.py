@@ -66,7 +66,7 @@ def sft_step_s(model_name: str, bf16: bool, steps: int, seq_len: int) -> float:
     """Median seconds per optimizer step of ``train_sft`` (4 episodes a step, LoRA r 16)."""
     from transformers import TrainerCallback
 
-    from adasr.tasks.registry import write_jsonl
+    from adasr.jsonl import write_jsonl
     from adasr.train.config import SFTConfig
     from adasr.train.sft import train_sft
 

@@ -19,11 +19,12 @@ import torch
 from transformers import DynamicCache
 
 from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episode
+from adasr.jsonl import read_jsonl
 from adasr.kvcache import cache_keyword
 from adasr.models import load_model
 from adasr.protocol import Episode, default_format
 from adasr.stream import make_stream, split_sentences
-from adasr.tasks.streamify import read_jsonl, streamify_gsm8k
+from adasr.tasks.streamify import streamify_gsm8k
 from adasr.tasks.gsm8k import load_gsm8k
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"

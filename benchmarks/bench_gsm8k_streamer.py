@@ -27,11 +27,12 @@ Rows (issue "A streaming reasoner for real word problems"):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from adasr.jsonl import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "qwen2.5-coder-0.5b-instruct"
@@ -66,7 +67,7 @@ def latency_bound(results: Path, decode_rate: float) -> str:
     could be computed before the question arrives (most cannot). Read from the base
     read-then-think records (``results.jsonl``); returns one line for the table's footer.
     """
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(results)
     room = [r["eoi_s"] * decode_rate for r in rows]
     bound = statistics.median(max(0.0, r["deep_tokens"] - c) / decode_rate for r, c in zip(rows, room))
     base = statistics.median(r["post_input_latency_s"] for r in rows)

@@ -26,12 +26,13 @@ change) into ``--out/<tag>-c<c>``, so two policies are compared on the same prob
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from adasr.jsonl import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -70,7 +71,7 @@ def run(preset: str, c: float, data: Path, out: Path, env: dict) -> Path:
 
 def row(results: Path, ids: list[str]) -> dict:
     """Summary figures of a results file over ``ids`` (the problems every run finished)."""
-    recs = {r["id"]: r for r in map(json.loads, results.read_text(encoding="utf-8").splitlines())}
+    recs = {r["id"]: r for r in read_jsonl(results)}
     rs = [recs[i] for i in ids]
     lat = sorted(r["post_input_latency_s"] for r in rs)
     return {"n": len(rs), "correct": sum(bool(r.get("correct")) for r in rs),
@@ -96,8 +97,7 @@ def main() -> None:
     for c in [] if args.table_only else args.c:
         run(args.preset, c, data, out / f"{args.tag}-c{c:g}", env)
     runs = sorted(d for d in out.iterdir() if (d / "adaptive" / "results.jsonl").is_file())
-    done = {d.name: [json.loads(x)["id"] for x in (d / "adaptive" / "results.jsonl").read_text().splitlines()]
-            for d in runs}
+    done = {d.name: [r["id"] for r in read_jsonl(d / "adaptive" / "results.jsonl")] for d in runs}
     n_items = len(data.read_text(encoding="utf-8").splitlines())
     complete = {name: got for name, got in done.items() if len(set(got)) >= n_items}
     ids = sorted(set.intersection(*map(set, complete.values()))) if complete else []

@@ -19,6 +19,7 @@ import torch
 
 from adasr.engine import EngineConfig, StreamingEngine
 from adasr.evaluation import evaluate
+from adasr.jsonl import read_jsonl
 from adasr.metrics import summary_table
 from adasr.models import load_model
 from adasr.protocol import Episode, default_format, parse_answer
@@ -32,7 +33,7 @@ def generate_baseline(lm, items, max_new_tokens: int, batch_size: int, path: Pat
     """Greedy ``model.generate`` on the batch-layout prompt ids (left-padded batches); cached in ``path``."""
     done = {}
     if path.exists():
-        done = {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+        done = {r["id"]: r for r in read_jsonl(path)}
     fmt, tok = default_format(lm.tokenizer), lm.tokenizer
     todo = [it for it in items if it.id not in done]
     pad = tok.pad_token_id if tok.pad_token_id is not None else fmt.end_of_turn_id
@@ -88,7 +89,7 @@ def main() -> None:
           f"batch size {args.batch_size}, thought budget {args.budget}, deep cap {args.max_deep_tokens}\n")
     print(summary_table(summaries))
     if "batch" in summaries:
-        recs = {r["id"]: r for r in map(json.loads, (out / "batch" / "results.jsonl").read_text().splitlines())}
+        recs = {r["id"]: r for r in read_jsonl(out / "batch" / "results.jsonl")}
         same = sum(recs[b["id"]]["prediction"] == b["prediction"] for b in base if b["id"] in recs)
         print(f"\nplain model.generate (greedy, same prompt ids): accuracy {gen_acc:.1%} vs engine batch mode "
               f"{summaries['batch']['accuracy']:.1%}; identical predictions on {same}/{len(base)} problems")

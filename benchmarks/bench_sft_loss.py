@@ -16,13 +16,13 @@ Prints a markdown table: seconds per step (median), the logits tensor's elements
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from adasr.jsonl import read_jsonl
 from adasr.models import load_model
 from adasr.protocol import default_format
 from adasr.train.sft import StreamingCollator, cb_stream_step_loss
@@ -54,7 +54,7 @@ def main() -> None:
     lm = load_model(args.model)
     model = get_peft_model(lm.model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
     model.train()
-    rows = [json.loads(line) for line in Path(args.episodes).read_text().splitlines()[: args.batch]]
+    rows = read_jsonl(args.episodes, limit=args.batch)
     fmt = default_format(lm.tokenizer)
     batch = StreamingCollator(lm.tokenizer, fmt, 768, args.layout)(rows)
     step(model, batch, fmt.end_of_turn_id, True)  # warm-up

@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from adasr.jsonl import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 ADASR = str(Path(sys.executable).with_name("adasr"))
@@ -67,7 +69,6 @@ PRESETS = {
 
 def training_questions(preset: str) -> set[str]:
     """Every question the preset's training configs train on (rebuilt from the configs)."""
-    from adasr.tasks.streamify import read_jsonl
     from adasr.train.config import load_config
     from adasr.train.common import build_splits
 
@@ -105,7 +106,7 @@ def held_out(preset: str, n: int, out: Path) -> Path:
                     lines.append(line)
             tmp.unlink()
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    questions = [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines()]
+    questions = [r["question"] for r in read_jsonl(path)]
     shared = set(questions) & training_questions(preset)
     if shared:
         raise SystemExit(f"{path}: {len(shared)} held-out question(s) occur in training data")

@@ -17,13 +17,13 @@ pairs; McNemar, Psychometrika 1947).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from adasr.jsonl import read_jsonl  # noqa: E402
 from adasr.metrics import percentile, wilson_interval  # noqa: E402
 
 
@@ -40,12 +40,7 @@ def read_rows(path: Path) -> dict[str, dict]:
     file = path / "results.jsonl" if path.is_dir() else path
     if not file.exists():
         raise SystemExit(f"error: {file} does not exist (pass an eval mode directory)")
-    rows = {}
-    for line in file.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            r = json.loads(line)
-            rows[r["id"]] = r
-    return rows
+    return {r["id"]: r for r in read_jsonl(file)}
 
 
 def main(argv=None) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from adasr.errors import ConfigError, DataError
+from adasr.jsonl import read_jsonl, write_jsonl
 from adasr.tasks.procedural import PROCEDURAL_TASKS, build_procedural, build_procedural_with_report, score
-from adasr.tasks.registry import TASKS, build_dataset, write_jsonl
+from adasr.tasks.registry import TASKS, build_dataset
 from adasr.tasks.streamify import (
     StreamifyReport,
     canonical_answer,
     known_numbers,
-    read_jsonl,
     streamify_gsm8k,
     streamify_problem,
 )

@@ -372,7 +372,8 @@ def test_multi_mode_summary_has_one_column_per_mode(tmp_path, fake_runtime):
 
 def test_streaming_dataset_records_load_and_grade(tmp_path):
     """`adasr data build` output evaluates directly: chunks as given, graded by the task scorer."""
-    from adasr.tasks.registry import build_dataset, write_jsonl
+    from adasr.jsonl import write_jsonl
+    from adasr.tasks.registry import build_dataset
 
     path = tmp_path / "chain.jsonl"
     write_jsonl(build_dataset("chain_sum", size=5, seed=3), path)

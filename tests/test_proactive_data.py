@@ -12,6 +12,7 @@ import pytest
 
 
 from adasr.errors import ConfigError, DataError
+from adasr.jsonl import read_jsonl
 from adasr.protocol import parse_answer
 from adasr.proactive_metrics import episode_metrics, proactive_score, summarize_proactive
 from adasr.tasks.gsm8k import load_gsm8k
@@ -31,7 +32,7 @@ from adasr.tasks.proactive import (
 )
 from adasr.tasks.registry import PROACTIVE_FEATURES, TASKS, build_dataset, task_for
 from adasr.tasks.splits import assert_disjoint, normalize_question
-from adasr.tasks.streamify import _split, read_jsonl
+from adasr.tasks.streamify import _split
 
 from conftest import GSM8K_TRAIN
 

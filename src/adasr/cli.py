@@ -516,7 +516,8 @@ def data_build(
 ) -> None:
     """Build a streaming chain-of-thought dataset (no teacher model) and write it as JSONL."""
     from adasr.tasks.proactive import PROACTIVE_TASKS
-    from adasr.tasks.registry import build_dataset, build_proactive_dataset, write_jsonl
+    from adasr.jsonl import write_jsonl
+    from adasr.tasks.registry import build_dataset, build_proactive_dataset
 
     knobs = {}
     for kv in knob:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from adasr.errors import AdasrError, ConfigError, DataError
+from adasr.jsonl import json_object, jsonl_lines
 from adasr.metrics import summarize, summary_table
 from adasr.proactive_metrics import proactive_fields, summarize_proactive
 from adasr.stream import StreamSpec
@@ -92,22 +93,20 @@ class ResultsWriter:
             data = self.path.read_bytes()
         except OSError as e:
             raise DataError(f"cannot read {self.path}: {e.strerror or e}") from None
-        lines = data.split(b"\n")
-        last_index = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
+        lines = list(jsonl_lines(data))
+        last_line = lines[-1][0] if lines else 0
         by_id: dict[str, dict] = {}
         bad_middle: list[int] = []
         dirty = bool(data) and not data.endswith(b"\n")
-        for i, raw in enumerate(lines):
-            if not raw.strip():
-                continue
+        for lineno, raw in lines:
             try:
-                rec = json.loads(raw.decode("utf-8"))
-                if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
-                    raise ValueError("not a record")
-            except (ValueError, UnicodeDecodeError):
+                rec = json_object(raw)
+                if not isinstance(rec.get("id"), str):
+                    raise DataError("not a record")
+            except DataError:
                 dirty = True
-                if i != last_index:
-                    bad_middle.append(i + 1)
+                if lineno != last_line:
+                    bad_middle.append(lineno)
                 continue
             if rec["id"] in by_id:
                 del by_id[rec["id"]]  # keep file order of the latest version

@@ -40,6 +40,7 @@ from typing import Sequence
 
 from adasr.errors import ConfigError, DataError, InputError
 from adasr.evaluation import RESULTS_FILE
+from adasr.jsonl import jsonl_lines
 from adasr.metrics import summarize, wilson_interval
 from adasr.policy import MODES
 
@@ -94,19 +95,17 @@ def _read_results(path: Path) -> list[dict]:
         data = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-    lines = data.split(b"\n")
+    unterminated = data.count(b"\n") + 1  # the line after the last newline
     by_id: dict[str, dict] = {}
-    for i, raw in enumerate(lines):
-        if not raw.strip():
-            continue
+    for lineno, raw in jsonl_lines(data):
         try:
             rec = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
-            if i == len(lines) - 1:  # no newline after it: a write cut short by a kill
+            if lineno == unterminated:  # no newline after it: a write cut short by a kill
                 continue
-            raise DataError(f"{path}:{i + 1}: malformed JSON line (not an `adasr eval` record)") from None
+            raise DataError(f"{path}:{lineno}: malformed JSON line (not an `adasr eval` record)") from None
         if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
-            raise DataError(f"{path}:{i + 1}: not an `adasr eval` record (a JSON object with an 'id')")
+            raise DataError(f"{path}:{lineno}: not an `adasr eval` record (a JSON object with an 'id')")
         by_id.pop(rec["id"], None)
         by_id[rec["id"]] = rec
     return list(by_id.values())

@@ -13,7 +13,6 @@ separators, units and ``\\boxed{}``/``$`` wrappers stripped; ``72.0 == 72``, ``$
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -23,6 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from adasr.errors import ConfigError, DataError
+from adasr.jsonl import json_object, jsonl_lines
 from adasr.tasks.base import Item, OnError
 
 __all__ = ["load_gsm8k", "extract_reference", "is_correct"]
@@ -47,28 +47,9 @@ def extract_reference(answer: str) -> str:
     return ref
 
 
-def json_object(text: str) -> dict:
-    """Decode one JSONL line that must hold a JSON object.
-
-    Raises:
-        DataError: invalid JSON or not an object (the message has no file location: callers add it).
-    """
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
 def _parse_line(raw: bytes, path: Path, lineno: int) -> Item:
     """Parse one JSONL line; raises DataError (without location) when it is malformed."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"invalid UTF-8 at byte {e.start}") from None
-    obj = json_object(text)
+    obj = json_object(raw)
     for key in ("question", "answer"):
         if key not in obj:
             raise DataError(f"missing key {key!r}")
@@ -171,15 +152,11 @@ def load_gsm8k(
     items: list[Item] = []
     seen: set[str] = set()
     n_bad = 0
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+    for lineno, raw in jsonl_lines(data):
         if limit is not None and len(items) >= limit:
             break
-        if not raw.strip():
-            continue
-        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
-            raw = raw[3:]
         try:
-            item = _parse_line(raw.rstrip(b"\r"), path, lineno)
+            item = _parse_line(raw, path, lineno)
             if item.id in seen:
                 raise DataError(f"duplicate id {item.id!r}")
         except DataError as e:

@@ -121,6 +121,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from adasr.errors import ConfigError, DataError
+from adasr.jsonl import read_jsonl
 from adasr.protocol import parse_answer
 from adasr.tasks.gsm8k import _to_number, is_correct
 from adasr.tasks.splits import GSM8K_HELDOUT, assert_disjoint, normalize_question
@@ -137,7 +138,6 @@ from adasr.tasks.streamify import (
     align_steps,
     known_numbers,
     parse_solution,
-    read_jsonl,
 )
 
 __all__ = [

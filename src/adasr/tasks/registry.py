@@ -15,8 +15,8 @@ build``) grades through it, ``task_for(item).grade(prediction, item.reference)``
 
 ``build_dataset("gsm8k", source="train.jsonl", size=500)`` or
 ``build_dataset("chain_sum", size=1000, seed=0, terms=4)`` returns a ``datasets.Dataset`` in the
-shared schema (see :mod:`adasr.tasks.streamify`); :func:`write_jsonl` saves one record a line.
-The proactive tasks (``build_dataset("proactive_perception", size=200, split="test")``, see
+shared schema (see :mod:`adasr.tasks.streamify`); :func:`adasr.jsonl.write_jsonl` saves one record
+a line. The proactive tasks (``build_dataset("proactive_perception", size=200, split="test")``, see
 :mod:`adasr.tasks.proactive`) add the columns ``evidence_chunk`` and ``response``
 (:data:`PROACTIVE_FEATURES`). ``datasets`` is imported only when a dataset is built, so grading
 stays light.
@@ -24,20 +24,19 @@ stays light.
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from adasr.errors import ConfigError, DataError
+from adasr.jsonl import read_jsonl
 from adasr.tasks.base import Item, OnError, Task
 from adasr.tasks.gsm8k import is_correct, load_gsm8k
 from adasr.tasks.proactive import PROACTIVE_TASKS, ProactiveReport, build_proactive_with_report
 from adasr.tasks.proactive import score as proactive_score
 from adasr.tasks.procedural import PROCEDURAL_TASKS, build_procedural
 from adasr.tasks.procedural import score as procedural_score
-from adasr.tasks.streamify import read_jsonl, streamify_gsm8k
+from adasr.tasks.streamify import streamify_gsm8k
 
 if TYPE_CHECKING:  # pragma: no cover - typing only (datasets is imported when a dataset is built)
     import datasets
@@ -54,7 +53,6 @@ __all__ = [
     "task_for",
     "build_dataset",
     "build_proactive_dataset",
-    "write_jsonl",
 ]
 
 DEFAULT_PROCEDURAL_SIZE = 1000
@@ -344,15 +342,3 @@ def build_proactive_dataset(
         raise ConfigError(f"unknown proactive task {task!r}: valid tasks are {', '.join(PROACTIVE_TASKS)}")
     records, report = get_task(task).episodes_with_report(size=size, seed=seed, source=source, **knobs)
     return datasets.Dataset.from_list(records, features=_features()[1]), report
-
-
-def write_jsonl(dataset: datasets.Dataset | Iterable[dict], path: str | os.PathLike) -> int:
-    """Write one JSON record a line (UTF-8), creating parent folders; returns the count."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with p.open("w", encoding="utf-8") as f:
-        for rec in dataset:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            n += 1
-    return n

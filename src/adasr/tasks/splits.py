@@ -9,13 +9,13 @@ checks question text against the held-out files with :func:`drop_overlap` /
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Iterable, Sequence, TypeVar
 
 from adasr.errors import DataError
+from adasr.jsonl import json_object, jsonl_lines
 
 __all__ = ["GSM8K_HELDOUT", "normalize_question", "heldout_questions", "drop_overlap", "assert_disjoint"]
 
@@ -40,16 +40,17 @@ def heldout_questions(paths: Iterable[str | os.PathLike]) -> set[str]:
     for p in paths:
         path = Path(p)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            data = path.read_bytes()
+            data.decode("utf-8")  # a held-out file that is not UTF-8 is refused whole, not skipped
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read held-out file {path}: {e}") from None
         found = 0
-        for line in lines:
+        for _, line in jsonl_lines(data):
             try:
-                rec = json.loads(line) if line.strip() else None
-            except ValueError:
+                rec = json_object(line)
+            except DataError:
                 continue  # a malformed line cannot match a question
-            if isinstance(rec, dict) and isinstance(rec.get("question"), str):
+            if isinstance(rec.get("question"), str):
                 out.add(normalize_question(rec["question"]))
                 found += 1
         if not found:

@@ -82,12 +82,9 @@ import operator
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from adasr import stream as _stream
-from adasr.errors import DataError
-from adasr.tasks.gsm8k import json_object
 
 __all__ = [
     "NUMBER_WORDS",
@@ -105,7 +102,6 @@ __all__ = [
     "parse_free_solution",
     "align_steps",
     "streamify_gsm8k",
-    "read_jsonl",
 ]
 
 # --------------------------------------------------------------------------- number knowledge
@@ -984,7 +980,7 @@ def streamify_gsm8k(
     """Streamify GSM8K records (``{"question", "answer"}``, optional ``"id"``).
 
     Args:
-        records: GSM8K records, e.g. from :func:`read_jsonl`.
+        records: GSM8K records, e.g. from :func:`adasr.jsonl.read_jsonl`.
         clean_only: keep only clean conversions (the report still counts all).
         id_prefix: ids are ``record["id"]`` when present, else ``f"{id_prefix}{i}"`` with ``i``
             the record's position in ``records``.
@@ -1030,26 +1026,3 @@ def streamify_gsm8k(
         rep.stream_steps_fraction = n_stream / n_steps if n_steps else 0.0
         rep.with_thought = n_with / rep.converted
     return out, rep
-
-
-def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
-    """Read a JSON-lines file (blank lines skipped), at most ``limit`` records.
-
-    Raises:
-        DataError: the file is missing or a line is not a JSON object.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file not found: {p}")
-    out: list[dict] = []
-    with p.open(encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if limit is not None and len(out) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                out.append(json_object(line))
-            except DataError as e:
-                raise DataError(f"{p}:{ln}: {e}") from None
-    return out

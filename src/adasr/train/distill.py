@@ -296,7 +296,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         ConfigError: an ``episodes_file`` that is not a plain ``*.jsonl`` file name.
     """
     check_episodes_file(episodes_file)
-    from adasr.tasks.registry import write_jsonl
+    from adasr.jsonl import write_jsonl
     from adasr.tasks.streamify import ParseFailure, ThoughtFit, streamify_solution
 
     out_dir = Path(out_dir)
