@@ -13,20 +13,15 @@ from adasr.errors import ConfigError, DataError
 from adasr.jsonl import read_jsonl, write_jsonl
 from adasr.tasks.procedural import PROCEDURAL_TASKS, build_procedural, build_procedural_with_report, score
 from adasr.tasks.registry import TASKS, build_dataset
-from adasr.tasks.streamify import (
-    StreamifyReport,
-    canonical_answer,
-    known_numbers,
-    streamify_gsm8k,
-    streamify_problem,
-)
+from adasr.tasks.streamify import StreamifyReport, streamify_gsm8k, streamify_problem
+from adasr.tasks.text import canonical_answer, known_numbers
 
 from conftest import GSM8K_TRAIN
 needs_train = pytest.mark.usefixtures("gsm8k_train")  # fails loudly if the shared data is missing
 
 # ---------------------------------------------------------------------------------------------
 # Hand-checked alignments. Records copied verbatim from GSM8K train.jsonl (line = index + 1).
-# Each expected placement was verified by hand against the rules in adasr.tasks.streamify.
+# Each expected placement was verified by hand against the rules in adasr.tasks.align.
 
 HAND_CHECKED = {
     # 0: 48/2 needs 48 and 2 ("half"), both in chunk 0; 48+24 needs 48 and the result 24 ->

@@ -10,7 +10,8 @@ import pytest
 from adasr.errors import ConfigError, DataError
 from adasr.tasks.base import Item
 from adasr.tasks.splits import assert_disjoint, drop_overlap, normalize_question
-from adasr.tasks.streamify import parse_free_solution, streamify_solution
+from adasr.tasks.solutions import parse_free_solution
+from adasr.tasks.streamify import streamify_solution
 from adasr.train.distill import DistillConfig, distill, sample_counts, write_episodes
 
 NATALIA_Q = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -99,7 +100,7 @@ def test_free_solution_reads_periods_units_currency_and_intermediate_values():
 
 
 def test_terse_notes_keep_the_computations_and_what_they_count():
-    from adasr.tasks.streamify import terse_note
+    from adasr.tasks.notes import terse_note
 
     assert terse_note("1. Lisa earned half of the $60: \\[ \\text{Lisa's earnings} = \\frac{60}{2} = 30 \\]") == \
         "Lisa's earnings = \\frac{60}{2} = 30"
@@ -112,7 +113,7 @@ def test_terse_notes_keep_the_computations_and_what_they_count():
 
 
 def test_thoughts_fitted_to_the_arrival_room_and_a_terse_deep_stage():
-    from adasr.tasks.streamify import ThoughtFit
+    from adasr.tasks.notes import ThoughtFit
 
     words = lambda t: len(t.split())  # noqa: E731  (a hand-countable tokenizer)
     # room after chunk k = words of chunk k+1 = 13, 11, 14: "people" (9) fits after chunk 0,

@@ -15,6 +15,7 @@ from adasr.errors import ConfigError, DataError
 from adasr.jsonl import read_jsonl
 from adasr.protocol import parse_answer
 from adasr.proactive_metrics import episode_metrics, proactive_score, summarize_proactive
+from adasr.stream import split_sentences
 from adasr.tasks.gsm8k import load_gsm8k
 from adasr.tasks.proactive import (
     PROACTIVE_TASKS,
@@ -32,7 +33,6 @@ from adasr.tasks.proactive import (
 )
 from adasr.tasks.registry import PROACTIVE_FEATURES, TASKS, build_dataset, task_for
 from adasr.tasks.splits import assert_disjoint, normalize_question
-from adasr.tasks.streamify import _split
 
 from conftest import GSM8K_TRAIN
 
@@ -166,7 +166,7 @@ def test_generated_records_are_consistent(task):
     for r in recs:
         n, e = len(r["chunks"]), r["evidence_chunk"]
         assert 1 <= e < n  # the question (chunk 0) never answers itself
-        assert r["question"] == " ".join(r["chunks"]) and _split(r["question"]) == r["chunks"]  # one sentence a chunk
+        assert r["question"] == " ".join(r["chunks"]) and split_sentences(r["question"]) == r["chunks"]  # one sentence a chunk
         assert r["thoughts"] == [""] * e + [r["response"]] and r["response"] == f"\\boxed{{{r['answer']}}}"
         assert score(task, r["response"], r["answer"])
         turns = proactive_turns(r)
@@ -289,7 +289,7 @@ def test_gsm8k_records_with_distractors():
         order, e, final = gsm8k_evidence(src[i]["question"], src[i]["answer"])
         assert r["chunks"][: len(order)] == order and len(r["chunks"]) == len(order) + 2
         assert r["evidence_chunk"] == e and r["answer"] == final
-        assert not set(r["chunks"][len(order):]) & set(_split(src[i]["question"]))
+        assert not set(r["chunks"][len(order):]) & set(split_sentences(src[i]["question"]))
     first = recs[0]  # problem 0 (Natalia): question, the one fact (evidence 1), then 2 distractors
     assert first["chunks"][:2] == ["How many clips did Natalia sell altogether in April and May?",
                                    "Natalia sold clips to 48 of her friends in April, and then she sold half as many "

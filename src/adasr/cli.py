@@ -587,7 +587,7 @@ def data_distill(
         err.print(f"dropped {dropped} problem(s) whose question is in an --exclude file")
     if not items:
         raise ConfigError("no problems left to distill (check --start/--limit/--exclude)")
-    from adasr.tasks.streamify import DEEP_STYLES, NOTE_STYLES
+    from adasr.tasks.notes import DEEP_STYLES, NOTE_STYLES
 
     if notes not in NOTE_STYLES or deep_style not in DEEP_STYLES or tokens_per_word < 0:
         raise ConfigError(f"need --notes in {', '.join(NOTE_STYLES)}, --deep-style terse|verbatim and "

@@ -1,1 +1,1 @@
-"""Tasks: datasets as streams (GSM8K, procedural tasks) and answer checking."""
+"""Tasks: datasets as streams (GSM8K, procedural and proactive families) and answer checking."""

@@ -74,7 +74,7 @@ The question always comes first (chunk 0); every chunk is one sentence.
     split (``interleave=True`` mixes them among the facts instead). The answer is GSM8K's final
     answer. **Evidence**: the last fact sentence the reference solution needs: every annotated
     step (``<<expr=result>>``) of the solution is placed by the streamify alignment rules
-    (:func:`adasr.tasks.streamify.align_steps`: earliest chunk after which its operands are
+    (:func:`adasr.tasks.align.align_steps`: earliest chunk after which its operands are
     known, word anchors, monotone; prose lines travel with the next computing step) run on the
     problem's own reordered sentences (distractors never take part), and the evidence is the
     chunk of the last annotated step. A problem is rejected when it has no annotated step, a
@@ -84,7 +84,7 @@ The question always comes first (chunk 0); every chunk is one sentence.
     question (it neither ends with "?" nor says "find", "calculate", "how", "what", ...). When
     the evidence comes before the last fact sentence, the problem is also rejected as
     *ambiguous* if a later fact sentence mentions a number that is an operand of the solution
-    (:func:`adasr.tasks.streamify.known_numbers`), completes an implied-unit constant that is
+    (:func:`adasr.tasks.text.known_numbers`), completes an implied-unit constant that is
     one, or shares a content word with the solution's text: on GSM8K such sentences are usually
     needed after all ("Then she colors the rest with green."), so only early evidence without
     any such link is kept. Sentences that change the answer with neither a number nor a shared
@@ -124,20 +124,18 @@ from adasr.errors import ConfigError, DataError
 from adasr.jsonl import read_jsonl
 from adasr.protocol import parse_answer
 from adasr.tasks.gsm8k import _to_number, is_correct
+from adasr.stream import split_sentences
+from adasr.tasks.align import align_steps
+from adasr.tasks.solutions import ParseFailure, parse_solution, read_arithmetic
 from adasr.tasks.splits import GSM8K_HELDOUT, assert_disjoint, normalize_question
-from adasr.tasks.streamify import (
+from adasr.tasks.text import (
     NUMBER_WORDS,
     STOPWORDS,
-    ParseFailure,
-    _annotations,
-    _close,
-    _content_words,
-    _parse_number,
-    _split,
-    _unit_constants,
-    align_steps,
+    content_words,
     known_numbers,
-    parse_solution,
+    numbers_close,
+    parse_number,
+    unit_constants,
 )
 
 __all__ = [
@@ -782,7 +780,7 @@ def gsm8k_evidence(question: str, answer: str) -> tuple[list[str], int, str]:
         steps, final = parse_solution(answer)
     except ParseFailure as e:
         raise Rejected(f"unparseable solution ({e.reason})") from None
-    sents = _split(question)
+    sents = split_sentences(question)
     if len(sents) < 2:
         raise Rejected("single sentence (no fact to wait for)")
     q = sents[-1]
@@ -801,21 +799,21 @@ def gsm8k_evidence(question: str, answer: str) -> tuple[list[str], int, str]:
         raise Rejected("operands never known")
     if any(not s.consistent for s in computing):
         raise Rejected("inconsistent annotation")
-    fin = _parse_number(final)
-    if fin is None or all(not _close(r, fin) for s in steps for r in s.results):
+    fin = parse_number(final)
+    if fin is None or all(not numbers_close(r, fin) for s in steps for r in s.results):
         raise Rejected("final answer not derived by an annotation")
-    if any(not s.annotated and _annotations(s.text)[1] for s in steps):
+    if any(not s.annotated and read_arithmetic(s.text)[1] for s in steps):
         raise Rejected("arithmetic without annotation")
     evidence = max(s.chunk for s in computing)
     if evidence < len(order) - 1:
         # the alignment says the later sentences are not needed: reject the item when that is
         # uncertain (the later sentences could hold an operand or a word the solution uses)
         later = set().union(*(known_numbers(c) for c in order[evidence + 1:]))
-        later |= _unit_constants(" ".join(order)) - _unit_constants(" ".join(order[: evidence + 1]))
+        later |= unit_constants(" ".join(order)) - unit_constants(" ".join(order[: evidence + 1]))
         if later & {op for s in computing for op in s.operands}:
             raise Rejected("ambiguous evidence: a later sentence mentions an operand")
-        words = set().union(*(_content_words(s.text) for s in steps))
-        if any(words & _content_words(c) for c in order[evidence + 1:]):
+        words = set().union(*(content_words(s.text) for s in steps))
+        if any(words & content_words(c) for c in order[evidence + 1:]):
             raise Rejected("ambiguous evidence: a later sentence shares words with the solution")
     return order, evidence, final
 
@@ -840,7 +838,7 @@ def _build_gsm8k(size: int | None, seed: int, split: str, source, knobs: dict) -
     def sentences(j: int) -> list[str]:
         if j not in sent_cache:
             q = recs[j].get("question")
-            sent_cache[j] = _split(q) if isinstance(q, str) else []
+            sent_cache[j] = split_sentences(q) if isinstance(q, str) else []
         return sent_cache[j]
 
     for i in split_idx:

@@ -283,7 +283,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
             model's own computations without their prose, short enough for the adaptive
             budgets (the ``"steps"`` style's thoughts were ~3x the slack between chunks).
         tokens_per_word: thoughts are fitted to the room the input's arrival leaves
-            (:class:`adasr.tasks.streamify.ThoughtFit`): decode tokens/s over words/s (default
+            (:class:`adasr.tasks.notes.ThoughtFit`): decode tokens/s over words/s (default
             2.8 = 7 tokens/s at 2.5 words/s, the evaluations' pinned rates); ``None``: no fitting.
         max_thought_tokens: the thought budget's cap, tokens.
         deep_style: ``"terse"`` (default): the deep stage's computing steps as short notes, the
@@ -297,7 +297,9 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     """
     check_episodes_file(episodes_file)
     from adasr.jsonl import write_jsonl
-    from adasr.tasks.streamify import ParseFailure, ThoughtFit, streamify_solution
+    from adasr.tasks.notes import ThoughtFit
+    from adasr.tasks.solutions import ParseFailure
+    from adasr.tasks.streamify import streamify_solution
 
     out_dir = Path(out_dir)
     rep = sample_counts(records)
@@ -349,19 +351,21 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
 
 def alignment_report(records: Sequence[dict], tokenizer) -> dict:
     """How much of the kept samples' reasoning the aligner can place before the last chunk, and
-    why the rest cannot be placed (:func:`adasr.tasks.streamify.align_steps`, no fitting to an
+    why the rest cannot be placed (:func:`adasr.tasks.align.align_steps`, no fitting to an
     operating point's room: the upper bound any conversion reaches).
 
-    Every correct sample's solution is parsed into steps (:func:`~adasr.tasks.streamify.parse_free_solution`)
+    Every correct sample's solution is parsed into steps (:func:`~adasr.tasks.solutions.parse_free_solution`)
     and aligned to its question's chunks; a step's tokens (``tokenizer``) count as placeable when
-    it lands on a chunk before the last, else under its :attr:`~adasr.tasks.streamify.Step.deep_reason`.
+    it lands on a chunk before the last, else under its :attr:`~adasr.tasks.solutions.Step.deep_reason`.
     A solution with no step counts all its tokens under ``"parse failure"``.
 
     Returns:
         ``{"samples", "reasoning_tokens", "placeable_share", "unplaced": {reason: share of all
         reasoning tokens}}`` (shares in [0, 1]).
     """
-    from adasr.tasks.streamify import _split, align_steps, parse_free_solution
+    from adasr.stream import split_sentences
+    from adasr.tasks.align import align_steps
+    from adasr.tasks.solutions import parse_free_solution
 
     counts: dict[str, int] = {}
     total = placed = n = 0
@@ -380,7 +384,7 @@ def alignment_report(records: Sequence[dict], tokenizer) -> dict:
             total += k
             add("parse failure", k)
             continue
-        align_steps(_split(r["question"]), steps, unannotated="attach")
+        align_steps(split_sentences(r["question"]), steps, unannotated="attach")
         for st in steps:
             k = len(tokenizer.encode(st.text, add_special_tokens=False))
             total += k
