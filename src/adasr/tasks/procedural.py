@@ -44,6 +44,7 @@ from typing import Any, Callable
 
 from adasr.errors import ConfigError
 from adasr.protocol import parse_answer
+from adasr.tasks.families import Families, Family, bool_knob, check_seed, check_size, int_knob, range_knob
 
 __all__ = [
     "PROCEDURAL_TASKS",
@@ -57,37 +58,15 @@ __all__ = [
 # --------------------------------------------------------------------------- knobs
 
 
-def _range_knob(knobs: dict, exact: str, lo: str, hi: str, default: tuple[int, int]) -> dict:
-    """Resolve ``exact`` (sets both bounds) or ``lo``/``hi`` knobs into generator kwargs."""
-    out = {lo: default[0], hi: default[1]}
-    if exact in knobs and knobs[exact] is not None:
-        if lo in knobs or hi in knobs:
-            raise ConfigError(f"give either {exact!r} or {lo!r}/{hi!r}, not both")
-        out[lo] = out[hi] = knobs[exact]
-    for k in (lo, hi):
-        if k in knobs and knobs[k] is not None:
-            out[k] = knobs[k]
-    for k, v in out.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{k} must be a positive integer, got {v!r}")
-    if out[lo] > out[hi]:
-        # an exact/upper bound below the default lower bound: move the lower bound down
-        if lo not in knobs:
-            out[lo] = out[hi]
-        elif hi not in knobs:
-            out[hi] = out[lo]
-        else:
-            raise ConfigError(f"{lo} ({out[lo]}) must not exceed {hi} ({out[hi]})")
-    return out
+def _bounds(knobs: dict, exact: str, default: tuple[int, int]) -> dict:
+    """Generator kwargs ``min_<exact>``/``max_<exact>`` of a range knob (:func:`range_knob`)."""
+    lo, hi = range_knob(knobs, exact, default)
+    return {f"min_{exact}": lo, f"max_{exact}": hi}
 
 
 def _chain_sum_kwargs(knobs: dict) -> dict:
-    kw = _range_knob(knobs, "terms", "min_terms", "max_terms", (3, 5))
-    kw.update(_range_knob(knobs, "digits", "min_digits", "max_digits", (1, 2)))
-    neg = knobs.get("allow_negation", False)
-    if not isinstance(neg, bool):
-        raise ConfigError(f"allow_negation must be true or false, got {neg!r}")
-    kw["allow_negation"] = neg
+    kw = {**_bounds(knobs, "terms", (3, 5)), **_bounds(knobs, "digits", (1, 2))}
+    kw["allow_negation"] = bool_knob(knobs, "allow_negation", False)
     _chain_sum_final(knobs)
     return kw
 
@@ -100,22 +79,17 @@ def _chain_sum_final(knobs: dict) -> str:
 
 
 def _letter_counting_kwargs(knobs: dict) -> dict:
-    kw = _range_knob(knobs, "words", "min_words", "max_words", (4, 8))
+    kw = _bounds(knobs, "words", (4, 8))
     _words_per_chunk(knobs)
     return kw
 
 
 def _words_per_chunk(knobs: dict) -> int:
-    n = knobs.get("words_per_chunk", 2)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"words_per_chunk must be a positive integer, got {n!r}")
-    return n
+    return int_knob(knobs, "words_per_chunk", 2)
 
 
 def _leg_counting_kwargs(knobs: dict) -> dict:
-    kw = _range_knob(knobs, "animals", "min_animals", "max_animals", (2, 4))
-    kw.update(_range_knob(knobs, "instances", "min_instances", "max_instances", (1, 5)))
-    return kw
+    return {**_bounds(knobs, "animals", (2, 4)), **_bounds(knobs, "instances", (1, 5))}
 
 
 # --------------------------------------------------------------------------- renderers
@@ -209,36 +183,34 @@ def _render_leg_counting(item: dict, knobs: dict) -> tuple[list[str], list[str],
 
 
 @dataclass(frozen=True)
-class _Family:
+class _ProceduralFamily(Family):
+    """A reasoning-gym family: its ``generator`` (reasoning-gym dataset name), the generator
+    ``kwargs`` of its knobs, and ``render`` (one generator item and the knobs -> chunks,
+    thoughts, deep stage, computed answer)."""
+
     generator: str
     kwargs: Callable[[dict], dict]
     render: Callable[[dict, dict], tuple[list[str], list[str], str, str]]
-    knobs: tuple[str, ...]
 
 
-_FAMILIES: dict[str, _Family] = {
-    "chain_sum": _Family(
-        "chain_sum", _chain_sum_kwargs, _render_chain_sum,
+_FAMILIES: Families[_ProceduralFamily] = Families("procedural", [
+    _ProceduralFamily(
+        "chain_sum",
         ("terms", "min_terms", "max_terms", "digits", "min_digits", "max_digits", "allow_negation", "final"),
+        "chain_sum", _chain_sum_kwargs, _render_chain_sum,
     ),
-    "letter_counting": _Family(
+    _ProceduralFamily(
+        "letter_counting", ("words", "min_words", "max_words", "words_per_chunk"),
         "letter_counting", _letter_counting_kwargs, _render_letter_counting,
-        ("words", "min_words", "max_words", "words_per_chunk"),
     ),
-    "leg_counting": _Family(
+    _ProceduralFamily(
+        "leg_counting", ("animals", "min_animals", "max_animals", "instances", "min_instances", "max_instances"),
         "leg_counting", _leg_counting_kwargs, _render_leg_counting,
-        ("animals", "min_animals", "max_animals", "instances", "min_instances", "max_instances"),
     ),
-}
+])
 
-PROCEDURAL_TASKS: tuple[str, ...] = tuple(_FAMILIES)
+PROCEDURAL_TASKS: tuple[str, ...] = _FAMILIES.names
 """Names of the procedural task families."""
-
-
-def _family(task: str) -> _Family:
-    if task not in _FAMILIES:
-        raise ConfigError(f"unknown procedural task {task!r}: valid tasks are {', '.join(PROCEDURAL_TASKS)}")
-    return _FAMILIES[task]
 
 
 # --------------------------------------------------------------------------- building
@@ -259,16 +231,10 @@ class ProceduralReport:
 
 def build_procedural_with_report(task: str, size: int, seed: int = 0, **knobs: Any) -> tuple[list[dict], ProceduralReport]:
     """Like :func:`build_procedural`, also returning a :class:`ProceduralReport`."""
-    fam = _family(task)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError(f"size must be a positive integer, got {size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
-    unknown = sorted(set(knobs) - set(fam.knobs))
-    if unknown:
-        raise ConfigError(
-            f"unknown knob(s) {', '.join(unknown)} for task {task!r}: valid knobs are {', '.join(fam.knobs)}"
-        )
+    fam = _FAMILIES.get(task)
+    check_size(size)
+    check_seed(seed)
+    fam.check_knobs(knobs)
     gen_kwargs = fam.kwargs(knobs)
 
     import reasoning_gym
@@ -339,7 +305,7 @@ def build_procedural(task: str, size: int, seed: int = 0, **knobs: Any) -> list[
 def _scorer(task: str) -> Callable[[str | None, dict], float]:
     import reasoning_gym
 
-    fam = _family(task)
+    fam = _FAMILIES.get(task)
     return reasoning_gym.create_dataset(fam.generator, size=1, seed=0).score_answer
 
 
