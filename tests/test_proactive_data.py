@@ -20,10 +20,6 @@ from adasr.tasks.gsm8k import load_gsm8k
 from adasr.tasks.proactive import (
     PROACTIVE_TASKS,
     Rejected,
-    _perception_solve,
-    _temporal_solve,
-    _threshold_notes,
-    _threshold_solve,
     build_proactive,
     build_proactive_with_report,
     gsm8k_evidence,
@@ -31,6 +27,7 @@ from adasr.tasks.proactive import (
     proactive_turns,
     score,
 )
+from adasr.tasks.proactive import perception, temporal, threshold
 from adasr.tasks.registry import PROACTIVE_FEATURES, TASKS, build_dataset, task_for
 from adasr.tasks.splits import assert_disjoint, normalize_question
 
@@ -52,11 +49,11 @@ def test_perception_evidence_is_the_chunk_stating_the_fact():
         "Sensor Bravo reports 23 degrees.",  # the fact -> evidence 3
         "Sensor Charlie reports 30 degrees.",
     ]
-    assert _perception_solve(chunks) == ("23", 3)
+    assert perception.solve(chunks) == ("23", 3)
     people = ["Tell me the city where Maria works.", "Maria lives in Oslo.", "Omar works in Lima.", "Maria works in Cork."]
-    assert _perception_solve(people) == ("Cork", 3)  # "lives in" and Omar's "works in" do not answer it
+    assert perception.solve(people) == ("Cork", 3)  # "lives in" and Omar's "works in" do not answer it
     with pytest.raises(Rejected, match="fact never stated"):
-        _perception_solve(chunks[:3])
+        perception.solve(chunks[:3])
 
 
 def test_temporal_evidence_rules():
@@ -65,50 +62,50 @@ def test_temporal_evidence_rules():
     ordered = "The log lists events in time order; "
     # in time order, "before" is settled by the first of the two events to appear: the alarm
     # (chunk 2) comes before the door has been reported, so it rang first
-    assert _temporal_solve([ordered + "tell me whether the alarm rang before the door opened.", *log]) == ("yes", 2)
-    assert _temporal_solve([ordered + "tell me whether the door opened before the alarm rang.", *log]) == ("no", 2)
+    assert temporal.solve([ordered + "tell me whether the alarm rang before the door opened.", *log]) == ("yes", 2)
+    assert temporal.solve([ordered + "tell me whether the door opened before the alarm rang.", *log]) == ("no", 2)
     # "right after the alarm rang": the next reported event, chunk 3
-    assert _temporal_solve([ordered + "tell me what happened right after the alarm rang.", *log]) == ("the door opened", 3)
+    assert temporal.solve([ordered + "tell me what happened right after the alarm rang.", *log]) == ("the door opened", 3)
     # interval: both times needed -> the later one, chunk 4 (09:40 - 09:00 = 40 minutes)
-    assert _temporal_solve([ordered + "tell me how many minutes passed from when the lights turned on to when "
+    assert temporal.solve([ordered + "tell me how many minutes passed from when the lights turned on to when "
                             "the dog barked.", *log]) == ("40", 4)
     # out of time order: "before" needs both events (chunks 1 and 3 -> 3); "right after" needs
     # the whole log (an unseen event could fall between) -> the last chunk
     shuffled = [log[2], log[0], log[1], log[3]]  # door 09:25, lights 09:00, alarm 09:10, dog 09:40
     unordered = "The log lists events out of time order; "
-    assert _temporal_solve([unordered + "tell me whether the alarm rang before the door opened.", *shuffled]) == ("yes", 3)
-    assert _temporal_solve([unordered + "tell me what happened right after the lights turned on.", *shuffled]) == (
+    assert temporal.solve([unordered + "tell me whether the alarm rang before the door opened.", *shuffled]) == ("yes", 3)
+    assert temporal.solve([unordered + "tell me what happened right after the lights turned on.", *shuffled]) == (
         "the alarm rang", 4)
     with pytest.raises(Rejected, match="events out of order"):
-        _temporal_solve([ordered + "tell me whether the alarm rang before the door opened.", *shuffled])
+        temporal.solve([ordered + "tell me whether the alarm rang before the door opened.", *shuffled])
 
 
 def test_threshold_evidence_is_the_first_crossing():
     q = "The total starts at 0; tell me the running total as soon as it exceeds 20."
     # totals 9, 17, 13, 21 (> 20 at chunk 4), 29: the first crossing, not the last
-    assert _threshold_solve([q, "Add 9.", "Add 8.", "Subtract 4.", "Add 8.", "Add 8."]) == ("21", 4)
+    assert threshold.solve([q, "Add 9.", "Add 8.", "Subtract 4.", "Add 8.", "Add 8."]) == ("21", 4)
     # exactly 20 is not "exceeds": 12, 20, 21 -> chunk 3
-    assert _threshold_solve([q, "Add 12.", "Add 8.", "Add 1."]) == ("21", 3)
+    assert threshold.solve([q, "Add 12.", "Add 8.", "Add 1."]) == ("21", 3)
     with pytest.raises(Rejected, match="threshold never crossed"):
-        _threshold_solve([q, "Add 5.", "Add 5."])
+        threshold.solve([q, "Add 5.", "Add 5."])
     first = ["Tell me the first number that is divisible by 7.", "Next number: 12.", "Next number: 49.", "Next number: 14."]
-    assert _threshold_solve(first) == ("49", 2)
+    assert threshold.solve(first) == ("49", 2)
     with pytest.raises(Rejected, match="no number satisfies"):
-        _threshold_solve(first[:2])
+        threshold.solve(first[:2])
 
 
 def test_threshold_state_notes_hand_checked():
     q = "The total starts at 0; tell me the running total as soon as it exceeds 20."
     chunks = [q, "Add 9.", "Add 8.", "Subtract 4.", "Add 8.", "Add 8."]
-    assert _threshold_notes(chunks, 4) == ["", "0 + 9 = 9.", "9 + 8 = 17.", "17 - 4 = 13.", "13 + 8 = 21."]
+    assert threshold.state_notes(chunks, 4) == ["", "0 + 9 = 9.", "9 + 8 = 17.", "17 - 4 = 13.", "13 + 8 = 21."]
     first = ["Tell me the first number that is divisible by 7.", "Next number: 12.", "Next number: 49."]
-    assert _threshold_notes(first, 2) == ["", "12 divisible by 7? no.", "49 divisible by 7? yes."]
+    assert threshold.state_notes(first, 2) == ["", "12 divisible by 7? no.", "49 divisible by 7? yes."]
     even = ["Tell me the first number that is an even number greater than 36.", "Next number: 61.", "Next number: 78."]
-    assert _threshold_notes(even, 2) == ["", "61 even and > 36? no.", "78 even and > 36? yes."]
-    assert _threshold_notes(["Tell me the first number that is a number ending in 8.", "Next number: 38."], 1)[1] == \
+    assert threshold.state_notes(even, 2) == ["", "61 even and > 36? no.", "78 even and > 36? yes."]
+    assert threshold.state_notes(["Tell me the first number that is a number ending in 8.", "Next number: 38."], 1)[1] == \
         "38 ends in 8? yes."
     # the record: notes before the evidence, the response turn starts with the evidence chunk's note
-    rec = make_record("proactive_threshold", "x", chunks, 4, "21", _threshold_notes(chunks, 4))
+    rec = make_record("proactive_threshold", "x", chunks, 4, "21", threshold.state_notes(chunks, 4))
     assert rec["thoughts"] == ["", "0 + 9 = 9.", "9 + 8 = 17.", "17 - 4 = 13.", "13 + 8 = 21. \\boxed{21}"]
     assert rec["response"] == "\\boxed{21}" and proactive_turns(rec)[-1] == ("Add 8.", "13 + 8 = 21. \\boxed{21}")
     with pytest.raises(ValueError, match="3 notes for 5 turns"):

@@ -25,7 +25,7 @@ from adasr.errors import ConfigError, DataError
 from adasr.jsonl import json_object, jsonl_lines
 from adasr.tasks.base import Item, OnError
 
-__all__ = ["load_gsm8k", "extract_reference", "is_correct"]
+__all__ = ["load_gsm8k", "extract_reference", "is_correct", "to_number"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,8 +216,13 @@ def _normalize(text: str) -> str:
     return s
 
 
-def _to_number(text: str) -> Fraction | float | None:
-    """The number ``text`` denotes, or ``None`` if it is not a plain number (with units)."""
+def to_number(text: str) -> Fraction | float | None:
+    """The number ``text`` denotes, or ``None`` if it is not a plain number (with units).
+
+    Wrappers and noise are stripped first (``\\boxed{}``, ``$``, thousands commas, ``\\text{}``,
+    a leading ``x =``); ``"1/2"`` and ``\\frac{1}{2}`` give ``Fraction(1, 2)``, ``"72 dollars"``
+    and ``"50%"`` their number (the unit dropped once).
+    """
     s = _normalize(text)
     if not s:
         return None
@@ -358,9 +363,9 @@ def is_correct(prediction: str | None, reference: str, *, timeout_s: float = 5.0
         prediction, reference = str(prediction), str(reference)
         if not prediction.strip() or not reference.strip():
             return False
-        ref_num = _to_number(reference)
+        ref_num = to_number(reference)
         if ref_num is not None:
-            pred_num = _to_number(prediction)
+            pred_num = to_number(prediction)
             if pred_num is not None:
                 return _numbers_equal(pred_num, ref_num)
         if _normalize(prediction) == _normalize(reference):
