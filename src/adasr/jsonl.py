@@ -1,10 +1,11 @@
 """JSON lines: the one reader and writer of adasr's ``*.jsonl`` files.
 
 Every data file adasr reads or writes (GSM8K problems, built streaming episodes, distillation
-samples, evaluation records) holds one JSON object a line, UTF-8. This module splits such a file
-into lines (:func:`jsonl_lines`), decodes one line (:func:`json_object`), reads a whole file
-(:func:`read_jsonl`) and writes one (:func:`write_jsonl`). Readers with their own policy for a
-bad line (skip it, report it, repair a line cut short by a kill) build on the first two.
+samples, evaluation records) holds one JSON object a line, UTF-8. This module reads a file's
+bytes (:func:`file_bytes`), splits them into lines (:func:`jsonl_lines`), decodes one line
+(:func:`json_object`), reads a whole file (:func:`read_jsonl`) and writes one
+(:func:`write_jsonl`). Readers with their own policy for a bad line (skip it, report it, repair a
+line cut short by a kill) build on :func:`jsonl_lines` and :func:`json_object`.
 It imports nothing of adasr but :mod:`adasr.errors`, so every layer can use it.
 """
 
@@ -17,9 +18,27 @@ from typing import Iterable, Iterator
 
 from adasr.errors import DataError
 
-__all__ = ["json_object", "jsonl_lines", "read_jsonl", "write_jsonl"]
+__all__ = ["file_bytes", "json_object", "jsonl_lines", "read_jsonl", "write_jsonl"]
 
 _BOM = b"\xef\xbb\xbf"
+
+
+def file_bytes(path: str | os.PathLike, what: str = "data file") -> bytes:
+    """The bytes of a data file.
+
+    Raises:
+        DataError: ``<what> not found: <path>``, ``<what> path is not a file: <path>``, or
+            ``cannot read <what> <path>: <reason>``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise DataError(f"{what} path is not a file: {p}")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {what} {p}: {e.strerror or e}") from None
 
 
 def jsonl_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
@@ -68,14 +87,8 @@ def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
             (``<path>:<line>: <reason>``).
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file not found: {p}")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read {p}: {e.strerror or e}") from None
     out: list[dict] = []
-    for lineno, raw in jsonl_lines(data):
+    for lineno, raw in jsonl_lines(file_bytes(p)):
         if limit is not None and len(out) >= limit:
             break
         try:

@@ -22,7 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from adasr.errors import ConfigError, DataError
-from adasr.jsonl import json_object, jsonl_lines
+from adasr.jsonl import file_bytes, json_object, jsonl_lines
 from adasr.tasks.base import Item, OnError
 
 __all__ = ["load_gsm8k", "extract_reference", "is_correct", "to_number"]
@@ -138,14 +138,7 @@ def load_gsm8k(
     path = Path(path)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive integer, got {limit!r}")
-    if not path.exists():
-        raise DataError(f"dataset file not found: {path}")
-    if not path.is_file():
-        raise DataError(f"dataset path is not a file: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read dataset file {path}: {e.strerror or e}") from None
+    data = file_bytes(path, "dataset file")
 
     collected: list[DataError] = []
     report = on_error if on_error is not None else collected.append
