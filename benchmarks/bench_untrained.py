@@ -34,7 +34,7 @@ from adasr.evaluation import evaluate
 from adasr.metrics import wilson_interval
 from adasr.models import load_model
 from adasr.policy import AdaptivePolicy, BatchPolicy, InterleavedPolicy
-from adasr.protocol import PROTOCOLS, StreamingFormat
+from adasr.protocol import StreamingFormat
 from adasr.tasks.gsm8k import load_gsm8k
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def main() -> None:
     def factory(variant: str) -> StreamingEngine:
         protocol, policy = VARIANTS[variant]
         cfg = EngineConfig(policy=policy(args.budget), max_deep_tokens=args.max_deep_tokens, decode_rate=args.decode_rate)
-        return StreamingEngine(lm.model, lm.tokenizer, cfg, fmt=StreamingFormat.for_protocol(lm.tokenizer, protocol))
+        return StreamingEngine(lm.model, lm.tokenizer, cfg, fmt=StreamingFormat(lm.tokenizer, protocol))
 
     out = Path(args.out) / lm.name
     summaries = evaluate(factory, items, modes=variants, out_dir=out, batch_size=args.batch_size, step_s=args.step_s,

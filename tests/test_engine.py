@@ -303,7 +303,7 @@ def test_proactive_mode_responds_in_a_streaming_thought(tiny_model, tiny_tokeniz
     from adasr.tasks.base import Item
 
     fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="proactive")).format
-    assert fmt.protocol == "proactive-v1" and fmt.one_line_thoughts
+    assert fmt.protocol.name == "proactive-v1" and fmt.protocol.one_line_thoughts
     assert isinstance(make_policy("proactive"), ProactivePolicy)
     assert ProactivePolicy().commits_answer("so \\boxed{7}") and not ProactivePolicy().commits_answer("\\boxed{ }")
     model = _Scripted(tiny_model, fmt.assistant_header[-1], tiny_tokenizer.encode("\\boxed{7}"),
@@ -551,7 +551,7 @@ def test_protocol_v3_deep_stage_reads_a_fresh_context(tiny_model, tiny_tokenizer
     assert any(ids[i:i + n] == prompt + deep for i in range(len(ids)))
     with pytest.raises(ProtocolError, match="inference only"):
         fmt.render(alone.episode)
-    prefix_fmt = StreamingFormat.for_protocol(tiny_tokenizer, "v3-prefix")  # the notes open the answer
+    prefix_fmt = StreamingFormat(tiny_tokenizer, "v3-prefix")  # the notes open the answer
     opened = prefix_fmt.fresh_deep_ids(alone.episode.chunks, notes)
     assert opened[-len(prefix_fmt.encode("A\nA\n")):] == prefix_fmt.encode("A\nA\n")
     # batched (the steering above only works one token at a time: the plain model here)

@@ -43,7 +43,7 @@ def proactive_rows():
 def test_proactive_layout_stops_at_the_response(tiny_tokenizer):
     from adasr.train.sft import StreamingCollator, row_episode
 
-    fmt = StreamingFormat.for_protocol(tiny_tokenizer, "proactive-v1")
+    fmt = StreamingFormat(tiny_tokenizer, "proactive-v1")
     ep = row_episode(RECORD, "proactive")
     assert ep.chunks == RECORD["chunks"][:3] and ep.thoughts == ["", "", "\\boxed{12}"] and not ep.end_of_input
     batch = StreamingCollator(tiny_tokenizer, fmt, layout="proactive")([RECORD])
@@ -65,7 +65,7 @@ def test_proactive_layout_stops_at_the_response(tiny_tokenizer):
 def test_response_class_is_distinct_from_a_note(tiny_tokenizer):
     from adasr.train.sft import StreamingCollator, decision_counts, response_decisions
 
-    fmt = StreamingFormat.for_protocol(tiny_tokenizer, "proactive-v1")
+    fmt = StreamingFormat(tiny_tokenizer, "proactive-v1")
     # a note that starts like a response, and a response that starts like a note
     row = {**RECORD, "thoughts": ["\\boxed{} is not yet known", "7 so far", "The total is \\boxed{12}"]}
     r = StreamingCollator(tiny_tokenizer, fmt, layout="proactive").render(row)
@@ -81,7 +81,7 @@ def test_cb_weights_up_weight_the_rare_response(tiny_tokenizer, proactive_rows):
     from adasr.train.cb_stream import cb_stream_token_weights
     from adasr.train.sft import StreamingCollator, prepare_episodes
 
-    fmt = StreamingFormat.for_protocol(tiny_tokenizer, "proactive-v1")
+    fmt = StreamingFormat(tiny_tokenizer, "proactive-v1")
     ds, stats = prepare_episodes(datasets.Dataset.from_list(proactive_rows), fmt, 4096, "proactive")
     n = len(proactive_rows)
     assert stats.class_counts["respond"] == n and stats.class_counts["think"] == 0

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_WPS
 from adasr.errors import AdasrError, ConfigError, InputError
+from adasr.protocol import PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Adaptive streaming reasoning with language models.")
 data_app = typer.Typer(no_args_is_help=True, help="Build streaming training data.")
@@ -53,8 +54,8 @@ ChunkerOpt = Annotated[str, typer.Option(help="sentence | word | token: how a te
                                               "(pre-split chunks of a data file are kept)")]
 MaxChunkTokensOpt = Annotated[int, typer.Option(help="split chunks longer than this many tokens (0: no cap)")]
 ProtocolOpt = Annotated[Optional[str], typer.Option(
-    help="streaming protocol version (v1, v2, v3, v3-prefix, ...; docs/DESIGN.md): default the adapter's own, "
-         "or the untrained default for base models")]
+    help=f"streaming protocol preset ({', '.join(PRESETS)}; docs/DESIGN.md): default the adapter's own, "
+         "or the mode's default for base models")]
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -95,12 +96,12 @@ def _load(model: str, dtype: str, device: str = "cpu", revision: str | None = No
     """Load ``model``; ``protocol`` overrides the streaming protocol it runs with (warned when it
     differs from the one a trained adapter learned)."""
     from adasr.models import load_model, resolve_device
-    from adasr.protocol import PROTOCOLS
+    from adasr.protocol import resolve_protocol
 
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    if protocol is not None:
+        resolve_protocol(protocol)  # ConfigError: an unknown name fails before any loading
     resolve_device(device)  # a bad device fails before any loading
     loaded = load_model(model, dtype=dtype, device=device, revision=revision)
     if protocol is not None:
@@ -431,12 +432,10 @@ def eval_cmd(
                                revisions=revisions if m == "proactive" else 0))
         return engines[-1]
 
-    from adasr.protocol import UNTRAINED_PROTOCOL
-
-    from adasr.policy import make_policy
+    from adasr.protocol import mode_protocol
 
     # the protocol each mode's engine uses (proactive mode has its own for untrained models)
-    by_mode = {m: loaded.protocol or make_policy(m).default_protocol or UNTRAINED_PROTOCOL for m in mode}
+    by_mode = {m: mode_protocol(m, loaded.protocol).name for m in mode}
     run_protocol = next(iter(by_mode.values())) if len(set(by_mode.values())) == 1 else by_mode
     run_config = {
         "model": _model_ref(model), "model_path": loaded.path, "revision": revision,

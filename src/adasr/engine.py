@@ -46,7 +46,7 @@ from adasr.errors import ConfigError, InputError
 from adasr.events import Event
 from adasr.metrics import EpisodeRecord
 from adasr.policy import ThoughtPolicy, make_policy
-from adasr.protocol import Episode, StreamingFormat, protocol_format
+from adasr.protocol import Episode, StreamingFormat, mode_protocol, protocol_format
 from adasr.runner import ModelRunner
 from adasr.scheduler import Scheduler
 from adasr.session import EpisodeInput, Session, SessionStatus
@@ -88,11 +88,12 @@ class EngineConfig:
             wasted token positions; from this many on, the step runs two forwards instead (the
             multi-token rows, then the one-token rows, each on its slice of the cache). The step
             is still one server step: its duration is the sum. ``None``: never split.
-        protocol: streaming protocol version (:data:`adasr.protocol.PROTOCOLS`) when no ``fmt``
-            is given to the engine; ``None``: the policy's ``default_protocol`` (``proactive-v1``
-            for the proactive mode), else :data:`adasr.protocol.UNTRAINED_PROTOCOL` (models
-            adasr did not train). :func:`adasr.models.load_model` reports a trained model's
-            version as ``LoadedModel.protocol``.
+        protocol: streaming protocol preset name (:data:`adasr.protocol.PRESETS`) when no
+            ``fmt`` is given to the engine; ``None``: the mode's default
+            (:func:`adasr.protocol.mode_protocol`: ``proactive-v1`` for the proactive mode,
+            :data:`adasr.protocol.UNTRAINED_PROTOCOL` for the others: models adasr did not
+            train). :func:`adasr.models.load_model` reports a trained model's preset as
+            ``LoadedModel.protocol``.
         prefix_cache: serve every session's opening prefix (the system prompt; the same for all
             episodes of an engine) from keys/values computed once per :meth:`StreamingEngine.run`
             instead of prefilling it per episode (prefix caching, as in vLLM's automatic prefix
@@ -196,7 +197,7 @@ class StreamingEngine:
         tokenizer: its tokenizer (with a chat template).
         config: :class:`EngineConfig`.
         fmt: the protocol pieces (default: :func:`adasr.protocol.protocol_format` of
-            ``config.protocol``).
+            :func:`adasr.protocol.mode_protocol` of the mode and ``config.protocol``).
 
     Attributes:
         policy: the :class:`~adasr.policy.ThoughtPolicy` of every session.
@@ -237,7 +238,7 @@ class StreamingEngine:
         self.config = c = config or EngineConfig()
         c.validate()
         self.policy = c.make_policy()
-        self.format = fmt or protocol_format(tokenizer, c.protocol or self.policy.default_protocol)
+        self.format = fmt or protocol_format(tokenizer, mode_protocol(self.policy.name, c.protocol))
         self._fixed_format = fmt is not None or c.protocol is not None  # else each mode uses its default
         self.stats = {"steps": 0, "row_steps": 0, "split_steps": 0, "compactions": 0, "forward_s": 0.0,
                       "tokens_fed": 0, "padded_fed": 0, "prefix_hits": 0}
@@ -348,12 +349,11 @@ class StreamingEngine:
     def session_format(self, policy: ThoughtPolicy | None = None) -> StreamingFormat:
         """The protocol pieces a session with ``policy`` runs with: the engine's :attr:`format`
         when it was given (``fmt`` or ``config.protocol``: a trained adapter's own); otherwise the
-        policy's mode default, as the CLI picks it per mode (``proactive-v1`` for the proactive
-        mode, :data:`adasr.protocol.UNTRAINED_PROTOCOL` for the others), so that a server's
-        per-session mode gets the protocol that mode was designed with."""
+        policy's mode default (:func:`adasr.protocol.mode_protocol`, as the CLI picks it per
+        mode), so that a server's per-session mode gets the protocol that mode was designed with."""
         if policy is None or self._fixed_format:
             return self.format
-        return protocol_format(self.tokenizer, policy.default_protocol)
+        return protocol_format(self.tokenizer, mode_protocol(policy.name))
 
     @property
     def kv_rows(self) -> int:
@@ -424,7 +424,7 @@ class StreamingEngine:
         feeds = sched.plan(self.decode_rate)
         if feeds is not None:
             restart = [i for i, s in enumerate(sessions) if s.restart_row]
-            if restart:  # fresh deep-stage contexts (protocol v3)
+            if restart:  # fresh deep-stage contexts (Protocol.fresh_deep)
                 runner.restart_rows(restart)
                 for i in restart:
                     sessions[i].restart_row = False

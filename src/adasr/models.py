@@ -49,6 +49,7 @@ import torch
 
 from adasr.defaults import DEFAULT_MODEL  # re-exported: the model used when none is given
 from adasr.errors import ConfigError, ModelLoadError
+from adasr.protocol import TRAINING_PROTOCOL
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -144,10 +145,10 @@ class LoadedModel:
         source: ``"bundled"``, ``"local"`` (a directory or ``.gguf`` file), ``"hub"`` or
             ``"adapter"`` (a PEFT adapter merged into its base).
         path: the directory the weights were loaded from (for an adapter: the adapter dir).
-        protocol: the streaming protocol version a trained adapter was trained with
+        protocol: the streaming protocol preset a trained adapter was trained with
             (``adasr_meta.json``'s ``"protocol"``; ``"v1"`` for adapters that predate the field),
-            ``None`` for a model adasr did not train (the engine then uses
-            :data:`adasr.protocol.UNTRAINED_PROTOCOL`).
+            ``None`` for a model adasr did not train (the engine then uses its mode's default:
+            :func:`adasr.protocol.mode_protocol`).
     """
 
     model: "PreTrainedModel"
@@ -685,9 +686,9 @@ def read_meta(model_dir: str | os.PathLike) -> dict:
 
 
 def _adapter_protocol(model_dir: Path) -> str:
-    """The protocol version an adasr-trained model was trained with (``"v1"`` when its
-    ``adasr_meta.json`` predates the field)."""
-    return str(read_meta(model_dir).get("protocol") or "v1")
+    """The protocol preset an adasr-trained model was trained with (``"v1"``,
+    :data:`adasr.protocol.TRAINING_PROTOCOL`, when its ``adasr_meta.json`` predates the field)."""
+    return str(read_meta(model_dir).get("protocol") or TRAINING_PROTOCOL)
 
 
 def trained_protocol(name: str | os.PathLike | None) -> str | None:

@@ -92,9 +92,6 @@ class ThoughtPolicy:
     layout = "streaming"
     yield_on_arrival = False
     """If True, a streaming thought is closed as soon as the next chunk arrives."""
-    default_protocol: str | None = None
-    """The protocol version (:data:`adasr.protocol.PROTOCOLS`) an engine uses with this policy
-    when its config names none; ``None``: :data:`adasr.protocol.UNTRAINED_PROTOCOL`."""
 
     revisions = 0
     """Proactive: how many times a committed answer may be revised (:class:`ProactivePolicy`)."""
@@ -193,7 +190,8 @@ class ProactivePolicy(AdaptivePolicy):
     each chunk the model stays silent (an empty turn: a skip), writes a one-line note, or
     **responds** with ``\\boxed{answer}``, which commits the answer and ends the episode before
     end of input. Budgets as :class:`AdaptivePolicy`. An episode still unanswered at end of
-    input runs the deep stage as usual. Protocol ``proactive-v1`` unless the config names one.
+    input runs the deep stage as usual. Protocol ``proactive-v1`` unless the config names one
+    (:func:`adasr.protocol.mode_protocol`).
 
     ``revisions`` (ours; docs/DESIGN.md, "Revisions"): with ``revisions = 0`` (the default) the
     first response ends the episode. With ``revisions = R > 0`` the session keeps listening after
@@ -206,7 +204,6 @@ class ProactivePolicy(AdaptivePolicy):
 
     revisions: int = 0
     name = "proactive"
-    default_protocol = "proactive-v1"
 
     def budget_for(self, ctx: PolicyContext) -> int:
         """The slack-sized budget without the one-step floor: a backlog forces a skip (silence)."""

@@ -12,6 +12,13 @@ Layouts (see docs/ARCHITECTURE.md):
 * ``batch`` — read-then-think: ``[system: instruction] [user: chunk_1 chunk_2 ... chunk_N
   + end-of-input instruction] [assistant: deep stage]``.
 
+Protocols (:class:`Protocol`): what the streaming layout says and how its turns run is a set of
+named features (one-line thoughts, the input restated at end of input, a fresh deep-stage
+context, the notes as the deep stage's opening, the proactive instruction). The versions models
+were trained and evaluated with are presets of them (:data:`PRESETS`: ``v1``, ``v1-restate``,
+``v2``, ``v3``, ``v3-prefix``, ``proactive-v1``), named in records and ``adasr_meta.json``;
+:func:`mode_protocol` decides which one a run uses when nothing names one.
+
 Each turn is rendered through the model's own chat template: the template is split once into
 turn pieces (headers and footers) with sentinel contents, and the split is verified against a
 full rendering of a two-round conversation. Every piece is tokenized on its own and the ids are
@@ -31,7 +38,7 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import Sequence, Union
 
-from adasr.errors import ProtocolError
+from adasr.errors import ConfigError, ProtocolError
 
 
 class Stage(IntEnum):
@@ -88,35 +95,151 @@ FRESH_DEEP_TEXT = (
 
 FRESH_DEEP_PREFIX_TEXT = "{input}\n\nReason step by step and put the final answer within \\boxed{}."
 
-PROTOCOLS: dict[str, dict[str, str]] = {
-    "v1": {"streaming_instruction": STREAMING_INSTRUCTION, "eoi_text": EOI_TEXT},
-    "v1-restate": {"streaming_instruction": STREAMING_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT},
-    "v2": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT, "one_line_thoughts": True},
-    "v3": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": FRESH_DEEP_TEXT, "one_line_thoughts": True,
-           "fresh_deep": True},
-    "v3-prefix": {"streaming_instruction": NOTES_INSTRUCTION, "eoi_text": FRESH_DEEP_PREFIX_TEXT,
-                  "one_line_thoughts": True, "fresh_deep": True, "notes_in_answer": True},
-    "proactive-v1": {"streaming_instruction": PROACTIVE_INSTRUCTION, "eoi_text": EOI_RESTATE_TEXT,
-                     "one_line_thoughts": True},
-}
-"""Named versions of the streaming layout's texts (the batch layout is the same in all).
+@dataclass(frozen=True)
+class Protocol:
+    """A streaming protocol: the named features of the streaming layout (the batch layout is the
+    same in every protocol). The texts (system instruction, end-of-input turn) follow from the
+    features. Shipped adapters, ``adasr_meta.json``, eval ``config.json`` files and the wire name
+    a protocol by its preset ``name`` (:data:`PRESETS`).
 
-* ``v1`` — the first protocol: "write a short note per piece", a plain end-of-input marker. The
-  shipped ``chain_sum`` adapter was trained on it.
-* ``v1-restate`` — v1 with the whole input restated in the end-of-input turn (ablation).
-* ``v2`` — one line of notes per sentence (a thought ends at its first line break), the
-  question-comes-last instruction, and the restated input at end of input, so that the deep
-  stage reads the problem in one place as read-then-think does.
+    Attributes:
+        name: the preset name (``v1``, ``v2``, ...: :data:`PRESETS`) written to records.
+        one_line_thoughts: a streaming thought ends at its first line break: the engine closes
+            the turn there, without the line-break token (one short note per chunk; the
+            instruction asks for one line of notes per sentence, the question usually last).
+        restate_input: the end-of-input turn restates the whole input (the chunks joined by
+            spaces), so that the deep stage reads the problem in one place, as read-then-think
+            does. Otherwise it is the plain marker ``[END OF INPUT] ...``.
+        fresh_deep: the deep stage runs in a fresh context instead of continuing the streaming
+            one: at end of input the row's cache is dropped and the deep stage reads a
+            read-then-think prompt (batch system turn, one user turn with the whole input and the
+            streaming notes), so an untrained model writes the solution it writes when reading
+            then thinking, helped by its notes, instead of imitating its own short streaming
+            turns. Inference only: such episodes cannot be rendered for training. Idea from
+            AsyncReasoning (Gim et al., 2025): the answer is written in a view of the context
+            built for answering, while thoughts were written in another.
+        notes_in_answer: with ``fresh_deep``, the notes open the deep stage's assistant turn (fed
+            as its first lines, so the model continues a solution already under way) instead of
+            being quoted in the user turn.
+        proactive: the instruction invites a response (only ``\\boxed{answer}``) as soon as the
+            chunks so far settle the answer (the proactive mode's; docs/DESIGN.md).
+
+    Raises:
+        ConfigError: for features that contradict each other (``fresh_deep`` without
+            ``restate_input``: the fresh context has no other copy of the input;
+            ``notes_in_answer`` without ``fresh_deep``; ``one_line_thoughts`` without
+            ``restate_input`` or ``proactive`` without ``one_line_thoughts``: their instructions
+            promise a restated input and one-line notes).
+    """
+
+    name: str
+    one_line_thoughts: bool = False
+    restate_input: bool = False
+    fresh_deep: bool = False
+    notes_in_answer: bool = False
+    proactive: bool = False
+
+    def __post_init__(self) -> None:
+        needs = {"fresh_deep": "restate_input", "notes_in_answer": "fresh_deep",
+                 "one_line_thoughts": "restate_input", "proactive": "one_line_thoughts"}
+        for feature, needed in needs.items():
+            if getattr(self, feature) and not getattr(self, needed):
+                raise ConfigError(f"protocol {self.name!r}: {feature} needs {needed}")
+
+    @property
+    def streaming_instruction(self) -> str:
+        """The system message of the streaming layout."""
+        if self.proactive:
+            return PROACTIVE_INSTRUCTION
+        return NOTES_INSTRUCTION if self.one_line_thoughts else STREAMING_INSTRUCTION
+
+    @property
+    def eoi_text(self) -> str:
+        """The end-of-input user turn (``{input}``: the whole input restated); with
+        ``fresh_deep`` the fresh context's user turn (``{notes}``: the streaming notes)."""
+        if self.fresh_deep:
+            return FRESH_DEEP_PREFIX_TEXT if self.notes_in_answer else FRESH_DEEP_TEXT
+        return EOI_RESTATE_TEXT if self.restate_input else EOI_TEXT
+
+
+PRESETS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("v1"),
+    Protocol("v1-restate", restate_input=True),
+    Protocol("v2", one_line_thoughts=True, restate_input=True),
+    Protocol("v3", one_line_thoughts=True, restate_input=True, fresh_deep=True),
+    Protocol("v3-prefix", one_line_thoughts=True, restate_input=True, fresh_deep=True, notes_in_answer=True),
+    Protocol("proactive-v1", one_line_thoughts=True, restate_input=True, proactive=True),
+)}
+"""The protocol versions by name (docs/DESIGN.md, "Protocol versions"):
+
+* ``v1`` — no feature: "write a short note per piece", thoughts free-running to their budget, a
+  plain end-of-input marker. The shipped ``chain_sum`` adapter and every adapter trained before
+  protocol versions existed use it.
+* ``v1-restate`` — v1 with ``restate_input`` (an ablation).
+* ``v2`` — ``one_line_thoughts`` + ``restate_input``: one line of notes per sentence, the
+  question-comes-last instruction, the whole input restated at end of input.
+* ``v3`` — v2 + ``fresh_deep``: the deep stage reads the input and the notes in a fresh
+  read-then-think context (inference only).
+* ``v3-prefix`` — v3 + ``notes_in_answer``: the notes open the fresh context's answer
+  (inference only; :data:`UNTRAINED_PROTOCOL`).
+* ``proactive-v1`` — v2's features + ``proactive``: answer as soon as the answer is settled
+  (the proactive mode's default).
 """
 
+TRAINING_PROTOCOL = "v1"
+"""The preset training renders when neither its config nor its starting model names one (every
+adasr adapter trained before protocol versions were recorded was trained with it)."""
+
+PROACTIVE_PROTOCOL = "proactive-v1"
+"""The preset of the proactive mode for models adasr did not train."""
+
 UNTRAINED_PROTOCOL = "v3-prefix"
-"""The protocol used for models adasr did not train (base instruct models) in the streaming
-modes: v2's one-line notes while the input arrives, then a fresh read-then-think context at end of
-input whose answer opens with the notes. On 50 held-out GSM8K problems (pinned clock,
+"""The preset of the other streaming modes for models adasr did not train (base instruct
+models): v2's one-line notes while the input arrives, then a fresh read-then-think context at end
+of input whose answer opens with the notes. On 50 held-out GSM8K problems (pinned clock,
 benchmarks/RESULTS.md §14) the bundled Qwen scored 24% with it vs 16% with v2 and 32% reading then
 thinking, at 0.77x vs 0.82x the post-input latency. Trained models keep the protocol they were
-trained on (``adasr_meta.json``; training renders v1/v2, which v3-prefix cannot be: it restarts the
-context at end of input)."""
+trained on (``adasr_meta.json``; training cannot render ``fresh_deep`` protocols)."""
+
+
+def resolve_protocol(protocol: str | Protocol) -> Protocol:
+    """The :class:`Protocol` of a preset name (:data:`PRESETS`), or ``protocol`` itself.
+
+    Raises:
+        ConfigError: unknown preset name.
+    """
+    if isinstance(protocol, Protocol):
+        return protocol
+    if protocol not in PRESETS:
+        raise ConfigError(f"unknown protocol {protocol!r}: use one of {', '.join(PRESETS)}")
+    return PRESETS[protocol]
+
+
+def mode_protocol(mode: str | None = None, named: str | Protocol | None = None, *,
+                  training: bool = False) -> Protocol:
+    """The protocol a run uses: the one place that decides it when nothing names one.
+
+    Args:
+        mode: the engine's mode (policy name: ``batch``, ``interleaved``, ``adaptive``,
+            ``proactive``); ignored when ``training``.
+        named: the protocol the config names or the model was trained with
+            (``LoadedModel.protocol``); when given, it is the answer.
+        training: the protocol of a training run (episodes must be renderable).
+
+    Returns:
+        ``named``; else for training :data:`TRAINING_PROTOCOL`; else :data:`PROACTIVE_PROTOCOL`
+        in the proactive mode and :data:`UNTRAINED_PROTOCOL` in the others (batch mode renders
+        the same in every protocol).
+
+    Raises:
+        ConfigError: ``named`` is an unknown preset name.
+    """
+    if named is not None:
+        return resolve_protocol(named)
+    if training:
+        return PRESETS[TRAINING_PROTOCOL]
+    return PRESETS[PROACTIVE_PROTOCOL if mode == "proactive" else UNTRAINED_PROTOCOL]
+
 
 LAYOUTS = ("streaming", "batch")
 
@@ -239,49 +362,24 @@ class StreamingFormat:
 
     Args:
         tokenizer: a Hugging Face tokenizer with a chat template.
-        streaming_instruction: system message of the ``streaming`` layout.
-        batch_instruction: system message of the ``batch`` layout.
-        eoi_text: content of the end-of-input user turn (streaming layout).
-        batch_eoi_text: text appended to the single user turn at end of input (batch layout).
-        one_line_thoughts: a streaming thought ends at its first line break: the engine closes
-            the turn there, without the line-break token (one short note per chunk).
-        fresh_deep: the deep stage runs in a fresh context instead of continuing the streaming
-            one: at end of input the row's cache is dropped and the deep stage reads a
-            read-then-think prompt (batch system turn, one user turn: ``eoi_text`` with the whole
-            input and the streaming notes), so an untrained model writes the solution it
-            writes when reading then thinking, helped by its notes, instead of imitating its
-            own short streaming turns (inference only: such episodes cannot be rendered for
-            training). Idea from AsyncReasoning (Gim et al., 2025): the answer is written in a
-            view of the context built for answering, while thoughts were written in another.
-        notes_in_answer: with ``fresh_deep``, the notes open the deep stage's assistant turn (fed
-            as its first lines, so the model continues a solution already under way) instead of
-            being quoted in the user turn.
+        protocol: the protocol (:class:`Protocol`) or its preset name (:data:`PRESETS`); default
+            :data:`TRAINING_PROTOCOL`.
+
+    Attributes:
+        protocol: the :class:`Protocol` (its features say how the engine runs the turns).
 
     Raises:
         ProtocolError: if the chat template cannot express the protocol.
+        ConfigError: unknown preset name.
     """
 
-    def __init__(
-        self,
-        tokenizer,
-        *,
-        streaming_instruction: str = STREAMING_INSTRUCTION,
-        batch_instruction: str = BATCH_INSTRUCTION,
-        eoi_text: str = EOI_TEXT,
-        batch_eoi_text: str = BATCH_EOI_TEXT,
-        one_line_thoughts: bool = False,
-        fresh_deep: bool = False,
-        notes_in_answer: bool = False,
-    ):
+    def __init__(self, tokenizer, protocol: str | Protocol = TRAINING_PROTOCOL):
         self.tokenizer = tokenizer
+        self.protocol = resolve_protocol(protocol)
         self.pieces = _split_template(tokenizer)
-        self.instructions = {"streaming": streaming_instruction, "batch": batch_instruction}
-        self.eoi_text = eoi_text
-        self.batch_eoi_text = batch_eoi_text
-        self.one_line_thoughts = one_line_thoughts
-        self.fresh_deep = fresh_deep
-        self.notes_in_answer = notes_in_answer
-        self.protocol: str | None = None  # the PROTOCOLS name, when built by for_protocol
+        self.instructions = {"streaming": self.protocol.streaming_instruction, "batch": BATCH_INSTRUCTION}
+        self.eoi_text = self.protocol.eoi_text
+        self.batch_eoi_text = BATCH_EOI_TEXT
         p = self.pieces
         self.user_header = self.encode(p.user_header)
         self.user_footer = self.encode(p.user_footer)
@@ -297,22 +395,9 @@ class StreamingFormat:
     @functools.cached_property
     def newline_ids(self) -> frozenset[int]:
         """Ids of the vocabulary tokens whose text contains a line break (one scan, cached):
-        a one-line streaming thought ends at the first of them (``one_line_thoughts``)."""
+        a one-line streaming thought ends at the first of them (``Protocol.one_line_thoughts``)."""
         tok = self.tokenizer
         return frozenset(i for i in range(len(tok)) if "\n" in tok.decode([i]))
-
-    @classmethod
-    def for_protocol(cls, tokenizer, protocol: str = "v1") -> "StreamingFormat":
-        """The format of a named protocol version (:data:`PROTOCOLS`).
-
-        Raises:
-            ProtocolError: unknown protocol name, or a chat template that cannot express it.
-        """
-        if protocol not in PROTOCOLS:
-            raise ProtocolError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
-        fmt = cls(tokenizer, **PROTOCOLS[protocol])
-        fmt.protocol = protocol
-        return fmt
 
     # -- tokenization ------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -340,19 +425,23 @@ class StreamingFormat:
     def eoi_ids(self, layout: str, chunks: Sequence[str] = ()) -> list[int]:
         """Ids fed at end of input, up to and including the deep stage's assistant header.
 
-        In the streaming layout an ``eoi_text`` with an ``{input}`` field restates the whole
-        input there (the ``chunks`` joined by spaces), so that the deep stage reads the problem
-        in one place, as read-then-think does (see :data:`PROTOCOLS`)."""
-        if layout == "streaming" and self.fresh_deep:
-            raise ProtocolError(f"protocol {self.protocol or '(fresh_deep)'} runs the deep stage in a fresh context: it is "
+        In the streaming layout a protocol with ``restate_input`` restates the whole input there
+        (the ``chunks`` joined by spaces), so that the deep stage reads the problem in one place,
+        as read-then-think does (:class:`Protocol`).
+
+        Raises:
+            ProtocolError: streaming layout with a ``fresh_deep`` protocol (its deep stage starts
+                from :meth:`fresh_deep_ids`)."""
+        if layout == "streaming" and self.protocol.fresh_deep:
+            raise ProtocolError(f"protocol {self.protocol.name} runs the deep stage in a fresh context: it is "
                                 "for inference only, its episodes cannot be rendered for training")
         if layout == "streaming":
-            text = self.eoi_text.replace("{input}", " ".join(chunks)) if "{input}" in self.eoi_text else self.eoi_text
+            text = self.eoi_text.replace("{input}", " ".join(chunks))
             return self.user_header + self.encode(text) + self.user_footer + self.assistant_header
         return self.encode("\n\n" + self.batch_eoi_text) + self.user_footer + self.assistant_header
 
     def fresh_deep_ids(self, chunks: Sequence[str], notes: Sequence[str]) -> list[int]:
-        """Ids of the deep stage's fresh context (``fresh_deep`` protocols): the batch system turn
+        """Ids of the deep stage's fresh context (``Protocol.fresh_deep``): the batch system turn
         and one user turn with ``eoi_text`` (``{input}``: the ``chunks`` joined by spaces,
         ``{notes}``: the non-empty streaming thoughts, one per line), up to and including the
         assistant header; with ``notes_in_answer`` the notes follow the header instead, one per
@@ -361,7 +450,7 @@ class StreamingFormat:
         notes = [n.strip() for n in notes if n and n.strip()]
         text = self.eoi_text.replace("{input}", " ".join(chunks))
         opening: list[int] = []
-        if self.notes_in_answer:
+        if self.protocol.notes_in_answer:
             opening = self.encode("\n".join(notes) + "\n") if notes else []
         else:
             text = text.replace("{notes}", "\n".join(f"- {n}" for n in notes) or "(none)")
@@ -456,20 +545,22 @@ def parse_answer(text: str) -> str | None:
 
 
 @lru_cache(maxsize=16)
-def _cached_format(tokenizer, protocol: str) -> StreamingFormat:
-    return StreamingFormat.for_protocol(tokenizer, protocol)
+def _cached_format(tokenizer, protocol: Protocol) -> StreamingFormat:
+    return StreamingFormat(tokenizer, protocol)
 
 
-def protocol_format(tokenizer, protocol: str | None = None) -> StreamingFormat:
-    """A cached :class:`StreamingFormat` of a protocol version for ``tokenizer``; ``None``:
-    :data:`UNTRAINED_PROTOCOL`.
+def protocol_format(tokenizer, protocol: str | Protocol) -> StreamingFormat:
+    """A cached :class:`StreamingFormat` of ``protocol`` (a :class:`Protocol` or a preset name)
+    for ``tokenizer``.
 
     Raises:
-        ProtocolError: unknown protocol, or a chat template that cannot express it.
+        ConfigError: unknown preset name.
+        ProtocolError: a chat template that cannot express the protocol.
     """
-    return _cached_format(tokenizer, protocol or UNTRAINED_PROTOCOL)
+    return _cached_format(tokenizer, resolve_protocol(protocol))
 
 
 def default_format(tokenizer) -> StreamingFormat:
-    """A cached :class:`StreamingFormat` of protocol ``v1`` (the training default) for ``tokenizer``."""
-    return _cached_format(tokenizer, "v1")
+    """A cached :class:`StreamingFormat` of the training default (:data:`TRAINING_PROTOCOL`) for
+    ``tokenizer``."""
+    return protocol_format(tokenizer, mode_protocol(training=True))

@@ -22,8 +22,8 @@ Its :class:`SessionStatus` says what it is doing::
 
 Token-level rules (docs/DESIGN.md, "Streaming protocol"): a thought ends when the model ends its
 turn, at its budget (the engine forces the closer), at its first line break with one-line
-thoughts (protocol v2), or — with ``policy.yield_on_arrival`` — when the next chunk (or the end
-of a live input) arrives. A policy that holds turns (:meth:`~adasr.policy.ThoughtPolicy.holds_turn`:
+thoughts (``Protocol.one_line_thoughts``), or — with ``policy.yield_on_arrival`` — when the next
+chunk (or the end of a live input) arrives. A policy that holds turns (:meth:`~adasr.policy.ThoughtPolicy.holds_turn`:
 the adaptive policy in the middle of a step, the proactive one inside a response) keeps the
 thought open past both, up to its ``thought_budget``.
 
@@ -285,7 +285,7 @@ class Session:
         self.emit(DeepStart(t, self.id))
         self.turn, self.status = _Turn(self.max_deep_tokens), SessionStatus.DEEP
         chunks = [c.text for c in self.chunks]
-        if self.fmt.fresh_deep and self.layout == "streaming":
+        if self.fmt.protocol.fresh_deep and self.layout == "streaming":
             self.restart_row = True
             notes = [self.decode(th) for th in self.thoughts if th]
             return [(x, Stage.INPUT) for x in self.fmt.fresh_deep_ids(chunks, notes)]
@@ -314,7 +314,7 @@ class Session:
         if stage == Stage.DEEP and self.first_deep_t is None:
             self.first_deep_t = t
         stop = tok in fmt.stop_ids
-        if not stop and stage == Stage.STREAM and fmt.one_line_thoughts and tok in fmt.newline_ids:
+        if not stop and stage == Stage.STREAM and fmt.protocol.one_line_thoughts and tok in fmt.newline_ids:
             # a one-line thought ends at its line break: the engine closes the turn
             self.pending = [(x, Stage.INPUT) for x in fmt.close_ids(generated_stop=False)]
             self._end_turn(True, t)

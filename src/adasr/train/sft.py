@@ -346,7 +346,7 @@ def train_sft(
     policy = load_policy(cfg, model=model, tokenizer=tokenizer)
     if cfg.activation_checkpointing and policy.kind == "lora":
         policy.model.enable_input_require_grads()  # checkpointed LoRA needs grads at the inputs
-    fmt = StreamingFormat.for_protocol(policy.tokenizer, cfg.protocol)
+    fmt = StreamingFormat(policy.tokenizer, cfg.protocol)
     train_dataset, stats = prepare_episodes(train_dataset, fmt, cfg.max_seq_len, cfg.layout)
     if eval_dataset is not None:
         eval_dataset, _ = prepare_episodes(eval_dataset, fmt, cfg.max_seq_len, cfg.layout)
