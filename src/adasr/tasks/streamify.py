@@ -90,8 +90,8 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
     ``one_line`` collapses each thought's whitespace (line breaks of lists and display math
     included) to single spaces, the thought format of ``Protocol.one_line_thoughts`` (a thought
     ends at its first line break). ``fit``: thoughts are made to fit the room the input's arrival
-    leaves (:func:`~adasr.tasks.notes.fit_thoughts`); steps that do not fit move to later chunks or the
-    deep stage. ``deep_style="terse"`` writes the deep stage's computing steps as
+    leaves (:func:`~adasr.tasks.notes.fit_thoughts`); steps that do not fit move to later chunks
+    or the deep stage. ``deep_style="terse"`` writes the deep stage's computing steps as
     :func:`~adasr.tasks.notes.terse_note` lines (one per step; the prose between them dropped) and
     keeps the step with ``\\boxed{}`` and what follows it verbatim: a concise deep stage
     (``"verbatim"``: the solution's slice).
