@@ -164,6 +164,70 @@ def test_forced_skips_are_reported(serve, tiny_model, tiny_tokenizer):
     assert events[-1]["record"]["skipped_chunks"] == 3
 
 
+# -- the read-then-think estimate of the record event -----------------------------------------------
+def test_read_then_think_estimate_adds_the_tokens_written_before_eoi_at_the_measured_rate():
+    from adasr.serve.wire import read_then_think_estimate
+
+    est = read_then_think_estimate(40, decode_tokens=50, decode_s=5.0, post_input_latency_s=3.0)
+    assert est == {"stream_tokens_before_eoi": 40, "decode_tokens": 50, "decode_s": 5.0, "decode_tokens_per_s": 10.0,
+                   "estimated_post_input_latency_s": 3.0 + 40 / 10.0}
+    # nothing written before end of input: the session read, then thought; the estimate is the measurement
+    assert read_then_think_estimate(0, 0, 0.0, 2.5)["estimated_post_input_latency_s"] == 2.5
+    none = read_then_think_estimate(7, 0, 0.0, 2.5)  # tokens but no decode step to measure a rate on
+    assert none["decode_tokens_per_s"] is None and none["estimated_post_input_latency_s"] is None
+    assert read_then_think_estimate(7, 10, 1.0, None)["estimated_post_input_latency_s"] is None
+
+
+def test_session_pace_counts_decode_steps_and_tokens_before_eoi():
+    from adasr.events import DeepStart, Ingest, Token
+    from adasr.protocol import Stage
+    from adasr.serve.worker import SessionPace
+
+    pace = SessionPace()
+    steps = [  # (events of one step, its duration)
+        ([Ingest(0.5, "s", 0), Token(0.6, "s", Stage.STREAM, 11)], 0.4),  # a prefill step: no decode step
+        ([Token(0.7, "s", Stage.STREAM, 12)], 0.1),
+        ([Token(0.8, "s", Stage.STREAM, 13)], 0.1),
+        ([], 0.2),  # the session sat this step out
+        ([Token(1.2, "s", Stage.STREAM, 14)], 0.0),  # a step without a forward
+        ([Token(2.1, "s", Stage.STREAM, 15)], 0.1),  # still thinking after end of input (eoi_s = 2.0)
+        ([DeepStart(2.2, "s"), Token(2.3, "s", Stage.DEEP, 16)], 0.3),  # the end-of-input turn: a prefill step
+        ([Token(2.4, "s", Stage.DEEP, 17)], 0.1),
+    ]
+    for events, dt in steps:
+        for ev in events:
+            pace.on_event(ev)
+        pace.end_step(dt)
+    assert pace.decode_tokens == 4 and pace.decode_s == pytest.approx(0.4)
+    est = pace.estimate({"eoi_s": 2.0, "post_input_latency_s": 0.5})
+    assert est["stream_tokens_before_eoi"] == 4 and est["decode_tokens_per_s"] == pytest.approx(10.0)
+    assert est["estimated_post_input_latency_s"] == pytest.approx(0.5 + 4 / 10.0)
+
+
+def test_the_record_event_carries_the_read_then_think_estimate(serve):
+    client = serve()
+    with client.websocket_connect("/v1/sessions") as ws:
+        ws.send_json({"type": "chunk", "text": TEXT[0]})
+        events = []
+        while not (events and events[-1]["type"] == "thought"):  # the model thinks while the input arrives
+            events.append(ws.receive_json())
+        for c in TEXT[1:]:
+            ws.send_json({"type": "chunk", "text": c})
+        ws.send_json({"type": "end"})
+        rest, code = until_close(ws)
+    events += rest
+    assert code == 1000
+    last = events[-1]
+    rec, est = last["record"], last["read_then_think"]
+    before = [e for e in events if e["type"] == "token" and e["stage"] == "stream" and e["t"] <= rec["eoi_s"]]
+    assert est["stream_tokens_before_eoi"] == len(before) > 0
+    assert est["decode_tokens"] >= 1 and est["decode_s"] > 0
+    assert est["decode_tokens_per_s"] == pytest.approx(est["decode_tokens"] / est["decode_s"])
+    assert est["estimated_post_input_latency_s"] == pytest.approx(
+        rec["post_input_latency_s"] + est["stream_tokens_before_eoi"] / est["decode_tokens_per_s"])
+    assert est["estimated_post_input_latency_s"] > rec["post_input_latency_s"]
+
+
 def test_sessions_join_while_another_is_mid_episode(serve, tiny_model, tiny_tokenizer):
     engine = make_engine(tiny_model, tiny_tokenizer)
     client = serve(engine)

@@ -193,6 +193,46 @@ def event_to_wire(ev: Event) -> dict:
     return out
 
 
+def read_then_think_estimate(stream_tokens_before_eoi: int, decode_tokens: int, decode_s: float,
+                             post_input_latency_s: float | None) -> dict:
+    """The ``read_then_think`` object of a ``record`` event: an **estimate**, not a measurement, of
+    the post-input latency the same session would have had reading the whole input first.
+
+    A model that reads, then thinks writes its reasoning after end of input; this session wrote
+    ``stream_tokens_before_eoi`` of its reasoning tokens while the input was still arriving. At
+    the session's measured decode rate ``R = decode_tokens / decode_s`` they would have taken
+    ``stream_tokens_before_eoi / R`` seconds more after end of input::
+
+        estimated_post_input_latency_s = post_input_latency_s + stream_tokens_before_eoi / R
+
+    It assumes read-then-think would write the same reasoning, at the same rate; a model that
+    reads first may write more or fewer tokens (``adasr eval --mode batch`` measures it).
+
+    Args:
+        stream_tokens_before_eoi: streaming-thought tokens generated before end of input (those
+            of ``token`` events with ``stage: stream``; end-of-turn tokens are not counted).
+        decode_tokens: tokens the session generated in its own decode steps (steps that fed it
+            only its last sampled token: no chunk, no end-of-input turn).
+        decode_s: wall-clock seconds of those engine steps (a step is shared with the other
+            sessions in the batch: this is the rate the session saw).
+        post_input_latency_s: the measured post-input latency (``record.post_input_latency_s``).
+
+    Returns:
+        ``{"stream_tokens_before_eoi", "decode_tokens", "decode_s", "decode_tokens_per_s",
+        "estimated_post_input_latency_s"}`` (docs/SERVING.md). The rate is ``None`` when the
+        session had no decode step; the estimate is ``None`` without a post-input latency or
+        when tokens were written before end of input but there is no rate, and equals the
+        measured latency when nothing was written before end of input.
+    """
+    rate = decode_tokens / decode_s if decode_tokens > 0 and decode_s > 0 else None
+    if post_input_latency_s is None or (stream_tokens_before_eoi and rate is None):
+        estimate = None
+    else:
+        estimate = post_input_latency_s + (stream_tokens_before_eoi / rate if stream_tokens_before_eoi else 0.0)
+    return {"stream_tokens_before_eoi": stream_tokens_before_eoi, "decode_tokens": decode_tokens,
+            "decode_s": decode_s, "decode_tokens_per_s": rate, "estimated_post_input_latency_s": estimate}
+
+
 _EVENTS = {cls.type: cls for cls in (Arrive, Ingest, Token, Thought, Response, Eoi, DeepStart, Answer)}
 
 

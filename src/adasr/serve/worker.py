@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adasr.engine import EpisodeInput, StreamingEngine
-from adasr.events import Event, Thought, Token
+from adasr.events import DeepStart, Event, Ingest, Thought, Token
 from adasr.policy import make_policy
-from adasr.serve.wire import MAX_SEED, SessionSettings, error_event, event_to_wire
+from adasr.protocol import Stage
+from adasr.serve.wire import MAX_SEED, SessionSettings, error_event, event_to_wire, read_then_think_estimate
 from adasr.stream import LiveSource, RealClock
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,55 @@ class ServerSource(LiveSource):
 
 
 @dataclass
+class SessionPace:
+    """One live session's reasoning before end of input and its own decode rate: the inputs of
+    the read-then-think estimate of its ``record`` event
+    (:func:`~adasr.serve.wire.read_then_think_estimate`). Fed by the engine thread: every event
+    of the session (:meth:`on_event`), then the duration of each engine step (:meth:`end_step`).
+
+    A step counts as one of the session's *decode steps* when it generated tokens for the session
+    and fed it nothing but its last sampled token: a step that ingests a chunk or the end-of-input
+    turn (``ingest``, ``deep_start``) is a prefill, left out. Its wall-clock duration is the
+    whole batched step's (shared with the other sessions): the rate this session saw.
+
+    Attributes:
+        stream_t: session-clock times of its streaming-thought tokens (s).
+        decode_tokens: tokens generated in its decode steps.
+        decode_s: wall-clock seconds of those steps.
+    """
+
+    stream_t: list[float] = field(default_factory=list)
+    decode_tokens: int = 0
+    decode_s: float = 0.0
+    _step_tokens: int = 0
+    _step_prefill: bool = False
+
+    def on_event(self, ev: Event) -> None:
+        """Count one engine event of this session (from the step now running)."""
+        if isinstance(ev, Token):
+            self._step_tokens += 1
+            if ev.stage == Stage.STREAM:
+                self.stream_t.append(ev.t)
+        elif isinstance(ev, (Ingest, DeepStart)):
+            self._step_prefill = True
+
+    def end_step(self, dt_s: float) -> None:
+        """The engine step just ended after ``dt_s`` wall-clock seconds (0 for a step without a
+        forward); it counts as a decode step of this session when it was one."""
+        if self._step_tokens and not self._step_prefill and dt_s > 0:
+            self.decode_tokens += self._step_tokens
+            self.decode_s += dt_s
+        self._step_tokens, self._step_prefill = 0, False
+
+    def estimate(self, record: dict) -> dict:
+        """The ``read_then_think`` object for the session's finished ``record`` (its ``eoi_s``
+        splits the streaming tokens; its ``post_input_latency_s`` is the measured latency)."""
+        eoi = record["eoi_s"]
+        before = sum(1 for t in self.stream_t if t <= eoi)
+        return read_then_think_estimate(before, self.decode_tokens, self.decode_s, record["post_input_latency_s"])
+
+
+@dataclass
 class SessionHandle:
     """The asyncio side's view of one engine session.
 
@@ -78,6 +128,7 @@ class SessionHandle:
     closed: bool = False
     thought_chunks: set[int] = field(default_factory=set)  # chunks whose thought event was sent
     thoughts_seen: int = 0
+    pace: SessionPace = field(default_factory=SessionPace)  # engine thread only
 
     def post(self, obj: dict) -> None:
         """Deliver a wire event to the asyncio side (from any thread)."""
@@ -267,10 +318,11 @@ class EngineWorker:
             return
         steps, t = engine.stats["steps"], time.perf_counter()
         engine.step()
+        dt = 0.0
         if engine.stats["steps"] > steps:
             dt = time.perf_counter() - t
             self.metrics.step_s.observe(dt)
-        self._after_step()
+        self._after_step(dt)
 
     def _drain(self) -> bool:
         """Run the queued commands; True if any did. A command that fails ends its own session
@@ -319,17 +371,22 @@ class EngineWorker:
                 self._generated += 1
             elif isinstance(ev, Thought):
                 h.thought_chunks.add(ev.chunk)
+            h.pace.on_event(ev)
             h.post(event_to_wire(ev))
 
         return on_event
 
-    def _after_step(self) -> None:
+    def _after_step(self, dt_s: float) -> None:
+        """Bookkeeping after a step of ``dt_s`` wall-clock seconds (0: no forward): forced skips,
+        each session's pace, finished episodes' ``record`` events, the gauges."""
         engine = self.engine
-        for h in list(self._handles.values()):  # forced skips emit no engine event: report them
+        for h in list(self._handles.values()):
+            h.pace.end_step(dt_s)
             try:
                 s = engine.session(h.id)
             except KeyError:
                 continue
+            # forced skips emit no engine event: report them
             for i in range(h.thoughts_seen, len(s.thoughts)):
                 if s.thoughts[i] is not None and i not in h.thought_chunks:
                     h.post({"type": "thought", "t": s.rel(s.clock.now()), "chunk": i, "text": "", "tokens": 0,
@@ -339,7 +396,8 @@ class EngineWorker:
             h = self._handles.get(result.id)
             if h is not None:
                 self._finish(h, {"type": "record", "record": result.record, "thoughts": result.thoughts,
-                                 "deep": result.deep, "id": result.id}, "finished")
+                                 "deep": result.deep, "read_then_think": h.pace.estimate(result.record),
+                                 "id": result.id}, "finished")
         self._update_gauges()
 
     def _update_gauges(self) -> None:
