@@ -1,20 +1,24 @@
 """The page of `adasr serve` in a real headless browser (Chromium driven by selenium): a person
-types a problem sentence by sentence, thoughts appear under the chunks, then the answer and the
-post-input latency. Run with `make e2e` (installs chromium and its driver when missing).
+types a problem sentence by sentence, the notes (streaming thoughts) appear under the chunks while
+they type, then the answer, the post-input latency and the labelled read-then-think estimate. Run
+with `make e2e` (installs chromium and its driver when missing).
 
-Uses the bundled trained streamer `smollm2-135m-chain-sum`. With ADASR_E2E_SCREENSHOT=PATH the
-finished page is saved there (docs/serve.png in the README comes from `make e2e`).
+Uses the bundled trained streamers `smollm2-135m-chain-sum` and (a word problem, typed)
+`qwen2.5-coder-0.5b-gsm8k-stream`. With ADASR_E2E_SCREENSHOT=PATH the finished page of the first
+test is saved there (docs/serve.png in the README comes from `make e2e`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import threading
 import time
 
 import pytest
+import torch
 import uvicorn
 
 from adasr.engine import EngineConfig, StreamingEngine
@@ -25,15 +29,21 @@ pytestmark = pytest.mark.model
 PROBLEM = "Start with 7. Add 5. Subtract 3. Add 8. Subtract 6. What is the result?"
 
 
-@pytest.fixture(scope="module")
-def server_url():
-    lm = load_model("smollm2-135m-chain-sum")
-    engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy="adaptive", max_deep_tokens=64,
-                                                                  protocol=lm.protocol))
+WORD_PROBLEM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+                "How many clips did Natalia sell altogether in April and May?")
+ESTIMATE = re.compile(r"read-then-think, estimated: ~(\d+\.\d) s \((\d+) tokens written while you typed at "
+                      r"(\d+\.\d) tokens/s\)")
+
+
+def serve_model(name: str, dtype: torch.dtype | None = None, **config):
+    """A uvicorn server of the bundled model ``name`` (adaptive; ``config``: more EngineConfig
+    fields) on a free loopback port, in a thread; yields its URL."""
+    lm = load_model(name, dtype=dtype)
+    engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy="adaptive", protocol=lm.protocol, **config))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, model_name="smollm2-135m-chain-sum"),
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, model_name=name),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -42,6 +52,17 @@ def server_url():
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    yield from serve_model("smollm2-135m-chain-sum", max_deep_tokens=64)
+
+
+@pytest.fixture(scope="module")
+def gsm8k_server_url():
+    """The shipped GSM8K streamer (bfloat16), its thoughts and deep stage capped to keep the test short."""
+    yield from serve_model("qwen2.5-coder-0.5b-gsm8k-stream", torch.bfloat16, thought_budget=32, max_deep_tokens=96)
 
 
 @pytest.fixture
@@ -85,6 +106,77 @@ def test_typing_shows_thoughts_then_the_answer(server_url, browser):
     shot = os.environ.get("ADASR_E2E_SCREENSHOT")
     if shot:
         browser.save_screenshot(shot)
+
+
+def type_until_noted(browser, text: str, wait_s: float) -> list[str]:
+    """Type ``text`` sentence by sentence (each finished sentence is sent as it is completed), then
+    wait, input still open, until a finished note (a streaming thought with words) is on the page;
+    returns the finished notes seen before end of input."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    box = browser.find_element(By.ID, "text")
+    for sentence in re.findall(r"[^.?!]+[.?!]\s*", text):
+        box.send_keys(sentence)
+        time.sleep(1.0)
+
+    def notes(d) -> list[str]:
+        return [e.text for e in d.find_elements(By.CSS_SELECTOR, "#chunks .thought.done")
+                if e.text.strip() and not e.text.startswith("(skipped")]
+
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        WebDriverWait(browser, wait_s).until(notes)
+    except TimeoutException:
+        seen = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#chunks .thought")]
+        raise AssertionError(f"no finished note in {wait_s} s; the notes so far: {seen}") from None
+    return notes(browser)
+
+
+def end_and_read_the_result(browser, wait_s: float) -> tuple[float, re.Match]:
+    """Click "End of input", wait for the record; the measured post-input latency and the
+    estimate line's match (estimate, tokens before end of input, decode rate)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert browser.find_element(By.ID, "status").text == "live"
+    assert browser.find_element(By.ID, "latency").text == "—"  # nothing is measured before end of input
+    browser.find_element(By.ID, "end").click()
+    WebDriverWait(browser, wait_s).until(lambda d: d.find_element(By.ID, "latency").text.endswith(" s"))
+    latency = float(browser.find_element(By.ID, "latency").text.split()[0])
+    line = browser.find_element(By.ID, "estimate").text
+    match = ESTIMATE.fullmatch(line)
+    assert match, line
+    assert "estimate, not a measurement" in browser.find_element(By.ID, "estimate-how").text.lower()
+    return latency, match
+
+
+def test_notes_appear_while_typing_then_the_answer_latency_and_estimate(server_url, browser):
+    """A chain_sum problem typed sentence by sentence: notes before end of input; after it, the
+    answer, the measured latency and the read-then-think estimate (latency + tokens / rate)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(server_url + "/")
+    assert type_until_noted(browser, PROBLEM, 120)
+    latency, m = end_and_read_the_result(browser, 120)
+    estimate, tokens, rate = float(m[1]), int(m[2]), float(m[3])
+    assert tokens > 0 and rate > 0
+    assert estimate == pytest.approx(latency + tokens / rate, rel=0.05, abs=0.1)  # (all rounded on the page)
+    assert browser.find_element(By.ID, "answer").text not in ("", "—")
+
+
+def test_a_typed_word_problem_into_the_gsm8k_streamer(gsm8k_server_url, browser):
+    """The shipped GSM8K streamer behind the page: a word problem typed sentence by sentence gets
+    notes while it is typed, then the answer, the latency and the labelled estimate."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(gsm8k_server_url + "/")
+    notes = type_until_noted(browser, WORD_PROBLEM, 600)  # (a minute on an idle 2-core CPU; more when it is busy)
+    latency, m = end_and_read_the_result(browser, 900)
+    estimate, tokens, rate = float(m[1]), int(m[2]), float(m[3])
+    assert tokens >= len(notes[0].split()) and rate > 0 and estimate > latency  # (a token is at most a word)
+    assert browser.find_element(By.ID, "answer").text not in ("", "—")
 
 
 def test_play_streams_the_sample_problem(server_url, browser):

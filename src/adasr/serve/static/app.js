@@ -1,5 +1,7 @@
 // adasr serve page: sends each finished sentence of the text box as a chunk over
-// WS /v1/sessions and draws the events (docs/SERVING.md). No build step, no dependencies.
+// WS /v1/sessions while the person types and draws the events (docs/SERVING.md): the notes
+// (streaming thoughts) as they are written, then the answer, the measured post-input latency and
+// the estimate of what read-then-think would have made them wait. No build step, no dependencies.
 "use strict";
 // "Play sample" streams the problem the served model is made for (sampleFor)
 const SAMPLES = {
@@ -92,6 +94,7 @@ function onEvent(ev) {
     if (ev.skipped) { th.textContent = ev.forced ? "(skipped: no time before the next chunk)" : "(skipped)";
       th.classList.add("skipped"); }
     else th.textContent = ev.text;
+    th.classList.add("done");  // the note is finished (tokens stream into it until then)
   }
   else if (ev.type === "deep_start") $("deepstate").textContent = "(end of input: answering)";
   else if (ev.type === "token" && ev.stage === "deep") $("deep").textContent += ev.text;
@@ -103,10 +106,21 @@ function onEvent(ev) {
     $("latency").textContent = r.post_input_latency_s.toFixed(2) + " s";
     $("ttft").textContent = r.post_input_ttft_s === null ? "—" : r.post_input_ttft_s.toFixed(2) + " s";
     $("deepstate").textContent = "(" + r.deep_tokens + " tokens)";
+    if (ev.read_then_think) $("estimate").textContent = estimateText(ev.read_then_think);
   }
   else if (ev.type === "error") $("error").textContent = ev.code + ": " + ev.message;
 }
 let current = null;
+
+// the record event's read-then-think estimate (docs/SERVING.md), labelled as one
+function estimateText(e) {
+  const label = "read-then-think, estimated: ";
+  if (e.estimated_post_input_latency_s === null) return label + "— (no decode rate measured in this session)";
+  const est = "~" + e.estimated_post_input_latency_s.toFixed(1) + " s";
+  if (!e.stream_tokens_before_eoi) return label + est + " (no tokens written while you typed: the same as measured)";
+  return label + est + " (" + e.stream_tokens_before_eoi + " tokens written while you typed at " +
+    e.decode_tokens_per_s.toFixed(1) + " tokens/s)";
+}
 
 // the text after the last sent sentence: every completed sentence in it is sent
 function sendFinished(final) {
@@ -138,6 +152,7 @@ function reset() {
   sent = 0; ended = false; playing = null; items = {}; current = null;
   $("text").value = ""; $("chunks").innerHTML = ""; $("deep").textContent = ""; $("deepstate").textContent = "";
   $("answer").textContent = "—"; $("latency").textContent = "—"; $("ttft").textContent = "—";
+  $("estimate").textContent = "read-then-think, estimated: —";
   $("error").textContent = ""; setStatus("idle");
 }
 
