@@ -160,7 +160,7 @@ class AsyncClient:
     async def solve(self, chunks: Chunks, *, settings: dict | None = None,
                     on_event: Callable[[dict], None] | None = None) -> dict:
         """Run one session (see :meth:`session`); returns its ``record`` event (``record``,
-        ``thoughts``, ``deep``); ``on_event`` sees every event."""
+        ``thoughts``, ``deep``, ``read_then_think``); ``on_event`` sees every event."""
         async for ev in self.session(chunks, settings=settings):
             if on_event is not None:
                 on_event(ev)
