@@ -16,6 +16,11 @@ INDEX ?= 6
 # §14, §21; on 300 held-out problems 1.3 points below the base model reading then thinking, at 0.93x
 # its p50 post-input latency and 0.77x its p95); STREAMER=qwen2.5-coder-0.5b-instruct: untrained
 STREAMER ?= qwen2.5-coder-0.5b-gsm8k-stream
+# the typing operating point (docs/OPERATING_POINTS.md): the problem typed at 4 characters/s, on the
+# pinned clock (every step 0.14 s, adaptive budgets at 7 tokens/s: this CPU's rate, simulated, so the
+# latencies do not depend on the machine's load); the two runs' JSON goes to DEMO_OUT
+TYPING := --cps 4 --clock virtual --decode-rate 7 --step-s 0.14
+DEMO_OUT ?= runs/demo
 
 .PHONY: setup demo test e2e bench clean vllm test-vllm
 
@@ -30,10 +35,15 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	@echo "== a held-out GSM8K problem streamed into $(STREAMER) (adaptive: thinks while it listens) =="
-	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model $(STREAMER) --mode adaptive --dtype bfloat16
-	@echo "== the same problem, base model reading then thinking (batch): the latency to beat =="
-	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model qwen2.5-coder-0.5b-instruct --mode batch --dtype bfloat16
+	@mkdir -p $(DEMO_OUT)
+	@echo "== a held-out GSM8K problem typed at 4 characters/s (pinned clock: 7 tokens/s, 0.14 s a step) into"
+	@echo "   $(STREAMER) (adaptive: thinks while it is typed) and the base model reading then thinking (batch) =="
+	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model $(STREAMER) --mode adaptive --dtype bfloat16 \
+	  $(TYPING) --json > $(DEMO_OUT)/stream.json
+	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model qwen2.5-coder-0.5b-instruct --mode batch \
+	  --dtype bfloat16 $(TYPING) --json > $(DEMO_OUT)/batch.json
+	$(BIN)/python tools/demo_table.py "streamer, adaptive=$(DEMO_OUT)/stream.json" \
+	  "base, read-then-think=$(DEMO_OUT)/batch.json"
 	@echo "== a held-out chain_sum stream into the shipped chain_sum streamer =="
 	$(BIN)/adasr run "$(CHAIN)" --model smollm2-135m-chain-sum --mode adaptive
 

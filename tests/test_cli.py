@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ADASR = [sys.executable, "-m", "adasr.cli"]
 
 
@@ -44,6 +46,22 @@ def test_run_with_a_pinned_decode_rate(tiny_dir):
     for out in (json.loads(p.stdout) for p in runs):  # 0.01 tokens/s: no slack fits a token, every chunk skips
         assert out["record"]["stream_tokens"] == 0 and out["record"]["skipped_chunks"] == out["record"]["n_chunks"]
     assert_clean_error(adasr(*args, "--decode-rate", "0"), "decode_rate must be > 0")
+
+
+def test_run_on_the_pinned_clock(tiny_dir):
+    """`adasr run --clock virtual --step-s S`: every step costs S seconds whatever the machine does
+    (the typing point of `make demo`); the option needs the virtual clock and an input known in advance."""
+    text = "Natalia sold 48 clips. Then half as many. How many in total?"
+    args = ("run", text, "--model", tiny_dir, "--max-deep-tokens", "6", "--mode", "batch", "--json", "--cps", "4",
+            "--decode-rate", "7")
+    proc = adasr(*args, "--clock", "virtual", "--step-s", "0.5")
+    assert proc.returncode == 0, proc.stderr.decode()
+    rec = json.loads(proc.stdout)["record"]
+    assert rec["eoi_s"] == pytest.approx(len(text) / 4)  # typed at 4 characters/s
+    steps = rec["post_input_latency_s"] / 0.5  # whole steps of 0.5 s after end of input
+    assert steps == pytest.approx(round(steps)) and 1 <= round(steps) <= rec["deep_tokens"] + 2, rec
+    assert_clean_error(adasr(*args, "--step-s", "0.5"), "--step-s needs --clock virtual")  # the default: real
+    assert_clean_error(adasr(*args, "--clock", "virtual", "--step-s", "0"), "a positive number of seconds")
 
 
 def test_run_in_bfloat16_and_unknown_dtype(tiny_dir):

@@ -53,6 +53,9 @@ CpsOpt = Annotated[Optional[float], typer.Option(
 ChunkerOpt = Annotated[str, typer.Option(help="sentence | word | token: how a text is cut into chunks "
                                               "(pre-split chunks of a data file are kept)")]
 MaxChunkTokensOpt = Annotated[int, typer.Option(help="split chunks longer than this many tokens (0: no cap)")]
+StepSOpt = Annotated[Optional[float], typer.Option(
+    "--step-s", help="virtual clock: charge every engine step this many seconds instead of its measured time "
+                     "(with --decode-rate: results independent of this machine's load; docs/OPERATING_POINTS.md)")]
 ProtocolOpt = Annotated[Optional[str], typer.Option(
     help=f"streaming protocol preset ({', '.join(PRESETS)}; docs/DESIGN.md): default the adapter's own, "
          "or the mode's default for base models")]
@@ -176,6 +179,7 @@ def run(
     top_k: int = 0,
     seed: int = 0,
     decode_rate: DecodeRateOpt = None,
+    step_s: StepSOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: record + event timeline")] = False,
     server: Annotated[Optional[str], typer.Option(
         help="run on an `adasr serve` server at this URL (http://HOST:PORT; key: $ADASR_API_KEY) instead of "
@@ -194,6 +198,9 @@ def run(
     if len(sources) != 1:
         raise InputError("give exactly one input: TEXT, '-' (stdin), --file F or --gsm8k PATH")
     make_policy(mode, thought_budget=thought_budget, revisions=revisions)  # bad settings fail before any load
+    if step_s is not None and (clock != "virtual" or text == "-" or server is not None or not step_s > 0):
+        raise ConfigError(f"--step-s needs --clock virtual, an input known in advance (not stdin, not --server) and "
+                          f"a positive number of seconds; got {step_s!r} with --clock {clock}")
     spec = _stream_spec(chunker, wps, max_chunk_tokens, cps)
     item = task = None
     if gsm8k is not None:
@@ -229,6 +236,10 @@ def run(
     engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate,
                      backend, revisions=revisions)
     inp = EpisodeInput(id="run", source=source, reference=item.reference if item else None)
+    if step_s is not None:
+        from adasr.stream import VirtualClock
+
+        clock = VirtualClock(fixed_step_s=step_s)
 
     def grade(record: dict) -> None:
         if task is not None:
@@ -400,9 +411,7 @@ def eval_cmd(
     align_eoi: Annotated[Optional[bool], typer.Option(
         "--align-eoi/--no-align-eoi",
         help="with a shared clock: batched waves whose inputs end together (default when --batch-size > 1)")] = None,
-    step_s: Annotated[Optional[float], typer.Option(
-        "--step-s", help="virtual clock: charge every engine step this many seconds instead of its measured time "
-                         "(with --decode-rate: results independent of this machine's load)")] = None,
+    step_s: StepSOpt = None,
     backend: BackendOpt = "torch",
 ) -> None:
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
