@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+import adasr
 from adasr import models as models_mod
 from adasr.errors import ConfigError, ModelLoadError
 from adasr.models import BUNDLED, load_model
+from adasr.models import adapters as adapters_mod, hub, loader
 
 ADASR = [sys.executable, "-m", "adasr.cli"]
-STATIC = Path(models_mod.__file__).parent / "serve" / "static"
+STATIC = Path(adasr.__file__).parent / "serve" / "static"
 
 
 def adasr(*args, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -35,7 +37,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def bundled_names() -> list[str]:
-    return list(BUNDLED) + list(models_mod._bundled_adapters())
+    return list(BUNDLED) + list(adapters_mod._bundled_adapters())
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def no_hub(monkeypatch):
         asked.append(name)
         raise ModelLoadError(f"(test) the hub was asked for {name}")
 
-    monkeypatch.setattr(models_mod, "_load_hub", fake_hub)
+    monkeypatch.setattr(loader, "_load_hub", fake_hub)
     return asked
 
 
@@ -72,7 +74,7 @@ def test_hub_ids_still_go_to_the_hub(no_hub):
 def test_model_not_found_errors_list_the_bundled_names():
     offline = OSError("We couldn't connect to 'https://huggingface.co' to load the files")
     for err, is_offline in [(offline, False), (offline, True), (RuntimeError("something else"), False)]:
-        msg = str(models_mod._hub_error("someorg/nothing-here", None, err, is_offline))
+        msg = str(hub._hub_error("someorg/nothing-here", None, err, is_offline))
         assert all(name in msg for name in bundled_names()), msg
         assert "\n" not in msg
 

