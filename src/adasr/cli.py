@@ -18,7 +18,14 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_WPS
+from adasr.defaults import (
+    DEFAULT_CHUNKER,
+    DEFAULT_MAX_CHUNK_TOKENS,
+    DEFAULT_MAX_DEEP_TOKENS,
+    DEFAULT_MODEL,
+    DEFAULT_THOUGHT_BUDGET,
+    DEFAULT_WPS,
+)
 from adasr.errors import AdasrError, ConfigError, InputError
 from adasr.protocol import PRESETS
 
@@ -171,9 +178,9 @@ def run(
     chunker: ChunkerOpt = DEFAULT_CHUNKER,
     max_chunk_tokens: MaxChunkTokensOpt = DEFAULT_MAX_CHUNK_TOKENS,
     clock: Annotated[str, typer.Option(help="real (sleeps until arrivals) | virtual")] = "real",
-    thought_budget: BudgetOpt = 64,
+    thought_budget: BudgetOpt = DEFAULT_THOUGHT_BUDGET,
     revisions: RevisionsOpt = 0,
-    max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens")] = 512,
+    max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens")] = DEFAULT_MAX_DEEP_TOKENS,
     temperature: float = 0.0,
     top_p: float = 1.0,
     top_k: int = 0,
@@ -218,8 +225,9 @@ def run(
     if item is None and not live and not (text or "").strip():
         raise InputError("the input is empty: give some text to stream")
     if server is not None:
-        given = {"mode": (mode, "adaptive"), "thought_budget": (thought_budget, 64), "revisions": (revisions, 0),
-                 "max_deep_tokens": (max_deep_tokens, 512),
+        given = {"mode": (mode, "adaptive"), "thought_budget": (thought_budget, DEFAULT_THOUGHT_BUDGET),
+                 "revisions": (revisions, 0),
+                 "max_deep_tokens": (max_deep_tokens, DEFAULT_MAX_DEEP_TOKENS),
                  "temperature": (temperature, 0.0), "top_p": (top_p, 1.0), "top_k": (top_k, 0), "seed": (seed, 0)}
         settings = {k: v for k, (v, default) in given.items() if v != default}  # the rest: the server's defaults
         if item is not None:
@@ -325,7 +333,7 @@ def _run_remote(url: str, text: str | None, *, item, as_json: bool, wps: float, 
 
 @app.command()
 def serve(
-    model: ModelOpt = "smollm2-135m-instruct",
+    model: ModelOpt = DEFAULT_MODEL,
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
@@ -335,8 +343,9 @@ def serve(
     max_sessions: Annotated[int, typer.Option(help="the most live sessions (KV cache rows); more are refused")] = 8,
     api_key: Annotated[Optional[str], typer.Option(envvar="ADASR_API_KEY", help="require this key on /v1/*")] = None,
     mode: Annotated[str, typer.Option(help="default mode: batch | interleaved | adaptive | proactive (a session may change it)")] = "adaptive",
-    thought_budget: BudgetOpt = 64,
-    max_deep_tokens: Annotated[int, typer.Option(help="deep-stage cap, tokens (sessions may ask for less)")] = 512,
+    thought_budget: BudgetOpt = DEFAULT_THOUGHT_BUDGET,
+    max_deep_tokens: Annotated[int, typer.Option(
+        help="deep-stage cap, tokens (sessions may ask for less)")] = DEFAULT_MAX_DEEP_TOKENS,
     temperature: float = 0.0,
     seed: int = 0,
     decode_rate: DecodeRateOpt = None,
@@ -402,9 +411,9 @@ def eval_cmd(
              "the batched steps it takes part in: a server at full load) | real")] = "virtual",
     thought_budget: Annotated[list[str], typer.Option(
         "--budget", help="thought budget (tokens per streaming thought); several (--budget 8,16,32 or repeated) "
-                         "sweep them, each into --out/budget-<N>/")] = ["64"],  # noqa: B006
+                         "sweep them, each into --out/budget-<N>/")] = [str(DEFAULT_THOUGHT_BUDGET)],  # noqa: B006
     revisions: RevisionsOpt = 0,
-    max_deep_tokens: int = 512,
+    max_deep_tokens: int = DEFAULT_MAX_DEEP_TOKENS,
     temperature: float = 0.0,
     seed: int = 0,
     decode_rate: DecodeRateOpt = None,
@@ -569,7 +578,8 @@ def data_distill(
              "(7 / 2.5 = 2.8; 0: no fitting)")] = 2.8,
     max_thought_tokens: Annotated[int, typer.Option(
         help="cap on one thought, tokens: the thought budget the episodes are made for (raise it for slow "
-             "input such as typing, so that the cap is not what keeps work after end of input)")] = 64,
+             "input such as typing, so that the cap is not what keeps work after end of "
+             "input)")] = DEFAULT_THOUGHT_BUDGET,
     deep_style: Annotated[str, typer.Option(help="terse (computations, then the boxed conclusion) | verbatim")] = "terse",
     convert_only: Annotated[bool, typer.Option(
         "--convert-only", help="sample nothing: rewrite episodes.jsonl and report.json from the samples so far")] = False,

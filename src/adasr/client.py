@@ -25,6 +25,7 @@ import time
 from typing import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_WPS
 from adasr.errors import AdasrError, InputError
 from adasr.stream import chunk_text, characters_per_second_schedule, words_per_second_schedule
 
@@ -59,7 +60,7 @@ def sessions_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-def paced_chunks(text: str, *, wps: float = 2.5, chunker: str = "sentence",
+def paced_chunks(text: str, *, wps: float = DEFAULT_WPS, chunker: str = DEFAULT_CHUNKER,
                  cps: float | None = None) -> Iterator[str]:
     """The chunks of ``text`` (``sentence`` or ``word`` chunker), each yielded when it would
     arrive at ``wps`` words per second, or, with ``cps``, as typed at ``cps`` characters per

@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from adasr.defaults import DEFAULT_MAX_DEEP_TOKENS, DEFAULT_THOUGHT_BUDGET
 from adasr.errors import ConfigError, InputError
 from adasr.events import Event
 from adasr.metrics import EpisodeRecord
@@ -105,9 +106,9 @@ class EngineConfig:
     """
 
     policy: str | ThoughtPolicy = "adaptive"
-    thought_budget: int = 64
+    thought_budget: int = DEFAULT_THOUGHT_BUDGET
     revisions: int = 0
-    max_deep_tokens: int = 512
+    max_deep_tokens: int = DEFAULT_MAX_DEEP_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0

@@ -24,6 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from adasr.defaults import DEFAULT_THOUGHT_BUDGET
 from adasr.errors import ConfigError
 from adasr.protocol import find_boxed
 
@@ -128,7 +129,7 @@ class BatchPolicy(ThoughtPolicy):
 class InterleavedPolicy(ThoughtPolicy):
     """A thought after every chunk with a fixed budget (``thought_budget`` tokens), whatever the slack."""
 
-    thought_budget: int = 64
+    thought_budget: int = DEFAULT_THOUGHT_BUDGET
     name = "interleaved"
 
     def budget_for(self, ctx: PolicyContext) -> int:
@@ -156,7 +157,7 @@ class AdaptivePolicy(ThoughtPolicy):
     ``unknown_slack_budget`` tokens are allowed when nothing is known of the arrivals (never the
     case once a chunk has arrived)."""
 
-    thought_budget: int = 64
+    thought_budget: int = DEFAULT_THOUGHT_BUDGET
     unknown_slack_budget: int = 32
     name = "adaptive"
     yield_on_arrival = True
@@ -250,7 +251,7 @@ def same_answer(a: str | None, b: str | None) -> bool:
 MODES = ("batch", "interleaved", "adaptive", "proactive")
 
 
-def make_policy(mode: str, *, thought_budget: int = 64, revisions: int = 0) -> ThoughtPolicy:
+def make_policy(mode: str, *, thought_budget: int = DEFAULT_THOUGHT_BUDGET, revisions: int = 0) -> ThoughtPolicy:
     """Policy for a mode name; ``thought_budget`` is the most tokens a thought may take (the fixed
     interleaved budget, the adaptive cap; unused by ``batch``); ``revisions``: how many times a
     proactive response may be revised (:class:`ProactivePolicy`; only ``proactive`` takes one).

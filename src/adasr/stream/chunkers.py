@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_TOKENS_PER_CHUNK
 from adasr.errors import InputError
 
 CHUNKERS = ("sentence", "word", "token")
@@ -213,10 +214,10 @@ def cap_chunk_tokens(chunks: Sequence[str], tokenizer, max_tokens: int) -> list[
 
 def chunk_text(
     text: str,
-    chunker: str = "sentence",
+    chunker: str = DEFAULT_CHUNKER,
     *,
     tokenizer=None,
-    tokens_per_chunk: int = 16,
+    tokens_per_chunk: int = DEFAULT_TOKENS_PER_CHUNK,
     max_chunk_tokens: int | None = None,
 ) -> list[str]:
     """Split ``text`` into chunks with the named chunker.

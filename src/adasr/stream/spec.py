@@ -27,12 +27,12 @@ from adasr.stream.schedules import (
 def make_stream(
     text_or_chunks: str | Sequence[str],
     *,
-    chunker: str = "sentence",
+    chunker: str = DEFAULT_CHUNKER,
     wps: float = DEFAULT_WPS,
     timestamps: Sequence[float] | None = None,
     tokenizer=None,
     max_chunk_tokens: int | None = None,
-    tokens_per_chunk: int = 16,
+    tokens_per_chunk: int = DEFAULT_TOKENS_PER_CHUNK,
     cps: float | None = None,
 ) -> ScheduledStream:
     """Build a :class:`ScheduledStream` from a text or from ready-made chunks.
@@ -46,7 +46,8 @@ def make_stream(
         timestamps: explicit arrival times in seconds, one per chunk (per chunk *before*
             ``max_chunk_tokens`` splitting: the pieces of a split chunk all arrive with it).
         tokenizer: needed by the ``"token"`` chunker and by ``max_chunk_tokens``.
-        max_chunk_tokens: split chunks longer than this many tokens.
+        max_chunk_tokens: split chunks longer than this many tokens (default: no cap;
+            :class:`StreamSpec` applies :data:`~adasr.defaults.DEFAULT_MAX_CHUNK_TOKENS`).
         tokens_per_chunk: tokens per chunk for the ``"token"`` chunker.
         cps: when given (and no ``timestamps``), chunks arrive as typed at ``cps`` characters per
             second (:func:`characters_per_second_schedule`) instead of at ``wps``.

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from adasr.defaults import DEFAULT_THOUGHT_BUDGET
 from adasr.errors import ConfigError
 from adasr.evaluation import ResultsWriter
 from adasr.tasks.base import Item
@@ -266,7 +267,7 @@ def check_episodes_file(name: str) -> None:
 
 
 def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, notes: str = "terse",
-                   tokens_per_word: float | None = 2.8, max_thought_tokens: int = 64,
+                   tokens_per_word: float | None = 2.8, max_thought_tokens: int = DEFAULT_THOUGHT_BUDGET,
                    deep_style: str = "terse", episodes_file: str = EPISODES_FILE) -> ConversionReport:
     """Convert the correct samples into streaming episodes: ``<out>/episodes.jsonl`` (the
     shared streaming-episode schema, one per kept sample, in sample order) and
