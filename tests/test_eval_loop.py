@@ -334,7 +334,8 @@ def test_ctrl_c_swallowed_by_library_code_still_stops_the_eval(tmp_path, fake_ru
 
 
 def test_truncated_last_line_is_dropped_and_recomputed(tmp_path, fake_runtime):
-    from adasr.evaluation import ResultsWriter, evaluate
+    from adasr.evaluation import evaluate
+    from adasr.storage import ResultsWriter
 
     writer = ResultsWriter(tmp_path / "batch")
     with writer:

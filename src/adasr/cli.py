@@ -196,10 +196,10 @@ def run(
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
     from adasr.engine import EpisodeInput
+    from adasr.metrics import grade_record
+    from adasr.policy import make_policy
     from adasr.stream import file_text, stdin_source
     from adasr.view import LiveView, metrics_table
-
-    from adasr.policy import make_policy
 
     sources = [x for x in (text is not None, file is not None, gsm8k is not None) if x]
     if len(sources) != 1:
@@ -251,7 +251,7 @@ def run(
 
     def grade(record: dict) -> None:
         if task is not None:
-            record["correct"] = task.grade(record["prediction"], item.reference)
+            grade_record(record, task.grade, item.reference)
 
     try:
         if as_json:
@@ -318,10 +318,10 @@ def _run_remote(url: str, text: str | None, *, item, as_json: bool, wps: float, 
                                  on_event=lambda ev: (e := event_from_wire(ev)) is not None and view.on_event(e))
     record = final["record"]
     if item is not None:  # graded here: the server does not know the reference
+        from adasr.metrics import grade_record
         from adasr.tasks.registry import task_for
 
-        record["reference"] = item.reference
-        record["correct"] = task_for(item).grade(record.get("prediction"), item.reference)
+        grade_record(record, task_for(item).grade, item.reference)
     if as_json:
         print(json.dumps({"record": record, "thoughts": final["thoughts"], "deep": final["deep"],
                           "events": [e for e in events if e["type"] not in ("token", "session", "record")]},

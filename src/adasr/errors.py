@@ -28,5 +28,12 @@ class ProtocolError(AdasrError):
     """A chat template cannot express the streaming protocol, or an episode is malformed."""
 
 
+class EvalInterrupted(AdasrError):
+    """A resumable run (``adasr eval``, ``adasr data distill``) was interrupted (Ctrl-C); the records
+    written so far are kept, and rerunning the same command resumes."""
+
+    exit_code = 130
+
+
 class ConfigError(AdasrError):
     """A configuration file or option is invalid (unknown key, wrong type, unknown task)."""

@@ -14,10 +14,15 @@ Layout of an evaluation directory ``out_dir``::
 
 Resuming: rerunning the same command skips every item whose id is already in
 ``<mode>/results.jsonl``; a line truncated by a kill is dropped (and the file rewritten) so the
-item is simply recomputed. Ctrl-C keeps what was written and raises :class:`EvalInterrupted`.
-A rerun whose configuration differs from ``<mode>/config.json`` in a setting that changes results
-(anything but :data:`INFORMATIONAL_KEYS`) is refused with a :class:`ConfigError` naming the
+item is simply recomputed. Ctrl-C keeps what was written and raises
+:class:`~adasr.errors.EvalInterrupted`. A rerun whose configuration differs from
+``<mode>/config.json`` in a setting that changes results (anything but
+:data:`adasr.storage.INFORMATIONAL_KEYS`) is refused with a :class:`ConfigError` naming the
 differing keys, so records of two configurations never mix.
+
+This module is the loop (:func:`evaluate`: plan, run each mode, grade with
+:func:`adasr.metrics.grade_record`, summarize; :func:`evaluate_budgets`: a budget sweep); the
+files are :mod:`adasr.storage`'s.
 """
 
 from __future__ import annotations
@@ -25,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import logging
-import os
 import signal
 import threading
 import time
@@ -35,263 +38,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from adasr.errors import AdasrError, ConfigError, DataError
-from adasr.jsonl import json_object, jsonl_lines
-from adasr.metrics import summarize, summary_table
+from adasr.errors import ConfigError, DataError, EvalInterrupted
+from adasr.metrics import grade_record, summarize, summary_table
 from adasr.proactive_metrics import proactive_fields, summarize_proactive
+from adasr.storage import (
+    SUMMARY_FILE,
+    ResultsWriter,
+    check_config,
+    json_default,
+    normalized,
+    prior_elapsed,
+    provenance,
+    write_config,
+    write_text,
+)
 from adasr.stream import StreamSpec
 from adasr.tasks.base import Item
 
-__all__ = ["EvalInterrupted", "ResultsWriter", "evaluate", "evaluate_budgets", "budget_dir", "provenance"]
-
-logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.jsonl"
-CONFIG_FILE = "config.json"
-INFORMATIONAL_KEYS = frozenset({
-    "adasr_version", "torch_version", "transformers_version", "git_commit", "git_dirty", "limit", "model_path",
-})
-"""Keys of ``config.json`` recorded for provenance but not compared on resume: versions and the
-git commit (an upgrade does not by itself invalidate records), ``limit`` (a rerun may add items)
-and ``model_path`` (where the same model was read from). Every other key (model, mode, budget,
-max_deep_tokens, wps, dtype, device, batch_size, clock, align_eoi, temperature, seed, data...)
-changes results, latencies included, and must match."""
-
-
-class EvalInterrupted(AdasrError):
-    """The evaluation was interrupted (Ctrl-C); the records written so far are kept."""
-
-    exit_code = 130
-
-
-class ResultsWriter:
-    """Append-only JSONL store of records keyed by ``id``: ``<out_dir>/<filename>``
-    (``results.jsonl`` by default).
-
-    Each :meth:`write` appends one line and flushes and fsyncs it, so a killed run loses at most
-    the record being written. :meth:`done_ids` / :meth:`records` read the file back for resume.
-    """
-
-    def __init__(self, out_dir: str | Path, filename: str = RESULTS_FILE):
-        self.dir = Path(out_dir)
-        self.path = self.dir / filename
-        self._fh = None
-
-    # -- reading -------------------------------------------------------------------------
-    def records(self) -> list[dict]:
-        """All valid records in the file, in order (the last one per id wins).
-
-        A malformed last line (a write cut short by a kill) is dropped and the file is
-        rewritten without it; malformed lines elsewhere are dropped with a warning.
-
-        Raises:
-            DataError: if the file cannot be read or rewritten.
-        """
-        if not self.path.exists():
-            return []
-        try:
-            data = self.path.read_bytes()
-        except OSError as e:
-            raise DataError(f"cannot read {self.path}: {e.strerror or e}") from None
-        lines = list(jsonl_lines(data))
-        last_line = lines[-1][0] if lines else 0
-        by_id: dict[str, dict] = {}
-        bad_middle: list[int] = []
-        dirty = bool(data) and not data.endswith(b"\n")
-        for lineno, raw in lines:
-            try:
-                rec = json_object(raw)
-                if not isinstance(rec.get("id"), str):
-                    raise DataError("not a record")
-            except DataError:
-                dirty = True
-                if lineno != last_line:
-                    bad_middle.append(lineno)
-                continue
-            if rec["id"] in by_id:
-                del by_id[rec["id"]]  # keep file order of the latest version
-                dirty = True
-            by_id[rec["id"]] = rec
-        if bad_middle:
-            warnings.warn(
-                f"{self.path}: dropped malformed line(s) {bad_middle[:5]}"
-                f"{' ...' if len(bad_middle) > 5 else ''}; those items will be recomputed",
-                UserWarning,
-                stacklevel=2,
-            )
-        if dirty:
-            self._rewrite(list(by_id.values()))
-        return list(by_id.values())
-
-    def done_ids(self) -> set[str]:
-        """Ids of the records already in the file (see :meth:`records` for repair)."""
-        return {r["id"] for r in self.records()}
-
-    def _rewrite(self, records: list[dict]) -> None:
-        self.close()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for rec in records:
-                    fh.write(_dumps(rec) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except OSError as e:
-            raise DataError(f"cannot rewrite {self.path}: {e.strerror or e}") from None
-
-    # -- writing -------------------------------------------------------------------------
-    def write(self, record: dict) -> None:
-        """Append ``record`` as one JSON line; flushed and fsync'ed before returning."""
-        if self._fh is None:
-            try:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")
-            except OSError as e:
-                raise DataError(f"cannot write {self.path}: {e.strerror or e}") from None
-        self._fh.write(_dumps(record) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def __enter__(self) -> "ResultsWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _json_default(obj):
-    """Serialize numpy/torch scalars (``.item()``) and paths; anything else as ``str``."""
-    item = getattr(obj, "item", None)
-    if callable(item):
-        try:
-            return item()
-        except (TypeError, ValueError):
-            pass
-    return str(obj)
-
-
-def _dumps(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False, default=_json_default)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_config(mode_dir: Path, config: dict) -> None:
-    """Write ``config.json`` unless the directory's first run already recorded it (kept as the
-    record of how its results were made; :func:`_check_config` has vouched that they match)."""
-    path = mode_dir / CONFIG_FILE
-    has_results = (mode_dir / RESULTS_FILE).is_file() and (mode_dir / RESULTS_FILE).stat().st_size > 0
-    if path.is_file() and has_results:
-        return
-    try:
-        mode_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    except OSError as e:
-        raise DataError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def _prior_elapsed(mode_dir: Path, n_prior: int) -> float | None:
-    """Real seconds spent on the ``n_prior`` already-done records, from the last summary.json
-    (written at the end of a run and on Ctrl-C), if it describes exactly those records."""
-    if n_prior == 0:
-        return 0.0
-    try:
-        prev = json.loads((mode_dir / "summary.json").read_text(encoding="utf-8"))
-        if prev.get("count") == n_prior and isinstance(prev.get("elapsed_s"), (int, float)):
-            return float(prev["elapsed_s"])
-    except (OSError, ValueError, AttributeError):
-        pass
-    return None
-
-
-def _git_commit() -> tuple[str | None, bool | None]:
-    """(HEAD commit, work tree dirty?) of the git checkout adasr runs from, or ``(None, None)``."""
-    import subprocess
-
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode != 0:
-            return None, None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() or None, (bool(dirty.stdout.strip()) if dirty.returncode == 0 else None)
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
-def provenance() -> dict:
-    """Versions of adasr, torch and transformers, and the git commit adasr runs from (if any)."""
-    from importlib import metadata
-
-    import adasr
-
-    info: dict = {"adasr_version": adasr.__version__}
-    for dist in ("torch", "transformers"):
-        try:
-            info[f"{dist}_version"] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            info[f"{dist}_version"] = None
-    info["git_commit"], info["git_dirty"] = _git_commit()
-    return info
-
-
-def _normalized(config: dict) -> dict:
-    return json.loads(json.dumps(config, default=_json_default))
-
-
-def _short(value) -> str:
-    text = json.dumps(value, default=_json_default, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_config(mode_dir: Path, config: dict) -> None:
-    """Refuse to resume ``mode_dir`` if its results were made with a different configuration.
-
-    Raises:
-        ConfigError: one line naming the differing keys (old -> new values).
-        DataError: an unreadable ``config.json``.
-    """
-    path = mode_dir / CONFIG_FILE
-    has_results = (mode_dir / RESULTS_FILE).is_file() and (mode_dir / RESULTS_FILE).stat().st_size > 0
-    if not path.is_file():
-        if has_results:
-            logger.warning("%s has results but no %s (written by an older adasr): resuming without a "
-                           "configuration check", mode_dir, CONFIG_FILE)
-        return
-    if not has_results:  # nothing to mix with: the new configuration replaces the old one
-        return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(old, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path}: {e}: delete it to resume without a configuration check") from None
-    keys = sorted((set(old) | set(config)) - INFORMATIONAL_KEYS)
-    diffs = [k for k in keys if old.get(k) != config.get(k)]
-    if diffs:
-        what = ", ".join(f"{k} {_short(old.get(k))} -> {_short(config.get(k))}" for k in diffs)
-        raise ConfigError(
-            f"{mode_dir} holds results of another configuration ({what}): rerun with the same settings to "
-            "resume, or choose another --out"
-        )
-    changed = [k for k in sorted(INFORMATIONAL_KEYS & (set(old) | set(config))) if k != "limit"
-               and old.get(k) != config.get(k)]
-    if changed:
-        logger.warning("resuming %s with different %s than its first run (recorded in %s)",
-                       mode_dir, ", ".join(changed), path)
-
+__all__ = ["EvalInterrupted", "evaluate", "evaluate_budgets", "budget_dir"]
 
 def _progress(enabled: bool):
     from rich.progress import (
@@ -388,9 +152,9 @@ def _plan(items: Sequence[Item], *, modes: Sequence[str], out_dir: str | Path, b
     out_dir = Path(out_dir)
     base_config = {**(run_config or {}), **provenance(), "batch_size": batch_size, **stream.as_config(),
                    "clock": clock, "align_eoi": align, **({"step_s": step_s} if step_s is not None else {})}
-    configs = {m: _normalized({**base_config, "mode": m}) for m in modes}
+    configs = {m: normalized({**base_config, "mode": m}) for m in modes}
     for m in modes:  # refuse before anything runs
-        _check_config(out_dir / m, configs[m])
+        check_config(out_dir / m, configs[m])
     return _Plan(modes, by_id, tasks, stream, align, configs)
 
 
@@ -415,10 +179,10 @@ def evaluate(
     else its question chunked; default :class:`~adasr.stream.StreamSpec()`, the spec ``adasr run``
     and RL rollouts use too) through
     ``engine_factory(mode).run(inputs, batch_size=batch_size, clock=clock)``; each finished
-    record gets ``reference`` and ``correct`` (``task_for(item).grade``, see
+    record is graded (:func:`adasr.metrics.grade_record` with ``task_for(item).grade``, see
     :mod:`adasr.tasks.registry`: math-verify for GSM8K, the task's scorer for procedural and
-    proactive streams) and is appended at once. Then ``summary.json``/``summary.md`` are written for the records of
-    ``items``; with several modes also ``<out_dir>/summary.md`` side by side. The engine is only
+    proactive streams) and appended at once. Then ``summary.json``/``summary.md`` are written for
+    the records of ``items``; with several modes also ``<out_dir>/summary.md`` side by side. The engine is only
     built for a mode that has work left. ``elapsed_s``/``problems_per_hour`` count the real time
     of the ``engine.run`` loops (not model loading), accumulated across resumed runs.
 
@@ -445,10 +209,10 @@ def evaluate(
     ``run_config`` (what the caller knows: model, dtype, device, budget, max_deep_tokens,
     temperature, seed, data...) is merged with this call's ``mode``, ``batch_size``, the stream
     spec (``chunker``, ``wps``, ``max_chunk_tokens``, ``tokens_per_chunk``), ``clock``,
-    ``align_eoi`` and :func:`provenance`, and written to ``<out_dir>/<mode>/config.json``
-    before the mode runs. A directory that already holds results of a configuration differing in
-    any key outside :data:`INFORMATIONAL_KEYS` is refused (checked for every mode before anything
-    runs); the same configuration resumes.
+    ``align_eoi`` and :func:`adasr.storage.provenance`, and written to
+    ``<out_dir>/<mode>/config.json`` before the mode runs. A directory that already holds results
+    of a configuration differing in any key outside :data:`adasr.storage.INFORMATIONAL_KEYS` is
+    refused (checked for every mode before anything runs); the same configuration resumes.
 
     Returns:
         ``{mode: summary}`` in the order of ``modes``.
@@ -460,123 +224,136 @@ def evaluate(
             configuration (``run_config``).
         DataError: duplicate item ids, an unreadable ``config.json``.
     """
-    from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
-
-    from adasr.stream import VirtualClock
-
     plan = _plan(items, modes=modes, out_dir=out_dir, batch_size=batch_size, stream=stream, clock=clock,
                  step_s=step_s, align_eoi=align_eoi, run_config=run_config)
-    modes, by_id, tasks, stream, align, configs = (plan.modes, plan.by_id, plan.tasks, plan.stream, plan.align,
-                                                   plan.configs)
     out_dir = Path(out_dir)
-
     summaries: dict[str, dict] = {}
     n_written = 0  # records written by this call, all modes
     with _progress(progress) as bar, _sigint_flag() as ctrl_c:
-        for mode in modes:
+        for mode in plan.modes:
             mode_dir = out_dir / mode
-            _write_config(mode_dir, configs[mode])
+            write_config(mode_dir, plan.configs[mode])
             writer = ResultsWriter(mode_dir)
-            prior = [r for r in writer.records() if r["id"] in by_id]
-            done = {r["id"] for r in prior}
-            todo = [it for it in items if it.id not in done]
-            prior_elapsed = _prior_elapsed(mode_dir, len(done))
-            n_correct = sum(1 for r in prior if r.get("correct") is True)
-            task = bar.add_task(mode, total=len(items), completed=len(done), acc="")
-            n_new, elapsed = 0, 0.0
-
-            def acc_text() -> str:
-                n = len(done)  # prior and new records alike (new ids are added to `done`)
-                return f"acc {100 * n_correct / n:.1f}%" if n else ""
-
-            bar.update(task, acc=acc_text())
-            interrupted = False
-            t0 = None
-            try:
-                if todo:
-                    engine = engine_factory(mode)
-                    inputs = (
-                        EpisodeInput(
-                            id=it.id,
-                            source=stream.for_item(it, tokenizer=getattr(engine, "tokenizer", None)),
-                            reference=it.reference,
-                            evidence_chunk=it.evidence_chunk,
-                        )
-                        for it in todo
-                    )
-                    t0 = time.perf_counter()
-                    run_clock = VirtualClock(fixed_step_s=step_s) if step_s is not None else clock
-                    results = engine.run(inputs, batch_size=batch_size, clock=run_clock, align_eoi=align)
-                    try:
-                        for result in results:
-                            item = by_id.get(result.id)
-                            if item is None or item.id in done:
-                                raise RuntimeError(
-                                    f"engine returned an unexpected episode id {result.id!r}"
-                                )
-                            record = dict(result.record)
-                            record["id"] = item.id
-                            record.setdefault("mode", mode)
-                            record["reference"] = item.reference
-                            record["correct"] = tasks[item.id].grade(record.get("prediction"), item.reference)
-                            if record.get("n_revisions"):  # the first response's answer, graded too
-                                record["first_correct"] = tasks[item.id].grade(record.get("first_prediction"),
-                                                                               item.reference)
-                            record.update(proactive_fields(record))
-                            writer.write(record)
-                            done.add(item.id)
-                            n_new += 1
-                            n_written += 1
-                            n_correct += record["correct"]
-                            bar.update(task, advance=1, acc=acc_text())
-                            if ctrl_c.is_set():  # a Ctrl-C that library code swallowed
-                                raise KeyboardInterrupt
-                    finally:
-                        close = getattr(results, "close", None)
-                        if close is not None:
-                            close()
-                    missing = len(todo) - n_new
-                    if missing:
-                        warnings.warn(
-                            f"{mode}: the engine returned no result for {missing} item(s); "
-                            "rerun to retry them",
-                            UserWarning,
-                            stacklevel=2,
-                        )
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                writer.close()
-                if t0 is not None:
-                    elapsed = time.perf_counter() - t0
-
-            # time of this run, plus earlier runs' (estimated at this run's pace if unknown)
-            if prior_elapsed is None:
-                total_elapsed = elapsed * len(done) / n_new if n_new else None
-            else:
-                total_elapsed = prior_elapsed + elapsed if (n_new or prior_elapsed) else None
-            records = [r for r in writer.records() if r["id"] in by_id]
-            summary = summarize(records, elapsed_s=total_elapsed)
-            if any(r.get("evidence_chunk") is not None for r in records):
-                summary["proactive"] = summarize_proactive(records)
-            summary["mode"] = mode
-            summary.update(clock=clock, batch_size=batch_size, align_eoi=align)
-            summary["complete"] = len(records) == len(items)
-            mode_dir.mkdir(parents=True, exist_ok=True)
-            summary_json = json.dumps(summary, indent=2, default=_json_default)
-            _write_text(mode_dir / "summary.json", summary_json + "\n")
-            _write_text(mode_dir / "summary.md", f"# {mode}\n\n" + summary_table({mode: summary}))
-            summaries[mode] = summary
+            tally = _Tally(bar, mode, len(items), [r for r in writer.records() if r["id"] in plan.by_id])
+            n_prior = len(tally.done)
+            prior_s = prior_elapsed(mode_dir, n_prior)
+            todo = [it for it in items if it.id not in tally.done]
+            n_new, elapsed, interrupted = _run_mode(engine_factory, mode, todo, plan, writer, tally, ctrl_c,
+                                                    batch_size=batch_size, clock=clock, step_s=step_s)
+            n_written += n_new
+            records = [r for r in writer.records() if r["id"] in plan.by_id]
+            elapsed_s = _total_elapsed(prior_s, elapsed, n_new, n_prior + n_new)
+            summaries[mode] = _write_summary(mode_dir, mode, records, elapsed_s, complete=len(records) == len(items),
+                                             clock=clock, batch_size=batch_size, align_eoi=plan.align)
             if interrupted:
                 raise EvalInterrupted(
                     f"interrupted after {n_written} records ({mode}: {len(records)}/{len(items)} "
                     f"done, saved in {writer.path}); rerun the same command to resume"
                 ) from None
 
-    if len(modes) > 1:
+    if len(plan.modes) > 1:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(out_dir / "summary.md", "# adasr evaluation\n\n" + summary_table(summaries))
+        write_text(out_dir / "summary.md", "# adasr evaluation\n\n" + summary_table(summaries))
     return summaries
+
+
+class _Tally:
+    """The records of one mode done so far (earlier runs' and this run's) and their accuracy, shown
+    on the mode's progress bar."""
+
+    def __init__(self, bar, mode: str, total: int, prior: list[dict]):
+        self.bar = bar
+        self.done = {r["id"] for r in prior}
+        self.n_correct = sum(1 for r in prior if r.get("correct") is True)
+        self.task = bar.add_task(mode, total=total, completed=len(self.done), acc="")
+        bar.update(self.task, acc=self._acc())
+
+    def _acc(self) -> str:
+        n = len(self.done)
+        return f"acc {100 * self.n_correct / n:.1f}%" if n else ""
+
+    def add(self, record: dict) -> None:
+        """Count a record just written."""
+        self.done.add(record["id"])
+        self.n_correct += record["correct"]
+        self.bar.update(self.task, advance=1, acc=self._acc())
+
+
+def _run_mode(engine_factory: Callable[[str], object], mode: str, todo: list[Item], plan: _Plan,
+              writer: ResultsWriter, tally: _Tally, ctrl_c: threading.Event, *, batch_size: int, clock: str,
+              step_s: float | None) -> tuple[int, float, bool]:
+    """Run ``todo`` through ``engine_factory(mode)`` (built only when there is work), grading each
+    finished episode (:func:`adasr.metrics.grade_record`, plus
+    :func:`adasr.proactive_metrics.proactive_fields`) and appending it to ``writer`` at once.
+
+    Returns:
+        ``(records written, real seconds of the engine.run loop, interrupted by Ctrl-C)``.
+    """
+    from adasr.engine import EpisodeInput  # engine (and torch) only when evaluating
+    from adasr.stream import VirtualClock
+
+    n_new, t0, interrupted = 0, None, False
+    try:
+        if todo:
+            engine = engine_factory(mode)
+            tokenizer = getattr(engine, "tokenizer", None)
+            inputs = (EpisodeInput(id=it.id, source=plan.stream.for_item(it, tokenizer=tokenizer),
+                                   reference=it.reference, evidence_chunk=it.evidence_chunk) for it in todo)
+            t0 = time.perf_counter()
+            run_clock = VirtualClock(fixed_step_s=step_s) if step_s is not None else clock
+            results = engine.run(inputs, batch_size=batch_size, clock=run_clock, align_eoi=plan.align)
+            try:
+                for result in results:
+                    item = plan.by_id.get(result.id)
+                    if item is None or item.id in tally.done:
+                        raise RuntimeError(f"engine returned an unexpected episode id {result.id!r}")
+                    record = dict(result.record)
+                    record["id"] = item.id
+                    record.setdefault("mode", mode)
+                    grade_record(record, plan.tasks[item.id].grade, item.reference)
+                    record.update(proactive_fields(record))
+                    writer.write(record)
+                    n_new += 1
+                    tally.add(record)
+                    if ctrl_c.is_set():  # a Ctrl-C that library code swallowed
+                        raise KeyboardInterrupt
+            finally:
+                close = getattr(results, "close", None)
+                if close is not None:
+                    close()
+            missing = len(todo) - n_new
+            if missing:
+                warnings.warn(f"{mode}: the engine returned no result for {missing} item(s); rerun to retry them",
+                              UserWarning, stacklevel=3)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        writer.close()
+    return n_new, (time.perf_counter() - t0 if t0 is not None else 0.0), interrupted
+
+
+def _total_elapsed(prior_s: float | None, elapsed: float, n_new: int, n_done: int) -> float | None:
+    """Real seconds of every run on a mode's records: this run's, plus the earlier runs' (``prior_s``;
+    ``None`` when unknown: estimated at this run's pace)."""
+    if prior_s is None:
+        return elapsed * n_done / n_new if n_new else None
+    return prior_s + elapsed if (n_new or prior_s) else None
+
+
+def _write_summary(mode_dir: Path, mode: str, records: list[dict], elapsed_s: float | None, *, complete: bool,
+                   clock: str, batch_size: int, align_eoi: bool) -> dict:
+    """Summarize one mode's records (:func:`adasr.metrics.summarize`, with a ``proactive`` block when
+    a stream has an evidence chunk) into ``summary.json`` and ``summary.md``; returns the summary."""
+    summary = summarize(records, elapsed_s=elapsed_s)
+    if any(r.get("evidence_chunk") is not None for r in records):
+        summary["proactive"] = summarize_proactive(records)
+    summary["mode"] = mode
+    summary.update(clock=clock, batch_size=batch_size, align_eoi=align_eoi)
+    summary["complete"] = complete
+    mode_dir.mkdir(parents=True, exist_ok=True)
+    write_text(mode_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=json_default) + "\n")
+    write_text(mode_dir / "summary.md", f"# {mode}\n\n" + summary_table({mode: summary}))
+    return summary
 
 
 def budget_dir(out_dir: str | Path, budget: int) -> Path:
@@ -639,5 +416,5 @@ def evaluate_budgets(
                         run_config=configs[b], **kwargs)
         out.update({f"{budget_dir(out_dir, b).name}/{m}": s for m, s in sums.items()})
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    _write_text(Path(out_dir) / "summary.md", "# adasr evaluation: thought-budget sweep\n\n" + summary_table(out))
+    write_text(Path(out_dir) / "summary.md", "# adasr evaluation: thought-budget sweep\n\n" + summary_table(out))
     return out

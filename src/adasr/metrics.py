@@ -55,7 +55,12 @@ field                           meaning (unit)
 ``evidence_chunk``              proactive streams: index of the earliest chunk after which the
                                 answer is determined (from the item; ``None``: not given)
 ``evidence_s``                  arrival time of the evidence chunk (s since stream start)
+``first_correct``               set by :func:`grade_record` when the answer was revised: the
+                                first response's answer verifies (bool)
 ==============================  ============================================================
+
+:func:`grade_record` is the one place a record's ``correct`` is set (``adasr run``, the
+evaluation loop, RL rollouts and self-distillation all grade through it).
 
 Records of streams with an evidence chunk also get, once graded, the fields of
 :func:`adasr.proactive_metrics.episode_metrics` (``response_delay_chunks``,
@@ -70,15 +75,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from adasr.protocol import Stage, find_boxed
 
 if TYPE_CHECKING:  # pragma: no cover
     from adasr.session import Session
 
-__all__ = ["EpisodeRecord", "RECORD_FIELDS", "NUMERIC_FIELDS", "percentile", "wilson_interval", "summarize", "summary_table",
-           "rich_table"]
+__all__ = ["EpisodeRecord", "RECORD_FIELDS", "NUMERIC_FIELDS", "grade_record", "percentile", "wilson_interval",
+           "summarize", "summary_table", "rich_table"]
 
 
 @dataclass
@@ -165,6 +170,36 @@ NUMERIC_FIELDS: tuple[str, ...] = tuple(
                  "evidence_s", "answer_s", "first_answer_chunk", "first_answer_s", "first_prediction", "n_revisions")
 )
 """Record fields that are numbers (tokens or seconds); :func:`summarize` reports their means."""
+
+
+def grade_record(record: dict, grade: Callable[[str | None, str], bool], reference: str, *,
+                 need_format: bool = False) -> dict:
+    """Grade one episode record in place: the one rule for what ``correct`` means.
+
+    Sets ``reference``; ``correct`` = ``grade(prediction, reference)`` (and, with
+    ``need_format``, the record's ``format_ok``: a distilled sample counts only when well formed);
+    and, when the episode revised its committed answer (``n_revisions`` > 0), ``first_correct`` =
+    ``grade(first_prediction, reference)``.
+
+    Args:
+        record: a flat record with ``prediction`` (an :meth:`EpisodeRecord.as_dict`, or a
+            distilled sample's record).
+        grade: the checker, ``grade(prediction, reference) -> bool``: a task's
+            :meth:`~adasr.tasks.base.Task.grade` or a custom scorer.
+        reference: the reference answer.
+        need_format: also require ``record["format_ok"]``.
+
+    Returns:
+        ``record``.
+    """
+    record["reference"] = reference
+    if need_format and not record["format_ok"]:
+        record["correct"] = False
+    else:
+        record["correct"] = grade(record.get("prediction"), reference)
+    if record.get("n_revisions"):  # the first response's answer, graded too
+        record["first_correct"] = grade(record.get("first_prediction"), reference)
+    return record
 
 
 def _is_number(x) -> bool:

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Sequence
 
 from adasr.errors import ConfigError, DataError, InputError
-from adasr.evaluation import RESULTS_FILE
 from adasr.jsonl import jsonl_lines
 from adasr.metrics import summarize, wilson_interval
 from adasr.policy import MODES
+from adasr.storage import RESULTS_FILE
 
 __all__ = [
     "EvalSeries",

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from adasr.defaults import DEFAULT_THOUGHT_BUDGET
-from adasr.errors import ConfigError
-from adasr.evaluation import ResultsWriter
+from adasr.errors import ConfigError, EvalInterrupted
+from adasr.storage import ResultsWriter
 from adasr.tasks.base import Item
 
 __all__ = ["ConversionReport", "DistillConfig", "distill", "sample_counts", "sample_id", "write_episodes"]
@@ -142,7 +142,7 @@ def distill(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
-    from adasr.evaluation import EvalInterrupted
+    from adasr.metrics import grade_record
     from adasr.stream import Chunk, ScheduledStream
     from adasr.tasks.registry import task_for
 
@@ -175,7 +175,7 @@ def distill(
                        "reference": it.reference, "solution": res.deep,
                        "prediction": res.record["prediction"], "tokens": res.record["deep_tokens"],
                        "format_ok": res.record["format_ok"]}
-                rec["correct"] = bool(rec["format_ok"]) and tasks[it.id].grade(rec["prediction"], it.reference)
+                grade_record(rec, tasks[it.id].grade, it.reference, need_format=True)
                 writer.write(rec)
                 new.append(rec)
                 seen += 1

@@ -54,6 +54,7 @@ from trl import GRPOTrainer
 
 from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
 from adasr.errors import ConfigError
+from adasr.metrics import grade_record
 from adasr.policy import is_response
 from adasr.proactive_metrics import episode_metrics
 from adasr.protocol import Stage, StreamingFormat, find_boxed
@@ -251,8 +252,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         # rewards
         stats: list[RolloutStats] = []
         for row, res in zip(inputs, results):
-            rec = res.record
-            rec["correct"] = self.grade(row, rec["prediction"])
+            rec = grade_record(res.record, lambda prediction, _: self.grade(row, prediction), str(row["answer"]))
             stats.append(RolloutStats.from_record(rec))
         rewards = reward_tensors(stats, self.reward_cfg)
         rewards["adapt"] = torch.tensor([adaptive_reward(s, self.reward_cfg) for s in stats], dtype=torch.float32)
