@@ -201,7 +201,7 @@ def test_write_episodes_report(tiny_tokenizer, tmp_path):
 def test_episodes_task_reads_distilled_episodes_and_refuses_overlap(tiny_tokenizer, tmp_path):
     from adasr.tasks.registry import build_dataset
     from adasr.train.config import SFTConfig
-    from adasr.train.sft import build_splits
+    from adasr.train.common import build_splits
 
     rec = {"id": "n#0", "item_id": "n", "question": NATALIA_Q, "reference": "72", "prediction": "72",
            "tokens": 1, "format_ok": True, "solution": NATALIA_SOL, "correct": True}

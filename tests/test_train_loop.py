@@ -140,7 +140,7 @@ def test_accelerate_cpu_launch_sets_use_cpu(monkeypatch):
 
 def test_bf16_without_a_gpu_trains_on_the_cpu(monkeypatch):
     """TrainingArguments refuses bf16 without a GPU unless use_cpu: the config sets it (CPU autocast)."""
-    from adasr.train import config
+    from adasr.train.config import configs as config
 
     monkeypatch.setattr(config, "_has_accelerator", lambda: False)
     cfg = _sft_cfg(Path("runs/x"), bf16=True)

@@ -1,5 +1,8 @@
-"""What SFT and RL training share: the episodes, the model to train, checkpoints and the final save.
+"""What SFT and RL training share: the start of a run, the episodes, the model to train,
+checkpoints and the final save.
 
+* :func:`prepare_run` — the steps both trainers start with (validate and resolve the config, the
+  resume point, the episodes, the model), in one place;
 * :func:`build_splits` / :func:`as_dataset` — the training episodes of a config's task;
 * :func:`load_policy` — the model (and tokenizer) to train, wrapped for LoRA (:func:`lora_config`);
 * :func:`training_resume_point` — the checkpoint to resume from, refusing to mix a fresh run into
@@ -26,6 +29,61 @@ from adasr.train.config import RLConfig, SFTConfig
 logger = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
+
+
+# ---------------------------------------------------------------------------------------------
+# The start of a run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What a training run starts from (:func:`prepare_run`).
+
+    Attributes:
+        policy: the model to train and its tokenizer (:class:`Policy`).
+        train: the training episodes (a ``datasets.Dataset``).
+        eval: the held-out episodes (a ``datasets.Dataset``), or ``None``.
+        resume_from: the checkpoint to resume from, or ``None`` for a fresh run.
+    """
+
+    policy: Policy
+    train: Any
+    eval: Any
+    resume_from: str | None
+
+
+def prepare_run(cfg: SFTConfig | RLConfig, *, required: Sequence[str] = ("chunks", "thoughts", "deep"),
+                model=None, tokenizer=None, train_dataset=None, eval_dataset=None) -> Run:
+    """The steps :func:`adasr.train.sft.train_sft` and :func:`adasr.train.rl.train_rl` start with,
+    in order:
+
+    1. ``cfg.validate()`` — checks only;
+    2. ``cfg.resolve()`` — an unset ``protocol`` follows the starting model (``cfg.start_model``);
+    3. :func:`training_resume_point` — the checkpoint to resume from (refuses to mix a fresh run
+       into an ``output_dir`` that holds checkpoints);
+    4. :func:`build_splits` — the episodes of ``cfg.task``, unless ``train_dataset`` is given
+       (the held-out set is then ``eval_dataset``);
+    5. :func:`as_dataset` — both sets as datasets with the ``required`` columns;
+    6. :func:`load_policy` — ``cfg.start_model`` (or ``model``/``tokenizer``), wrapped for LoRA.
+
+    Logs one line: the starting model, the protocol, the episode counts and the resume point.
+
+    Raises:
+        ConfigError, DataError, ModelLoadError: one-line user errors.
+    """
+    cfg.validate()
+    cfg.resolve()
+    resume_from = training_resume_point(cfg)
+    if train_dataset is None:
+        train_dataset, built_eval = build_splits(cfg)
+        eval_dataset = eval_dataset if eval_dataset is not None else built_eval
+    train, evals = as_dataset(train_dataset, required=required), as_dataset(eval_dataset, required=required)
+    policy = load_policy(cfg, cfg.start_model, model=model, tokenizer=tokenizer)
+    logger.info("%s run from %s (protocol %s): %d training episodes, %s held out; %s", cfg.kind.upper(),
+                cfg.start_model, cfg.protocol, len(train), 0 if evals is None else len(evals),
+                f"resuming from {resume_from}" if resume_from else "fresh start")
+    return Run(policy, train, evals, resume_from)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,7 +193,7 @@ def load_policy(cfg: SFTConfig | RLConfig, name: str | None = None, *, model=Non
 
     Args:
         cfg: the training config.
-        name: model to load (default ``cfg.model``). A PEFT adapter directory with ``cfg.lora``
+        name: model to load (default ``cfg.start_model``: ``model``, or RL's ``init``). A PEFT adapter directory with ``cfg.lora``
             is loaded *trainable* on top of its base (training continues the same adapter); without
             ``cfg.lora`` it is merged into its base and trained fully.
         model / tokenizer: objects to use instead of loading ``name`` (tests, notebooks).
@@ -143,7 +201,7 @@ def load_policy(cfg: SFTConfig | RLConfig, name: str | None = None, *, model=Non
     Raises:
         ModelLoadError: the model cannot be loaded.
     """
-    name = name or cfg.model
+    name = name or cfg.start_model
     if model is not None:
         if tokenizer is None:
             raise ConfigError("pass the tokenizer together with the model")
@@ -317,6 +375,6 @@ def trained_on(cfg: SFTConfig | RLConfig, n: int) -> str:
 
 
 __all__ = [
-    "Policy", "as_dataset", "build_splits", "load_policy", "lora_config", "training_resume_point", "save_final",
+    "Run", "prepare_run", "Policy", "as_dataset", "build_splits", "load_policy", "lora_config", "training_resume_point", "save_final",
     "model_card", "trained_on", "FINAL_DIR",
 ]

@@ -30,7 +30,7 @@ episode).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Mapping, Sequence
 
 import torch
@@ -38,6 +38,30 @@ import torch
 from adasr.errors import ConfigError, DataError
 from adasr.policy import same_answer
 from adasr.proactive_metrics import proactive_score
+
+
+def knob(default: float, text: str, key: str | None = None):
+    """A reward knob: a dataclass field with its default and ``text``, the help string of its
+    training-config key (``key``; default: the field's name). :class:`RewardConfig` and
+    :class:`ProactiveRewardConfig` declare every knob once; the ``rewards`` group of
+    :class:`adasr.train.config.RLConfig` is built from them (:func:`config_key`) and read back by
+    :func:`from_config`."""
+    return field(default=default, metadata={"help": text, **({"key": key} if key else {})})
+
+
+def config_key(f: Field) -> str:
+    """The training-config key of a reward knob (its name, unless :func:`knob` named another)."""
+    return f.metadata.get("key", f.name)
+
+
+def from_config(cls: type, config):
+    """A :class:`RewardConfig` or :class:`ProactiveRewardConfig` (``cls``) with every knob read from
+    ``config`` (any object with the knobs' config keys as attributes, e.g. an ``RLConfig``).
+
+    Raises:
+        ConfigError: a knob out of range (the class's own checks).
+    """
+    return cls(**{f.name: getattr(config, config_key(f)) for f in fields(cls)})
 
 
 @dataclass
@@ -58,13 +82,13 @@ class RewardConfig:
         deep_length_norm: ``L_D``, tokens (default 64: 64 deep tokens cost ``lam_deep``).
     """
 
-    w_fmt: float = 0.2
-    lam_post: float = 0.5
-    lam_over: float = 0.25
-    length_norm: float = 256
-    lam_stream: float = 0.5
-    lam_deep: float = 0.5
-    deep_length_norm: float = 64
+    w_fmt: float = knob(0.2, "format reward weight")
+    lam_post: float = knob(0.5, "weight of the post-input-token penalty")
+    lam_over: float = knob(0.25, "weight of the overrun-token penalty")
+    length_norm: float = knob(256, "token count that normalizes the latency penalties")
+    lam_stream: float = knob(0.5, "streaming-stage reward: weight of the latency term")
+    lam_deep: float = knob(0.5, "deep-stage reward: weight of the length term")
+    deep_length_norm: float = knob(64, "token count that normalizes the deep-stage length term")
 
     def __post_init__(self) -> None:
         for name in ("length_norm", "deep_length_norm"):
@@ -208,19 +232,21 @@ class ProactiveRewardConfig:
         window / half_life: of :func:`adasr.proactive_metrics.proactive_score` (chunks).
     """
 
-    turn_wait: float = 0.1
-    turn_late: float = 0.25
-    turn_premature: float = 1.0
-    turn_respond: float = 1.0
-    turn_wrong: float = 0.5
-    traj_acc: float = 1.0
-    traj_timing: float = 1.0
-    traj_premature: float = 1.0
-    w_fmt: float = 0.2
-    w_turn: float = 1.0
-    w_traj: float = 1.0
-    window: int = 1
-    half_life: float = 2.0
+    turn_wait: float = knob(0.1, "proactive turn reward: silence (or a note) before the evidence chunk")
+    turn_late: float = knob(0.25, "proactive turn penalty per chunk of silence at/after the evidence chunk")
+    turn_premature: float = knob(1.0, "proactive turn penalty: a response before the evidence chunk")
+    turn_respond: float = knob(1.0, "proactive turn reward: a correct response (x proactive score)")
+    turn_wrong: float = knob(0.5, "proactive turn penalty: a wrong response at/after the evidence")
+    traj_acc: float = knob(1.0, "proactive trajectory reward: weight of correctness")
+    traj_timing: float = knob(1.0, "proactive trajectory reward: weight of the proactive score")
+    traj_premature: float = knob(1.0, "proactive trajectory penalty: answer committed before the evidence")
+    w_fmt: float = knob(0.2, "format reward weight")
+    w_turn: float = knob(1.0, "proactive advantage: weight of the turn-level advantage (0: trajectory only)")
+    w_traj: float = knob(1.0, "proactive advantage: weight of the trajectory-level advantage")
+    window: int = knob(1, "proactive score: chunks after the evidence that still count as timely",
+                       key="proactive_window")
+    half_life: float = knob(2.0, "proactive score: chunks of lateness that halve the credit",
+                            key="proactive_half_life")
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -66,7 +66,7 @@ from adasr.train.advantages import (
     hrpo_token_advantages,
     proactive_token_advantages,
 )
-from adasr.train.common import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
+from adasr.train.common import prepare_run, save_final, trained_on
 from adasr.train.config import RLConfig
 from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors, trajectory_reward, turn_rewards
 
@@ -449,12 +449,14 @@ def train_rl(
 ) -> Path:
     """Run GRPO or HRPO (``cfg.advantage``) and return the path of the final model.
 
-    The policy starts from ``cfg.init`` if set (e.g. the SFT ``final/``: a LoRA adapter keeps
-    training when ``lora: true``), else from ``cfg.model``. The final model goes to
-    ``output_dir/final`` with ``adasr_meta.json`` (``stage``: ``"grpo"`` or ``"hrpo"``).
+    The run starts as SFT's does (:func:`adasr.train.common.prepare_run`): the policy starts from
+    ``cfg.init`` if set (e.g. the SFT ``final/``: a LoRA adapter keeps training when ``lora:
+    true``), else from ``cfg.model``. The final model goes to ``output_dir/final`` with
+    ``adasr_meta.json`` (``stage``: ``"grpo"`` or ``"hrpo"``).
 
     Args:
-        cfg: a validated :class:`RLConfig`.
+        cfg: an :class:`RLConfig` (e.g. from :func:`adasr.train.config.load_config`; validated and
+            resolved here again).
         model / tokenizer: use these objects instead of loading the model.
         train_dataset: use these episodes (need ``chunks`` and ``answer``) instead of building
             ``cfg.task``.
@@ -464,20 +466,16 @@ def train_rl(
     Raises:
         ConfigError, DataError, ModelLoadError: one-line user errors.
     """
-    cfg.validate()
-    resume_from = training_resume_point(cfg)
-    if train_dataset is None:
-        train_dataset, _ = build_splits(cfg)
     required = ("chunks", "answer", "evidence_chunk") if cfg.advantage == "proactive" else ("chunks", "answer")
-    train_dataset = as_dataset(train_dataset, required=required)
-    policy = load_policy(cfg, cfg.init or cfg.model, model=model, tokenizer=tokenizer)
-    trainer = StreamGRPOTrainer(policy.model, policy.tokenizer, cfg, train_dataset=train_dataset,
+    run = prepare_run(cfg, required=required, model=model, tokenizer=tokenizer, train_dataset=train_dataset)
+    policy = run.policy
+    trainer = StreamGRPOTrainer(policy.model, policy.tokenizer, cfg, train_dataset=run.train,
                                 callbacks=callbacks, scorer=scorer)
-    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=run.resume_from)
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if getattr(unwrapped, "peft_config", None) and "ref" in unwrapped.peft_config:
         unwrapped.delete_adapter("ref")  # the frozen KL reference copy is not part of the result
-    return save_final(trainer, policy, cfg, cfg.advantage, trained_on=trained_on(cfg, len(train_dataset)),
+    return save_final(trainer, policy, cfg, cfg.advantage, trained_on=trained_on(cfg, len(run.train)),
                       extra={"init": cfg.init})
 
 

@@ -2,16 +2,17 @@
 
 Recipe (top to bottom, :func:`train_sft`):
 
-1. build the episodes (``id, task, question, chunks, thoughts, deep, answer``) with
-   :func:`build_splits` — the task registry; the last ``eval_size`` episodes are held out;
-2. load the model (:func:`load_policy`; LoRA through PEFT's ``get_peft_model`` if asked);
-3. measure the episodes once (:func:`prepare_episodes`): drop those longer than
+1. :func:`~adasr.train.common.prepare_run`, the start RL shares: check and resolve the config,
+   find the resume point, build the episodes (``id, task, question, chunks, thoughts, deep,
+   answer``; the last ``eval_size`` are held out) and load the model (LoRA through PEFT's
+   ``get_peft_model`` if asked);
+2. render with the config's protocol; measure the episodes once (:func:`prepare_episodes`): drop those longer than
    ``max_seq_len`` and count the decision classes (skip vs think) over the whole training set;
-4. train with :class:`StreamSFTTrainer`, a ``transformers.Trainer`` whose batches come from
+3. train with :class:`StreamSFTTrainer`, a ``transformers.Trainer`` whose batches come from
    :class:`StreamingCollator` (each row rendered by :meth:`StreamingFormat.render` — the same
    renderer the engine uses at inference) and whose loss is CB-Stream
    (:func:`adasr.train.cb_stream.cb_stream_loss`);
-5. save ``output_dir/final`` (:func:`save_final`): a LoRA adapter whose ``base_model_name_or_path``
+4. save ``output_dir/final`` (:func:`save_final`): a LoRA adapter whose ``base_model_name_or_path``
    is the upstream hub id of a bundled base (else the model as given), or a full model +
    tokenizer; plus ``adasr_meta.json`` (``"base"``: what adasr loads) and a model card.
 
@@ -21,8 +22,7 @@ and deep-stage tokens weight 1; decision tokens (the first token of each streami
 skip = end-of-turn id, think = anything else) carry the class-balanced weight
 (docs/TRAINING.md, docs/DESIGN.md "Rewards, HRPO and CB-Stream").
 
-The steps SFT shares with RL (:func:`~adasr.train.common.build_splits`,
-:func:`~adasr.train.common.load_policy`, :func:`~adasr.train.common.training_resume_point`,
+The steps SFT shares with RL (:func:`~adasr.train.common.prepare_run`,
 :func:`~adasr.train.common.save_final`) live in :mod:`adasr.train.common`.
 """
 
@@ -47,7 +47,7 @@ from adasr.train.cb_stream import (
     decision_classes,
     trained_positions,
 )
-from adasr.train.common import as_dataset, build_splits, load_policy, save_final, trained_on, training_resume_point
+from adasr.train.common import prepare_run, save_final, trained_on
 from adasr.train.config import SFTConfig
 
 logger = logging.getLogger(__name__)
@@ -328,7 +328,8 @@ def train_sft(
     """Run SFT and return the path of the final model (``output_dir/final``).
 
     Args:
-        cfg: a validated :class:`SFTConfig` (see :func:`adasr.train.config.load_config`).
+        cfg: an :class:`SFTConfig` (e.g. from :func:`adasr.train.config.load_config`; validated and
+            resolved here again).
         model / tokenizer: use these objects instead of loading ``cfg.model``.
         train_dataset / eval_dataset: use these episodes (shared schema) instead of building
             ``cfg.task``.
@@ -337,19 +338,13 @@ def train_sft(
     Raises:
         ConfigError, DataError, ModelLoadError: one-line user errors.
     """
-    cfg.validate()
-    resume_from = training_resume_point(cfg)
-    if train_dataset is None:
-        train_dataset, built_eval = build_splits(cfg)
-        eval_dataset = eval_dataset if eval_dataset is not None else built_eval
-    train_dataset, eval_dataset = as_dataset(train_dataset), as_dataset(eval_dataset)
-    policy = load_policy(cfg, model=model, tokenizer=tokenizer)
+    run = prepare_run(cfg, model=model, tokenizer=tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset)
+    policy = run.policy
     if cfg.activation_checkpointing and policy.kind == "lora":
         policy.model.enable_input_require_grads()  # checkpointed LoRA needs grads at the inputs
     fmt = StreamingFormat(policy.tokenizer, cfg.protocol)
-    train_dataset, stats = prepare_episodes(train_dataset, fmt, cfg.max_seq_len, cfg.layout)
-    if eval_dataset is not None:
-        eval_dataset, _ = prepare_episodes(eval_dataset, fmt, cfg.max_seq_len, cfg.layout)
+    train_dataset, stats = prepare_episodes(run.train, fmt, cfg.max_seq_len, cfg.layout)
+    eval_dataset = None if run.eval is None else prepare_episodes(run.eval, fmt, cfg.max_seq_len, cfg.layout)[0]
     logger.info("SFT (%s layout) on %d episodes: decision classes %s", cfg.layout, stats.kept, stats.class_counts)
 
     trainer = StreamSFTTrainer(
@@ -364,7 +359,7 @@ def train_sft(
         class_counts=stats.class_counts,
         end_of_turn_id=fmt.end_of_turn_id,
     )
-    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=run.resume_from)
     return save_final(
         trainer, policy, cfg, "sft", trained_on=trained_on(cfg, stats.kept),
         extra={"decision_counts": stats.class_counts, "dropped_too_long": stats.dropped,
