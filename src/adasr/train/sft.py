@@ -6,8 +6,9 @@ Recipe (top to bottom, :func:`train_sft`):
    find the resume point, build the episodes (``id, task, question, chunks, thoughts, deep,
    answer``; the last ``eval_size`` are held out) and load the model (LoRA through PEFT's
    ``get_peft_model`` if asked);
-2. render with the config's protocol; measure the episodes once (:func:`prepare_episodes`): drop those longer than
-   ``max_seq_len`` and count the decision classes (skip vs think) over the whole training set;
+2. render with the config's protocol; measure the episodes once (:func:`prepare_episodes`): drop
+   those longer than ``max_seq_len`` and count the decision classes (skip vs think) over the
+   whole training set;
 3. train with :class:`StreamSFTTrainer`, a ``transformers.Trainer`` whose batches come from
    :class:`StreamingCollator` (each row rendered by :meth:`StreamingFormat.render` — the same
    renderer the engine uses at inference) and whose loss is CB-Stream
