@@ -96,6 +96,29 @@ def gsm8k_train() -> Path:
     return GSM8K_TRAIN
 
 
+@pytest.fixture(scope="module")
+def live_server(tiny_model, tiny_tokenizer):
+    """A uvicorn server on a free loopback port, in a thread (module scope)."""
+    import threading
+
+    import uvicorn
+
+    from adasr.serve import create_app
+    from adasr.serve.wire import MAX_FRAME_BYTES
+    from serve_helpers import free_port, make_engine, wait_for
+
+    port = free_port()
+    app = create_app(make_engine(tiny_model, tiny_tokenizer), model_name="tiny", max_sessions=4)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           ws_max_size=MAX_FRAME_BYTES))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
 @pytest.fixture
 def rl_batches(monkeypatch):
     """Record every generation batch of :class:`adasr.train.rl.StreamGRPOTrainer`: a list that

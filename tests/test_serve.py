@@ -1,38 +1,25 @@
 """`adasr serve` on a tiny random model: the event sequence, continuous batching of live sessions
 in one engine, every bad-input case (error event + close code, and the server keeps serving),
-rows freed on disconnect, the API key, SSE, metrics, the client and `adasr run --server`."""
+rows freed on disconnect, the API key, SSE, metrics, and what only a real server shows (close
+codes set by uvicorn, a port in TIME_WAIT). The client and `adasr run --server`: test_client.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
-from adasr.client import AsyncClient, Client, ServerError, sessions_url
-from adasr.engine import EngineConfig, StreamingEngine
-from adasr.errors import ConfigError, InputError
+from adasr.client import Client, sessions_url
+from adasr.errors import ConfigError
 from adasr.serve import create_app
 from adasr.serve.wire import MAX_FRAME_BYTES, event_from_wire, event_to_wire
 
-TEXT = ["Natalia sold clips to 48 friends.", "Then she sold half as many.", "How many clips?"]
-
-
-def make_engine(model, tok, **kw) -> StreamingEngine:
-    kw.setdefault("policy", "interleaved")
-    kw.setdefault("thought_budget", 6)
-    kw.setdefault("max_deep_tokens", 10)
-    kw.setdefault("protocol", "v1")  # free-running thoughts: a thought runs to its budget
-    kw.setdefault("decode_rate", 50.0)
-    return StreamingEngine(model, tok, EngineConfig(**kw))
+from serve_helpers import TEXT, make_engine, wait_for
 
 
 @pytest.fixture
@@ -77,16 +64,6 @@ def run_session(client, chunks=TEXT, settings=None, **connect) -> tuple[list[dic
             ws.send_json({"type": "chunk", "text": c})
         ws.send_json({"type": "end"})
         return until_close(ws)
-
-
-def wait_for(pred, timeout_s: float = 10.0):
-    t_end = time.monotonic() + timeout_s
-    while time.monotonic() < t_end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def idle(client) -> bool:
@@ -639,69 +616,7 @@ def test_wire_events_round_trip(tiny_model, tiny_tokenizer):
         assert event_from_wire(json.loads(json.dumps(event_to_wire(ev)))) == ev
 
 
-# -- a real server: the client and `adasr run --server` --------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def live_server(tiny_model, tiny_tokenizer):
-    """A uvicorn server on a free loopback port, in a thread (module scope)."""
-    port = free_port()
-    app = create_app(make_engine(tiny_model, tiny_tokenizer), model_name="tiny", max_sessions=4)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           ws_max_size=MAX_FRAME_BYTES))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-def test_sync_client_streams_any_iterator(live_server):
-    def slow():
-        for t in TEXT:
-            time.sleep(0.05)
-            yield t
-
-    events = list(Client(live_server).session(slow()))
-    assert events[0]["type"] == "session" and events[-1]["type"] == "record"
-    assert [e["text"] for e in events if e["type"] == "arrive"] == TEXT
-    record = Client(live_server).solve(iter(TEXT[:1]), settings={"mode": "batch"})
-    assert record["record"]["mode"] == "batch" and record["record"]["n_chunks"] == 1
-
-
-def test_async_client_with_an_async_iterator(live_server):
-    async def chunks():
-        for t in TEXT:
-            await asyncio.sleep(0.02)
-            yield t
-
-    async def main():
-        client = AsyncClient(live_server)
-        return await asyncio.gather(*(client.solve(chunks()) for _ in range(3)))
-
-    finals = asyncio.run(main())
-    assert len({f["id"] for f in finals}) == 3 and all(f["record"]["n_chunks"] == 3 for f in finals)
-
-
-def test_client_errors(live_server):
-    with pytest.raises(ServerError, match="empty_input"):
-        Client(live_server).solve(iter([]))
-    with pytest.raises(ServerError, match="invalid_settings"):
-        Client(live_server).solve(iter(TEXT), settings={"max_deep_tokens": 10_000})
-    with pytest.raises(InputError, match="must be text"):
-        Client(live_server).solve(iter(["Add 5.", 7]))
-    with pytest.raises(ServerError, match="cannot connect"):
-        Client(f"http://127.0.0.1:{free_port()}").solve(iter(TEXT))
-    with pytest.raises(InputError):
-        sessions_url("ftp://x")
-    assert sessions_url("https://h:1/") == "wss://h:1/v1/sessions"
-
-
+# -- a real server (uvicorn in a thread, or `adasr serve`) -----------------------------------------
 def test_oversized_frame_on_a_real_server_closes_with_1009(live_server):
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
@@ -759,42 +674,6 @@ def test_invalid_utf8_text_frame_on_a_real_server_closes_with_1007(live_server):
     assert Client(live_server).solve(iter(TEXT))["record"]["n_chunks"] == 3
 
 
-def test_adasr_serve_and_run_server_end_to_end(tiny_dir):
-    port = free_port()
-    cli = [sys.executable, "-m", "adasr.cli"]
-    env = {**os.environ, "ADASR_API_KEY": "k1"}
-    proc = subprocess.Popen(cli + ["serve", "--model", tiny_dir, "--port", str(port), "--decode-rate", "50",
-                                   "--max-deep-tokens", "12", "--mode", "interleaved", "--budget", "4", "--threads", "1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        wait_for(lambda: _up(httpx, url), timeout_s=60)
-        assert httpx.get(url + "/health").json()["torch_threads"] == 1  # --threads reached torch
-        run = subprocess.run(cli + ["run", "Natalia sold 48 clips. Then half as many. How many?", "--server", url,
-                                    "--wps", "20", "--json"], env=env, capture_output=True, timeout=60)
-        assert run.returncode == 0, run.stderr.decode()
-        out = json.loads(run.stdout)
-        assert out["record"]["n_chunks"] == 3 and out["record"]["mode"] == "interleaved"
-        assert out["record"]["deep_tokens"] <= 12 and [e["type"] for e in out["events"]][-1] == "answer"
-        live = subprocess.run(cli + ["run", "-", "--server", url, "--mode", "batch"], input=b"Add 5.\nWhat is it?\n",
-                              env=env, capture_output=True, timeout=60)
-        assert live.returncode == 0 and b"post_input_latency_s" in live.stdout, live.stderr.decode()
-        nokey = subprocess.run(cli + ["run", "Add 5.", "--server", url], capture_output=True, timeout=60,
-                               env={k: v for k, v in os.environ.items() if k != "ADASR_API_KEY"})
-        assert nokey.returncode != 0 and b"Traceback" not in nokey.stderr
-        assert b"error: the server ended the session: unauthorized" in nokey.stderr
-        taken = subprocess.run(cli + ["serve", "--model", tiny_dir, "--port", str(port)], capture_output=True,
-                               timeout=60)
-        assert taken.returncode != 0 and taken.stderr.decode().startswith("error: cannot listen on")
-        zero = subprocess.run(cli + ["serve", "--model", tiny_dir, "--threads", "0"], capture_output=True, timeout=60)
-        assert zero.returncode != 0 and "--threads >= 1" in zero.stderr.decode() and b"Traceback" not in zero.stderr
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def test_serve_probes_a_port_in_time_wait(tmp_path):
     """A restart right after a server had connections: the port's old connections are in TIME_WAIT
     (uvicorn's listener sets SO_REUSEADDR, so its connections' TIME_WAIT allow a reusing bind)."""
@@ -815,8 +694,3 @@ def test_serve_probes_a_port_in_time_wait(tmp_path):
     assert out.returncode != 0 and "cannot listen" not in err and "unknown dtype" in err, err
 
 
-def _up(httpx, url: str) -> bool:
-    try:
-        return httpx.get(url + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

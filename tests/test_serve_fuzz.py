@@ -32,7 +32,7 @@ from adasr.client import sessions_url
 from adasr.serve import create_app
 from adasr.serve.wire import MAX_FRAME_BYTES
 
-from test_serve import free_port, make_engine, wait_for
+from serve_helpers import free_port, make_engine, wait_for
 
 MAX_SESSIONS = 2
 CLOSE_CODES = {1000, 1007, 1009, 4400, 4408, 4429}  # 1011 (engine_error) would be a bug here

@@ -1,7 +1,8 @@
-"""GSM8K loading, answer checking, metrics aggregation and the resumable evaluation loop.
+"""The resumable evaluation loop (adasr.evaluation): interrupt and resume, truncated results,
+per-mode summaries, clock defaults, the run's recorded configuration, budget sweeps.
 
 The engine is replaced by a fake that follows the ``StreamingEngine.run`` contract
-(yields objects with ``.id`` and ``.record``), so these tests need no model.
+(yields objects with ``.id`` and ``.record``), so most of these tests need no model.
 """
 
 from __future__ import annotations
@@ -11,194 +12,16 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import types
 from dataclasses import dataclass
 
 import pytest
 
-from adasr.errors import AdasrError, DataError
-from adasr.metrics import RECORD_FIELDS, rich_table, summarize, summary_table
+from adasr.errors import AdasrError
+from adasr.metrics import RECORD_FIELDS
 from adasr.stream import StreamSpec
 from adasr.tasks.base import Item
-from adasr.tasks.gsm8k import extract_reference, is_correct, load_gsm8k
-from adasr.tasks.registry import task_for
-
-
-# ---------------------------------------------------------------------------------------------
-# loader
-# ---------------------------------------------------------------------------------------------
-
-
-def _line(q: str, a: str) -> str:
-    return json.dumps({"question": q, "answer": a})
-
-
-def test_loader_skips_malformed_lines_and_reports_line_numbers(tmp_path):
-    path = tmp_path / "train.jsonl"
-    lines = [
-        _line("How many? one", "1+1=2\n#### 2"),
-        '{"question": "broken json", "answer": ',
-        json.dumps({"question": "no answer key"}),
-        _line("no hashes", "the answer is 3"),
-        _line("Big number?", "so 1,200 dollars\n#### 1,200"),
-        "",
-        _line("Last one", "#### -7"),
-    ]
-    data = ("\n".join(lines) + "\n").encode() + b'{"question": "bad \xff utf8", "answer": "#### 1"}\n'
-    path.write_bytes(data)
-    errors: list[DataError] = []
-    items = load_gsm8k(path, on_error=errors.append)
-    assert [it.reference for it in items] == ["2", "1200", "-7"]
-    assert [it.id for it in items] == ["gsm8k-train-1", "gsm8k-train-5", "gsm8k-train-7"]
-    assert [it.line for it in items] == [1, 5, 7]
-    assert all(isinstance(e, DataError) for e in errors)
-    assert [str(e).split(": ")[0] for e in errors] == [f"{path}:{n}" for n in (2, 3, 4, 8)]
-    assert "JSON" in str(errors[0]) and "'answer'" in str(errors[1]) and "####" in str(errors[2])
-    assert "UTF-8" in str(errors[3])
-
-
-def test_loader_default_warns_limit_and_ids(tmp_path):
-    path = tmp_path / "dev.jsonl"
-    rows = [json.dumps({"id": "a", "question": "q1", "answer": "#### 1"}), "not json"]
-    rows += [_line(f"q{i}", f"#### {i}") for i in range(2, 6)]
-    path.write_text("\n".join(rows) + "\n")
-    with pytest.warns(UserWarning, match=r"dev\.jsonl:2"):
-        items = load_gsm8k(path)
-    assert len(items) == 5 and items[0].id == "a" and items[1].id == "gsm8k-dev-3"
-    assert len(load_gsm8k(path, limit=2, on_error=lambda e: None)) == 2
-
-
-def test_loader_missing_file_and_no_valid_items(tmp_path):
-    with pytest.raises(DataError, match="not found"):
-        load_gsm8k(tmp_path / "nope.jsonl")
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text("garbage\n{}\n")
-    with pytest.raises(DataError, match="no valid GSM8K items"):
-        load_gsm8k(bad, on_error=lambda e: None)
-
-
-def test_extract_reference():
-    assert extract_reference("work\n#### 1,234") == "1234"
-    assert extract_reference("a #### 5 #### 6") == "6"
-    with pytest.raises(DataError):
-        extract_reference("no final answer")
-
-
-# ---------------------------------------------------------------------------------------------
-# answer checking
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "prediction, reference, expected",
-    [
-        ("72", "72", True),
-        ("72.0", "72", True),
-        ("$1,200", "1200", True),
-        ("\\$1,200", "1200", True),
-        ("1/2", "0.5", True),
-        ("\\frac{1}{2}", "0.5", True),
-        ("0.5", "1/2", True),
-        ("18 dollars", "18", True),
-        ("50\\%", "50", True),
-        ("\\boxed{72}", "72", True),
-        ("\\text{72 apples}", "72", True),
-        ("-3", "-3", True),
-        ("73", "72", False),
-        ("3", "-3", False),
-        ("0.49", "0.5", False),
-        ("seventy-two", "72", False),
-        ("", "72", False),
-        (None, "72", False),
-        ("2+3", "5", True),  # math_verify fallback
-        ("\\sqrt{4}", "2", True),
-        ("\\sqrt{5}", "2", False),
-    ],
-)
-def test_is_correct(prediction, reference, expected):
-    assert is_correct(prediction, reference) is expected
-
-
-def test_is_correct_from_worker_thread_and_garbage():
-    out: list = []
-
-    def work():
-        out.append((is_correct("\\sqrt{4}", "2"), is_correct("2+3", "5"), is_correct("\\frac{", "1")))
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join(60)
-    assert out == [(True, True, False)]
-    assert is_correct("}{" * 600, "1") is False
-    assert is_correct(object(), "1") is False  # never raises
-
-
-# ---------------------------------------------------------------------------------------------
-# metrics
-# ---------------------------------------------------------------------------------------------
-
-
-def _rec(i, correct, lat, mode="adaptive", **kw):
-    base = {f: 0 for f in RECORD_FIELDS}
-    base.update(
-        id=f"r{i}", mode=mode, correct=correct, prediction="1", reference="1", format_ok=True,
-        stream_tokens=10 * i, deep_tokens=20, post_input_tokens=20, post_input_ttft_s=0.1,
-        post_input_latency_s=lat, max_backlog_s=0.5 * i, wall_s=2.0,
-    )
-    base.update(kw)
-    return base
-
-
-def test_record_fields_order():
-    assert RECORD_FIELDS[:3] == ("id", "mode", "input_tokens")
-    assert RECORD_FIELDS[-12:] == ("correct", "prediction", "reference", "format_ok",
-                                   "answer_s", "answer_chunk", "first_answer_chunk", "first_answer_s",
-                                   "first_prediction", "n_revisions", "evidence_chunk", "evidence_s")
-    assert len(RECORD_FIELDS) == 27 and len(set(RECORD_FIELDS)) == 27
-
-
-def test_summarize_numbers():
-    recs = [
-        _rec(1, True, 1.0),
-        _rec(2, False, 2.0),
-        _rec(3, True, 3.0, format_ok=False),
-        _rec(4, None, 4.0, reference=None, post_input_ttft_s=None),  # no reference: not graded
-    ]
-    s = summarize(recs)
-    assert s["count"] == 4 and s["mode"] == "adaptive"
-    assert s["n_graded"] == 3 and s["accuracy"] == pytest.approx(2 / 3)
-    assert s["format_rate"] == pytest.approx(0.75)
-    assert s["mean_stream_tokens"] == pytest.approx(25.0)
-    assert s["mean_post_input_latency_s"] == pytest.approx(2.5)
-    assert s["mean_post_input_ttft_s"] == pytest.approx(0.1)  # None skipped
-    assert s["mean_max_backlog_s"] == pytest.approx(1.25)
-    assert s["p50_post_input_latency_s"] == pytest.approx(2.5)
-    assert s["p90_post_input_latency_s"] == pytest.approx(3.7)
-    assert s["total_wall_s"] == pytest.approx(8.0)
-    assert s["problems_per_hour"] == pytest.approx(4 / 8.0 * 3600)
-    assert summarize(recs, elapsed_s=2.0)["problems_per_hour"] == pytest.approx(7200)
-    assert all(f"mean_{f}" in s for f in ("input_tokens", "overrun_tokens", "eoi_s", "n_chunks"))
-    json.dumps(s)
-    empty = summarize([])
-    assert empty["count"] == 0 and empty["accuracy"] is None and empty["problems_per_hour"] is None
-
-
-def test_tables_one_column_per_mode():
-    sums = {"batch": summarize([_rec(1, True, 5.0, mode="batch")]),
-            "adaptive": summarize([_rec(1, False, 1.0)])}
-    md = summary_table(sums)
-    lines = md.strip().splitlines()
-    assert lines[0] == "| metric | batch | adaptive |"
-    assert all(line.count("|") == 4 for line in lines)
-    assert any(line.startswith("| accuracy | 100.0% (1/1) | 0.0% (0/1) |") for line in lines)
-    for label in ("post-input latency p50", "post-input TTFT", "max backlog", "problems/hour",
-                  "stream tokens", "deep tokens", "post-input tokens", "format rate"):
-        assert label in md
-    table = rich_table(sums)
-    assert [c.header for c in table.columns] == ["metric", "batch", "adaptive"]
-    assert table.row_count == len(lines) - 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,22 +192,6 @@ def test_multi_mode_summary_has_one_column_per_mode(tmp_path, fake_runtime):
         assert (tmp_path / m / "summary.json").exists() and (tmp_path / m / "summary.md").exists()
         assert sums[m]["count"] == 4 and sums[m]["accuracy"] == pytest.approx(0.5)
     assert sums["batch"]["mean_stream_tokens"] == 0 and sums["adaptive"]["mean_stream_tokens"] == 7
-
-
-def test_streaming_dataset_records_load_and_grade(tmp_path):
-    """`adasr data build` output evaluates directly: chunks as given, graded by the task scorer."""
-    from adasr.jsonl import write_jsonl
-    from adasr.tasks.registry import build_dataset
-
-    path = tmp_path / "chain.jsonl"
-    write_jsonl(build_dataset("chain_sum", size=5, seed=3), path)
-    items = load_gsm8k(path)
-    assert len(items) == 5 and all(it.task == "chain_sum" and it.chunks for it in items)
-    it = items[0]
-    task = task_for(it)
-    assert task.name == "chain_sum"
-    assert task.grade(it.reference, it.reference) and task.grade(f"\\boxed{{{it.reference}}}", it.reference)
-    assert not task.grade(str(int(it.reference) + 1), it.reference)
 
 
 @pytest.mark.parametrize("batch_size, clock, align, expected", [
