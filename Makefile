@@ -58,7 +58,7 @@ SHOT ?=
 e2e: setup
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { command -v apt-get >/dev/null && $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
-	ADASR_E2E=1 ADASR_E2E_SCREENSHOT=$(SHOT) $(BIN)/python -m pytest tests/e2e
+	ADASR_E2E_SCREENSHOT=$(SHOT) $(BIN)/python -m pytest tests/e2e -o addopts=-q
 
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py

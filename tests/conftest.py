@@ -12,10 +12,6 @@ import torch
 # before any test imports huggingface_hub, and inherited by the CLI subprocesses).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# the browser tests (tests/e2e: headless Chromium) are left out of `pytest tests` (unless ADASR_E2E=1);
-# `make e2e` installs the browser and runs them
-collect_ignore = [] if os.environ.get("ADASR_E2E") else ["e2e"]
-
 GSM8K_TRAIN = Path(os.environ.get(
     "ADASR_GSM8K_TRAIN", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 ))
