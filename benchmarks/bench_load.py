@@ -3,6 +3,7 @@
     python benchmarks/bench_load.py --preset chain_sum --n 96            # c = 1, 2, 4
     python benchmarks/bench_load.py --preset gsm8k --n 16 --c 1 4
     python benchmarks/bench_load.py --preset chain_sum --src /path/to/old/checkout/src --tag before
+    python benchmarks/bench_load.py --preset chain_sum --c 4 --skip-backlog 0 --tag skip0   # the latency knob
 
 Each (preset, c) is one resumable ``adasr eval`` run (adaptive mode, EOI-aligned waves of 8) on a
 **pinned clock** that charges every engine step ``c / R`` seconds while the adaptive budgets
@@ -59,12 +60,15 @@ def data_file(preset: str, n: int, out: Path) -> Path:
     return path
 
 
-def run(preset: str, c: float, data: Path, out: Path, env: dict) -> Path:
-    """One resumable ``adasr eval`` at slowdown ``c``; returns its results file."""
+def run(preset: str, c: float, data: Path, out: Path, env: dict, skip_backlog: float | None = None) -> Path:
+    """One resumable ``adasr eval`` at slowdown ``c`` (``skip_backlog``: ``--skip-backlog`` seconds, the
+    latency knob); returns its results file."""
     p = PRESETS[preset]
     cmd = [ADASR, "eval", "--data", str(data), "--model", p["model"], "--mode", "adaptive", "--batch-size", "8",
            "--dtype", p["dtype"], "--max-deep-tokens", str(p["deep"]), "--decode-rate", str(p["rate"]),
            "--step-s", f"{c / p['rate']:.6g}", "--out", str(out)]
+    if skip_backlog is not None:
+        cmd += ["--skip-backlog", f"{skip_backlog:g}"]
     subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
     return out / "adaptive" / "results.jsonl"
 
@@ -89,13 +93,16 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_load")
     ap.add_argument("--src", default=None, help="run this checkout's src/ instead (PYTHONPATH)")
     ap.add_argument("--tag", default="now", help="name of this code's runs (several tags share one table)")
+    ap.add_argument("--skip-backlog", type=float, default=None,
+                    help="adasr eval --skip-backlog S: skip the thought of a chunk that waited S s behind others "
+                         "(the latency knob; give the runs their own --tag)")
     ap.add_argument("--table-only", action="store_true", help="print the table of the runs that finished")
     args = ap.parse_args()
     out = REPO / args.out / args.preset
     data = data_file(args.preset, args.n, out)
     env = dict(os.environ, **({"PYTHONPATH": args.src} if args.src else {}))
     for c in [] if args.table_only else args.c:
-        run(args.preset, c, data, out / f"{args.tag}-c{c:g}", env)
+        run(args.preset, c, data, out / f"{args.tag}-c{c:g}", env, args.skip_backlog)
     runs = sorted(d for d in out.iterdir() if (d / "adaptive" / "results.jsonl").is_file())
     done = {d.name: [r["id"] for r in read_jsonl(d / "adaptive" / "results.jsonl")] for d in runs}
     n_items = len(data.read_text(encoding="utf-8").splitlines())

@@ -361,3 +361,15 @@ def test_usage_errors_are_short_messages_not_tracebacks():
         err = proc.stderr.decode()
         assert needle in err and "Traceback" not in err and "╭" not in err, err
         assert len(err.strip().splitlines()) <= 4
+
+
+def test_skip_backlog_is_for_adaptive_mode_only(tiny_dir, tmp_path):
+    """``--skip-backlog``: a one-line error, before any model load, for a mode it does not apply to
+    or a negative number of seconds."""
+    data = tmp_path / "x.jsonl"
+    data.write_text('{"question": "1 + 1?", "answer": "#### 2"}\n')
+    assert_clean_error(adasr("run", "Add 5.", "--model", tiny_dir, "--mode", "batch", "--skip-backlog", "1"),
+                       "adaptive only")
+    assert_clean_error(adasr("eval", "--data", str(data), "--model", tiny_dir, "--mode", "interleaved",
+                             "--skip-backlog", "1", "--out", str(tmp_path / "o")), "adaptive only")
+    assert_clean_error(adasr("run", "Add 5.", "--model", tiny_dir, "--skip-backlog", "-1"), ">= 0")

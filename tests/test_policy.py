@@ -146,3 +146,47 @@ def test_a_proactive_response_is_not_cut_by_the_slack_or_an_arrival(tiny_model, 
                                                             max_deep_tokens=4))
     res = next(eng.run([EpisodeInput("p", stream(3, gap=1.0))], clock=VirtualClock(fixed_step_s=0.01)))
     assert res.record["answer_chunk"] is None and max(len(t) for t in res.thoughts if t) <= 3
+
+
+def test_skip_backlog_skips_a_thought_behind_which_chunks_wait():
+    """The latency knob (``skip_backlog_s``): a chunk that waited at least that long while later
+    chunks wait gets no thought (budget 0), so the waiting chunks are ingested together; off by
+    default, and a chunk with nothing behind it keeps its slack budget."""
+    from adasr.errors import ConfigError
+    from adasr.policy import make_policy
+
+    waited = PolicyContext(1, now_s=3.0, next_arrival_s=None, pending_chunks=1, decode_tokens_per_s=10.0,
+                           arrivals_s=(0.0, 1.0, 2.0))
+    assert waited.backlog_s == pytest.approx(2.0)
+    assert AdaptivePolicy(thought_budget=64).budget_for(waited) == 1  # default: shortened to one step
+    assert AdaptivePolicy(thought_budget=64, skip_backlog_s=2.0).budget_for(waited) == 0
+    assert AdaptivePolicy(thought_budget=64, skip_backlog_s=2.5).budget_for(waited) == 1  # waited too little
+    alone = PolicyContext(2, now_s=3.0, next_arrival_s=5.0, pending_chunks=0, decode_tokens_per_s=10.0,
+                          arrivals_s=(0.0, 1.0, 2.0))
+    assert AdaptivePolicy(thought_budget=64, skip_backlog_s=0.0).budget_for(alone) == 20
+    assert make_policy("adaptive", skip_backlog_s=0.5).skip_backlog_s == 0.5
+    with pytest.raises(ConfigError, match="adaptive only"):
+        make_policy("interleaved", skip_backlog_s=0.5)
+    with pytest.raises(ConfigError, match=">= 0"):
+        make_policy("adaptive", skip_backlog_s=-1.0)
+
+
+def test_skip_backlog_coalesces_chunks_on_a_slow_clock(tiny_model, tiny_tokenizer):
+    """On a clock far slower than the budgets assume (every step 0.4 s, chunks 0.5 s apart, a
+    5-token step per thought), the knob skips the thoughts of chunks that waited, so fewer chunks
+    get a thought and the backlog is smaller."""
+    fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="adaptive")).format
+    script = tiny_tokenizer.encode("ab=c.")
+    model = Scripted(tiny_model, fmt.assistant_header[-1], script, fmt.end_of_turn_id)
+
+    def record(skip):
+        eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(
+            policy="adaptive", thought_budget=32, decode_rate=100.0, max_deep_tokens=2, skip_backlog_s=skip))
+        res = next(eng.run([EpisodeInput("s", stream(6, gap=0.5))], clock=VirtualClock(fixed_step_s=0.4)))
+        return res.record, [t for t in res.thoughts if t]
+
+    (off, off_thoughts), (on, on_thoughts) = record(None), record(0.0)
+    assert off["max_backlog_s"] > 0
+    assert all(t == "ab=c." for t in off_thoughts + on_thoughts)  # never cut inside a step
+    assert on["skipped_chunks"] > off["skipped_chunks"] and len(on_thoughts) < len(off_thoughts)
+    assert on["max_backlog_s"] < off["max_backlog_s"]

@@ -60,6 +60,10 @@ CpsOpt = Annotated[Optional[float], typer.Option(
 ChunkerOpt = Annotated[str, typer.Option(help="sentence | word | token: how a text is cut into chunks "
                                               "(pre-split chunks of a data file are kept)")]
 MaxChunkTokensOpt = Annotated[int, typer.Option(help="split chunks longer than this many tokens (0: no cap)")]
+SkipBacklogOpt = Annotated[Optional[float], typer.Option(
+    "--skip-backlog", help="adaptive: skip the thought of a chunk that waited this many seconds while later chunks "
+                           "wait (a machine that cannot keep up answers sooner; default off: the thought is "
+                           "shortened to one step; RESULTS.md section 25)")]
 StepSOpt = Annotated[Optional[float], typer.Option(
     "--step-s", help="virtual clock: charge every engine step this many seconds instead of its measured time "
                      "(with --decode-rate: results independent of this machine's load; docs/OPERATING_POINTS.md)")]
@@ -138,13 +142,15 @@ def _stream_spec(chunker: str, wps: float, max_chunk_tokens: int, cps: float | N
 
 
 def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
-            top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None, revisions: int = 0):
+            top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None, revisions: int = 0,
+            skip_backlog_s: float | None = None):
     """The engine of ``backend``; ``share``: an engine of the same model whose vLLM runtime the
     new one uses (one model load for every mode of an evaluation)."""
     from adasr.backends import make_engine
     from adasr.engine import EngineConfig
 
-    cfg = EngineConfig(policy=mode, thought_budget=thought_budget, revisions=revisions, max_deep_tokens=max_deep_tokens,
+    cfg = EngineConfig(policy=mode, thought_budget=thought_budget, revisions=revisions, skip_backlog_s=skip_backlog_s,
+                       max_deep_tokens=max_deep_tokens,
                        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, decode_rate=decode_rate,
                        protocol=loaded.protocol, backend=backend)
     if share is not None and hasattr(share, "derive"):
@@ -187,6 +193,7 @@ def run(
     seed: int = 0,
     decode_rate: DecodeRateOpt = None,
     step_s: StepSOpt = None,
+    skip_backlog: SkipBacklogOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: record + event timeline")] = False,
     server: Annotated[Optional[str], typer.Option(
         help="run on an `adasr serve` server at this URL (http://HOST:PORT; key: $ADASR_API_KEY) instead of "
@@ -204,7 +211,10 @@ def run(
     sources = [x for x in (text is not None, file is not None, gsm8k is not None) if x]
     if len(sources) != 1:
         raise InputError("give exactly one input: TEXT, '-' (stdin), --file F or --gsm8k PATH")
-    make_policy(mode, thought_budget=thought_budget, revisions=revisions)  # bad settings fail before any load
+    make_policy(mode, thought_budget=thought_budget, revisions=revisions,  # bad settings fail before any load
+                skip_backlog_s=skip_backlog)
+    if skip_backlog is not None and server is not None:
+        raise ConfigError("--skip-backlog is an in-process engine setting: drop it with --server")
     if step_s is not None and (clock != "virtual" or text == "-" or server is not None or not step_s > 0):
         raise ConfigError(f"--step-s needs --clock virtual, an input known in advance (not stdin, not --server) and "
                           f"a positive number of seconds; got {step_s!r} with --clock {clock}")
@@ -242,7 +252,7 @@ def run(
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         _check_context(loaded, n_tokens, max_deep_tokens)
     engine = _engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate,
-                     backend, revisions=revisions)
+                     backend, revisions=revisions, skip_backlog_s=skip_backlog)
     inp = EpisodeInput(id="run", source=source, reference=item.reference if item else None)
     if step_s is not None:
         from adasr.stream import VirtualClock
@@ -421,6 +431,7 @@ def eval_cmd(
         "--align-eoi/--no-align-eoi",
         help="with a shared clock: batched waves whose inputs end together (default when --batch-size > 1)")] = None,
     step_s: StepSOpt = None,
+    skip_backlog: SkipBacklogOpt = None,
     backend: BackendOpt = "torch",
 ) -> None:
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
@@ -437,6 +448,9 @@ def eval_cmd(
                           f"--mode {', '.join(mode)})")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
+    if skip_backlog is not None and (skip_backlog < 0 or "adaptive" not in mode):
+        raise ConfigError(f"--skip-backlog must be >= 0 seconds and applies to --mode adaptive only (got "
+                          f"{skip_backlog} with --mode {', '.join(mode)})")
     budgets = _budgets(thought_budget)
     spec = _stream_spec(chunker, wps, max_chunk_tokens, cps)
     items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
@@ -447,7 +461,8 @@ def eval_cmd(
     def factory(m: str, budget: int = budgets[0]):
         engines.append(_engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate,
                                backend, share=engines[0] if engines else None,
-                               revisions=revisions if m == "proactive" else 0))
+                               revisions=revisions if m == "proactive" else 0,
+                               skip_backlog_s=skip_backlog if m == "adaptive" else None))
         return engines[-1]
 
     from adasr.protocol import mode_protocol
@@ -467,6 +482,8 @@ def eval_cmd(
         run_config["backend"] = backend
     if revisions:  # (absent when 0: results written before the option existed still resume)
         run_config["revisions"] = revisions
+    if skip_backlog is not None:  # (absent when off, as revisions)
+        run_config["skip_backlog_s"] = skip_backlog
     options = dict(modes=mode, out_dir=out, batch_size=batch_size, stream=spec, clock=clock, align_eoi=align_eoi,
                    step_s=step_s, run_config=run_config)
     try:

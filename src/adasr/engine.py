@@ -70,6 +70,9 @@ class EngineConfig:
             the adaptive cap) of the policy named by ``policy`` (a policy object carries its own).
         revisions: ``proactive`` mode: how many times a committed answer may be revised (0: the
             first response ends the episode; :class:`~adasr.policy.ProactivePolicy`).
+        skip_backlog_s: ``adaptive`` mode: skip the thought of a chunk that waited at least this
+            many seconds while later chunks wait (:class:`~adasr.policy.AdaptivePolicy`; ``None``:
+            off, the thought is shortened to one step).
         max_deep_tokens: cap on the deep stage (reasoning + answer), tokens.
         temperature: 0 for greedy decoding, else sampling temperature.
         top_p: nucleus sampling mass (1.0 = off).
@@ -108,6 +111,7 @@ class EngineConfig:
     policy: str | ThoughtPolicy = "adaptive"
     thought_budget: int = DEFAULT_THOUGHT_BUDGET
     revisions: int = 0
+    skip_backlog_s: float | None = None
     max_deep_tokens: int = DEFAULT_MAX_DEEP_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
@@ -133,7 +137,8 @@ class EngineConfig:
             return self.policy
         if not isinstance(self.policy, str):
             raise ConfigError(f"policy must be a mode name or a ThoughtPolicy, got {type(self.policy).__name__}")
-        return make_policy(self.policy, thought_budget=self.thought_budget, revisions=self.revisions)
+        return make_policy(self.policy, thought_budget=self.thought_budget, revisions=self.revisions,
+                           skip_backlog_s=self.skip_backlog_s)
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` for out-of-range values."""

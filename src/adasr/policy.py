@@ -80,6 +80,14 @@ class PolicyContext:
             return None
         return max(0.0, nxt - self.now_s)
 
+    @property
+    def backlog_s(self) -> float:
+        """Seconds this chunk waited from its arrival to now (0 if its arrival is not in
+        :attr:`arrivals_s`)."""
+        if self.chunk_index < len(self.arrivals_s):
+            return max(0.0, self.now_s - self.arrivals_s[self.chunk_index])
+        return 0.0
+
     def slack_budget(self) -> int | None:
         """Tokens that fit in the slack at the measured decode rate, or ``None`` if unknown."""
         slack = self.slack_s
@@ -155,10 +163,18 @@ class AdaptivePolicy(ThoughtPolicy):
     section 25).
 
     ``unknown_slack_budget`` tokens are allowed when nothing is known of the arrivals (never the
-    case once a chunk has arrived)."""
+    case once a chunk has arrived).
+
+    ``skip_backlog_s`` (the latency knob of RESULTS.md section 25; default ``None``: off): when a
+    chunk has waited at least this many seconds and later chunks wait behind it, its thought is
+    skipped (budget 0) instead of shortened to one step, so the waiting chunks are ingested
+    together and the next thought covers them. It trades thoughts for latency on a machine that
+    cannot keep up: the backlog is worked off by ingestion (one prefill) instead of one thought
+    per chunk."""
 
     thought_budget: int = DEFAULT_THOUGHT_BUDGET
     unknown_slack_budget: int = 32
+    skip_backlog_s: float | None = None
     name = "adaptive"
     yield_on_arrival = True
     holds_turns = True
@@ -170,7 +186,11 @@ class AdaptivePolicy(ThoughtPolicy):
         return min(self.thought_budget, self.unknown_slack_budget if slack is None else slack)
 
     def budget_for(self, ctx: PolicyContext) -> int:
-        return max(1, self.slack_sized_budget(ctx)) if self.thought_budget > 0 else 0
+        if self.thought_budget <= 0:
+            return 0
+        if self.skip_backlog_s is not None and ctx.pending_chunks > 0 and ctx.backlog_s >= self.skip_backlog_s:
+            return 0
+        return max(1, self.slack_sized_budget(ctx))
 
     def holds_turn(self, text: str) -> bool:
         """A thought in the middle of a step is held open (:func:`step_complete`)."""
@@ -251,15 +271,22 @@ def same_answer(a: str | None, b: str | None) -> bool:
 MODES = ("batch", "interleaved", "adaptive", "proactive")
 
 
-def make_policy(mode: str, *, thought_budget: int = DEFAULT_THOUGHT_BUDGET, revisions: int = 0) -> ThoughtPolicy:
+def make_policy(mode: str, *, thought_budget: int = DEFAULT_THOUGHT_BUDGET, revisions: int = 0,
+                skip_backlog_s: float | None = None) -> ThoughtPolicy:
     """Policy for a mode name; ``thought_budget`` is the most tokens a thought may take (the fixed
     interleaved budget, the adaptive cap; unused by ``batch``); ``revisions``: how many times a
-    proactive response may be revised (:class:`ProactivePolicy`; only ``proactive`` takes one).
+    proactive response may be revised (:class:`ProactivePolicy`; only ``proactive`` takes one);
+    ``skip_backlog_s``: ``adaptive`` only, skip the thought of a chunk that waited this many
+    seconds while later chunks wait (:class:`AdaptivePolicy`; ``None``: off).
 
     Raises:
-        ConfigError: for an unknown mode, a negative budget, or ``revisions`` negative or given to
-            a mode other than ``proactive``.
+        ConfigError: for an unknown mode, a negative budget, ``revisions`` negative or given to
+            a mode other than ``proactive``, or ``skip_backlog_s`` negative or given to a mode other
+            than ``adaptive``.
     """
+    if skip_backlog_s is not None and (skip_backlog_s < 0 or mode != "adaptive"):
+        raise ConfigError(f"skip-backlog must be >= 0 seconds and applies to --mode adaptive only (got "
+                          f"{skip_backlog_s} with mode {mode!r})")
     if thought_budget < 0:
         raise ConfigError(f"thought budget must be >= 0 tokens, got {thought_budget}")
     if isinstance(revisions, bool) or not isinstance(revisions, int) or revisions < 0:
@@ -272,7 +299,7 @@ def make_policy(mode: str, *, thought_budget: int = DEFAULT_THOUGHT_BUDGET, revi
     if mode == "interleaved":
         return InterleavedPolicy(thought_budget=thought_budget)
     if mode == "adaptive":
-        return AdaptivePolicy(thought_budget=thought_budget)
+        return AdaptivePolicy(thought_budget=thought_budget, skip_backlog_s=skip_backlog_s)
     if mode == "proactive":
         return ProactivePolicy(thought_budget=thought_budget, revisions=revisions)
     raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
