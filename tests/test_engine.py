@@ -95,7 +95,7 @@ def test_backend_choice(tiny_model, tiny_tokenizer):
     eng.add_session(EpisodeInput("b", stream(2)))
     eng._update_rows(refill=True)
     sched: Scheduler = eng.scheduler
-    assert sched.plan(10.0, busy=frozenset({"b"})) == [[]]
+    assert sched.plan(10.0, busy=frozenset({"b"})).feeds == [[]]
     assert sched.running[0].status is SessionStatus.WAITING and not sched.running[0].ids
 
 

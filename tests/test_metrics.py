@@ -30,7 +30,7 @@ def test_record_fields_order():
     assert RECORD_FIELDS[-12:] == ("correct", "prediction", "reference", "format_ok",
                                    "answer_s", "answer_chunk", "first_answer_chunk", "first_answer_s",
                                    "first_prediction", "n_revisions", "evidence_chunk", "evidence_s")
-    assert len(RECORD_FIELDS) == 27 and len(set(RECORD_FIELDS)) == 27
+    assert len(RECORD_FIELDS) == 28 and len(set(RECORD_FIELDS)) == 28
 
 
 def test_summarize_numbers():

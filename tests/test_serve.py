@@ -237,6 +237,7 @@ def test_engine_sessions_with_their_own_policy_and_sampling_match_dedicated_engi
     episodes that engines configured that way give alone."""
     from adasr.engine import EpisodeInput
     from adasr.policy import make_policy
+    from adasr.sampling import SamplingParams
     from adasr.stream import Chunk, ScheduledStream
 
     def src():
@@ -248,7 +249,7 @@ def test_engine_sessions_with_their_own_policy_and_sampling_match_dedicated_engi
     shared = make_engine(tiny_model, tiny_tokenizer)  # interleaved, greedy, deep cap 10
     shared.configure(batch_size=2)
     shared.add_session(EpisodeInput("a", src(), seed=7), policy=make_policy("batch"), max_deep_tokens=5,
-                       sampling=(1.3, 1.0, 20))
+                       sampling=SamplingParams(1.3, 1.0, 20))
     shared.add_session(EpisodeInput("b", src()))
     results = {}
     while shared.has_work:
@@ -257,7 +258,7 @@ def test_engine_sessions_with_their_own_policy_and_sampling_match_dedicated_engi
     assert results["a"].token_ids == alone_a.token_ids and results["a"].record["mode"] == "batch"
     assert results["b"].token_ids == alone_b.token_ids
     with pytest.raises(ConfigError):
-        shared.add_session(EpisodeInput("c", src()), sampling=(1.0, 0.0, 0))
+        shared.add_session(EpisodeInput("c", src()), sampling=SamplingParams(1.0, 0.0, 0))
 
 
 def test_a_yielding_policy_ends_its_thought_when_a_live_input_ends(tiny_model, tiny_tokenizer):

@@ -249,11 +249,12 @@ def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch, rl
     from adasr.train import rl
 
     seen = rl_batches
-    from adasr.runner import ModelRunner
+    from adasr.runner import TorchModelRunner
 
     calibrations = []
-    measure = ModelRunner.measure_decode_rate
-    monkeypatch.setattr(ModelRunner, "measure_decode_rate", lambda *a, **k: calibrations.append(1) or measure(*a, **k))
+    measure = TorchModelRunner.measure_decode_rate
+    monkeypatch.setattr(TorchModelRunner, "measure_decode_rate",
+                        lambda *a, **k: calibrations.append(1) or measure(*a, **k))
     out = tmp_path / advantage
     cfg = RLConfig(model="tiny", task="chain_sum", output_dir=str(out), advantage=advantage, max_steps=2,
                    per_device_train_batch_size=4, num_generations=2, save_steps=1, logging_steps=1,

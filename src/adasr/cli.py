@@ -144,8 +144,9 @@ def _stream_spec(chunker: str, wps: float, max_chunk_tokens: int, cps: float | N
 def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
             top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None, revisions: int = 0,
             skip_backlog_s: float | None = None):
-    """The engine of ``backend``; ``share``: an engine of the same model whose vLLM runtime the
-    new one uses (one model load for every mode of an evaluation)."""
+    """The engine of ``backend``; ``share``: an engine of the same model whose backend resources
+    (its vLLM runtime) the new one uses (:meth:`~adasr.engine.StreamingEngine.derive`: one model
+    load for every mode of an evaluation)."""
     from adasr.backends import make_engine
     from adasr.engine import EngineConfig
 
@@ -153,7 +154,7 @@ def _engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temper
                        max_deep_tokens=max_deep_tokens,
                        temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, decode_rate=decode_rate,
                        protocol=loaded.protocol, backend=backend)
-    if share is not None and hasattr(share, "derive"):
+    if share is not None:
         return share.derive(cfg)
     return make_engine(loaded, cfg)
 

@@ -16,7 +16,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 """The model ``adasr run``/``eval``/``train`` use when none is named (a bundled base: no download)."""
 
 DEFAULT_WPS = 2.5
-"""Default arrival rate in words per second (conversational speech)."""
+"""Default arrival rate in words per second (conversational speech): ``adasr run``/``eval``,
+:class:`~adasr.stream.StreamSpec`, and ``POST /v1/solve`` of ``adasr serve``."""
 
 TYPING_CPS = 4.0
 """Typing speed of the typing operating point, characters per second: LiveMind (Chen et al., arXiv
@@ -24,7 +25,7 @@ TYPING_CPS = 4.0
 character (``--cps 4``; docs/OPERATING_POINTS.md)."""
 
 DEFAULT_CHUNKER = "sentence"
-"""Default chunker of a text input (one sentence per chunk)."""
+"""Default chunker of a text input (one sentence per chunk), also of ``POST /v1/solve``."""
 
 DEFAULT_MAX_CHUNK_TOKENS = 128
 """Default token cap of a chunk in :class:`~adasr.stream.StreamSpec` (the recipe of ``adasr run``,

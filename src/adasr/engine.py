@@ -16,12 +16,17 @@ Layout (the shape of vLLM's ``LLMEngine``; per-row state as in nanochat's ``RowS
 * :class:`~adasr.scheduler.Scheduler` (scheduler.py) — which sessions hold rows (at most
   ``batch_size``; a finished session's row goes to the next queued one), what each feeds this
   step, and the clocks (waiting, jumping to arrivals, per-stream clocks).
-* :class:`~adasr.runner.ModelRunner` (runner.py) — the forward passes, the KV cache rows
-  (padding masks, row slicing, split steps, compaction), the prefix cache and sampling.
-* :class:`StreamingEngine` (here) — the public API: :meth:`~StreamingEngine.add_session`,
-  :meth:`~StreamingEngine.abort`, :meth:`~StreamingEngine.step`,
-  :attr:`~StreamingEngine.has_work`, and :meth:`~StreamingEngine.run`, a loop over them.
-  Records are built by :class:`adasr.metrics.EpisodeRecord`.
+* :class:`~adasr.runner.ModelRunner` (runner.py) — the model-runner role, the one part a
+  backend swaps: a step's feeds (:class:`~adasr.scheduler.SchedulerOutput`) in, the generating
+  sessions' tokens (:class:`~adasr.runner.RunnerOutput`) out, and the KV cache.
+  :class:`~adasr.runner.TorchModelRunner`: the forward passes, the KV cache rows (padding masks,
+  row slicing, split steps, compaction), the prefix cache and sampling, in this process;
+  :class:`adasr.vllm_backend.VllmModelRunner`: vLLM's streaming-input engine.
+* :class:`StreamingEngine` (here) — the step (plan, execute, hand out tokens) and the public API:
+  :meth:`~StreamingEngine.add_session`, :meth:`~StreamingEngine.abort`,
+  :meth:`~StreamingEngine.step`, :attr:`~StreamingEngine.has_work`, and
+  :meth:`~StreamingEngine.run`, a loop over them. Records are built by
+  :class:`adasr.metrics.EpisodeRecord`.
 
 Time (clocks: :mod:`adasr.stream`, the scheduler's docstring). With a shared clock
 (``"virtual"`` or ``"real"``) all rows live on one timeline; the virtual clock is charged each
@@ -40,15 +45,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-import torch
+from functools import partial
 
 from adasr.defaults import DEFAULT_MAX_DEEP_TOKENS, DEFAULT_THOUGHT_BUDGET
-from adasr.errors import ConfigError, InputError
+from adasr.errors import BackendError, ConfigError, InputError
 from adasr.events import Event
 from adasr.metrics import EpisodeRecord
 from adasr.policy import ThoughtPolicy, make_policy
 from adasr.protocol import Episode, StreamingFormat, mode_protocol, protocol_format
-from adasr.runner import ModelRunner
+from adasr.runner import RunnerFactory, RunnerOutput, RunnerSpec, TorchModelRunner
+from adasr.sampling import SamplingParams
 from adasr.scheduler import Scheduler
 from adasr.session import EpisodeInput, Session, SessionStatus
 from adasr.stream import PER_STREAM, RealClock, VirtualClock
@@ -76,7 +82,8 @@ class EngineConfig:
         max_deep_tokens: cap on the deep stage (reasoning + answer), tokens.
         temperature: 0 for greedy decoding, else sampling temperature.
         top_p: nucleus sampling mass (1.0 = off).
-        top_k: top-k sampling (0 = off).
+        top_k: top-k sampling (0 = off). The three are the sessions' default
+            :class:`~adasr.sampling.SamplingParams` (:attr:`sampling`).
         seed: base seed; each episode's generator is seeded from it and the episode's seed/id.
         decode_rate: decode tokens/s of one row used for adaptive budgets. ``None``: measured —
             calibrated when the engine starts (or ``initial_decode_rate``), then a moving average
@@ -102,10 +109,11 @@ class EngineConfig:
             episodes of an engine) from keys/values computed once per :meth:`StreamingEngine.run`
             instead of prefilling it per episode (prefix caching, as in vLLM's automatic prefix
             caching). Tokens and positions are unchanged; only the compute is saved.
-        backend: what generates tokens and holds the KV cache (:data:`BACKENDS`): ``"torch"``
-            (this process's PyTorch forward, :class:`~adasr.runner.ModelRunner`) or ``"vllm"``
-            (vLLM's streaming-input engine, :class:`adasr.vllm_backend.VllmEngine`; built by
-            :func:`adasr.backends.make_engine`). Sessions, policies, records and clocks are the same.
+        backend: what generates tokens and holds the KV cache (:data:`BACKENDS`), the engine's
+            model runner: ``"torch"`` (this process's PyTorch forward,
+            :class:`~adasr.runner.TorchModelRunner`) or ``"vllm"`` (vLLM's streaming-input engine,
+            :class:`adasr.vllm_backend.VllmModelRunner`; built by :func:`adasr.backends.make_engine`).
+            Sessions, policies, records and clocks are the same.
     """
 
     policy: str | ThoughtPolicy = "adaptive"
@@ -140,12 +148,20 @@ class EngineConfig:
         return make_policy(self.policy, thought_budget=self.thought_budget, revisions=self.revisions,
                            skip_backlog_s=self.skip_backlog_s)
 
+    @property
+    def sampling(self) -> SamplingParams:
+        """The sessions' default sampling settings (``temperature``, ``top_p``, ``top_k``).
+
+        Raises:
+            ConfigError: out-of-range settings.
+        """
+        return SamplingParams(self.temperature, self.top_p, self.top_k)
+
     def validate(self) -> None:
         """Raises :class:`ConfigError` for out-of-range values."""
         if self.max_deep_tokens < 1:
             raise ConfigError("max_deep_tokens must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ConfigError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+        self.sampling  # noqa: B018  (validates the sampling settings)
         if self.split_min_waste is not None and self.split_min_waste < 1:
             raise ConfigError("split_min_waste must be >= 1 (or None: never split a step)")
         if self.backend not in BACKENDS:
@@ -197,13 +213,20 @@ class StreamingEngine:
       session, :meth:`pop_results` for finished episodes (a server's loop). :meth:`configure`
       sets the row limit and the clock first.
 
+    The backend is the model runner (:class:`~adasr.runner.ModelRunner`): the engine is the same
+    for every backend.
+
     Args:
         model: a Hugging Face causal LM (``forward(input_ids, attention_mask, position_ids,
-            cache or past_key_values, logits_to_keep)``), in eval mode.
+            cache or past_key_values, logits_to_keep)``), in eval mode, run in this process by a
+            :class:`~adasr.runner.TorchModelRunner`; ``None`` with ``runner``.
         tokenizer: its tokenizer (with a chat template).
         config: :class:`EngineConfig`.
         fmt: the protocol pieces (default: :func:`adasr.protocol.protocol_format` of
             :func:`adasr.protocol.mode_protocol` of the mode and ``config.protocol``).
+        runner: builds another backend's model runner from the engine's
+            :class:`~adasr.runner.RunnerSpec` (:data:`~adasr.runner.RunnerFactory`, e.g. of
+            :class:`adasr.vllm_backend.VllmModelRunner`; :func:`adasr.backends.make_engine`).
 
     Attributes:
         policy: the :class:`~adasr.policy.ThoughtPolicy` of every session.
@@ -211,8 +234,9 @@ class StreamingEngine:
         decode_rate: the engine-wide decode rate, tokens/s of one row (``config.decode_rate``).
         batch_size: the most sessions holding rows at once (:meth:`configure`).
         scheduler: the :class:`~adasr.scheduler.Scheduler` (its ``clock`` is the shared clock).
-        runner: the :class:`~adasr.runner.ModelRunner` (call ``runner.reset_prefix_cache()``
-            after changing the weights between steps; :meth:`run` does it at its start).
+        runner: the :class:`~adasr.runner.ModelRunner` (the torch one: call
+            ``runner.reset_prefix_cache()`` after changing the weights between steps; :meth:`run`
+            does it at its start).
         stats: running counters: ``steps`` (server steps), ``row_steps`` (rows that fed something,
             summed over steps: ``row_steps / steps`` is the mean batch occupancy), ``split_steps``,
             ``compactions``, ``forward_s`` (seconds in forwards), ``tokens_fed`` (real tokens) and
@@ -220,27 +244,15 @@ class StreamingEngine:
             (sessions opened from the prefix cache).
 
     Raises:
-        ConfigError: for an invalid config; ProtocolError: if the chat template cannot express
-            the streaming protocol.
+        ConfigError: for an invalid config, or not exactly one of ``model`` and ``runner``;
+            ProtocolError: if the chat template cannot express the streaming protocol.
     """
 
-    def __init__(self, model, tokenizer, config: EngineConfig | None = None, fmt: StreamingFormat | None = None):
-        self._init_sessions(tokenizer, config, fmt)
-        self.model = model
-        c, pad_id = self.config, tokenizer.pad_token_id
-        pad_id = pad_id if pad_id is not None else self.format.end_of_turn_id
-        self.runner = ModelRunner(model, c, pad_id, self.format.prefix_ids(self.policy.layout), self.stats)
-        self.decode_rate = c.decode_rate or c.initial_decode_rate or self.runner.measure_decode_rate(
-            self.format.prefix_ids("batch"))
-
-    def _init_sessions(self, tokenizer, config: EngineConfig | None, fmt: StreamingFormat | None) -> None:
-        """The backend-independent state: config, policy, format, scheduler, sessions, counters.
-
-        A backend (a subclass, e.g. :class:`adasr.vllm_backend.VllmEngine`) calls this, sets
-        :attr:`decode_rate`, and overrides the hooks :meth:`_apply_rows`, :meth:`_start_run` and
-        :meth:`_step` (the one step of token generation for the running sessions).
-        """
-        self.tokenizer = tokenizer
+    def __init__(self, model, tokenizer, config: EngineConfig | None = None, fmt: StreamingFormat | None = None, *,
+                 runner: RunnerFactory | None = None):
+        if (model is None) == (runner is None):
+            raise ConfigError("an engine needs exactly one of a model (run in this process) and a runner factory")
+        self.model, self.tokenizer = model, tokenizer
         self.config = c = config or EngineConfig()
         c.validate()
         self.policy = c.make_policy()
@@ -253,7 +265,18 @@ class StreamingEngine:
         self._sessions: dict[str, Session] = {}  # queued and running sessions, by id
         self._results: list[EpisodeResult] = []
         self._events: list[Event] = []
-        self._compact_due = False
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.end_of_turn_id
+        spec = RunnerSpec(c, tuple(self.format.prefix_ids(self.policy.layout)), pad_id, self.stats)
+        self.runner = (runner or partial(TorchModelRunner, model))(spec)
+        self.decode_rate = c.decode_rate or c.initial_decode_rate or self.runner.measure_decode_rate(
+            self.format.prefix_ids("batch"))
+
+    def derive(self, config: EngineConfig) -> "StreamingEngine":
+        """An engine with another config (e.g. another mode) on the same backend resources: the
+        same model, or the same vLLM runtime (not owned: closing the new engine leaves it up) — one
+        model load for every mode of an evaluation."""
+        return StreamingEngine(self.model, self.tokenizer, config, runner=None if self.model is not None
+                               else self.runner.derive)
 
     def decode(self, ids) -> str:
         """Text of generated ids (special tokens dropped)."""
@@ -282,7 +305,7 @@ class StreamingEngine:
 
     def add_session(self, inp: EpisodeInput, *, start_s: float | None = None,
                     on_event: Callable[[Event], None] | None = None, policy: ThoughtPolicy | None = None,
-                    max_deep_tokens: int | None = None, sampling: tuple[float, float, int] | None = None) -> str:
+                    max_deep_tokens: int | None = None, sampling: SamplingParams | None = None) -> str:
         """Queue an episode; it gets a row at the next :meth:`step` with room (at most
         :attr:`batch_size` rows). Returns its session id (``inp.id``).
 
@@ -294,17 +317,18 @@ class StreamingEngine:
             policy: this session's thought-budget policy (default: the engine's :attr:`policy`);
                 sessions with different policies share the batch (a server's per-session mode).
             max_deep_tokens: this session's deep-stage cap, tokens (default: the config's).
-            sampling: this session's ``(temperature, top_p, top_k)`` (default: the config's).
+            sampling: this session's :class:`~adasr.sampling.SamplingParams` (default: the
+                config's, :attr:`EngineConfig.sampling`).
 
         Raises:
             ConfigError: a session with this id is still running or queued, ``start_s`` with
-                per-stream clocks, ``max_deep_tokens < 1`` or out-of-range sampling settings.
+                per-stream clocks, ``max_deep_tokens < 1``, or ``sampling`` that is not a
+                :class:`~adasr.sampling.SamplingParams`.
         """
         if max_deep_tokens is not None and max_deep_tokens < 1:
             raise ConfigError(f"max_deep_tokens must be >= 1, got {max_deep_tokens}")
-        if sampling is not None and not (sampling[0] >= 0 and 0 < sampling[1] <= 1 and sampling[2] >= 0):
-            raise ConfigError(f"sampling (temperature, top_p, top_k) needs temperature >= 0, 0 < top_p <= 1, "
-                              f"top_k >= 0, got {sampling}")
+        if sampling is not None and not isinstance(sampling, SamplingParams):
+            raise ConfigError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
         live = self._sessions.get(inp.id)
         if live is not None and not live.status.ended:
             raise ConfigError(f"a session with id {inp.id!r} is already running")
@@ -332,8 +356,9 @@ class StreamingEngine:
         return self._sessions[session_id]
 
     def abort(self, session_id: str) -> None:
-        """Drop a session: it feeds nothing more and yields no result; its KV rows are freed at
-        the next :meth:`step`. A no-op for a session that already ended.
+        """Drop a session (its finish reason: ``aborted``): it feeds nothing more and yields no
+        result; its KV rows are freed at the next :meth:`step`. A no-op for a session that
+        already ended.
 
         Raises:
             KeyError: no such session.
@@ -363,18 +388,14 @@ class StreamingEngine:
 
     @property
     def kv_rows(self) -> int:
-        """KV-cache rows held now (one per admitted session until its row is freed)."""
-        return self.runner.batch_size
+        """KV-cache rows held now (one per admitted session until its row is freed; vLLM: its
+        requests held open)."""
+        return self.runner.kv_rows
 
     def kv_bytes(self) -> int | None:
         """Bytes of the keys/values the shared cache holds (0 with no rows); ``None`` where the
         backend manages its own memory (vLLM's paged cache)."""
-        total = 0
-        for layer in self.runner.cache.layers:
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-                if t is not None:
-                    total += t.numel() * t.element_size()
-        return total
+        return self.runner.kv_bytes()
 
     def pop_results(self) -> list[EpisodeResult]:
         """Results of the sessions that finished since the last call, in finishing order."""
@@ -383,84 +404,89 @@ class StreamingEngine:
 
     def step(self) -> list[Event]:
         """One engine step: free the rows of ended sessions (queued sessions take them), admit
-        queued sessions while there is room, then one forward over every row that has something
-        to feed and one sampled token per generating session — or, when every session waits for
-        input, move the clocks on instead. Finished episodes go to :meth:`pop_results`.
+        queued sessions while there is room, then one step of the model runner over every row
+        that has something to feed (one forward, and one sampled token per generating session,
+        in process) — or, when every session waits for input, move the clocks on instead.
+        Finished episodes go to :meth:`pop_results`.
 
         Returns:
             the events of this step, in order (per-token ones included).
 
         Raises:
             InputError: from a source (e.g. an empty input), or a live source on a virtual clock.
+            BackendError: the backend failed, or ended a turn the session did not.
         """
         self._update_rows(refill=True)
         if self.scheduler.running:
-            with torch.inference_mode():
-                self._step()
+            self._step()
         events, self._events = self._events, []
         return events
 
     def _update_rows(self, refill: bool) -> None:
-        """Free the rows of ended sessions, admit queued ones, compact the cache when due."""
+        """Free the rows of ended sessions, admit queued ones; the runner applies the changes."""
         changes, freed = self.scheduler.update_rows(self.batch_size, refill)
         for s in freed:
             if self._sessions.get(s.id) is s:
                 del self._sessions[s.id]
-        self._apply_rows(changes, freed)
-
-    def _apply_rows(self, changes, freed: list[Session]) -> None:
-        """Backend hook: the scheduler's :class:`~adasr.scheduler.RowChanges` (and the sessions
-        whose rows were freed) applied to the KV cache; compaction when due."""
-        with torch.inference_mode():
-            if changes:
-                self.runner.apply(changes)
-            if (changes or self._compact_due) and self.runner.batch_size:
-                self.runner.maybe_compact()
-        self._compact_due = False
-
-    def _start_run(self) -> None:
-        """Backend hook, called by :meth:`run` on an idle engine: the prefix cache is computed
-        anew on first use (the weights may have changed)."""
-        self.runner.reset_prefix_cache()
+        self.runner.apply_rows(changes, freed)
 
     def _step(self) -> None:
-        """Backend hook: one step of the running sessions (plan, generate, hand out tokens)."""
+        """One step of the running sessions: plan (the scheduler), execute (the runner; timed and
+        charged to the clocks), hand the tokens to their sessions."""
         sched, runner, stats = self.scheduler, self.runner, self.stats
         sessions = sched.running
-        feeds = sched.plan(self.decode_rate)
-        if feeds is not None:
-            restart = [i for i, s in enumerate(sessions) if s.restart_row]
-            if restart:  # fresh deep-stage contexts (Protocol.fresh_deep)
-                runner.restart_rows(restart)
-                for i in restart:
-                    sessions[i].restart_row = False
+        out = sched.plan(self.decode_rate, busy=runner.busy())
+        if out is not None:
             t_start = time.perf_counter()
-            logits, run = runner.execute([[tok for tok, _ in feed] for feed in feeds])
-            for s, feed in zip(sessions, feeds):
-                s.fed(feed)
+            runner.execute_model(out)
             dt = time.perf_counter() - t_start
-            sched.charge(feeds, dt)
-            if self.config.decode_rate is None and logits is not None and all(n == 1 for n in run if n):
-                self.decode_rate = 0.8 * self.decode_rate + 0.2 / max(dt, 1e-6)  # per-row tokens/s
+            result = runner.sample_tokens(out)
+            for s, feed, deferred in zip(out.sessions, out.feeds, result.deferred):
+                if deferred:
+                    s.defer(feed)
+                else:
+                    s.fed(feed)
+            sched.charge(result.took_part, dt)
+            if self.config.decode_rate is None and result.decode_tokens:
+                self.decode_rate = 0.8 * self.decode_rate + 0.2 * result.decode_tokens / max(dt, 1e-6)  # per row
             stats["steps"] += 1
-            stats["row_steps"] += sum(1 for f in feeds if f)
+            stats["row_steps"] += sum(result.took_part)
             stats["forward_s"] += dt
-            gen = [i for i, s in enumerate(sessions) if s.generating and run[i]]
-            if gen:
-                toks = runner.sample(logits[gen], [sessions[i].generator for i in gen],
-                                     [sessions[i].sampling for i in gen])
-                for i, tok in zip(gen, toks):
-                    s = sessions[i]
-                    if s.generating:  # (an on_event callback may have aborted it)
-                        s.on_token(tok, s.clock.now())
-            self._compact_due = True
+            self._hand_out(out.sessions, result)
         for s in sessions:  # every running session was live when the step began
             if s.status is SessionStatus.FINISHED:
                 self._results.append(self._result(s))
 
+    @staticmethod
+    def _hand_out(sessions: list[Session], result: RunnerOutput) -> None:
+        """Give each session its generated tokens (:meth:`Session.on_token`, at its clock time);
+        the ones the runner fed itself are recorded as fed.
+
+        Raises:
+            BackendError: a session ended its turn at a token the runner went on from (the
+                backend's stop rules differ from the protocol's).
+        """
+        for s, tokens, prefed in zip(sessions, result.tokens, result.prefed):
+            for j, tok in enumerate(tokens):
+                if not s.generating:  # (an on_event callback may have aborted it)
+                    break
+                s.on_token(tok, s.clock.now())
+                if j < prefed:  # its pending feed is just that token, which the runner fed
+                    if not s.generating or s.pending != [(tok, s.pending[0][1])]:
+                        raise BackendError(f"session {s.id!r} ended its turn inside a backend input (protocol mismatch)")
+                    s.fed(s.pending)
+                    s.pending = []
+
     def close(self) -> None:
-        """Release the backend's resources (a no-op for the in-process engine; vLLM's engine
-        processes for ``vllm``)."""
+        """Release the runner's resources (a no-op in process; vLLM's requests, and its engine
+        processes when this engine owns its runtime)."""
+        self.runner.close()
+
+    def __enter__(self) -> "StreamingEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _result(self, s: Session) -> EpisodeResult:
         record = EpisodeRecord.from_session(s).as_dict()
@@ -515,7 +541,7 @@ class StreamingEngine:
         if self.has_work:
             raise ConfigError("run() needs an idle engine: sessions added with add_session() are still running")
         self.configure(batch_size=batch_size, clock=clock)
-        self._start_run()
+        self.runner.start_run()
         pending_inputs = iter(inputs)
         mine: list[str] = []
         try:

@@ -37,3 +37,8 @@ class EvalInterrupted(AdasrError):
 
 class ConfigError(AdasrError):
     """A configuration file or option is invalid (unknown key, wrong type, unknown task)."""
+
+
+class BackendError(AdasrError):
+    """A model runner's backend failed while generating (vLLM's message on one line), or ended a
+    turn where the streaming protocol does not."""

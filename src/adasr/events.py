@@ -17,7 +17,10 @@ type               fields
 ``response``       ``chunk``, ``prediction``, ``text``, ``revision`` — a proactive streaming
                    thought committed an answer (``revision`` 0: the first response; k: the
                    k-th revision, docs/DESIGN.md "Revisions")
-``answer``         ``prediction``, ``text``, ``early`` — the episode's final answer
+``answer``         ``prediction``, ``text``, ``finish_reason``, ``early`` — the episode's final
+                   answer, why the episode ended (:class:`adasr.session.FinishReason`:
+                   ``stopped`` | ``length_capped`` | ``answered_early``) and whether it was
+                   answered early (``finish_reason == "answered_early"``)
 =================  ===================================================================
 """
 
@@ -37,12 +40,14 @@ class Event:
     id: str
     type: ClassVar[str] = ""
     _private: ClassVar[tuple[str, ...]] = ()  # fields left out of as_dict()
+    _derived: ClassVar[tuple[str, ...]] = ()  # properties added to as_dict()
 
     def as_dict(self) -> dict:
         """``{"type", "t", <fields>, "id"}``: the event as a JSON-serializable dict."""
         out = {"type": self.type, "t": self.t}
         out.update((f.name, getattr(self, f.name)) for f in fields(self)
                    if f.name not in ("t", "id") and f.name not in self._private)
+        out.update((name, getattr(self, name)) for name in self._derived)
         out["id"] = self.id
         return out
 
@@ -120,11 +125,18 @@ class Response(Event):
 @dataclass(frozen=True)
 class Answer(Event):
     """The episode ended: ``prediction`` (the last ``\\boxed{}`` of ``text``, or ``None``),
-    ``text`` (the deep stage, or the streaming thought that committed the answer) and ``early``
-    (True when a proactive policy answered before end of input)."""
+    ``text`` (the deep stage, or the streaming thought that committed the answer) and
+    ``finish_reason`` (the value of :class:`adasr.session.FinishReason`: ``"stopped"``,
+    ``"length_capped"`` or ``"answered_early"``). ``as_dict`` adds :attr:`early`."""
 
     prediction: str | None
     text: str
-    early: bool
+    finish_reason: str
     type: ClassVar[str] = "answer"
+    _derived: ClassVar[tuple[str, ...]] = ("early",)
+
+    @property
+    def early(self) -> bool:
+        """Whether a proactive policy answered before end of input."""
+        return self.finish_reason == "answered_early"
 

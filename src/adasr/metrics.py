@@ -37,12 +37,18 @@ field                           meaning (unit)
 ``eoi_s``                       time of EOI, the last chunk's arrival (s since stream start)
 ``wall_s``                      real (wall-clock) time from the episode's admission to its
                                 final answer, whatever the clock (s); batched episodes overlap
+``finish_reason``               why the episode ended (:class:`adasr.session.FinishReason`):
+                                ``stopped`` (the model ended its deep stage), ``length_capped``
+                                (the deep stage reached ``max_deep_tokens``), ``answered_early``
+                                (a proactive response committed the answer before EOI) (str)
 ``correct``                     the prediction verifies against the reference (bool; ``None``
                                 until graded or when there is no reference)
 ``prediction``                  the final answer, the content of the last ``\\boxed{}`` (str
                                 or ``None``)
 ``reference``                   the reference answer (str or ``None``)
-``format_ok``                   the protocol is well formed with exactly one boxed answer (bool)
+``format_ok``                   the protocol is well formed with exactly one boxed answer: the
+                                model ended the turn holding it itself (not ``length_capped``,
+                                nor a response cut by its budget or an arrival) (bool)
 ``answer_s``                    time the final answer was complete (s since stream start)
 ``answer_chunk``                proactive mode: index of the chunk after which a streaming
                                 thought committed the final answer (``None``: answered after EOI)
@@ -105,6 +111,7 @@ class EpisodeRecord:
     max_backlog_s: float
     eoi_s: float
     wall_s: float
+    finish_reason: str | None = None
     correct: bool | None = None
     prediction: str | None = None
     reference: str | None = None
@@ -142,14 +149,15 @@ class EpisodeRecord:
             max_backlog_s=max(s.backlogs, default=0.0),
             eoi_s=eoi,
             wall_s=time.perf_counter() - s.wall0,
+            finish_reason=s.finish_reason.value if s.finish_reason is not None else None,
             prediction=boxed[-1] if boxed else None,
             reference=s.inp.reference,
-            format_ok=(not s.deep_truncated) and len(boxed) == 1,
+            format_ok=s.answer_complete and len(boxed) == 1,
             answer_s=s.done_t,
             answer_chunk=s.answer_chunk,
-            first_answer_chunk=s.responses[0][0] if s.responses else None,
-            first_answer_s=s.responses[0][1] if s.responses else None,
-            first_prediction=s.responses[0][2] if s.responses else None,
+            first_answer_chunk=s.responses[0].chunk if s.responses else None,
+            first_answer_s=s.responses[0].t if s.responses else None,
+            first_prediction=s.responses[0].prediction if s.responses else None,
             n_revisions=max(0, len(s.responses) - 1),
             evidence_chunk=s.inp.evidence_chunk,
             evidence_s=next((c.arrival_s for c in s.chunks if c.index == s.inp.evidence_chunk), None),
@@ -166,7 +174,7 @@ RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EpisodeRecord))
 NUMERIC_FIELDS: tuple[str, ...] = tuple(
     f
     for f in RECORD_FIELDS
-    if f not in ("id", "mode", "correct", "prediction", "reference", "format_ok", "answer_chunk", "evidence_chunk",
+    if f not in ("id", "mode", "finish_reason", "correct", "prediction", "reference", "format_ok", "answer_chunk", "evidence_chunk",
                  "evidence_s", "answer_s", "first_answer_chunk", "first_answer_s", "first_prediction", "n_revisions")
 )
 """Record fields that are numbers (tokens or seconds); :func:`summarize` reports their means."""

@@ -1,8 +1,16 @@
-"""The model runner: the forward passes over the batch's rows of one persistent KV cache.
+"""The model-runner role: the :class:`ModelRunner` interface and the in-process :class:`TorchModelRunner`.
 
-The runner knows token ids and rows, not sessions. Each row of the batch holds one session's
-keys/values; every step feeds each row its new tokens only (the prefix lives in the cache), so
-ingesting a chunk costs its own length, not the prefix's.
+A model runner turns each engine step's feeds (:class:`~adasr.scheduler.SchedulerOutput`) into the
+next tokens of the generating sessions (:class:`RunnerOutput`), and holds their keys/values. The
+engine (:class:`adasr.engine.StreamingEngine`, one class) keeps everything else: sessions,
+scheduler, policies, clocks, events and records. A backend is a model runner (the shape of
+vLLM's model runner under its engine core): :class:`TorchModelRunner` (this process's PyTorch
+forward) or :class:`adasr.vllm_backend.VllmModelRunner` (vLLM's streaming-input engine).
+
+:class:`TorchModelRunner` knows token ids and rows, not sessions (it reads a step's sessions for
+their status, sampling settings and generators, and changes none). Each row of the batch holds
+one session's keys/values; every step feeds each row its new tokens only (the prefix lives in the
+cache), so ingesting a chunk costs its own length, not the prefix's.
 
 * Rows are right-padded within a step; padded positions are masked out of every later step (2-D
   attention mask with holes) and each row keeps its own position ids. A row taken over by a new
@@ -15,6 +23,9 @@ ingesting a chunk costs its own length, not the prefix's.
 * Prefix cache: a row whose session opens (position 0) with the system prompt gets that
   prompt's keys/values, computed once (``EngineConfig.prefix_cache``; as in vLLM's automatic
   prefix caching). Tokens and positions are unchanged; only the compute is saved.
+* Sampling: greedy, or each row's :class:`~adasr.sampling.SamplingParams` through the logits
+  warpers of :func:`logits_warpers` (an LRU cache of :data:`WARPER_CACHE_SIZE` settings) and the
+  session's own seeded generator.
 
 Design source: the KV-cache engine that injects tokens the model did not generate follows
 karpathy/nanochat ``engine.py``.
@@ -23,6 +34,10 @@ karpathy/nanochat ``engine.py``.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from transformers.generation.logits_process import (
@@ -33,34 +48,171 @@ from transformers.generation.logits_process import (
 )
 
 from adasr.kvcache import GrowableLayer, StreamingCache, cache_keyword
+from adasr.sampling import SamplingParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from adasr.engine import EngineConfig
+    from adasr.scheduler import RowChanges, SchedulerOutput
+    from adasr.session import Session
+
+__all__ = ["ModelRunner", "RunnerFactory", "RunnerOutput", "RunnerSpec", "TorchModelRunner", "WARPER_CACHE_SIZE",
+           "logits_warpers"]
 
 
-class ModelRunner:
-    """Forward passes, the KV cache rows, the prefix cache, compaction and sampling.
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What an engine tells the model runner it builds (:data:`RunnerFactory`).
+
+    Attributes:
+        config: the engine's :class:`~adasr.engine.EngineConfig` (default sampling, compaction,
+            split steps, prefix cache).
+        prefix_ids: the opening prefix of the engine's sessions (its system prompt; the prefix cache).
+        pad_id: the token id of padded positions (masked).
+        stats: the engine's counters, updated in place by the runner (``split_steps``,
+            ``compactions``, ``tokens_fed``, ``padded_fed``, ``prefix_hits``).
+    """
+
+    config: "EngineConfig"
+    prefix_ids: tuple[int, ...]
+    pad_id: int
+    stats: dict
+
+
+@dataclass
+class RunnerOutput:
+    """What one step gave each row (:meth:`ModelRunner.sample_tokens`; lists in row order).
+
+    Attributes:
+        tokens: the tokens generated for the row's session this step, in order (``[]``: none).
+        prefed: how many of them (the first ones) the runner has already fed itself (vLLM goes on
+            generating an input, each sampled token fed, until the input ends); the engine
+            records them as fed. The others are fed by a later step (the session's next feed).
+        took_part: whether the row took part in the step (its per-stream clock is charged).
+        deferred: whether the row's feed was left unsent: the engine puts it back
+            (:meth:`~adasr.session.Session.defer`; vLLM sends an idle session's leftover turn
+            closers with its next input instead of alone).
+        decode_tokens: for a pure decode step, the tokens generated per generating row (the
+            engine's measured decode rate is a moving average of ``decode_tokens`` per second);
+            ``None`` for a step that ingested input.
+    """
+
+    tokens: list[list[int]]
+    prefed: list[int]
+    took_part: list[bool]
+    deferred: list[bool]
+    decode_tokens: float | None = None
+
+
+class ModelRunner(ABC):
+    """The model-runner role: a step's feeds in, the generating sessions' next tokens out (see the
+    module docstring). Implemented by :class:`TorchModelRunner` and
+    :class:`adasr.vllm_backend.VllmModelRunner`; built by the engine from a :class:`RunnerSpec`
+    (:data:`RunnerFactory`).
+
+    Each engine step: the scheduler plans the sessions the runner is not :meth:`busy` with; the
+    engine times :meth:`execute_model` (the forward, or vLLM's next outputs), then takes the
+    tokens from :meth:`sample_tokens` and hands them to the sessions. A runner reads a step's
+    sessions (status, turn, sampling settings, generator) and changes none: the engine records
+    feeds and hands out tokens.
+    """
+
+    def busy(self) -> frozenset[str]:
+        """Ids of sessions whose tokens the runner is still generating (vLLM: an input in flight):
+        the scheduler neither asks nor feeds them. The default: none."""
+        return frozenset()
+
+    @abstractmethod
+    def execute_model(self, out: "SchedulerOutput") -> None:
+        """Run one step: restart ``out.restart_rows``, feed each row its feed (the engine times
+        this call and charges it to the clocks)."""
+
+    @abstractmethod
+    def sample_tokens(self, out: "SchedulerOutput") -> RunnerOutput:
+        """The step's tokens for the sessions that generate (after :meth:`execute_model`)."""
+
+    @abstractmethod
+    def apply_rows(self, changes: "RowChanges", freed: list["Session"]) -> None:
+        """The scheduler's row changes at the start of a step (and the sessions whose rows were
+        freed), applied to the KV cache."""
+
+    def start_run(self) -> None:
+        """Called by :meth:`adasr.engine.StreamingEngine.run` on an idle engine. The default: nothing."""
+
+    @abstractmethod
+    def measure_decode_rate(self, prompt_ids: list[int]) -> float:
+        """Single-row greedy decode speed (tokens/s) after ``prompt_ids``."""
+
+    @property
+    @abstractmethod
+    def kv_rows(self) -> int:
+        """KV-cache rows (or requests) held now: one per admitted session until it is freed."""
+
+    @abstractmethod
+    def kv_bytes(self) -> int | None:
+        """Bytes of the keys/values held (``None`` where the backend preallocates its own memory)."""
+
+    @abstractmethod
+    def derive(self, spec: RunnerSpec) -> "ModelRunner":
+        """A runner of the same backend on the same resources (the model's weights, vLLM's runtime,
+        not owned) for another engine (:meth:`adasr.engine.StreamingEngine.derive`)."""
+
+    def close(self) -> None:
+        """Release the backend's resources. The default: nothing."""
+
+
+RunnerFactory = Callable[[RunnerSpec], ModelRunner]
+"""Builds an engine's model runner (``StreamingEngine(runner=...)``): ``functools.partial(TorchModelRunner,
+model)``, ``ModelRunner.derive`` of another engine's runner, ..."""
+
+WARPER_CACHE_SIZE = 64
+"""Sampling settings whose logits warpers are kept (:func:`logits_warpers`): a server's sessions
+may send any number of distinct settings."""
+
+
+@lru_cache(maxsize=WARPER_CACHE_SIZE)
+def logits_warpers(params: SamplingParams) -> LogitsProcessorList:
+    """The logits warpers of ``params`` (temperature, top-k, top-p; none for greedy), kept for the
+    last :data:`WARPER_CACHE_SIZE` settings used (an LRU cache; the warpers hold no state)."""
+    procs = LogitsProcessorList()
+    if params.temperature > 0:
+        if params.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k > 0:
+            procs.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            procs.append(TopPLogitsWarper(params.top_p))
+    return procs
+
+
+class TorchModelRunner(ModelRunner):
+    """Forward passes, the KV cache rows, the prefix cache, compaction and sampling, in this
+    process (see the module docstring).
 
     Args:
         model: a Hugging Face causal LM in eval mode.
-        config: the :class:`~adasr.engine.EngineConfig` (sampling, compaction, split, prefix cache).
-        pad_id: token id of padded positions (masked).
-        prefix_ids: the opening prefix every session starts with (the system prompt).
-        stats: the engine's counters, updated in place (``split_steps``, ``compactions``,
-            ``tokens_fed``, ``padded_fed``, ``prefix_hits``).
+        spec: :class:`RunnerSpec` (config, opening prefix, pad id, the engine's counters).
 
     Attributes:
         cache: the :class:`StreamingCache` of all rows (batch axis = rows).
         mask: ``(B, T)`` attention mask of the cached positions (0: padding or a freed row's).
         pos: per row, the position id of its next token.
+        sampling: the config's :class:`~adasr.sampling.SamplingParams` (of sessions without their own).
     """
 
-    def __init__(self, model, config, pad_id: int, prefix_ids: list[int], stats: dict):
-        self.model, self.config, self.pad_id, self.stats = model, config, pad_id, stats
+    def __init__(self, model, spec: RunnerSpec):
+        self.model, self.config, self.pad_id, self.stats = model, spec.config, spec.pad_id, spec.stats
         self.device = next(model.parameters()).device
         self._cache_kw = cache_keyword(model)
-        self.prefix_ids = list(prefix_ids)
+        self.prefix_ids = list(spec.prefix_ids)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self.warpers = self._warpers()
-        self._warper_cache: dict[tuple[float, float, int], LogitsProcessorList] = {}
+        self.sampling = spec.config.sampling
+        self._step: tuple[torch.Tensor | None, list[int]] | None = None  # (logits, run) of the step executed
+        self._compact_due = False
         self.reset()
+
+    def derive(self, spec: RunnerSpec) -> "TorchModelRunner":
+        """A runner of its own (rows, prefix cache) on the same model."""
+        return TorchModelRunner(self.model, spec)
 
     # -- rows --------------------------------------------------------------------------------
     @property
@@ -76,6 +228,33 @@ class ModelRunner:
     def reset_prefix_cache(self) -> None:
         """Forget the prefix keys/values (call after the weights change)."""
         self._prefix_kv = None
+
+    def start_run(self) -> None:
+        """The prefix cache is computed anew on first use (the weights may have changed)."""
+        self.reset_prefix_cache()
+
+    @property
+    def kv_rows(self) -> int:
+        """Rows of the cache (:attr:`batch_size`)."""
+        return self.batch_size
+
+    def kv_bytes(self) -> int:
+        """Bytes of the keys/values the cache holds (0 with no rows)."""
+        total = 0
+        for layer in self.cache.layers:
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if t is not None:
+                    total += t.numel() * t.element_size()
+        return total
+
+    def apply_rows(self, changes, freed) -> None:
+        """The row changes (:meth:`apply`), then compaction when due (after rows changed or a step ran)."""
+        with torch.inference_mode():
+            if changes:
+                self.apply(changes)
+            if (changes or self._compact_due) and self.batch_size:
+                self.maybe_compact()
+        self._compact_due = False
 
     def apply(self, changes) -> None:
         """Apply the scheduler's :class:`~adasr.scheduler.RowChanges`: rows taken over by a new
@@ -109,7 +288,32 @@ class ModelRunner:
         self.pos += [0] * n
 
     # -- one step ----------------------------------------------------------------------------
-    def execute(self, feeds: list[list[int]]) -> tuple[torch.Tensor | None, list[int]]:
+    @torch.inference_mode()
+    def execute_model(self, out) -> None:
+        """Restart ``out.restart_rows`` (fresh deep-stage contexts), then feed every row
+        (:meth:`run_feeds`); the logits wait for :meth:`sample_tokens`."""
+        if out.restart_rows:
+            self.restart_rows(out.restart_rows)
+        self._step = self.run_feeds([[tok for tok, _ in feed] for feed in out.feeds])
+        self._compact_due = True
+
+    @torch.inference_mode()
+    def sample_tokens(self, out) -> RunnerOutput:
+        """One token for each generating session whose row ran (:meth:`sample`). Every feed was
+        fed; a step is a pure decode step when every row that ran fed one token."""
+        (logits, run), self._step = self._step, None
+        sessions = out.sessions
+        tokens: list[list[int]] = [[] for _ in sessions]
+        gen = [i for i, s in enumerate(sessions) if s.generating and run[i]]
+        if gen:
+            sampled = self.sample(logits[gen], [sessions[i].generator for i in gen], [sessions[i].sampling for i in gen])
+            for i, tok in zip(gen, sampled):
+                tokens[i] = [tok]
+        decode = logits is not None and all(n == 1 for n in run if n)
+        return RunnerOutput(tokens, [0] * len(sessions), [bool(f) for f in out.feeds], [False] * len(sessions),
+                            1.0 if decode else None)
+
+    def run_feeds(self, feeds: list[list[int]]) -> tuple[torch.Tensor | None, list[int]]:
         """Feed each row its tokens (one step: the prefix cache, then one forward or a split pair).
 
         Returns:
@@ -234,48 +438,27 @@ class ModelRunner:
         return logits.float()
 
     # -- sampling ----------------------------------------------------------------------------
-    def _warpers(self, temperature: float | None = None, top_p: float | None = None,
-                 top_k: int | None = None) -> LogitsProcessorList:
-        """Logits warpers of the config's sampling settings, or of the ones given."""
-        c = self.config
-        temperature = c.temperature if temperature is None else temperature
-        top_p = c.top_p if top_p is None else top_p
-        top_k = c.top_k if top_k is None else top_k
-        procs = LogitsProcessorList()
-        if temperature > 0:
-            if temperature != 1.0:
-                procs.append(TemperatureLogitsWarper(temperature))
-            if top_k > 0:
-                procs.append(TopKLogitsWarper(top_k))
-            if top_p < 1.0:
-                procs.append(TopPLogitsWarper(top_p))
-        return procs
-
     def sample(self, logits: torch.Tensor, generators: list[torch.Generator],
-               sampling: list[tuple[float, float, int] | None] | None = None) -> list[int]:
+               sampling: list[SamplingParams | None] | None = None) -> list[int]:
         """Greedy or sampled next tokens for rows ``logits`` (R, V), one generator per row.
 
-        ``sampling``: per row, ``(temperature, top_p, top_k)`` of its session, or ``None`` for the
-        config's (a server's per-session sampling); ``None``: the config's for every row.
+        ``sampling``: per row, its session's :class:`~adasr.sampling.SamplingParams`, or ``None``
+        for the config's (:attr:`sampling`; a server's per-session sampling); ``None``: the
+        config's for every row (one batched warp).
         """
         if sampling is not None and any(s is not None for s in sampling):
-            return [self._sample_one(row, g, s) for row, g, s in zip(logits, generators, sampling)]
-        if self.config.temperature == 0:
+            return [self._sample_one(row, g, s or self.sampling) for row, g, s in zip(logits, generators, sampling)]
+        if self.sampling.greedy:
             return logits.argmax(-1).tolist()
-        scores = self.warpers(None, logits.cpu())
+        scores = logits_warpers(self.sampling)(None, logits.cpu())
         probs = torch.softmax(scores, dim=-1)
         return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
 
-    def _sample_one(self, row: torch.Tensor, generator: torch.Generator,
-                    sampling: tuple[float, float, int] | None) -> int:
-        c = self.config
-        key = sampling if sampling is not None else (c.temperature, c.top_p, c.top_k)
-        if key[0] == 0:
+    @staticmethod
+    def _sample_one(row: torch.Tensor, generator: torch.Generator, params: SamplingParams) -> int:
+        if params.greedy:
             return int(row.argmax())
-        warpers = self._warper_cache.get(key)
-        if warpers is None:
-            warpers = self._warper_cache[key] = self._warpers(*key)
-        probs = torch.softmax(warpers(None, row[None].cpu()), dim=-1)[0]
+        probs = torch.softmax(logits_warpers(params)(None, row[None].cpu()), dim=-1)[0]
         return int(torch.multinomial(probs, 1, generator=generator))
 
     # -- housekeeping ------------------------------------------------------------------------

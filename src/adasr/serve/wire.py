@@ -10,14 +10,16 @@ optional first :class:`SettingsFrame`, then :class:`ChunkFrame` s as input arriv
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_WPS
 from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Response, Thought, Token
 from adasr.policy import MODES
 from adasr.protocol import Stage
+from adasr.sampling import SamplingParams
 
 MAX_FRAME_BYTES = 64 * 1024
 """Largest client frame the server reads, bytes (a bigger one closes the session with 1009)."""
@@ -79,12 +81,11 @@ class SessionSettings(_Frame):
     top_k: Annotated[int, Field(ge=0)] | None = None
     seed: int | None = None
 
-    def sampling(self, default: tuple[float, float, int]) -> tuple[float, float, int] | None:
-        """``(temperature, top_p, top_k)`` with unset ones from ``default``; ``None`` if none is set."""
-        given = (self.temperature, self.top_p, self.top_k)
-        if all(x is None for x in given):
-            return None
-        return tuple(d if x is None else x for x, d in zip(given, default))  # type: ignore[return-value]
+    def sampling(self, default: SamplingParams) -> SamplingParams | None:
+        """The session's :class:`~adasr.sampling.SamplingParams`: ``default`` (the server's) with
+        the ones set here; ``None`` if none is set (the session samples as the server does)."""
+        given = {k: getattr(self, k) for k in ("temperature", "top_p", "top_k") if getattr(self, k) is not None}
+        return replace(default, **given) if given else None
 
 
 class SettingsFrame(SessionSettings):
@@ -112,13 +113,14 @@ _FRAME = TypeAdapter(Frame)
 
 class SolveRequest(SessionSettings):
     """Body of ``POST /v1/solve``: a whole ``text`` streamed at ``wps`` words per second (or, with
-    ``cps``, as typed at ``cps`` characters per second), split by
-    ``chunker`` (``sentence`` | ``word``), plus the session settings."""
+    ``cps``, as typed at ``cps`` characters per second), split by ``chunker`` (``sentence`` |
+    ``word``), plus the session settings. ``wps`` and ``chunker`` default to the CLI's
+    (:data:`adasr.defaults.DEFAULT_WPS`, :data:`adasr.defaults.DEFAULT_CHUNKER`)."""
 
     text: Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)]
-    wps: Annotated[float, Field(gt=0, le=1000)] = 2.5
+    wps: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_WPS
     cps: Annotated[float, Field(gt=0, le=10000)] | None = None
-    chunker: Literal["sentence", "word"] = "sentence"
+    chunker: Literal["sentence", "word"] = DEFAULT_CHUNKER
 
     def settings(self) -> SessionSettings:
         """The session settings part of the request."""

@@ -244,12 +244,11 @@ class EngineWorker:
         handle = SessionHandle(uuid.uuid4().hex[:12], ServerSource(self._wake), asyncio.Queue(),
                                asyncio.get_running_loop())
         inp = EpisodeInput(handle.id, handle.source, reference=reference, seed=s.seed)
-        c = self.engine.config
+        sampling = s.sampling(self.engine.config.sampling)
         with self._lock:  # (the thread sets _dead under it, then drains: no add is left unanswered)
             if not self.alive:
                 raise EngineStopped("the engine thread is not running: the server needs a restart")
-            self._command(("add", handle, inp, policy, s.max_deep_tokens,
-                           s.sampling((c.temperature, c.top_p, c.top_k))))
+            self._command(("add", handle, inp, policy, s.max_deep_tokens, sampling))
         return handle
 
     def abort(self, handle: SessionHandle) -> None:
