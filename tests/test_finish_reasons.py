@@ -13,13 +13,8 @@ from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episod
 from adasr.metrics import NUMERIC_FIELDS, RECORD_FIELDS
 from adasr.policy import InterleavedPolicy
 from adasr.session import FinishReason, SessionStatus
-from adasr.stream import Chunk, ScheduledStream
 
-TEXTS = ["Natalia sold clips to 48 friends.", "Then she sold half as many.", "How many clips?", "Add 5."]
-
-
-def stream(n: int, gap: float = 0.5) -> ScheduledStream:
-    return ScheduledStream([Chunk(i, TEXTS[i], gap * (i + 1)) for i in range(n)])
+from engine_helpers import TEXTS, stream
 
 
 class _Always(torch.nn.Module):

@@ -11,13 +11,8 @@ from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine, run_episod
 from adasr.errors import ConfigError
 from adasr.runner import ModelRunner, RunnerOutput, RunnerSpec, TorchModelRunner
 from adasr.scheduler import SchedulerOutput
-from adasr.stream import Chunk, ScheduledStream
 
-TEXTS = ["Natalia sold clips to 48 friends.", "Then she sold half as many.", "How many clips?"]
-
-
-def stream(n: int = 3) -> ScheduledStream:
-    return ScheduledStream([Chunk(i, TEXTS[i], 0.5 * (i + 1)) for i in range(n)])
+from engine_helpers import stream
 
 
 class _Recording(TorchModelRunner):
@@ -36,7 +31,7 @@ class _Recording(TorchModelRunner):
 def test_a_fresh_deep_context_is_a_restarted_row_of_the_step(tiny_model, tiny_tokenizer, protocol):
     cfg = EngineConfig(policy="interleaved", thought_budget=4, max_deep_tokens=4, protocol=protocol, decode_rate=50.0)
     eng = StreamingEngine(None, tiny_tokenizer, cfg, runner=partial(_Recording, tiny_model))
-    results = {r.id: r for r in eng.run([EpisodeInput("a", stream()), EpisodeInput("b", stream(2))], batch_size=2)}
+    results = {r.id: r for r in eng.run([EpisodeInput("a", stream(3)), EpisodeInput("b", stream(2))], batch_size=2)}
     restarted = [r for step in eng.runner.restarts for r in step]
     if protocol == "v1":
         assert restarted == []
@@ -84,13 +79,13 @@ def test_the_engine_runs_on_any_model_runner(tiny_tokenizer):
     eng = StreamingEngine(None, tiny_tokenizer, EngineConfig(policy="interleaved", protocol="v1"),
                           runner=partial(_Stopping, stop=stop))
     assert eng.decode_rate == 100.0 and eng.kv_bytes() is None
-    res = run_episode(eng, EpisodeInput("a", stream()))
+    res = run_episode(eng, EpisodeInput("a", stream(3)))
     assert res.token_ids == eng.format.render(res.episode).input_ids  # every thought a skip, then a stop
     assert res.record["finish_reason"] == "stopped" and res.record["deep_tokens"] == 1
     assert res.thoughts == ["", "", None] and eng.kv_rows == 0
     batch = eng.derive(EngineConfig(policy="batch", protocol="v1"))
     assert isinstance(batch.runner, _Stopping) and eng.runner.derived == [batch.config]
-    assert batch.policy.name == "batch" and run_episode(batch, EpisodeInput("b", stream())).record["finish_reason"] == "stopped"
+    assert batch.policy.name == "batch" and run_episode(batch, EpisodeInput("b", stream(3))).record["finish_reason"] == "stopped"
 
 
 def test_derive_shares_the_model_and_an_engine_takes_a_model_or_a_runner(tiny_model, tiny_tokenizer):
