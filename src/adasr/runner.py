@@ -37,7 +37,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from transformers.generation.logits_process import (
@@ -51,7 +51,6 @@ from adasr.kvcache import GrowableLayer, StreamingCache, cache_keyword
 from adasr.sampling import SamplingParams
 
 if TYPE_CHECKING:  # pragma: no cover
-    from adasr.engine import EngineConfig
     from adasr.scheduler import RowChanges, SchedulerOutput
     from adasr.session import Session
 
@@ -64,15 +63,15 @@ class RunnerSpec:
     """What an engine tells the model runner it builds (:data:`RunnerFactory`).
 
     Attributes:
-        config: the engine's :class:`~adasr.engine.EngineConfig` (default sampling, compaction,
-            split steps, prefix cache).
+        config: the engine's :class:`~adasr.engine.EngineConfig` (its ``sampling``, compaction,
+            split steps, prefix cache; not imported here: the engine sits above the runner).
         prefix_ids: the opening prefix of the engine's sessions (its system prompt; the prefix cache).
         pad_id: the token id of padded positions (masked).
         stats: the engine's counters, updated in place by the runner (``split_steps``,
             ``compactions``, ``tokens_fed``, ``padded_fed``, ``prefix_hits``).
     """
 
-    config: "EngineConfig"
+    config: Any
     prefix_ids: tuple[int, ...]
     pad_id: int
     stats: dict
