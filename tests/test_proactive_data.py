@@ -123,8 +123,8 @@ def test_notes_knob_changes_only_the_thoughts():
         assert score("proactive_threshold", parse_answer(b["thoughts"][-1]), b["answer"])
     with pytest.raises(ConfigError, match="notes must be true or false"):
         build_proactive("proactive_threshold", 2, notes="yes")
-    with pytest.raises(ConfigError, match="unknown knob"):  # the other families have no state to note
-        build_proactive("proactive_perception", 2, notes=True)
+    with pytest.raises(ConfigError, match="unknown knob"):  # a threshold knob is not a perception knob
+        build_proactive("proactive_perception", 2, negative_prob=0.5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "bool_knob",
     "choice_knob",
     "range_knob",
+    "prob_knob",
 ]
 
 
@@ -125,6 +126,19 @@ def bool_knob(knobs: dict, key: str, default: bool) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"{key} must be true or false, got {v!r}")
     return v
+
+
+def prob_knob(knobs: dict, key: str, default: float, *, upper: bool = True) -> float:
+    """Knob ``key`` (``default`` when not given), a probability: a number in ``[0, 1]``, or in
+    ``[0, 1)`` with ``upper=False``.
+
+    Raises:
+        ConfigError: anything else (booleans included).
+    """
+    v = knobs.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1 if upper else 0 <= v < 1):
+        raise ConfigError(f"{key} must be a number in [0, {'1]' if upper else '1)'}, got {v!r}")
+    return float(v)
 
 
 def choice_knob(knobs: dict, key: str, default: str, valid: tuple[str, ...]) -> str:

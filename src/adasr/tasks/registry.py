@@ -309,9 +309,10 @@ def _read_episodes(source, size: int | None, knobs: dict) -> list[dict]:
             raise DataError(f"{source}: record {i + 1} is not a {kind} (missing {', '.join(missing)})")
         n, t = len(r["chunks"]), len(r["thoughts"])
         if proactive and not (isinstance(r["evidence_chunk"], int) and 0 <= r["evidence_chunk"] < n
-                              and t == r["evidence_chunk"] + 1):
+                              and r["evidence_chunk"] + 1 <= t <= n):
             raise DataError(f"{source}: record {i + 1} has evidence_chunk {r['evidence_chunk']!r} and {t} thoughts "
-                            f"for {n} chunks (a proactive record has evidence_chunk + 1 thoughts)")
+                            f"for {n} chunks (a proactive record has evidence_chunk + 1 thoughts, more when it "
+                            f"continues past its answer, at most one per chunk)")
         if not proactive and t not in (n - 1, n):
             raise DataError(f"{source}: record {i + 1} has {t} thoughts for {n} chunks")
     return [{k: r[k] for k in keys} for r in records]

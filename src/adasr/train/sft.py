@@ -40,7 +40,8 @@ from transformers import Trainer
 
 from adasr.errors import DataError
 from adasr.policy import is_response
-from adasr.protocol import STAGE_INPUT, Episode, Rendered, StreamingFormat, default_format
+from adasr.protocol import STAGE_INPUT, STAGE_STREAM, Episode, Rendered, StreamingFormat, default_format
+from adasr.tasks.proactive.base import context_turns
 from adasr.train.cb_stream import (
     CLASS_NAMES,
     cb_stream_loss,
@@ -71,7 +72,8 @@ def row_episode(row: dict, layout: str = "streaming") -> Episode:
     post-input latency, docs/DESIGN.md "Modes"). ``layout="proactive"`` is the proactive layout
     of a proactive record (:mod:`adasr.tasks.proactive`, ``evidence_chunk`` = e): chunks ``0..e``
     with their turns (silent, ..., silent, the ``\\boxed{answer}`` response) and no end-of-input
-    turn nor deep stage.
+    turn nor deep stage; a record continued past its answer (build knob ``continuation``:
+    :func:`adasr.tasks.proactive.base.continue_record`) renders its chunks up to its last turn.
 
     Raises:
         ProtocolError: for an unknown layout (from :class:`Episode` rendering).
@@ -80,10 +82,10 @@ def row_episode(row: dict, layout: str = "streaming") -> Episode:
     if layout == "proactive":
         e = row.get("evidence_chunk")
         thoughts = list(row["thoughts"])
-        if not isinstance(e, int) or not 0 <= e < len(row["chunks"]) or len(thoughts) != e + 1:
+        if not isinstance(e, int) or not 0 <= e < len(row["chunks"]) or not e + 1 <= len(thoughts) <= len(row["chunks"]):
             raise DataError(f"episode {row.get('id')!r} is not a proactive record (evidence_chunk {e!r}, "
                             f"{len(thoughts)} thoughts): build it with a proactive_* task")
-        return Episode(chunks=list(row["chunks"])[: e + 1], thoughts=thoughts, deep=None, end_of_input=False)
+        return Episode(chunks=list(row["chunks"])[: len(thoughts)], thoughts=thoughts, deep=None, end_of_input=False)
     if layout == "batch":
         steps = [t.strip() for t in row["thoughts"] if t and t.strip()]
         deep = " ".join(steps + [row["deep"]])
@@ -125,7 +127,7 @@ def prepare_episodes(ds, fmt: StreamingFormat, max_seq_len: int, layout: str = "
     lengths: list[int] = []
     for i, row in enumerate(ds):
         try:
-            r = fmt.render(row_episode(row, layout))
+            r, respond = render_row(fmt, row, layout)
         except DataError:
             raise
         except Exception as err:  # noqa: BLE001 - a malformed record names itself
@@ -134,7 +136,7 @@ def prepare_episodes(ds, fmt: StreamingFormat, max_seq_len: int, layout: str = "
             continue
         keep.append(i)
         lengths.append(len(r.input_ids))
-        for name, n in decision_counts(r, response_decisions(r, row["thoughts"]), fmt.end_of_turn_id).items():
+        for name, n in decision_counts(r, respond, fmt.end_of_turn_id).items():
             counts[name] += n
     if not keep:
         raise DataError(f"no training episode fits in max_seq_len={max_seq_len} tokens: raise max_seq_len")
@@ -159,6 +161,31 @@ def response_decisions(rendered: Rendered, thoughts: Sequence) -> list[bool]:
     return out
 
 
+def render_row(fmt: StreamingFormat, row: dict, layout: str = "streaming") -> tuple[Rendered, list[bool]]:
+    """A row rendered in ``layout`` (:func:`row_episode`) and its response decisions
+    (:func:`response_decisions`). In the proactive layout the *context turns* of the record
+    (:func:`adasr.tasks.proactive.base.context_turns`: the wrong first answer of a correction
+    episode) are not trained: their tokens get stage 0 (no label) and no decision token.
+
+    Raises:
+        DataError / ProtocolError: as :func:`row_episode`.
+    """
+    r = fmt.render(row_episode(row, layout))
+    respond = response_decisions(r, row["thoughts"])
+    context = context_turns(row) if layout == "proactive" else []
+    if context:
+        starts = [p for p, d in enumerate(r.decision) if d]  # one per rendered turn, in order
+        for k in context:
+            if k >= len(starts):
+                continue
+            p = starts[k]
+            r.decision[p] = respond[p] = False
+            while p < len(r.stage) and r.stage[p] == STAGE_STREAM:
+                r.stage[p] = STAGE_INPUT
+                p += 1
+    return r, respond
+
+
 def decision_counts(rendered: Rendered, respond: Sequence[bool], end_of_turn_id: int) -> dict[str, int]:
     """Decision classes of one rendered episode: ``{"skip": n, "think": n, "respond": n}``
     (:func:`adasr.train.cb_stream.decision_classes`; ``respond`` from :func:`response_decisions`)."""
@@ -172,8 +199,9 @@ class StreamingCollator:
 
     Each row (``chunks``, ``thoughts`` with ``""`` = skip, ``deep``) becomes an :class:`Episode`
     in ``layout`` (:func:`row_episode`: ``streaming``, or ``batch`` for its read-then-think
-    twin), rendered by :meth:`StreamingFormat.render`; sequences longer than ``max_seq_len`` are
-    cut at the right.
+    twin), rendered by :meth:`StreamingFormat.render` (:func:`render_row`: in the proactive
+    layout the context turns of a correction episode are not trained); sequences longer than
+    ``max_seq_len`` are cut at the right.
 
     Returns (from ``__call__``) a dict of ``(B, T)`` tensors, right-padded:
         ``input_ids``; ``attention_mask`` (1 on real tokens); ``labels`` (the id where the model
@@ -192,14 +220,19 @@ class StreamingCollator:
         self.pad_id = pad if pad is not None else self.fmt.end_of_turn_id
 
     def render(self, row: dict) -> Rendered:
-        r = self.fmt.render(row_episode(row, self.layout))
+        """The row rendered (:func:`render_row`) and cut at ``max_seq_len``."""
+        return self._render(row)[0]
+
+    def _render(self, row: dict) -> tuple[Rendered, list[bool]]:
+        r, respond = render_row(self.fmt, row, self.layout)
         if self.max_seq_len is not None and len(r.input_ids) > self.max_seq_len:
             n = self.max_seq_len
-            r = Rendered(r.input_ids[:n], r.stage[:n], r.decision[:n])
-        return r
+            r, respond = Rendered(r.input_ids[:n], r.stage[:n], r.decision[:n]), respond[:n]
+        return r, respond
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
-        rendered = [self.render(row) for row in rows]
+        pairs = [self._render(row) for row in rows]
+        rendered = [r for r, _ in pairs]
         T = max(len(r.input_ids) for r in rendered)
         B = len(rendered)
         ids = torch.full((B, T), self.pad_id, dtype=torch.long)
@@ -207,13 +240,13 @@ class StreamingCollator:
         stage = torch.zeros((B, T), dtype=torch.long)
         dec = torch.zeros((B, T), dtype=torch.bool)
         respond = torch.zeros((B, T), dtype=torch.bool)
-        for b, (r, row) in enumerate(zip(rendered, rows)):
+        for b, (r, resp) in enumerate(pairs):
             n = len(r.input_ids)
             ids[b, :n] = torch.tensor(r.input_ids, dtype=torch.long)
             att[b, :n] = 1
             stage[b, :n] = torch.tensor(r.stage, dtype=torch.long)
             dec[b, :n] = torch.tensor(r.decision, dtype=torch.bool)
-            respond[b, :n] = torch.tensor(response_decisions(r, row["thoughts"]), dtype=torch.bool)
+            respond[b, :n] = torch.tensor(resp, dtype=torch.bool)
         labels = torch.where(stage > STAGE_INPUT, ids, torch.full_like(ids, IGNORE))
         return {"input_ids": ids, "attention_mask": att, "labels": labels, "decision_mask": dec,
                 "respond_mask": respond, "stage": stage}

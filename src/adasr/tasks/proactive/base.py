@@ -1,11 +1,27 @@
 """What every proactive family shares: the record, the build report, the rejection of an item,
-the two kinds of family, and phrasing templates.
+the two kinds of family, phrasing templates, distractor sentences and the continuation of a
+record past its answer.
 
 A generated family (:class:`GeneratedFamily`) writes its sentences from **templates**: strings
 with ``{name}`` fields, kept as tuples of alternative phrasings next to the family's generator.
-The generator writes a sentence with :func:`pick` (one phrasing: nothing is drawn, so a family's
-items stay the same until a phrasing is added) and the family's solver reads it back with
-:func:`template_re` over the same tuple, so a new phrasing is one more string in the tuple.
+The generator writes a sentence with :func:`pick` and the family's solver reads it back with
+:func:`template_re` over the whole tuple, so a new phrasing is one more string in the tuple.
+
+**Template sets** (knob ``templates``, :data:`TEMPLATE_SETS`): every tuple is split by position
+into *training* phrasings and *held-out* phrasings: the 4th, 8th, ... (index ``i % 4 == 3``,
+:func:`template_subset`) are held out, the others are for training; every tuple of the
+generated families has at least 4 phrasings, so each holds out at least one. ``first`` (the
+default) writes every sentence with the tuple's first phrasing and draws nothing (the items the
+families built before they had more than one phrasing, byte for byte); ``train`` draws each
+sentence from the training phrasings, ``heldout`` from the held-out ones (a stream no training
+phrasing wrote), ``all`` from all. ``first`` is a subset of ``train``: the first phrasing is
+never held out.
+
+**Distractors** (:data:`DISTRACTORS`, :func:`interleave`): unrelated sentences ("Maria made a
+cup of tea.", "There were 12 chairs in the room.") put among the facts (knob
+``distractor_prob``: before each fact with that probability) and after them (knob ``tail``:
+that many at the end, the shape "question, facts, then unrelated sentences"); drawn from the
+same template set, never the evidence, read and skipped by every solver (:func:`is_distractor`).
 """
 
 from __future__ import annotations
@@ -15,6 +31,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from adasr.policy import is_response, same_answer
+from adasr.protocol import parse_answer
 from adasr.tasks.families import Family
 
 __all__ = [
@@ -22,10 +40,19 @@ __all__ = [
     "ProactiveReport",
     "make_record",
     "proactive_turns",
+    "continue_record",
+    "context_turns",
     "GeneratedFamily",
     "SourceFamily",
+    "TEMPLATE_SETS",
+    "HELDOUT_EVERY",
+    "NAMES",
+    "DISTRACTORS",
     "template_re",
+    "template_subset",
     "pick",
+    "is_distractor",
+    "interleave",
 ]
 
 
@@ -109,6 +136,51 @@ def proactive_turns(record: dict) -> list[tuple[str, str]]:
     return [(record["chunks"][k], record["thoughts"][k]) for k in range(e + 1)]
 
 
+def continue_record(record: dict, wrong_turn: str | None = None) -> dict:
+    """``record`` continued past its answer, for training a model that keeps listening after it
+    (``--revisions 1``; build knob ``continuation``). A copy; the chunks, answer, evidence and
+    response stay.
+
+    * ``wrong_turn`` ``None``: **silence after a right answer**: one silent turn (``""``) for
+      each chunk ``e + 1 .. N - 2`` (the last chunk of a stream has no turn: it closes the
+      stream). Nothing is added when ``e >= N - 2``.
+    * ``wrong_turn`` (a response turn committing a wrong answer, e.g. ``"14 + 13 = 26.
+      \\boxed{26}"``): **a correction after a wrong answer**: the response turn at ``e``
+      becomes ``wrong_turn`` and the record's own response turn follows at chunk ``e + 1``,
+      which ends the episode (one revision). The wrong turn is context, not a target
+      (:func:`context_turns`).
+
+    Raises:
+        ValueError: ``record`` already continues past its evidence, ``wrong_turn`` is not a
+            response or commits the record's answer, or chunk ``e + 1`` has no turn
+            (``e + 1 > N - 2``).
+    """
+    e, n = record["evidence_chunk"], len(record["chunks"])
+    thoughts = list(record["thoughts"])
+    if len(thoughts) != e + 1:
+        raise ValueError(f"record {record.get('id')!r} already has {len(thoughts)} turns for evidence chunk {e}")
+    if wrong_turn is None:
+        thoughts += [""] * max(0, n - 2 - e)
+    else:
+        if not is_response(wrong_turn) or same_answer(parse_answer(wrong_turn), str(record["answer"])):
+            raise ValueError(f"wrong_turn {wrong_turn!r} does not commit a wrong answer")
+        if e + 1 > n - 2:
+            raise ValueError(f"no turn after chunk {e + 1} of {n}: the correction has no chunk to follow")
+        thoughts = thoughts[:e] + [wrong_turn, thoughts[e]]
+    return {**record, "thoughts": thoughts}
+
+
+def context_turns(record: dict) -> list[int]:
+    """Indices of the turns of ``record`` that are context, not targets: response turns whose
+    committed answer is not the record's ``answer`` (the wrong first answer of a correction,
+    :func:`continue_record`). SFT gives their tokens weight 0 and counts no decision for them
+    (:func:`adasr.train.sft.render_row`), so a model learns to correct a wrong answer without
+    learning to write one."""
+    answer = str(record["answer"])
+    return [k for k, t in enumerate(record["thoughts"])
+            if t and is_response(t) and not same_answer(parse_answer(t), answer)]
+
+
 # --------------------------------------------------------------------------- families
 
 
@@ -124,12 +196,20 @@ class GeneratedFamily(Family):
         solve: chunks -> ``(answer, evidence)``, read from the chunk texts alone in order (the
             earliest chunk after which the answer is settled). Raises :class:`Rejected`.
         notes: ``(chunks, evidence) -> notes`` (state notes, knob ``notes``), or ``None``.
+        mistake: ``(rng, chunks, answer) -> wrong answer``: a plausible wrong answer to the
+            item (an arithmetic slip, the near miss's value, the other yes/no), never
+            ``answer``; the first answer of a correction episode (knob ``correction_prob``).
+
+    ``generate``'s evidence may be negative, counted from the end of the stream (``-1``: the
+    last chunk, whatever sentences the build adds after the facts); the build maps it onto the
+    chunks it streams (:func:`interleave`).
     """
 
     config: Callable[[dict], dict]
     generate: Callable[[random.Random, dict], tuple[list[str], tuple[str, int] | None]]
     solve: Callable[[list[str]], tuple[str, int]]
     notes: Callable[[list[str], int], list[str]] | None = None
+    mistake: Callable[[random.Random, list[str], str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +227,12 @@ class SourceFamily(Family):
 
 # --------------------------------------------------------------------------- templates
 
+TEMPLATE_SETS: tuple[str, ...] = ("first", "train", "heldout", "all")
+"""Values of the knob ``templates`` (module docstring); ``first`` is the default."""
+
+HELDOUT_EVERY = 4
+"""Of every ``HELDOUT_EVERY`` phrasings of a tuple, the last is held out (index ``i % 4 == 3``)."""
+
 _FIELD = re.compile(r"\{(\w+)\}")
 
 
@@ -159,7 +245,99 @@ def template_re(template: str, **fields: str) -> re.Pattern:
     return re.compile(f"^{rx}$")
 
 
-def pick(rng: random.Random, phrasings: Sequence[str]) -> str:
-    """One of ``phrasings`` drawn with ``rng``; the only one without drawing (so that a family's
-    items do not change until it has a second phrasing)."""
-    return phrasings[0] if len(phrasings) == 1 else rng.choice(phrasings)
+def template_subset(phrasings: Sequence[str], which: str) -> tuple[str, ...]:
+    """The phrasings of template set ``which`` (:data:`TEMPLATE_SETS`): ``first``: the first;
+    ``heldout``: every :data:`HELDOUT_EVERY`-th (indices 3, 7, ...); ``train``: the others;
+    ``all``: all. The training and held-out subsets are disjoint and together the tuple.
+
+    Raises:
+        ValueError: an unknown set, or ``heldout`` of a tuple with fewer than 4 phrasings (none
+            held out).
+    """
+    if which == "first":
+        return (phrasings[0],)
+    if which == "all":
+        return tuple(phrasings)
+    held = [i % HELDOUT_EVERY == HELDOUT_EVERY - 1 for i in range(len(phrasings))]
+    if which == "heldout":
+        if not any(held):
+            raise ValueError(f"no held-out phrasing among {len(phrasings)} (at least {HELDOUT_EVERY} needed): "
+                             f"{phrasings[0]!r}")
+        return tuple(p for p, h in zip(phrasings, held) if h)
+    if which == "train":
+        return tuple(p for p, h in zip(phrasings, held) if not h)
+    raise ValueError(f"unknown template set {which!r}: one of {', '.join(TEMPLATE_SETS)}")
+
+
+def pick(rng: random.Random, phrasings: Sequence[str], which: str = "first") -> str:
+    """One phrasing of template set ``which`` (:func:`template_subset`), drawn with ``rng``;
+    ``first`` draws nothing (so the default builds stay as they were before a tuple had more than
+    one phrasing)."""
+    subset = template_subset(phrasings, which)
+    return subset[0] if which == "first" else rng.choice(subset)
+
+
+# --------------------------------------------------------------------------- distractors
+
+NAMES: tuple[str, ...] = tuple(
+    "Maria Omar Priya Lucas Hana Diego Amara Felix Ingrid Kenji Leila Marco Nadia Oscar Rosa "
+    "Samir Tara Victor Wen Yusuf Zoe Anton Bianca Carlos Dalia Emil Freya Goran Ines Jonas".split())
+"""First names: the people of ``proactive_perception`` and the ``{name}`` of templates."""
+
+DISTRACTORS: tuple[str, ...] = (
+    "The weather was mild that day.",
+    "{name} made a cup of tea.",
+    "Someone laughed in the next room.",
+    "{name} hummed a song.",
+    "The hallway smelled of fresh paint.",
+    "{name} checked the mailbox twice.",
+    "A bird landed on the windowsill.",
+    "The radio played an old tune.",
+    "{name} is {n} years old.",
+    "The parking lot had {n} cars in it.",
+    "{name} read a few pages of a novel.",
+    "There were {n} chairs in the room.",
+    "Nobody said anything for a while.",
+    "{name} likes the color green.",
+    "The bus stop is {n} minutes away.",
+    "{name} forgot a scarf at home.",
+)
+"""Unrelated sentences (``{name}``: one of :data:`NAMES`, ``{n}``: 2..40), split into training and
+held-out phrasings like every template tuple."""
+
+_DISTRACTOR_RES = tuple(template_re(d, name=r"[A-Z][a-z]+", n=r"\d+") for d in DISTRACTORS)
+
+
+def is_distractor(chunk: str) -> bool:
+    """Whether ``chunk`` is a sentence of :data:`DISTRACTORS` (every solver skips those)."""
+    return any(rx.match(chunk) for rx in _DISTRACTOR_RES)
+
+
+def interleave(rng: random.Random, chunks: list[str], prob: float, tail: tuple[int, int],
+               which: str = "first") -> tuple[list[str], list[int]]:
+    """``chunks`` (the question, then the facts) with distractor sentences of template set
+    ``which`` (``first``: the training set; a stream has several): one before each fact with
+    probability ``prob``, then ``randint(*tail)`` after the last fact; no sentence twice in a
+    stream while the set allows. Returns ``(new chunks, where)``: ``where[k]`` is the new index of chunk ``k``.
+    Draws nothing when ``prob`` is 0 and ``tail`` is ``(0, 0)``."""
+    if prob <= 0 and tail[1] <= 0:
+        return list(chunks), list(range(len(chunks)))
+    subset = template_subset(DISTRACTORS, "train" if which == "first" else which)
+    used: set[str] = set()
+
+    def one() -> str:
+        for _ in range(50):  # not the same sentence twice in a stream, as far as the subset allows
+            s = rng.choice(subset).format(name=rng.choice(NAMES), n=rng.randint(2, 40))
+            if s not in used:
+                break
+        used.add(s)
+        return s
+
+    out, where = [chunks[0]], [0]
+    for c in chunks[1:]:
+        if rng.random() < prob:
+            out.append(one())
+        where.append(len(out))
+        out.append(c)
+    out += [one() for _ in range(rng.randint(*tail))]
+    return out, where

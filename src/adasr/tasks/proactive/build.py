@@ -1,6 +1,25 @@
 """Building proactive items: the families by name, the generated families' build loop (solver
 check, duplicates, the train/test split) and the entry points :func:`build_proactive` and
-:func:`build_proactive_with_report` (the rules: :mod:`adasr.tasks.proactive`)."""
+:func:`build_proactive_with_report` (the rules: :mod:`adasr.tasks.proactive`).
+
+Knobs every generated family takes (:data:`STREAM_KNOBS`; defaults build the items the families
+built before these knobs existed, byte for byte):
+
+* ``templates``: the template set its sentences are phrased from, ``first`` (default),
+  ``train``, ``heldout`` or ``all`` (:func:`~adasr.tasks.proactive.base.template_subset`). A
+  training build should use ``train`` (or the default); a held-out-template evaluation set
+  ``heldout`` (``split=test``).
+* ``distractor_prob`` (default 0) and ``tail`` (or ``min_tail``/``max_tail``, default 0):
+  unrelated sentences before each fact with that probability, and that many after the facts
+  (:func:`~adasr.tasks.proactive.base.interleave`); drawn with their own random stream, so the
+  item under them is the one built without.
+* ``continuation`` (default ``False``): records continue past the answer for training with
+  revisions (:func:`~adasr.tasks.proactive.base.continue_record`): silent turns after a right
+  answer, or, with probability ``correction_prob`` (default 0.25) when a turn follows the
+  evidence chunk, a plausible wrong first answer (the family's ``mistake``; with notes, the
+  evidence note carries the same slip) corrected at the next chunk. Own random stream too: the
+  chunks are those built without.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +27,21 @@ import random
 from functools import lru_cache
 from typing import Any
 
+import re
+
 from adasr.errors import ConfigError
-from adasr.tasks.families import Families, check_seed, check_size, choice_knob, int_knob
+from adasr.tasks.families import Families, bool_knob, check_seed, check_size, choice_knob, int_knob, prob_knob, range_knob
 from adasr.tasks.proactive import gsm8k, perception, temporal, threshold
-from adasr.tasks.proactive.base import GeneratedFamily, ProactiveReport, Rejected, SourceFamily, make_record
+from adasr.tasks.proactive.base import (
+    TEMPLATE_SETS,
+    GeneratedFamily,
+    ProactiveReport,
+    Rejected,
+    SourceFamily,
+    continue_record,
+    interleave,
+    make_record,
+)
 from adasr.tasks.splits import assert_disjoint, normalize_question
 
 __all__ = [
@@ -19,6 +49,7 @@ __all__ = [
     "PROACTIVE_TASKS",
     "SPLITS",
     "DEFAULT_HELDOUT_SIZE",
+    "STREAM_KNOBS",
     "build_proactive",
     "build_proactive_with_report",
 ]
@@ -37,6 +68,37 @@ DEFAULT_HELDOUT_SIZE = 1000
 
 _COMMON_KNOBS = ("split", "heldout_size")  # every generated family's
 
+STREAM_KNOBS: tuple[str, ...] = ("templates", "distractor_prob", "tail", "min_tail", "max_tail", "continuation",
+                                 "correction_prob")
+"""Knobs every generated family takes besides ``split`` and ``heldout_size`` (module docstring)."""
+
+
+def _stream_config(knobs: dict) -> dict:
+    """The generator config of :data:`STREAM_KNOBS`. Raises ConfigError."""
+    continuation = bool_knob(knobs, "continuation", False)
+    if knobs.get("correction_prob") is not None and not continuation:
+        raise ConfigError("correction_prob needs continuation=true")
+    return {
+        "templates": choice_knob(knobs, "templates", "first", TEMPLATE_SETS),
+        "distractor_prob": prob_knob(knobs, "distractor_prob", 0.0, upper=False),
+        "tail": range_knob(knobs, "tail", (0, 0), lo=0),
+        "continuation": continuation,
+        "correction_prob": prob_knob(knobs, "correction_prob", 0.25),
+    }
+
+
+def _config(fam: GeneratedFamily, knobs: dict) -> dict:
+    """The family's generator config plus :func:`_stream_config`. Raises ConfigError."""
+    return {**fam.config({k: v for k, v in knobs.items() if k not in STREAM_KNOBS}), **_stream_config(knobs)}
+
+
+def _slip(note: str, answer: str, wrong: str) -> str:
+    """``note`` with its last mention of ``answer`` (as a whole token) written as ``wrong``: the
+    evidence note of a wrong first answer ("14 + 13 = 27." -> "14 + 13 = 26."); unchanged when
+    it does not mention the answer."""
+    hits = list(re.finditer(rf"(?<![\w-]){re.escape(answer)}(?!\w)", note))
+    return note if not hits else note[: hits[-1].start()] + wrong + note[hits[-1].end():]
+
 
 def _freeze(knobs: dict) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in knobs.items()))
@@ -53,20 +115,27 @@ def _build_generated(fam: GeneratedFamily, size: int, seed: int, split: str, kno
                      exclude: set[str] | frozenset[str]) -> tuple[list[dict], ProactiveReport]:
     """Items ``0, 1, ...`` of ``(task, split, seed)`` until ``size`` are built (or 50 per wanted
     item, plus 1000, were drawn), each checked by the family's solver, duplicates and ``exclude``
-    questions skipped."""
+    questions skipped. Item ``i`` draws from ``random.Random("task|split|seed|i")``, its
+    distractors and continuation from that string plus ``|distractors`` / ``|continuation``."""
     task = fam.name
-    cfg = fam.config(knobs)
+    cfg = _config(fam, knobs)
     report = ProactiveReport(task=task, split=split, requested=size)
     out: list[dict] = []
     seen: set[str] = set()
     max_draws = 50 * size + 1000
     i = 0
     while len(out) < size and i < max_draws:
-        rng = random.Random(f"{task}|{split}|{seed}|{i}")
+        name = f"{task}|{split}|{seed}|{i}"
+        rng = random.Random(name)
         idx, i = i, i + 1
         report.drawn += 1
         try:
             chunks, intended = fam.generate(rng, cfg)
+            chunks, where = interleave(random.Random(f"{name}|distractors"), chunks, cfg["distractor_prob"],
+                                       cfg["tail"], cfg["templates"])
+            if intended is not None:
+                e = intended[1]
+                intended = (intended[0], where[e] if e >= 0 else len(chunks) + e)
             answer, evidence = fam.solve(chunks)
             if intended is not None and intended != (answer, evidence):
                 raise Rejected("generator and solver disagree")
@@ -82,9 +151,23 @@ def _build_generated(fam: GeneratedFamily, size: int, seed: int, split: str, kno
             continue
         seen.add(key)
         notes = fam.notes(chunks, evidence) if cfg.get("notes") else None
-        out.append(make_record(task, f"{task}-{split}-{seed}-{idx}", chunks, evidence, answer, notes))
+        rec = make_record(task, f"{task}-{split}-{seed}-{idx}", chunks, evidence, answer, notes)
+        if cfg["continuation"]:
+            rec = _continue(fam, rec, random.Random(f"{name}|continuation"), cfg, notes)
+        out.append(rec)
     report.built = len(out)
     return out, report
+
+
+def _continue(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, notes: list[str] | None) -> dict:
+    """``rec`` continued past its answer (knob ``continuation``): a correction with probability
+    ``correction_prob`` where a turn follows the evidence chunk, else silence."""
+    e, n = rec["evidence_chunk"], len(rec["chunks"])
+    if e + 1 > n - 2 or fam.mistake is None or rng.random() >= cfg["correction_prob"]:
+        return continue_record(rec)
+    wrong = fam.mistake(rng, rec["chunks"], rec["answer"])
+    note = _slip(notes[e], rec["answer"], wrong) if notes else ""
+    return continue_record(rec, f"{note} \\boxed{{{wrong}}}".strip())
 
 
 def build_proactive_with_report(task: str, size: int | None = None, seed: int = 0, *, source=None,
@@ -100,12 +183,12 @@ def build_proactive_with_report(task: str, size: int | None = None, seed: int = 
         if source is None:
             raise ConfigError(f"task {task!r} needs source=<path of {fam.source}>")
         return fam.build(size, seed, split, source, {k: v for k, v in knobs.items() if k != "split"})
-    fam.check_knobs(knobs, _COMMON_KNOBS)
+    fam.check_knobs(knobs, _COMMON_KNOBS + STREAM_KNOBS)
     if source is not None:
         raise ConfigError(f"task {task!r} is generated: it takes no source")
     heldout = int_knob(knobs, "heldout_size", DEFAULT_HELDOUT_SIZE)
     fam_knobs = {k: v for k, v in knobs.items() if k not in _COMMON_KNOBS}
-    fam.config(fam_knobs)  # validate before any generation
+    _config(fam, fam_knobs)  # validate before any generation
     n = 1000 if size is None else size
     exclude = frozenset() if split == "test" else _test_questions(task, seed, _freeze(fam_knobs), heldout)
     out, report = _build_generated(fam, n, seed, split, fam_knobs, exclude)
@@ -123,8 +206,9 @@ def build_proactive(task: str, size: int | None = None, seed: int = 0, *, source
             ``None``); fewer when the source runs out, see the report.
         seed: generator seed; the same arguments give the same records.
         source: GSM8K JSON-lines file (``proactive_gsm8k`` only).
-        **knobs: ``split`` (``"train"``, default, or ``"test"``), ``heldout_size`` (generated
-            families) and the family's difficulty knobs.
+        **knobs: ``split`` (``"train"``, default, or ``"test"``); generated families:
+            ``heldout_size``, the knobs of :data:`STREAM_KNOBS` (module docstring) and the
+            family's difficulty knobs.
 
     Raises:
         ConfigError: unknown task or knob, bad size/seed/knob value, GSM8K without source.

@@ -9,10 +9,15 @@ asked attribute of the asked entity.
 
 Knobs: ``facts`` (fact chunks; or ``min_facts``/``max_facts``, default 4-8), ``position`` of the
 evidence among the facts (``uniform``, default; ``early``/``middle``/``late``: that third;
-``last``), ``near_miss`` (default ``True``), ``scene`` (``mixed``, default, or one scene).
+``last``), ``near_miss`` (default ``True``), ``scene`` (``mixed``, default, or one scene),
+``notes`` (default ``False``: silent turns; ``True``: after each fact the check of whether it
+is the asked one, "Alpha temperature? no.", "Bravo humidity? no.", "Bravo temperature? yes.",
+the last one starting the response turn: :func:`state_notes`). The knobs every generated family
+takes (``templates``, distractors, ``continuation``): :mod:`adasr.tasks.proactive.build`.
 
 Phrasings: each attribute's ``questions`` and ``facts`` (templates with ``{e}``, the entity, and
-``{v}``, the value) in :data:`SCENES`.
+``{v}``, the value; 4 each, the 4th held out: :func:`~adasr.tasks.proactive.base.template_subset`)
+in :data:`SCENES`.
 """
 
 from __future__ import annotations
@@ -26,14 +31,14 @@ from typing import Callable
 
 from adasr.errors import ConfigError
 from adasr.tasks.families import bool_knob, choice_knob, range_knob
-from adasr.tasks.proactive.base import GeneratedFamily, Rejected, pick, template_re
+from adasr.tasks.proactive.base import NAMES, GeneratedFamily, Rejected, is_distractor, pick, template_re
 
-__all__ = ["SCENES", "POSITIONS", "config", "generate", "solve", "FAMILY"]
+__all__ = ["SCENES", "POSITIONS", "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
 
 
 @dataclass(frozen=True)
 class Attribute:
-    """One attribute of a scene's entities.
+    """One attribute of a scene's entities (its name in a note: its key in :data:`SCENES`).
 
     Attributes:
         questions: phrasings of the question asking it ("Tell me the temperature reported by
@@ -47,10 +52,6 @@ class Attribute:
     values: Callable[[random.Random], str]
 
 
-_NAMES = (
-    "Maria Omar Priya Lucas Hana Diego Amara Felix Ingrid Kenji Leila Marco Nadia Oscar Rosa "
-    "Samir Tara Victor Wen Yusuf Zoe Anton Bianca Carlos Dalia Emil Freya Goran Ines Jonas"
-).split()
 _CITIES = (
     "Oslo Lima Cairo Quito Perth Dakar Lyon Porto Riga Seoul Tunis Hanoi Kyoto Accra Bergen "
     "Cork Delft Gdansk Malaga Nairobi"
@@ -66,30 +67,53 @@ SCENES: dict[str, tuple[tuple[str, ...], dict[str, Attribute]]] = {
         tuple("Alpha Bravo Charlie Delta Echo Foxtrot Golf Hotel India Juliet Kilo Mike Papa Romeo Sierra "
               "Tango".split()),
         {
-            "temperature": Attribute(("Tell me the temperature reported by sensor {e}.",),
-                                     ("Sensor {e} reports {v} degrees.",),
-                                     lambda r: str(r.randint(10, 35))),
-            "humidity": Attribute(("Tell me the humidity reported by sensor {e}.",),
-                                  ("Sensor {e} reports {v} percent humidity.",),
-                                  lambda r: str(r.randint(20, 90))),
+            "temperature": Attribute(
+                ("Tell me the temperature reported by sensor {e}.", "Let me know the temperature that sensor {e} reads.",
+                 "I need the temperature from sensor {e} as soon as you have it.",
+                 "Report the temperature of sensor {e} once it comes in."),
+                ("Sensor {e} reports {v} degrees.", "Sensor {e} reads {v} degrees.",
+                 "The reading of sensor {e} is {v} degrees.", "Sensor {e} shows a temperature of {v} degrees."),
+                lambda r: str(r.randint(10, 35))),
+            "humidity": Attribute(
+                ("Tell me the humidity reported by sensor {e}.", "Let me know the humidity that sensor {e} reads.",
+                 "I need the humidity from sensor {e} as soon as you have it.",
+                 "Report the humidity of sensor {e} once it comes in."),
+                ("Sensor {e} reports {v} percent humidity.", "Sensor {e} reads {v} percent humidity.",
+                 "The humidity at sensor {e} is {v} percent.", "Sensor {e} measures a humidity of {v} percent."),
+                lambda r: str(r.randint(20, 90))),
         },
     ),
     "people": (
-        tuple(_NAMES),
+        NAMES,
         {
-            "home": Attribute(("Tell me the city where {e} lives.",), ("{e} lives in {v}.",),
-                              lambda r: r.choice(_CITIES)),
-            "work": Attribute(("Tell me the city where {e} works.",), ("{e} works in {v}.",),
-                              lambda r: r.choice(_CITIES)),
+            "home": Attribute(
+                ("Tell me the city where {e} lives.", "Let me know which city {e} lives in.",
+                 "I want to know the home city of {e}.", "Find out where {e} lives and tell me the city."),
+                ("{e} lives in {v}.", "{e} has a home in {v}.", "The home of {e} is in {v}.", "{e} resides in {v}."),
+                lambda r: r.choice(_CITIES)),
+            "work": Attribute(
+                ("Tell me the city where {e} works.", "Let me know which city {e} works in.",
+                 "I want to know the city where {e} has a job.", "Find out where {e} works and tell me the city."),
+                ("{e} works in {v}.", "{e} has a job in {v}.", "The office of {e} is in {v}.",
+                 "{e} commutes to work in {v}."),
+                lambda r: r.choice(_CITIES)),
         },
     ),
     "prices": (
         tuple(_ITEMS),
         {
-            "price": Attribute(("Tell me the price of the {e} in dollars.",), ("The {e} costs {v} dollars.",),
-                               lambda r: str(r.randint(5, 120))),
-            "weight": Attribute(("Tell me the weight of the {e} in kilograms.",), ("The {e} weighs {v} kilograms.",),
-                                lambda r: str(r.randint(1, 30))),
+            "price": Attribute(
+                ("Tell me the price of the {e} in dollars.", "Let me know how many dollars the {e} costs.",
+                 "I need the price of the {e} in dollars.", "Find out what the {e} costs and tell me the dollars."),
+                ("The {e} costs {v} dollars.", "The {e} is priced at {v} dollars.", "The {e} sells for {v} dollars.",
+                 "You can buy the {e} for {v} dollars."),
+                lambda r: str(r.randint(5, 120))),
+            "weight": Attribute(
+                ("Tell me the weight of the {e} in kilograms.", "Let me know how many kilograms the {e} weighs.",
+                 "I need the weight of the {e} in kilograms.", "Find out what the {e} weighs and tell me the kilograms."),
+                ("The {e} weighs {v} kilograms.", "The {e} has a weight of {v} kilograms.",
+                 "The {e} comes in at {v} kilograms.", "On the scale, the {e} shows {v} kilograms."),
+                lambda r: str(r.randint(1, 30))),
         },
     ),
 }
@@ -117,15 +141,18 @@ def config(knobs: dict) -> dict:
         "position": choice_knob(knobs, "position", "uniform", POSITIONS),
         "near_miss": bool_knob(knobs, "near_miss", True),
         "scene": choice_knob(knobs, "scene", "mixed", ("mixed", *SCENES)),
+        "notes": bool_knob(knobs, "notes", False),
     }
 
 
 def generate(rng: random.Random, cfg: dict) -> tuple[list[str], tuple[str, int]]:
-    """One item: its chunks (the question, then the facts) and ``(answer, evidence)``.
+    """One item: its chunks (the question, then the facts) and ``(answer, evidence)``; each
+    sentence's phrasing from template set ``cfg["templates"]`` (``first``: nothing drawn).
 
     Raises:
         ConfigError: more facts than the scene has entities.
     """
+    which = cfg["templates"]
     scene = rng.choice(sorted(SCENES)) if cfg["scene"] == "mixed" else cfg["scene"]
     entities, attrs = SCENES[scene]
     n_facts = rng.randint(*cfg["facts"])
@@ -139,7 +166,7 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], tuple[str, int]]
     target, *others = rng.sample(entities, n_distract + 1)
     answer = attrs[asked].values(rng)
     slots: list[str | None] = [None] * n_facts
-    slots[ev_slot] = pick(rng, attrs[asked].facts).format(e=target, v=answer)
+    slots[ev_slot] = pick(rng, attrs[asked].facts, which).format(e=target, v=answer)
     free = [i for i in range(n_facts) if i != ev_slot]
     rng.shuffle(free)
     if near:
@@ -147,40 +174,96 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], tuple[str, int]]
         v = a.values(rng)
         while v == answer:  # a near miss never carries the answer by chance
             v = a.values(rng)
-        slots[free.pop()] = pick(rng, a.facts).format(e=target, v=v)
+        slots[free.pop()] = pick(rng, a.facts, which).format(e=target, v=v)
     for ent, i in zip(others, free):
         a = attrs[rng.choice(sorted(attrs))]
-        slots[i] = pick(rng, a.facts).format(e=ent, v=a.values(rng))
-    chunks = [pick(rng, attrs[asked].questions).format(e=target), *slots]
+        slots[i] = pick(rng, a.facts, which).format(e=ent, v=a.values(rng))
+    chunks = [pick(rng, attrs[asked].questions, which).format(e=target), *slots]
     return chunks, (answer, ev_slot + 1)
 
 
 @lru_cache(maxsize=None)
-def _patterns() -> list[tuple[tuple[re.Pattern, ...], tuple[re.Pattern, ...]]]:
-    """Per attribute: the regexes of its questions and of its facts."""
-    return [(tuple(template_re(q) for q in a.questions), tuple(template_re(f) for f in a.facts))
-            for _, attrs in SCENES.values() for a in attrs.values()]
+def _patterns() -> list[tuple[str, tuple[re.Pattern, ...], tuple[re.Pattern, ...]]]:
+    """Per attribute: its name and the regexes of its questions and of its facts."""
+    return [(name, tuple(template_re(q) for q in a.questions), tuple(template_re(f) for f in a.facts))
+            for _, attrs in SCENES.values() for name, a in attrs.items()]
+
+
+def _first(rxs: tuple[re.Pattern, ...], text: str) -> re.Match | None:
+    return next((m for m in (rx.match(text) for rx in rxs) if m), None)
+
+
+def _read(chunks: list[str]) -> tuple[str, str, list[tuple[str, str, str] | None]]:
+    """``(asked attribute, asked entity, facts)``: per chunk after the question, ``(attribute,
+    entity, value)`` of the fact it states, or ``None`` (a distractor sentence, or no fact).
+
+    Raises:
+        Rejected: the question is not understood.
+    """
+    asked = next(((name, m.group("e")) for name, questions, _ in _patterns() if (m := _first(questions, chunks[0]))),
+                 None)
+    if asked is None:
+        raise Rejected("question not understood")
+    facts: list[tuple[str, str, str] | None] = []
+    for chunk in chunks[1:]:
+        fact = None
+        if not is_distractor(chunk):
+            fact = next(((name, f.group("e"), f.group("v")) for name, _, rxs in _patterns() if (f := _first(rxs, chunk))),
+                        None)
+        facts.append(fact)
+    return asked[0], asked[1], facts
 
 
 def solve(chunks: list[str]) -> tuple[str, int]:
     """``(answer, evidence)`` read from the chunks: the first fact stating the asked attribute of
-    the asked entity.
+    the asked entity (distractor sentences skipped).
 
     Raises:
         Rejected: the question is not understood, or the fact is never stated.
     """
-    for questions, facts in _patterns():
-        m = next((m for m in (rx.match(chunks[0]) for rx in questions) if m), None)
-        if not m:
-            continue
-        target = m.group("e")
-        for k in range(1, len(chunks)):
-            f = next((f for f in (rx.match(chunks[k]) for rx in facts) if f), None)
-            if f and f.group("e") == target:
-                return f.group("v"), k
-        raise Rejected("fact never stated")
-    raise Rejected("question not understood")
+    attr, target, facts = _read(chunks)
+    for k, fact in enumerate(facts, 1):
+        if fact is not None and fact[:2] == (attr, target):
+            return fact[2], k
+    raise Rejected("fact never stated")
 
 
-FAMILY = GeneratedFamily("proactive_perception", ("facts", "min_facts", "max_facts", "position", "near_miss", "scene"),
-                         config, generate, solve)
+def state_notes(chunks: list[str], evidence: int) -> list[str]:
+    """Notes of a perception stream, one per chunk ``0..evidence`` (knob ``notes``): after each
+    fact the check of whether it states the asked attribute of the asked entity ("Alpha
+    temperature? no.", the near miss "Bravo humidity? no.", then "Bravo temperature? yes."),
+    none after the question or a distractor sentence. The response turn starts with the
+    evidence's "yes" check.
+
+    Raises:
+        Rejected: the question is not understood.
+    """
+    attr, target, facts = _read(chunks)
+    notes = [""]
+    for fact in facts[:evidence]:
+        notes.append("" if fact is None else f"{fact[1]} {fact[0]}? {'yes' if fact[:2] == (attr, target) else 'no'}.")
+    return notes
+
+
+def mistake(rng: random.Random, chunks: list[str], answer: str) -> str:
+    """A plausible wrong answer (``GeneratedFamily.mistake``): the near miss's value (the asked
+    entity, the other attribute) when there is one, else the value of another fact of the same
+    attribute, else of any other fact; a fresh draw of the attribute when no fact differs.
+
+    Raises:
+        Rejected: the question is not understood.
+    """
+    attr, target, facts = _read(chunks)
+    stated = [f for f in facts if f is not None and f[2] != answer]
+    for pool in ([f for f in stated if f[1] == target], [f for f in stated if f[0] == attr], stated):
+        if pool:
+            return rng.choice(pool)[2]
+    a = next(a for _, attrs in SCENES.values() for name, a in attrs.items() if name == attr)
+    while (v := a.values(rng)) == answer:
+        pass
+    return v
+
+
+FAMILY = GeneratedFamily("proactive_perception",
+                         ("facts", "min_facts", "max_facts", "position", "near_miss", "scene", "notes"),
+                         config, generate, solve, state_notes, mistake)
