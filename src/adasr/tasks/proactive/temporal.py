@@ -248,18 +248,18 @@ def solve(chunks: list[str]) -> tuple[str, int]:
 
 def state_notes(chunks: list[str], evidence: int) -> list[str]:
     """Notes of a temporal stream, one per chunk ``0..evidence`` (knob ``notes``): the state the
-    question needs, written when it changes; none after the question, a distractor sentence or
-    a log line that changes nothing.
+    question needs, written when it changes, short (a note and its response fit a 32-token
+    thought on Qwen's tokenizer); none after the question, a distractor sentence or a log line
+    that changes nothing.
 
     * the time of an asked event when it is reported: "the alarm rang at 09:10.";
     * ``before``, at the evidence: in time order "the alarm rang at 09:10, first." (the first
-      of the two reported happened first); out of order the comparison, "the door opened at
-      09:25; 09:10 < 09:25? yes." (the asked events' times, A's first);
-    * ``after`` in time order: "the door opened at 09:25, next." at the evidence; out of order,
-      once the asked event is reported, the earliest event after it so far ("the alarm rang at
-      09:10. earliest after the alarm rang: the door opened at 09:25."), written again when a
-      log line beats it;
-    * ``interval``, at the evidence: "the door opened at 09:25; 09:25 - 09:10 = 15 minutes."
+      of the two reported happened first); out of order the comparison of the asked events'
+      times, A's first: "09:10 < 09:25? yes.";
+    * ``after`` in time order: "next: the door opened." at the evidence; out of order, once the
+      asked event is reported, the earliest event after it so far ("the alarm rang at 09:10.
+      next so far: the door opened at 09:25."), written again when a log line beats it;
+    * ``interval``, at the evidence: "09:25 - 09:10 = 15 minutes."
 
     The response turn starts with the evidence chunk's note.
 
@@ -278,18 +278,18 @@ def state_notes(chunks: list[str], evidence: int) -> list[str]:
             later = min(((t, e) for e, t in seen.items() if t > seen[a]), default=None) if a in seen else None
             if later is not None and later != best:
                 best = later
-                parts.append(f"earliest after {a}: {later[1]} at {_hhmm(later[0])}.")
+                parts.append(f"next so far: {later[1]} at {_hhmm(later[0])}.")
             note = " ".join(parts)
         elif line is not None:
-            said = f"{line[0]} at {_hhmm(line[1])}"
-            if kind == "after":
-                note = f"{said}, next." if answer is not None else f"{said}." if line[0] == a else ""
-            elif answer is not None and kind == "before":
-                note = f"{said}, first." if ordered else f"{said}; {_hhmm(seen[a])} < {_hhmm(seen[b])}? {answer}."
+            if kind == "after" and answer is not None:
+                note = f"next: {answer}."
+            elif kind == "before" and answer is not None:
+                note = f"{line[0]} at {_hhmm(line[1])}, first." if ordered else \
+                    f"{_hhmm(seen[a])} < {_hhmm(seen[b])}? {answer}."
             elif answer is not None:
-                note = f"{said}; {_hhmm(seen[b])} - {_hhmm(seen[a])} = {answer} minutes."
+                note = f"{_hhmm(seen[b])} - {_hhmm(seen[a])} = {answer} minutes."
             elif line[0] in (a, b):
-                note = f"{said}."
+                note = f"{line[0]} at {_hhmm(line[1])}."
         notes.append(note)
     return notes
 

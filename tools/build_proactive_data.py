@@ -1,0 +1,115 @@
+"""Build the proactive training mix for Qwen2.5-Coder-0.5B and the held-out evaluation sets of
+issue 24 into ``data/proactive/`` (no model, seconds on a CPU), and check that no held-out question
+occurs in any training file there.
+
+    python tools/build_proactive_data.py            # writes the files below, then checks
+    python tools/build_proactive_data.py --check    # only checks the files already there
+
+Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.tasks.proactive``):
+
+* ``qwen_mix_train.jsonl``: 1200 training streams, shuffled: 600 ``proactive_threshold``
+  (weighted toward ``total`` streams, divisibility and negative running totals), 300
+  ``proactive_perception``, 300 ``proactive_temporal``; all with state notes, phrased from the
+  **training templates**, with distractor sentences, and **continued past the answer**
+  (silence after it, or a wrong first answer corrected at the next chunk in 25% of the streams
+  where a chunk with a turn follows the evidence).
+* ``{pt,pp,ptm}_test_items.jsonl``: 100 held-out streams per family (threshold, perception,
+  temporal; ``split=test``) on **held-out items**: training templates, the default difficulty,
+  the same distractor settings as training.
+* ``{pt,pp,ptm}_test_templates.jsonl``: 100 per family on **held-out templates**: the same knobs
+  but every sentence (question, facts, distractors) phrased from the held-out templates, which no
+  training stream uses.
+
+The check (also run by ``tests/test_proactive_templates.py`` on the committed files): the
+questions of every ``*_test*.jsonl`` file here are disjoint from those of every ``*train*.jsonl``
+file here (the SmolLM2 mix included). A build first drops any training stream whose question is
+in a held-out file (none expected; the count is printed), then checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+from adasr.jsonl import read_jsonl, write_jsonl
+from adasr.tasks.proactive import build_proactive_with_report
+from adasr.tasks.proactive.base import context_turns
+from adasr.tasks.splits import assert_disjoint, heldout_questions, normalize_question
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "data" / "proactive"
+
+STREAM = dict(distractor_prob=0.15, min_tail=0, max_tail=2)
+"""Distractor sentences of every file: before each fact with probability 0.15, 0-2 after the facts."""
+
+TRAIN: dict[str, tuple[int, dict]] = {
+    "proactive_threshold": (600, dict(total_prob=0.6, divisible_prob=0.4, negative_prob=0.3)),
+    "proactive_perception": (300, {}),
+    "proactive_temporal": (300, {}),
+}
+"""Training streams per family and the family's own knobs; every family adds
+``templates=train, notes=True, continuation=True, correction_prob=0.25`` and :data:`STREAM`."""
+
+HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": "pp", "proactive_temporal": "ptm"}
+"""The held-out files' prefixes: ``<prefix>_test_items.jsonl`` and ``<prefix>_test_templates.jsonl``."""
+
+HELDOUT_SIZE = 100
+
+
+def heldout_files(out: Path) -> list[Path]:
+    """The held-out files in ``out`` (every ``*_test*.jsonl``)."""
+    return sorted(out.glob("*_test*.jsonl"))
+
+
+def train_files(out: Path) -> list[Path]:
+    """The training files in ``out`` (every ``*train*.jsonl``)."""
+    return sorted(out.glob("*train*.jsonl"))
+
+
+def check(out: Path) -> int:
+    """Raise ``DataError`` if a held-out question of ``out`` occurs in a training file of ``out``;
+    returns the number of held-out questions checked."""
+    held = heldout_questions(heldout_files(out))
+    for path in train_files(out):
+        assert_disjoint((r["question"] for r in read_jsonl(path)), held, f"training file {path.name}")
+    return len(held)
+
+
+def build(out: Path) -> None:
+    """Write the files of the module docstring into ``out``, then :func:`check` them."""
+    for task, prefix in HELDOUT.items():
+        for name, templates in (("items", "train"), ("templates", "heldout")):
+            recs, report = build_proactive_with_report(task, HELDOUT_SIZE, 0, split="test", templates=templates, **STREAM)
+            write_jsonl(recs, out / f"{prefix}_test_{name}.jsonl")
+            print(f"{prefix}_test_{name}.jsonl: {report.message()}")
+    held = heldout_questions(heldout_files(out))
+    mix: list[dict] = []
+    for task, (size, knobs) in TRAIN.items():
+        recs, report = build_proactive_with_report(task, size, 0, split="train", templates="train", notes=True,
+                                                   continuation=True, correction_prob=0.25, **STREAM, **knobs)
+        kept = [r for r in recs if normalize_question(r["question"]) not in held]
+        print(f"{task}: {report.message()}; {len(recs) - len(kept)} dropped (question in a held-out file)")
+        mix += kept
+    random.Random(0).shuffle(mix)
+    write_jsonl(mix, out / "qwen_mix_train.jsonl")
+    corrections = sum(bool(context_turns(r)) for r in mix)
+    print(f"qwen_mix_train.jsonl: {len(mix)} streams, {corrections} with a corrected first answer")
+    n = check(out)
+    print(f"checked: none of {n} held-out questions is in {', '.join(p.name for p in train_files(out))}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="the data folder (default data/proactive)")
+    ap.add_argument("--check", action="store_true", help="only check the files already there")
+    args = ap.parse_args(argv)
+    if args.check:
+        print(f"checked: none of {check(args.out)} held-out questions is in a training file of {args.out}")
+    else:
+        build(args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
