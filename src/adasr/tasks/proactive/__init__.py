@@ -11,7 +11,9 @@ Record (the shared streaming-episode schema of :mod:`adasr.tasks.streamify`, plu
     evidence_chunk (int, 0 <= e < N), response ("\\boxed{<answer>}")
 
 * ``thoughts`` = ``[""] * e + [response]`` (``e + 1`` entries, at most N): silent after every
-  chunk before the evidence, the response right after it. The **proactive layout** of an SFT
+  chunk before the evidence, the response right after it (with ``notes``: notes instead of
+  silences; with ``continuation``: turns after the response too,
+  :func:`~adasr.tasks.proactive.base.continue_record`). The **proactive layout** of an SFT
   example is chunks ``0..e`` with those turns ("silent, ..., silent, respond") and nothing after
   (no end-of-input turn, no deep stage); :func:`~adasr.tasks.proactive.base.proactive_turns`
   gives its ``(chunk, thought)`` pairs. The chunks after ``e`` are part of the item (a benchmark
@@ -39,9 +41,11 @@ The question always comes first (chunk 0); every chunk is one sentence.
 
 The generated families (the first three) are each a
 :class:`~adasr.tasks.proactive.base.GeneratedFamily` whose sentences come from phrasing templates
-(:mod:`~adasr.tasks.proactive.base`: a new phrasing is one more string in the family's tuple);
-every family, procedural ones included, shares the registry and knob readers of
-:mod:`adasr.tasks.families`. Building: :mod:`~adasr.tasks.proactive.build`; grading:
+(:mod:`~adasr.tasks.proactive.base`: a new phrasing is one more string in the family's tuple;
+every 4th phrasing is held out of training, knob ``templates``); every family, procedural ones
+included, shares the registry and knob readers of :mod:`adasr.tasks.families`. Building, and the
+knobs every generated family takes (``templates``, distractor sentences, ``continuation`` past
+the answer for training with revisions): :mod:`~adasr.tasks.proactive.build`; grading:
 :mod:`~adasr.tasks.proactive.scoring`.
 
 Validation, determinism, splits
