@@ -21,11 +21,11 @@ from adasr.protocol import STAGE_INPUT, StreamingFormat, parse_answer
 from adasr.stream import split_sentences
 from adasr.tasks.proactive import build_proactive, build_proactive_with_report, make_record, perception, score
 from adasr.tasks.proactive import temporal, threshold
+from adasr.train.sft import context_turns
 from adasr.tasks.proactive.base import (
     DISTRACTORS,
     NAMES,
     continue_record,
-    context_turns,
     interleave,
     is_distractor,
     pick,

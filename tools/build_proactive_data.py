@@ -34,8 +34,8 @@ import sys
 from pathlib import Path
 
 from adasr.jsonl import read_jsonl, write_jsonl
+from adasr.protocol import parse_answer
 from adasr.tasks.proactive import build_proactive_with_report
-from adasr.tasks.proactive.base import context_turns
 from adasr.tasks.splits import assert_disjoint, heldout_questions, normalize_question
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def build(out: Path) -> None:
         mix += kept
     random.Random(0).shuffle(mix)
     write_jsonl(mix, out / "qwen_mix_train.jsonl")
-    corrections = sum(bool(context_turns(r)) for r in mix)
+    corrections = sum(parse_answer(r["thoughts"][r["evidence_chunk"]]) != r["answer"] for r in mix)  # a wrong first answer
     print(f"qwen_mix_train.jsonl: {len(mix)} streams, {corrections} with a corrected first answer")
     n = check(out)
     print(f"checked: none of {n} held-out questions is in {', '.join(p.name for p in train_files(out))}")

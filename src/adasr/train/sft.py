@@ -39,9 +39,8 @@ import torch
 from transformers import Trainer
 
 from adasr.errors import DataError
-from adasr.policy import is_response
-from adasr.protocol import STAGE_INPUT, STAGE_STREAM, Episode, Rendered, StreamingFormat, default_format
-from adasr.tasks.proactive.base import context_turns
+from adasr.policy import is_response, same_answer
+from adasr.protocol import STAGE_INPUT, STAGE_STREAM, Episode, Rendered, StreamingFormat, default_format, parse_answer
 from adasr.train.cb_stream import (
     CLASS_NAMES,
     cb_stream_loss,
@@ -161,11 +160,22 @@ def response_decisions(rendered: Rendered, thoughts: Sequence) -> list[bool]:
     return out
 
 
+def context_turns(row: dict) -> list[int]:
+    """Indices of the turns of a proactive record that are context, not targets: response turns
+    whose committed answer is not the record's ``answer`` (the wrong first answer of a correction
+    episode, :func:`adasr.tasks.proactive.base.continue_record`). :func:`render_row` gives their
+    tokens no label and counts no decision for them, so a model learns to correct a wrong answer
+    without learning to write one."""
+    answer = str(row["answer"])
+    return [k for k, t in enumerate(row["thoughts"])
+            if t and is_response(t) and not same_answer(parse_answer(t), answer)]
+
+
 def render_row(fmt: StreamingFormat, row: dict, layout: str = "streaming") -> tuple[Rendered, list[bool]]:
     """A row rendered in ``layout`` (:func:`row_episode`) and its response decisions
     (:func:`response_decisions`). In the proactive layout the *context turns* of the record
-    (:func:`adasr.tasks.proactive.base.context_turns`: the wrong first answer of a correction
-    episode) are not trained: their tokens get stage 0 (no label) and no decision token.
+    (:func:`context_turns`: the wrong first answer of a correction episode) are not trained:
+    their tokens get stage 0 (no label) and no decision token.
 
     Raises:
         DataError / ProtocolError: as :func:`row_episode`.
@@ -174,10 +184,8 @@ def render_row(fmt: StreamingFormat, row: dict, layout: str = "streaming") -> tu
     respond = response_decisions(r, row["thoughts"])
     context = context_turns(row) if layout == "proactive" else []
     if context:
-        starts = [p for p, d in enumerate(r.decision) if d]  # one per rendered turn, in order
+        starts = [p for p, d in enumerate(r.decision) if d]  # one per turn: a proactive record renders them all
         for k in context:
-            if k >= len(starts):
-                continue
             p = starts[k]
             r.decision[p] = respond[p] = False
             while p < len(r.stage) and r.stage[p] == STAGE_STREAM:

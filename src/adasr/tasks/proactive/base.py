@@ -31,7 +31,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from adasr.policy import is_response, same_answer
 from adasr.protocol import parse_answer
 from adasr.tasks.families import Family
 
@@ -41,7 +40,6 @@ __all__ = [
     "make_record",
     "proactive_turns",
     "continue_record",
-    "context_turns",
     "GeneratedFamily",
     "SourceFamily",
     "TEMPLATE_SETS",
@@ -148,7 +146,7 @@ def continue_record(record: dict, wrong_turn: str | None = None) -> dict:
       \\boxed{26}"``): **a correction after a wrong answer**: the response turn at ``e``
       becomes ``wrong_turn`` and the record's own response turn follows at chunk ``e + 1``,
       which ends the episode (one revision). The wrong turn is context, not a target
-      (:func:`context_turns`).
+      (:func:`adasr.train.sft.context_turns`).
 
     Raises:
         ValueError: ``record`` already continues past its evidence, ``wrong_turn`` is not a
@@ -162,23 +160,13 @@ def continue_record(record: dict, wrong_turn: str | None = None) -> dict:
     if wrong_turn is None:
         thoughts += [""] * max(0, n - 2 - e)
     else:
-        if not is_response(wrong_turn) or same_answer(parse_answer(wrong_turn), str(record["answer"])):
+        committed = "".join((parse_answer(wrong_turn) or "").split())
+        if not committed or committed == "".join(str(record["answer"]).split()):
             raise ValueError(f"wrong_turn {wrong_turn!r} does not commit a wrong answer")
         if e + 1 > n - 2:
             raise ValueError(f"no turn after chunk {e + 1} of {n}: the correction has no chunk to follow")
         thoughts = thoughts[:e] + [wrong_turn, thoughts[e]]
     return {**record, "thoughts": thoughts}
-
-
-def context_turns(record: dict) -> list[int]:
-    """Indices of the turns of ``record`` that are context, not targets: response turns whose
-    committed answer is not the record's ``answer`` (the wrong first answer of a correction,
-    :func:`continue_record`). SFT gives their tokens weight 0 and counts no decision for them
-    (:func:`adasr.train.sft.render_row`), so a model learns to correct a wrong answer without
-    learning to write one."""
-    answer = str(record["answer"])
-    return [k for k, t in enumerate(record["thoughts"])
-            if t and is_response(t) and not same_answer(parse_answer(t), answer)]
 
 
 # --------------------------------------------------------------------------- families
