@@ -438,7 +438,7 @@ def eval_cmd(
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
     from adasr.evaluation import evaluate, evaluate_budgets
     from adasr.metrics import rich_table
-    from adasr.policy import MODES
+    from adasr.policy import MODES, make_policy
     from adasr.tasks.gsm8k import load_gsm8k
 
     for m in mode:
@@ -449,9 +449,8 @@ def eval_cmd(
                           f"--mode {', '.join(mode)})")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1")
-    if skip_backlog is not None and (skip_backlog < 0 or "adaptive" not in mode):
-        raise ConfigError(f"--skip-backlog must be >= 0 seconds and applies to --mode adaptive only (got "
-                          f"{skip_backlog} with --mode {', '.join(mode)})")
+    if skip_backlog is not None:  # the policy's own check, on the mode it applies to (adaptive, if given)
+        make_policy("adaptive" if "adaptive" in mode else mode[0], skip_backlog_s=skip_backlog)
     budgets = _budgets(thought_budget)
     spec = _stream_spec(chunker, wps, max_chunk_tokens, cps)
     items = load_gsm8k(data, limit=limit, on_error=lambda e: err.print(Text.assemble(("skipped: ", "yellow"), str(e)), highlight=False))
