@@ -4,6 +4,8 @@
     python benchmarks/bench_load.py --preset gsm8k --n 16 --c 1 4
     python benchmarks/bench_load.py --preset chain_sum --src /path/to/old/checkout/src --tag before
     python benchmarks/bench_load.py --preset chain_sum --c 4 --skip-backlog 0 --tag skip0   # the latency knob
+    python benchmarks/bench_load.py --preset chain_sum --model runs/sft_procedural_smollm2_fold/final \
+        --c 1 4 --skip-backlog 0 --tag fold-skip0            # a model trained on folded skips
 
 Each (preset, c) is one resumable ``adasr eval`` run (adaptive mode, EOI-aligned waves of 8) on a
 **pinned clock** that charges every engine step ``c / R`` seconds while the adaptive budgets
@@ -60,11 +62,12 @@ def data_file(preset: str, n: int, out: Path) -> Path:
     return path
 
 
-def run(preset: str, c: float, data: Path, out: Path, env: dict, skip_backlog: float | None = None) -> Path:
+def run(preset: str, c: float, data: Path, out: Path, env: dict, skip_backlog: float | None = None,
+        model: str | None = None) -> Path:
     """One resumable ``adasr eval`` at slowdown ``c`` (``skip_backlog``: ``--skip-backlog`` seconds, the
-    latency knob); returns its results file."""
+    latency knob; ``model``: another model than the preset's); returns its results file."""
     p = PRESETS[preset]
-    cmd = [ADASR, "eval", "--data", str(data), "--model", p["model"], "--mode", "adaptive", "--batch-size", "8",
+    cmd = [ADASR, "eval", "--data", str(data), "--model", model or p["model"], "--mode", "adaptive", "--batch-size", "8",
            "--dtype", p["dtype"], "--max-deep-tokens", str(p["deep"]), "--decode-rate", str(p["rate"]),
            "--step-s", f"{c / p['rate']:.6g}", "--out", str(out)]
     if skip_backlog is not None:
@@ -96,13 +99,16 @@ def main() -> None:
     ap.add_argument("--skip-backlog", type=float, default=None,
                     help="adasr eval --skip-backlog S: skip the thought of a chunk that waited S s behind others "
                          "(the latency knob; give the runs their own --tag)")
+    ap.add_argument("--model", default=None,
+                    help="evaluate this model (bundled name, adapter or checkpoint directory) instead of the "
+                         "preset's (give the runs their own --tag)")
     ap.add_argument("--table-only", action="store_true", help="print the table of the runs that finished")
     args = ap.parse_args()
     out = REPO / args.out / args.preset
     data = data_file(args.preset, args.n, out)
     env = dict(os.environ, **({"PYTHONPATH": args.src} if args.src else {}))
     for c in [] if args.table_only else args.c:
-        run(args.preset, c, data, out / f"{args.tag}-c{c:g}", env, args.skip_backlog)
+        run(args.preset, c, data, out / f"{args.tag}-c{c:g}", env, args.skip_backlog, args.model)
     runs = sorted(d for d in out.iterdir() if (d / "adaptive" / "results.jsonl").is_file())
     done = {d.name: [r["id"] for r in read_jsonl(d / "adaptive" / "results.jsonl")] for d in runs}
     n_items = len(data.read_text(encoding="utf-8").splitlines())
@@ -110,7 +116,7 @@ def main() -> None:
     ids = sorted(set.intersection(*map(set, complete.values()))) if complete else []
     rows = {name: row(out / name / "adaptive" / "results.jsonl", ids) for name in complete}
     p = PRESETS[args.preset]
-    print(f"{p['model']}, adaptive, pinned clock: budgets at R = {p['rate']:g} tokens/s, every step c/R s "
+    print(f"{args.model or p['model']} (this call's --model; other tags may differ), adaptive, pinned clock: budgets at R = {p['rate']:g} tokens/s, every step c/R s "
           f"(simulated), {len(ids)} held-out problems\n")
     print("| run | accuracy | p50 post-input (s) | p95 (s) | p50 vs c=1 | mean max backlog (s) | overrun tok | stream tok |")
     print("|---|---|---|---|---|---|---|---|")

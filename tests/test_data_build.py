@@ -286,6 +286,31 @@ def test_chain_sum_running_value_and_knobs():
         build_procedural("chain_sum", 2, 0, final="short")
 
 
+def test_chain_sum_skip_prob_folds_skipped_operations():
+    plain = build_procedural("chain_sum", 40, 0, terms=4, digits=1, final="boxed")
+    assert build_procedural("chain_sum", 40, 0, terms=4, digits=1, final="boxed", skip_prob=0.0) == plain
+    fold = build_procedural("chain_sum", 40, 0, terms=4, digits=1, final="boxed", skip_prob=0.5)
+    assert fold == build_procedural("chain_sum", 40, 0, terms=4, digits=1, final="boxed", skip_prob=0.5)
+    assert [(f["question"], f["answer"]) for f in fold] == [(p["question"], p["answer"]) for p in plain]
+    skipped = sum(t == "" for f in fold for t in f["thoughts"][1:])
+    assert 0.3 * 3 * 40 < skipped < 0.7 * 3 * 40
+    for f in fold:
+        # replaying the thoughts and the deep stage from the facts reproduces the answer, and a
+        # thought (or the deep stage) folds exactly the operations skipped since the last one
+        ops = [c.replace("Add ", "+ ").replace("Subtract ", "- ").rstrip(".") for c in f["chunks"][1:-1]]
+        value, folded = int(f["chunks"][0].split()[-1].rstrip(".")), []
+        for op, t in zip(ops, f["thoughts"][1:]):
+            folded.append(op)
+            if t:
+                new = eval(f"{value} {' '.join(folded)}")
+                assert t == f"{value} {' '.join(folded)} = {new}.", t
+                value, folded = new, []
+        tail = f"{value} {' '.join(folded)} = {f['answer']}. " if folded else ""
+        assert f["deep"] == tail + f"\\boxed{{{f['answer']}}}"
+    with pytest.raises(ConfigError, match="skip_prob must be a number in"):
+        build_procedural("chain_sum", 2, 0, skip_prob=1.5)
+
+
 def test_procedural_config_errors():
     with pytest.raises(ConfigError, match="chain_sum"):
         build_procedural("no_such_task", 5, 0)

@@ -20,6 +20,12 @@ Families and their knobs (all optional; ``seed`` and ``size`` are arguments of
     ``digits`` (exact digits per term; or ``min_digits``/``max_digits``, default 1-2),
     ``allow_negation`` (negative terms, default ``False``), ``final`` (the deep stage:
     ``"sentence"``, default, is ``The result is N. \\boxed{N}``; ``"boxed"`` is ``\\boxed{N}`` alone).
+    ``skip_prob`` (default 0): each fact's thought is skipped (``""``) with this probability and
+    its operation is **folded** into the next thought, or into the deep stage after the last fact
+    ("Start with 7." "Add 5." "Subtract 3." -> thoughts "", "", "7 + 5 - 3 = 9."): episodes for a
+    machine that falls behind its input, where ``--skip-backlog`` skips the thoughts of chunks
+    that waited and ingests them together (RESULTS.md section 25). Which thoughts are skipped is
+    drawn from the item's expression, so the same (seed, knobs) gives the same records.
 ``letter_counting`` (counting; reasoning-gym ``letter_counting``)
     'Count the letter "e" in the text that follows.' then ``words_per_chunk`` words per chunk,
     then 'How many times does the letter "e" appear in the text?'. The thought after a words
@@ -38,13 +44,14 @@ Families and their knobs (all optional; ``seed`` and ``size`` are arguments of
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
 from adasr.errors import ConfigError
 from adasr.protocol import parse_answer
-from adasr.tasks.families import Families, Family, bool_knob, check_seed, check_size, int_knob, range_knob
+from adasr.tasks.families import Families, Family, bool_knob, check_seed, check_size, int_knob, prob_knob, range_knob
 
 __all__ = [
     "PROCEDURAL_TASKS",
@@ -68,6 +75,7 @@ def _chain_sum_kwargs(knobs: dict) -> dict:
     kw = {**_bounds(knobs, "terms", (3, 5)), **_bounds(knobs, "digits", (1, 2))}
     kw["allow_negation"] = bool_knob(knobs, "allow_negation", False)
     _chain_sum_final(knobs)
+    prob_knob(knobs, "skip_prob", 0.0)
     return kw
 
 
@@ -97,28 +105,36 @@ def _leg_counting_kwargs(knobs: dict) -> dict:
 
 
 def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str]:
-    toks = item["metadata"]["expression"].split()
+    expression = item["metadata"]["expression"]
+    toks = expression.split()
     if len(toks) % 2 == 0:
-        raise ValueError(f"unexpected expression {item['metadata']['expression']!r}")
+        raise ValueError(f"unexpected expression {expression!r}")
+    skip_prob = prob_knob(knobs, "skip_prob", 0.0)
+    rng = random.Random(expression)  # str seeds are hashed with SHA-512: the same on every run
     value = int(toks[0])
     chunks = [f"Start with {value}."]
     thoughts = [""]  # nothing to update yet
+    start, pending = value, []  # the last value a thought wrote, the operations folded since
     for op, term in zip(toks[1::2], toks[2::2]):
         t = int(term)
-        shown = f"({t})" if t < 0 else str(t)
         if op == "+":
             chunks.append(f"Add {t}.")
-            new = value + t
+            value += t
         elif op == "-":
             chunks.append(f"Subtract {t}.")
-            new = value - t
+            value -= t
         else:
             raise ValueError(f"unexpected operator {op!r}")
-        thoughts.append(f"{value} {op} {shown} = {new}.")
-        value = new
+        pending.append(f"{op} {f'({t})' if t < 0 else t}")
+        if skip_prob and rng.random() < skip_prob:
+            thoughts.append("")  # skipped: the operation is folded into the next thought
+            continue
+        thoughts.append(f"{start} {' '.join(pending)} = {value}.")
+        start, pending = value, []
     chunks.append("What is the result?")
+    fold = f"{start} {' '.join(pending)} = {value}. " if pending else ""
     boxed = f"\\boxed{{{value}}}"
-    deep = boxed if _chain_sum_final(knobs) == "boxed" else f"The result is {value}. {boxed}"
+    deep = fold + (boxed if _chain_sum_final(knobs) == "boxed" else f"The result is {value}. {boxed}")
     return chunks, thoughts, deep, str(value)
 
 
@@ -196,7 +212,8 @@ class _ProceduralFamily(Family):
 _FAMILIES: Families[_ProceduralFamily] = Families("procedural", [
     _ProceduralFamily(
         "chain_sum",
-        ("terms", "min_terms", "max_terms", "digits", "min_digits", "max_digits", "allow_negation", "final"),
+        ("terms", "min_terms", "max_terms", "digits", "min_digits", "max_digits", "allow_negation", "final",
+         "skip_prob"),
         "chain_sum", _chain_sum_kwargs, _render_chain_sum,
     ),
     _ProceduralFamily(
