@@ -21,7 +21,10 @@ Rows (issue "A streaming reasoner for real word problems"):
 * ``sft-stream``: the streaming SFT adapter, adaptive (both: terse deep stage, configs/sft_gsm8k_qwen_distill*.yaml);
 * ``sft-v-batch`` / ``sft-v-stream``: the same pair with the model's own words in the deep stage
   (configs/sft_gsm8k_qwen_distill_verbatim*.yaml);
-* ``grpo`` / ``hrpo``: the streaming SFT adapter after GRPO / HRPO, adaptive.
+* ``grpo`` / ``hrpo``: the streaming SFT adapter after GRPO / HRPO, adaptive;
+* ``typ-*``: the same rows for the typing point (``--point typing``; terse notes,
+  configs/sft_gsm8k_qwen_typing*.yaml); ``typs-*``: the typing point with the model's own computing
+  steps as notes (configs/sft_gsm8k_qwen_typing_steps*.yaml).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ ROWS = {  # name: (label, model, mode)
     "typ-stream": ("typing SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing/final", "adaptive"),
     "typ-grpo": ("typing SFT+GRPO, adaptive", "runs/grpo_gsm8k_qwen_typing/final", "adaptive"),
     "typ-hrpo": ("typing SFT+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_typing/final", "adaptive"),
+    "typs-batch": ("typing own-words SFT twin, batch", "runs/sft_gsm8k_qwen_typing_steps_batch/final", "batch"),
+    "typs-stream": ("typing own-words SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_steps/final", "adaptive"),
 }
 # Operating points (docs/OPERATING_POINTS.md): arrival flags, pinned step time (s), decode rate (tokens/s).
 POINTS = {
