@@ -113,6 +113,24 @@ def test_per_session_settings_change_mode_and_budgets(serve):
     assert code == 1000 and events[-1]["record"]["mode"] == "proactive"
 
 
+def test_a_proactive_server_takes_its_default_revisions_and_sessions_their_own(serve, tiny_model, tiny_tokenizer):
+    """`adasr serve --mode proactive --revisions 1`: /v1/models reports the default (the page shows
+    it); a session may ask for other revisions (``revisions`` in settings or in a /v1/solve body),
+    and a bad value is refused like any setting."""
+    client = serve(make_engine(tiny_model, tiny_tokenizer, policy="proactive", revisions=1, protocol=None))
+    assert client.get("/v1/models").json()["data"][0]["revisions"] == 1
+    for settings in (None, {"revisions": 0}, {"revisions": 3, "max_deep_tokens": 3}):
+        events, code = run_session(client, settings=settings)
+        assert code == 1000 and events[-1]["record"]["mode"] == "proactive"
+    events, code = run_session(client, settings={"revisions": 9})
+    assert code == 4400 and events[-1]["code"] == "invalid_frame" and "revisions" in events[-1]["message"]
+    ok = client.post("/v1/solve", json={"text": "Add 5. Add 7.", "wps": 50, "revisions": 2, "max_deep_tokens": 3})
+    assert ok.status_code == 200 and '"type": "record"' in ok.text
+    bad = client.post("/v1/solve", json={"text": "Add 5.", "revisions": -1})
+    assert bad.status_code == 422 and bad.json()["message"].startswith("revisions: ")
+    assert wait_for(lambda: idle(client))
+
+
 def test_per_session_sampling_is_seeded_and_isolated(serve):
     client = serve()
     hot = {"mode": "batch", "temperature": 1.5, "max_deep_tokens": 10}
@@ -308,6 +326,10 @@ BAD_FRAMES = [
     ("text", json.dumps({"type": "settings", "mode": "fast"}), "invalid_frame", 4400),
     ("text", json.dumps({"type": "settings", "max_deep_tokens": 10_000}), "invalid_settings", 4400),
     ("text", json.dumps({"type": "settings", "mode": "adaptive", "revisions": 1}), "invalid_settings", 4400),
+    ("text", json.dumps({"type": "settings", "mode": "proactive", "revisions": 9}), "invalid_frame", 4400),
+    ("text", json.dumps({"type": "settings", "mode": "proactive", "revisions": -1}), "invalid_frame", 4400),
+    ("text", json.dumps({"type": "settings", "mode": "proactive", "revisions": 1.5}), "invalid_frame", 4400),
+    ("text", json.dumps({"type": "settings", "revisions": 1}), "invalid_settings", 4400),  # (an interleaved server)
     ("text", json.dumps({"type": "end"}), "empty_input", 4400),
     ("text", "[" * 50_000, "invalid_json", 4400),  # nested too deeply for the JSON parser
     ("text", '{"type": "chunk", "text": "x", "n": ' + "[" * 30_000 + "]" * 30_000 + "}", "invalid_json", 4400),
@@ -590,7 +612,7 @@ def test_solve_streams_the_same_events_as_sse(serve):
 def test_models_health_metrics_and_the_page(serve):
     client = serve(max_sessions=3)
     assert client.get("/v1/models").json()["data"][0] == {"id": "tiny", "object": "model", "mode": "interleaved",
-                                                         "protocol": "v1", "max_sessions": 3}
+                                                         "revisions": 0, "protocol": "v1", "max_sessions": 3}
     assert client.get("/health").json()["status"] == "ok"
     run_session(client)
     metrics = client.get("/metrics")

@@ -3,8 +3,9 @@ types a problem sentence by sentence, the notes (streaming thoughts) appear unde
 they type, then the answer, the post-input latency and the labelled read-then-think estimate. Run
 with `make e2e` (installs chromium and its driver when missing).
 
-Uses the bundled trained streamers `smollm2-135m-chain-sum` and (a word problem, typed)
-`qwen2.5-coder-0.5b-gsm8k-stream`. With ADASR_E2E_SCREENSHOT=PATH the finished page of the first
+Uses the bundled trained streamers `smollm2-135m-chain-sum`, (a word problem, typed)
+`qwen2.5-coder-0.5b-gsm8k-stream` and (proactive mode: an answer, and a revision, before end of
+input) `smollm2-135m-proactive`. With ADASR_E2E_SCREENSHOT=PATH the finished page of the first
 test is saved there (docs/serve.png in the README comes from `make e2e`).
 """
 
@@ -35,11 +36,11 @@ ESTIMATE = re.compile(r"read-then-think, estimated: ~(\d+\.\d) s \((\d+) tokens 
                       r"(\d+\.\d) tokens/s\)")
 
 
-def serve_model(name: str, dtype: torch.dtype | None = None, **config):
-    """A uvicorn server of the bundled model ``name`` (adaptive; ``config``: more EngineConfig
-    fields) on a free loopback port, in a thread; yields its URL."""
+def serve_model(name: str, dtype: torch.dtype | None = None, mode: str = "adaptive", **config):
+    """A uvicorn server of the bundled model ``name`` (default mode ``mode``; ``config``: more
+    EngineConfig fields) on a free loopback port, in a thread; yields its URL."""
     lm = load_model(name, dtype=dtype)
-    engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy="adaptive", protocol=lm.protocol, **config))
+    engine = StreamingEngine(lm.model, lm.tokenizer, EngineConfig(policy=mode, protocol=lm.protocol, **config))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -63,6 +64,16 @@ def server_url():
 def gsm8k_server_url():
     """The shipped GSM8K streamer (bfloat16), its thoughts and deep stage capped to keep the test short."""
     yield from serve_model("qwen2.5-coder-0.5b-gsm8k-stream", torch.bfloat16, thought_budget=32, max_deep_tokens=96)
+
+
+@pytest.fixture(scope="module")
+def proactive_server_url():
+    """The shipped proactive streamer, served in proactive mode (greedy; revisions 0 unless a session
+    asks). The decode rate is pinned high, so every streaming thought may take its whole budget: a
+    session whose sentences are typed each after the note of the one before (:func:`type_slowly`)
+    writes what the same stream writes with far-apart arrivals on a virtual clock, whatever the
+    machine's load."""
+    yield from serve_model("smollm2-135m-proactive", mode="proactive", decode_rate=1e6, max_deep_tokens=16)
 
 
 @pytest.fixture
@@ -240,3 +251,138 @@ def test_new_session_during_a_live_session_is_not_an_error(server_url, browser):
     assert status.text == "idle" and "failed" not in status.get_attribute("class"), status.text
     assert browser.find_element(By.ID, "error").text == ""
     assert browser.find_elements(By.CSS_SELECTOR, "#chunks li") == []
+
+
+# -- proactive mode: an answer (and a revision) the moment it is committed ----------------------------
+THRESHOLD = ("The total starts at 0; tell me the running total as soon as it exceeds 20. "
+             "Add 7. Add 5. Subtract 2. Add 9. Add 6. Add 4. Add 3.")  # the page's proactive sample
+BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def type_slowly(browser, text: str, until) -> int:
+    """Type ``text`` sentence by sentence, each after the note (streaming thought) of the one before
+    is finished, as a person typing slowly: no thought is cut by an arrival, and no chunk waits.
+    Stops once ``until(browser)`` is truthy; returns the sentences typed. End of input is never sent."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    box = browser.find_element(By.ID, "text")
+    sentences = re.findall(r"[^.?!]+[.?!]\s*", text)
+    for k, sentence in enumerate(sentences, 1):
+        box.send_keys(sentence.strip() + " ")
+        WebDriverWait(browser, 180).until(
+            lambda d: until(d) or len(d.find_elements(By.CSS_SELECTOR, "#chunks .thought.done")) >= k)
+        if until(browser):
+            return k
+    raise AssertionError(f"no answer on the page after all {len(sentences)} sentences: "
+                         f"{[e.text for e in browser.find_elements(By.CSS_SELECTOR, '#chunks .thought')]}")
+
+
+def rows(browser) -> list:
+    from selenium.webdriver.common.by import By
+
+    return browser.find_elements(By.CSS_SELECTOR, "#chunks > li")
+
+
+def committed_row(browser, n: int):
+    """The chunk list's row ``n`` (1-based, as numbered on the page), checked to be marked as where an
+    answer was committed; returns (its chunk text, the answer boxed in its note, its mark's text)."""
+    from selenium.webdriver.common.by import By
+
+    row = rows(browser)[n - 1]
+    assert "answered" in row.get_attribute("class").split(), row.text
+    note = row.find_element(By.CSS_SELECTOR, ".thought").text
+    boxed = BOXED.findall(note)
+    assert boxed, note
+    return row.find_element(By.CSS_SELECTOR, ".chunk").text, boxed[-1], row.find_element(By.CSS_SELECTOR, ".committed")
+
+
+def test_a_proactive_answer_shows_the_moment_it_is_committed_with_its_chunk(proactive_server_url, browser):
+    """The threshold sample typed slowly into the shipped proactive streamer: the answer it commits
+    (`19` after chunk 5 "Add 9.", with this adapter: premature) is on the page before end of input,
+    with the chunk it came after (number, quote, the row marked); then, the session over (revisions
+    0: the first response ends it), the same answer shown as final."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(proactive_server_url + "/")
+    WebDriverWait(browser, 20).until(lambda d: "proactive mode" in d.find_element(By.ID, "model").text)
+    answer = lambda d: d.find_element(By.ID, "answer").text not in ("", "—")  # noqa: E731
+    typed = type_slowly(browser, THRESHOLD, answer)
+    state = browser.find_element(By.ID, "answer-state").text  # read at once: before end of input
+    assert browser.execute_script("return ended") is False  # the page never sent end of input
+    marked = [i for i, r in enumerate(rows(browser), 1) if "answered" in r.get_attribute("class").split()]
+    assert len(marked) == 1 and marked[0] < len(re.findall(r"[.?!]", THRESHOLD)), marked
+    n = marked[0]
+    chunk, boxed, mark = committed_row(browser, n)
+    assert browser.find_element(By.ID, "answer").text == boxed
+    assert mark.text == f"answer {boxed} committed here, before end of input"
+    where = f"before end of input, after chunk {n} “{chunk}”"
+    assert state.startswith("committed " + where) or state == "final: committed " + where, state
+    assert typed >= n
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text == "done")
+    assert browser.find_element(By.ID, "answer-state").text == "final: committed " + where
+    assert browser.find_element(By.ID, "answer").text == boxed
+    assert browser.find_element(By.ID, "history").text == ""  # no revision
+    assert browser.find_element(By.ID, "deepstate").text == "(none: answered before end of input)"
+    assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_a_revision_shows_the_answer_it_replaced(proactive_server_url, browser):
+    """The same stream with "revisions 1" set on the page (sent in the session's settings): the
+    shipped streamer commits `19` after chunk 5 and revises it to `25` (right) after chunk 6. The
+    page strikes the first answer, in its row and in the history ("revised from 19 after chunk 5
+    … to 25 after chunk 6 …"), and keeps that history when the final answer comes."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(proactive_server_url + "/")
+    WebDriverWait(browser, 20).until(lambda d: "proactive mode" in d.find_element(By.ID, "model").text)
+    field = browser.find_element(By.ID, "revisions")
+    assert field.is_enabled() and field.get_attribute("placeholder") == "default (0)"
+    field.send_keys("1")
+    revised = lambda d: d.find_element(By.ID, "history").text  # noqa: E731
+    type_slowly(browser, THRESHOLD, revised)
+    assert browser.execute_script("return ended") is False
+    marked = [i for i, r in enumerate(rows(browser), 1) if "answered" in r.get_attribute("class").split()]
+    assert len(marked) == 2, marked
+    (i, j) = marked
+    first_chunk, first, old_mark = committed_row(browser, i)
+    second_chunk, second, new_mark = committed_row(browser, j)
+    assert first != second and i < j
+    assert old_mark.text == f"answer {first} committed here; revised after chunk {j}"
+    assert "superseded" in old_mark.get_attribute("class").split()
+    assert old_mark.find_element(By.TAG_NAME, "del").text == first  # struck through
+    assert new_mark.text == f"answer revised to {second} committed here, before end of input"
+    history = browser.find_element(By.ID, "history")
+    expected = (f"revised from {first} after chunk {i} “{first_chunk}” to {second} after chunk {j} “{second_chunk}”")
+    assert history.text == expected
+    assert history.find_element(By.TAG_NAME, "del").text == first
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text == "done")  # 1 revision: the end
+    assert browser.find_element(By.ID, "answer").text == second
+    assert browser.find_element(By.ID, "answer-state").text == (
+        f"final: committed before end of input, after chunk {j} “{second_chunk}”")
+    assert browser.find_element(By.ID, "history").text == expected  # the final answer keeps the history
+    assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_the_revisions_setting_is_for_proactive_sessions_and_checked(proactive_server_url, browser):
+    """The revisions field is off for the other modes; a value out of 0 .. 8 is sent as typed and
+    the server's error is shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.get(proactive_server_url + "/")
+    WebDriverWait(browser, 20).until(lambda d: "proactive mode" in d.find_element(By.ID, "model").text)
+    field, mode = browser.find_element(By.ID, "revisions"), Select(browser.find_element(By.ID, "mode"))
+    mode.select_by_visible_text("adaptive")
+    assert not field.is_enabled()
+    assert browser.execute_script("return sessionSettings()") == {"mode": "adaptive"}
+    mode.select_by_visible_text("proactive")
+    field.send_keys("9")
+    assert browser.execute_script("return sessionSettings()") == {"mode": "proactive", "revisions": 9}
+    browser.find_element(By.ID, "text").send_keys("The total starts at 0. ")
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").text)
+    assert browser.find_element(By.ID, "error").text == (
+        "invalid_frame: invalid settings frame: revisions: Input should be less than or equal to 8")
+    assert browser.find_element(By.ID, "status").text == "closed (4400)"

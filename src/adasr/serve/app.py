@@ -318,6 +318,7 @@ def create_app(engine: StreamingEngine, *, model_name: str, api_key: str | None 
         if not authorized(request.headers, request.query_params):
             return JSONResponse({"error": "unauthorized", "message": "a wrong or missing API key"}, 401)
         return JSONResponse({"object": "list", "data": [{"id": model_name, "object": "model", "mode": mode,
+                                                          "revisions": engine.policy.revisions,
                                                           "protocol": engine.config.protocol,
                                                           "max_sessions": max_sessions}]})
 

@@ -1,7 +1,9 @@
 // adasr serve page: sends each finished sentence of the text box as a chunk over
 // WS /v1/sessions while the person types and draws the events (docs/SERVING.md): the notes
 // (streaming thoughts) as they are written, then the answer, the measured post-input latency and
-// the estimate of what read-then-think would have made them wait. No build step, no dependencies.
+// the estimate of what read-then-think would have made them wait. In proactive mode an answer the
+// model commits before end of input (and each revision of it) is shown the moment it comes, with
+// the chunk it came after. No build step, no dependencies.
 "use strict";
 // "Play sample" streams the problem the served model is made for (sampleFor)
 const SAMPLES = {
@@ -15,7 +17,9 @@ const $ = (id) => document.getElementById(id);
 const SENTENCE_END = /[.!?]+["')\]]*\s/g;
 
 let ws = null, sent = 0, ended = false, playing = null, items = {};
-let served = { model: null, mode: null };  // from GET /v1/models (or a session event)
+let served = { model: null, mode: null, revisions: null };  // from GET /v1/models (or a session event)
+// proactive: the answers committed so far ({prediction, chunk, beforeEoi}; a later one revises the one before)
+let responses = [], eoiSeen = false;
 
 function setStatus(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + (cls || ""); }
 
@@ -28,10 +32,27 @@ function sampleFor(model, mode) {
   return SAMPLES.gsm8k;
 }
 
-function showServed(model, mode, note) {
-  if (model) served = { model: model, mode: mode || null };
+function showServed(model, mode, note, revisions) {
+  if (model) served = { model: model, mode: mode || null, revisions: revisions === undefined ? served.revisions : revisions };
   $("model").textContent = model ? model + (mode ? " · " + mode + " mode" : "") : note;
   if (model && mode) $("mode").options[0].textContent = "server default (" + mode + ")";
+  if (served.revisions !== null) $("revisions").placeholder = "default (" + served.revisions + ")";
+  syncRevisions();
+}
+
+// the mode a new session runs in: the one chosen, else the server's default
+function sessionMode() { return $("mode").value || served.mode; }
+
+// the revisions field applies to proactive sessions only (the server refuses it for the other modes)
+function syncRevisions() { $("revisions").disabled = sessionMode() !== "proactive"; }
+
+// the first frame's settings: the mode chosen, and the revisions field of a proactive session when
+// filled in (sent as typed: the server answers a value out of 0 .. 8 with an error event); null: none
+function sessionSettings() {
+  const s = {}, rev = $("revisions").value.trim();
+  if ($("mode").value) s.mode = $("mode").value;
+  if (!$("revisions").disabled && rev !== "") s.revisions = Number(rev);
+  return Object.keys(s).length ? s : null;
 }
 
 // which model the server serves, and its default mode (the API key, when one is needed)
@@ -41,7 +62,7 @@ async function loadServed() {
     const r = await fetch("/v1/models", { headers: key ? { Authorization: "Bearer " + key } : {} });
     if (r.status === 401) { if (!served.model) showServed(null, null, "(enter the API key)"); return; }
     const m = (await r.json()).data[0];
-    showServed(m.id, m.mode);
+    showServed(m.id, m.mode, null, m.revisions === undefined ? null : m.revisions);
   } catch (e) {
     if (!served.model) showServed(null, null, "(unknown: the server did not answer)");
   }
@@ -61,8 +82,8 @@ function connect() {
     if (e.code !== 1000 && !$("error").textContent) $("error").textContent = "closed: " + e.code + " " + e.reason;
     if (e.code === 1000) setStatus("done", "done"); else setStatus("closed (" + e.code + ")", "failed");
   });
-  const mode = $("mode").value;
-  sock.opened.then(() => { if (mode) sock.send(JSON.stringify({ type: "settings", mode: mode })); });
+  const settings = sessionSettings();
+  sock.opened.then(() => { if (settings) sock.send(JSON.stringify(Object.assign({ type: "settings" }, settings))); });
   setStatus("live", "live");
 }
 
@@ -96,21 +117,71 @@ function onEvent(ev) {
     else th.textContent = ev.text;
     th.classList.add("done");  // the note is finished (tokens stream into it until then)
   }
+  else if (ev.type === "eoi") eoiSeen = true;
   else if (ev.type === "deep_start") $("deepstate").textContent = "(end of input: answering)";
   else if (ev.type === "token" && ev.stage === "deep") $("deep").textContent += ev.text;
-  else if (ev.type === "response")  // proactive: an answer committed before the end of input (revision k > 0: replaced)
-    $("answer").textContent = ev.prediction + (ev.revision ? " (revised)" : " (before end of input)");
-  else if (ev.type === "answer") $("answer").textContent = ev.prediction === null ? "(no \\boxed{} answer)" : ev.prediction;
+  else if (ev.type === "response") onResponse(ev);
+  else if (ev.type === "answer") onAnswer(ev);
   else if (ev.type === "record") {
     const r = ev.record;
     $("latency").textContent = r.post_input_latency_s.toFixed(2) + " s";
     $("ttft").textContent = r.post_input_ttft_s === null ? "—" : r.post_input_ttft_s.toFixed(2) + " s";
-    $("deepstate").textContent = "(" + r.deep_tokens + " tokens)";
+    $("deepstate").textContent = r.finish_reason === "answered_early" ? "(none: answered before end of input)"
+      : "(" + r.deep_tokens + " tokens)";
     if (ev.read_then_think) $("estimate").textContent = estimateText(ev.read_then_think);
   }
   else if (ev.type === "error") $("error").textContent = ev.code + ": " + ev.message;
 }
 let current = null;
+
+function el(tag, text, cls) { const e = document.createElement(tag); e.textContent = text; if (cls) e.className = cls; return e; }
+
+// "after chunk N “its text”" (N as numbered in the chunk list; a long chunk is cut to a short quote)
+function afterChunk(i) {
+  const t = item(i).querySelector(".chunk").textContent.trim();
+  return "after chunk " + (i + 1) + " “" + (t.length > 60 ? t.slice(0, 57).trimEnd() + "…" : t) + "”";
+}
+
+function describe(r) { return (r.beforeEoi ? "before end of input, " : "") + afterChunk(r.chunk); }
+
+// proactive: a streaming thought committed an answer (revision 0) or revised it (revision k > 0). Shown at
+// once: the answer and the chunk it came after (that chunk's row is marked); a revision strikes the answer it
+// replaces, in the row it came after and in the history under the answer ("revised from X after chunk i to Y
+// after chunk j")
+function onResponse(ev) {
+  const prev = responses[responses.length - 1];
+  const r = { prediction: ev.prediction, chunk: ev.chunk, beforeEoi: !eoiSeen };
+  responses.push(r);
+  if (prev) {
+    const old = item(prev.chunk).querySelector(".committed");
+    old.classList.add("superseded");
+    old.textContent = "answer ";
+    old.append(el("del", prev.prediction), " committed here; revised after chunk " + (r.chunk + 1));
+    const h = el("li", "revised from ");
+    h.append(el("del", prev.prediction), " " + afterChunk(prev.chunk) + " to ", el("strong", r.prediction),
+      " " + afterChunk(r.chunk));
+    $("history").appendChild(h);
+  }
+  const li = item(r.chunk);
+  li.classList.add("answered");
+  li.appendChild(el("div", (prev ? "answer revised to " : "answer ") + r.prediction + " committed here" +
+    (r.beforeEoi ? ", before end of input" : ""), "committed"));
+  $("answer").textContent = r.prediction;
+  setAnswerState("committed " + describe(r) + (ev.revision ? " (revision " + ev.revision + ")" : ""), "committed");
+}
+
+function setAnswerState(text, cls) { const s = $("answer-state"); s.textContent = text; s.className = "answer-state " + cls; }
+
+// the episode's answer: a committed one (answered early) becomes final, its history kept; otherwise the
+// deep stage's answer after end of input
+function onAnswer(ev) {
+  const last = responses[responses.length - 1];
+  $("answer").textContent = ev.prediction === null ? "(no \\boxed{} answer)" : ev.prediction;
+  if (ev.finish_reason === "answered_early" && last && last.prediction === ev.prediction)
+    setAnswerState("final: committed " + describe(last), "final");
+  else setAnswerState("final, after end of input" + (last ? " (it replaces the answer committed " +
+    afterChunk(last.chunk) + ")" : ""), "final");
+}
 
 // the record event's read-then-think estimate (docs/SERVING.md), labelled as one
 function estimateText(e) {
@@ -149,16 +220,17 @@ function reset() {
   const old = ws;
   ws = null;  // first: the old socket's close is then not shown as a failure
   if (old) old.close(1000, "new session");
-  sent = 0; ended = false; playing = null; items = {}; current = null;
+  sent = 0; ended = false; playing = null; items = {}; current = null; responses = []; eoiSeen = false;
   $("text").value = ""; $("chunks").innerHTML = ""; $("deep").textContent = ""; $("deepstate").textContent = "";
   $("answer").textContent = "—"; $("latency").textContent = "—"; $("ttft").textContent = "—";
+  $("answer-state").textContent = ""; $("history").innerHTML = "";
   $("estimate").textContent = "read-then-think, estimated: —";
   $("error").textContent = ""; setStatus("idle");
 }
 
 function play() {
   reset();
-  const words = sampleFor(served.model, $("mode").value || served.mode).split(/\s+/);
+  const words = sampleFor(served.model, sessionMode()).split(/\s+/);
   const wps = Math.max(0.5, parseFloat($("wps").value) || 2.5);
   let i = 0;
   playing = setInterval(() => {
@@ -172,5 +244,6 @@ $("text").addEventListener("input", () => { if (!ended) sendFinished(false); });
 $("end").addEventListener("click", endInput);
 $("play").addEventListener("click", play);
 $("reset").addEventListener("click", reset);
+$("mode").addEventListener("change", syncRevisions);
 $("key").addEventListener("change", loadServed);
 loadServed();
