@@ -172,15 +172,15 @@ function onResponse(ev) {
 
 function setAnswerState(text, cls) { const s = $("answer-state"); s.textContent = text; s.className = "answer-state " + cls; }
 
-// the episode's answer: a committed one (answered early) becomes final, its history kept; otherwise the
-// deep stage's answer after end of input
+// the episode's answer: the deep stage's after end of input, or (answered early) the committed one, then
+// shown as final with its history kept
 function onAnswer(ev) {
   const last = responses[responses.length - 1];
   $("answer").textContent = ev.prediction === null ? "(no \\boxed{} answer)" : ev.prediction;
-  if (ev.finish_reason === "answered_early" && last && last.prediction === ev.prediction)
+  if (!last) return;
+  if (ev.finish_reason === "answered_early" && last.prediction === ev.prediction)
     setAnswerState("final: committed " + describe(last), "final");
-  else setAnswerState("final, after end of input" + (last ? " (it replaces the answer committed " +
-    afterChunk(last.chunk) + ")" : ""), "final");
+  else setAnswerState("final, after end of input (it replaces the answer committed " + afterChunk(last.chunk) + ")", "final");
 }
 
 // the record event's read-then-think estimate (docs/SERVING.md), labelled as one
