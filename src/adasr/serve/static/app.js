@@ -172,15 +172,12 @@ function onResponse(ev) {
 
 function setAnswerState(text, cls) { const s = $("answer-state"); s.textContent = text; s.className = "answer-state " + cls; }
 
-// the episode's answer: the deep stage's after end of input, or (answered early) the committed one, then
-// shown as final with its history kept
+// the episode's answer: the deep stage's after end of input, or (answered early: the last committed
+// answer, the engine's rule) the committed one, then shown as final with its history kept
 function onAnswer(ev) {
   const last = responses[responses.length - 1];
   $("answer").textContent = ev.prediction === null ? "(no \\boxed{} answer)" : ev.prediction;
-  if (!last) return;
-  if (ev.finish_reason === "answered_early" && last.prediction === ev.prediction)
-    setAnswerState("final: committed " + describe(last), "final");
-  else setAnswerState("final, after end of input (it replaces the answer committed " + afterChunk(last.chunk) + ")", "final");
+  if (ev.finish_reason === "answered_early" && last) setAnswerState("final: committed " + describe(last), "final");
 }
 
 // the record event's read-then-think estimate (docs/SERVING.md), labelled as one
