@@ -176,7 +176,7 @@ def test_eval_protocol_override_is_recorded_and_checked(tiny_dir, tmp_path):
 def test_verbose_sets_up_logging():
     import logging
 
-    from adasr.cli import setup_logging
+    from adasr.cli.common import setup_logging
 
     root, ours = logging.getLogger(), logging.getLogger("adasr")
     saved = (root.level, ours.level, list(root.handlers))

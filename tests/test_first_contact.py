@@ -113,7 +113,7 @@ def test_models_table_renders_without_ellipsis_at_80_columns():
 
     from rich.console import Console
 
-    from adasr.cli import models_renderables
+    from adasr.cli.models import models_renderables
 
     rows = models_mod.list_models()
     rows.append({**rows[-1], "name": "an-adapter", "trained_on": "x" * 120 + " " + "word " * 30})
