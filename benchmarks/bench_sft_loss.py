@@ -25,7 +25,8 @@ import torch
 from adasr.jsonl import read_jsonl
 from adasr.models import load_model
 from adasr.protocol import default_format
-from adasr.train.sft import StreamingCollator, cb_stream_step_loss
+from adasr.train.sft import cb_stream_step_loss
+from adasr.train.sft_data import StreamingCollator
 
 ROOT = Path(__file__).resolve().parents[1]
 

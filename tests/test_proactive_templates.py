@@ -21,7 +21,7 @@ from adasr.protocol import STAGE_INPUT, StreamingFormat, parse_answer
 from adasr.stream import split_sentences
 from adasr.tasks.proactive import build_proactive, build_proactive_with_report, make_record, perception, score
 from adasr.tasks.proactive import temporal, threshold
-from adasr.train.sft import context_turns
+from adasr.train.sft_data import context_turns
 from adasr.tasks.proactive.base import (
     DISTRACTORS,
     NAMES,
@@ -342,7 +342,7 @@ def test_a_wrong_threshold_note_carries_the_slip():
 def test_sft_renders_a_continued_record_without_training_the_wrong_answer(tiny_tokenizer):
     import datasets
 
-    from adasr.train.sft import StreamingCollator, prepare_episodes, render_row, row_episode
+    from adasr.train.sft_data import StreamingCollator, prepare_episodes, render_row, row_episode
 
     fmt = StreamingFormat(tiny_tokenizer, "proactive-v1")
     chunks = ["Tell me the first number that is divisible by 7.", "Next number: 12.", "Next number: 49.",

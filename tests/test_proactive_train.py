@@ -41,7 +41,7 @@ def proactive_rows():
 
 
 def test_proactive_layout_stops_at_the_response(tiny_tokenizer):
-    from adasr.train.sft import StreamingCollator, row_episode
+    from adasr.train.sft_data import StreamingCollator, row_episode
 
     fmt = StreamingFormat(tiny_tokenizer, "proactive-v1")
     ep = row_episode(RECORD, "proactive")
@@ -63,13 +63,14 @@ def test_proactive_layout_stops_at_the_response(tiny_tokenizer):
 
 
 def test_response_class_is_distinct_from_a_note(tiny_tokenizer):
-    from adasr.train.sft import StreamingCollator, decision_counts, response_decisions
+    from adasr.train.cb_stream import decision_counts
+    from adasr.train.sft_data import render_row
 
     fmt = StreamingFormat(tiny_tokenizer, "proactive-v1")
     # a note that starts like a response, and a response that starts like a note
     row = {**RECORD, "thoughts": ["\\boxed{} is not yet known", "7 so far", "The total is \\boxed{12}"]}
-    r = StreamingCollator(tiny_tokenizer, fmt, layout="proactive").render(row)
-    counts = decision_counts(r, response_decisions(r, row["thoughts"]), fmt.end_of_turn_id)
+    r, respond = render_row(fmt, row, "proactive")
+    counts = decision_counts(r, respond, fmt.end_of_turn_id)
     assert counts == {"skip": 0, "think": 2, "respond": 1}
     counts = decision_counts(r, [False] * len(r.input_ids), fmt.end_of_turn_id)
     assert counts == {"skip": 0, "think": 3, "respond": 0}  # without the mask: two classes, as before
@@ -79,7 +80,7 @@ def test_cb_weights_up_weight_the_rare_response(tiny_tokenizer, proactive_rows):
     import datasets
 
     from adasr.train.cb_stream import cb_stream_token_weights
-    from adasr.train.sft import StreamingCollator, prepare_episodes
+    from adasr.train.sft_data import StreamingCollator, prepare_episodes
 
     fmt = StreamingFormat(tiny_tokenizer, "proactive-v1")
     ds, stats = prepare_episodes(datasets.Dataset.from_list(proactive_rows), fmt, 4096, "proactive")

@@ -62,7 +62,7 @@ def _weights(path: Path) -> dict:
 
 
 def test_collator_masks_labels_and_decisions(tiny_tokenizer):
-    from adasr.train.sft import IGNORE, StreamingCollator
+    from adasr.train.sft_data import IGNORE, StreamingCollator
 
     fmt = StreamingFormat(tiny_tokenizer)
     short = dict(ROW, chunks=["Add 5.", "What is the result?"], thoughts=["5."], deep="\\boxed{5}")
@@ -89,7 +89,7 @@ def test_collator_masks_labels_and_decisions(tiny_tokenizer):
 
 def test_batch_layout_is_the_read_then_think_twin(tiny_tokenizer):
     """layout=batch: the same steps, written after end of input as one deep stage; no decisions."""
-    from adasr.train.sft import StreamingCollator, row_episode
+    from adasr.train.sft_data import StreamingCollator, row_episode
 
     fmt = StreamingFormat(tiny_tokenizer)
     ep = row_episode(ROW, "batch")
@@ -107,7 +107,8 @@ def test_sft_loss_reads_logits_only_where_it_trains(tiny_tokenizer):
     """The trainer asks the model for the trained positions' logits only (logits_to_keep) and
     gets the loss and gradients of the full-logits computation."""
     from adasr.train.cb_stream import cb_stream_loss, cb_stream_token_weights
-    from adasr.train.sft import IGNORE, StreamingCollator, StreamSFTTrainer
+    from adasr.train.sft import StreamSFTTrainer
+    from adasr.train.sft_data import IGNORE, StreamingCollator
 
     fmt = StreamingFormat(tiny_tokenizer)
     short = dict(ROW, chunks=["Add 5.", "What is the result?"], thoughts=["5."], deep="\\boxed{5}")

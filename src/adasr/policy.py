@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from adasr.defaults import DEFAULT_THOUGHT_BUDGET
 from adasr.errors import ConfigError
-from adasr.protocol import find_boxed
+from adasr.protocol import is_response
 
 _STEP_END = re.compile(r"(?:[.!?]|\n)[\s\"')\]]*$")
 
@@ -252,20 +252,6 @@ def response_started(text: str) -> bool:
         return False
     tail = text[i:]
     return tail.startswith("\\boxed{") or "\\boxed{".startswith(tail)
-
-
-def is_response(thought: str) -> bool:
-    """Whether a proactive streaming thought is a **response**: its text holds a non-empty
-    ``\\boxed{...}`` (it commits the answer). Empty text is silence; other text is a note. The
-    one definition shared by the engine (:class:`ProactivePolicy`), the CB-Stream decision classes
-    of proactive SFT and the turn-level rewards of proactive GRPO."""
-    return any(b.strip() for b in find_boxed(thought))
-
-
-def same_answer(a: str | None, b: str | None) -> bool:
-    """Whether two committed answers are the same, whitespace ignored: a response repeating the
-    committed answer is a confirmation, not a revision (:class:`ProactivePolicy`)."""
-    return a is not None and b is not None and "".join(a.split()) == "".join(b.split())
 
 
 MODES = ("batch", "interleaved", "adaptive", "proactive")

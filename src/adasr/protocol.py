@@ -544,6 +544,20 @@ def parse_answer(text: str) -> str | None:
     return boxed[-1] if boxed else None
 
 
+def is_response(thought: str) -> bool:
+    """Whether a proactive streaming thought is a **response**: its text holds a non-empty
+    ``\\boxed{...}`` (it commits the answer). Empty text is silence; other text is a note. The
+    one definition shared by the engine (:class:`adasr.policy.ProactivePolicy`), the CB-Stream
+    decision classes of proactive SFT and the turn-level rewards of proactive GRPO."""
+    return any(b.strip() for b in find_boxed(thought))
+
+
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two committed answers are the same, whitespace ignored: a response repeating the
+    committed answer is a confirmation, not a revision (:class:`adasr.policy.ProactivePolicy`)."""
+    return a is not None and b is not None and "".join(a.split()) == "".join(b.split())
+
+
 @lru_cache(maxsize=16)
 def _cached_format(tokenizer, protocol: Protocol) -> StreamingFormat:
     return StreamingFormat(tokenizer, protocol)

@@ -51,8 +51,8 @@ import torch
 
 from adasr.errors import InputError
 from adasr.events import Answer, Arrive, DeepStart, Eoi, Event, Ingest, Response, Thought, Token
-from adasr.policy import PolicyContext, ThoughtPolicy, same_answer
-from adasr.protocol import Stage, StreamingFormat, find_boxed
+from adasr.policy import PolicyContext, ThoughtPolicy
+from adasr.protocol import Stage, StreamingFormat, find_boxed, same_answer
 from adasr.sampling import SamplingParams
 from adasr.stream import ArrivalSource, Chunk, RealClock, VirtualClock
 

@@ -26,7 +26,7 @@ were not generated (stage 0: prompt, chunks, role headers) weight 0.
 
 from __future__ import annotations
 
-from typing import Mapping, Union
+from typing import Mapping, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +102,24 @@ def decision_classes(input_ids: torch.Tensor, decision_mask: torch.Tensor, end_o
     if respond_mask is not None:
         cls = torch.where(respond_mask.bool(), torch.full_like(cls, RESPOND), cls)
     return torch.where(decision_mask.bool(), cls, torch.full_like(cls, NOT_DECISION))
+
+
+def decision_counts(rendered, respond: Sequence[bool], end_of_turn_id: int) -> dict[str, int]:
+    """The decision classes of one rendered episode, counted (:func:`decision_classes`).
+
+    Args:
+        rendered: its ``input_ids`` and ``decision`` flags, lists of length T (an
+            :class:`adasr.protocol.Rendered`).
+        respond: length T, True at the decision tokens of response turns
+            (:func:`adasr.train.sft_data.render_row`).
+        end_of_turn_id: the id that closes an assistant turn (a skip's decision token).
+
+    Returns:
+        ``{"skip": n, "think": n, "respond": n}``.
+    """
+    ids = torch.tensor(rendered.input_ids, dtype=torch.long)[None]
+    cls = decision_classes(ids, torch.tensor(rendered.decision)[None], end_of_turn_id, torch.tensor(respond)[None])
+    return {name: int((cls == c).sum()) for c, name in enumerate(CLASS_NAMES)}
 
 
 def _counts_vector(class_counts: Counts) -> torch.Tensor:

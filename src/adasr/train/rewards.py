@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import torch
 
 from adasr.errors import ConfigError, DataError
-from adasr.policy import same_answer
+from adasr.protocol import same_answer
 from adasr.proactive_metrics import proactive_score
 
 
@@ -272,7 +272,7 @@ def turn_rewards(turn_chunks: Sequence[int], responds: Sequence[bool], evidence_
     Args:
         turn_chunks: for each generated streaming turn, the 0-based index ``c`` of the chunk it
             follows (in order).
-        responds: for each turn, whether it is a response (:func:`adasr.policy.is_response`).
+        responds: for each turn, whether it is a response (:func:`adasr.protocol.is_response`).
         evidence_chunk: ``e``.
         correct: whether the episode's committed answer is right (read for its response turn),
             or one flag per turn: whether that turn's own answer is right (a rollout that revised

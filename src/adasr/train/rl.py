@@ -55,9 +55,8 @@ from trl import GRPOTrainer
 from adasr.engine import EngineConfig, EpisodeInput, EpisodeResult, StreamingEngine
 from adasr.errors import ConfigError
 from adasr.metrics import grade_record
-from adasr.policy import is_response
 from adasr.proactive_metrics import episode_metrics
-from adasr.protocol import Stage, StreamingFormat, find_boxed
+from adasr.protocol import Stage, StreamingFormat, find_boxed, is_response
 from adasr.tasks.registry import get_task
 from adasr.train.advantages import (
     advantage_stats,
@@ -66,7 +65,8 @@ from adasr.train.advantages import (
     hrpo_token_advantages,
     proactive_token_advantages,
 )
-from adasr.train.common import prepare_run, save_final, trained_on
+from adasr.train.common import prepare_run
+from adasr.train.save import save_final, trained_on
 from adasr.train.config import RLConfig
 from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors, trajectory_reward, turn_rewards
 
@@ -85,7 +85,7 @@ class RolloutTurn:
         start / end: its tokens are ``token_ids[start:end]`` of the rollout (token positions;
             the end-of-turn token included when the model generated it).
         chunk: 0-based index of the chunk it follows.
-        responds: the turn commits an answer (:func:`adasr.policy.is_response`).
+        responds: the turn commits an answer (:func:`adasr.protocol.is_response`).
         prediction: a response's answer (its last ``\\boxed{}``), else ``None``.
     """
 

@@ -1,263 +1,46 @@
 """Supervised fine-tuning on protocol-rendered streaming episodes, with the CB-Stream loss.
 
-Recipe (top to bottom, :func:`train_sft`):
+Recipe (top to bottom, :func:`train_sft`; the config's values flow one way, down these steps):
 
 1. :func:`~adasr.train.common.prepare_run`, the start RL shares: check and resolve the config,
    find the resume point, build the episodes (``id, task, question, chunks, thoughts, deep,
    answer``; the last ``eval_size`` are held out) and load the model (LoRA through PEFT's
    ``get_peft_model`` if asked);
-2. render with the config's protocol; measure the episodes once (:func:`prepare_episodes`): drop
-   those longer than ``max_seq_len`` and count the decision classes (skip vs think) over the
-   whole training set;
-3. train with :class:`StreamSFTTrainer`, a ``transformers.Trainer`` whose batches come from
-   :class:`StreamingCollator` (each row rendered by :meth:`StreamingFormat.render` — the same
-   renderer the engine uses at inference) and whose loss is CB-Stream
-   (:func:`adasr.train.cb_stream.cb_stream_loss`);
-4. save ``output_dir/final`` (:func:`save_final`): a LoRA adapter whose ``base_model_name_or_path``
-   is the upstream hub id of a bundled base (else the model as given), or a full model +
-   tokenizer; plus ``adasr_meta.json`` (``"base"``: what adasr loads) and a model card.
+2. the data (:mod:`adasr.train.sft_data`): every episode rendered with the config's protocol and
+   measured once (:func:`~adasr.train.sft_data.prepare_episodes`): those longer than
+   ``max_seq_len`` dropped, the decision classes (skip, think, respond) counted over the whole
+   training set; batches from :class:`~adasr.train.sft_data.StreamingCollator` (each row
+   rendered by :meth:`StreamingFormat.render` — the same renderer the engine uses at inference);
+3. train with :class:`StreamSFTTrainer`, a ``transformers.Trainer`` whose loss is CB-Stream
+   (:func:`cb_stream_step_loss`, :func:`adasr.train.cb_stream.cb_stream_loss`);
+4. save ``output_dir/final`` (:func:`adasr.train.save.save_final`, the end RL shares): a LoRA
+   adapter whose ``base_model_name_or_path`` is the upstream hub id of a bundled base (else the
+   model as given), or a full model + tokenizer; plus ``adasr_meta.json`` (``"base"``: what adasr
+   loads) and a model card.
 
-What is masked: every token the model did not generate (system prompt, chunks, role headers,
-the end-of-input turn, the newline after ``<|im_end|>``: stage 0) has weight 0; streaming-thought
-and deep-stage tokens weight 1; decision tokens (the first token of each streaming-thought turn:
-skip = end-of-turn id, think = anything else) carry the class-balanced weight
+Weights: tokens the model did not generate (labels :data:`~adasr.train.sft_data.IGNORE`) weigh
+0; streaming-thought and deep-stage tokens 1; decision tokens carry the class-balanced weight
 (docs/TRAINING.md, docs/DESIGN.md "Rewards, HRPO and CB-Stream").
-
-The steps SFT shares with RL (:func:`~adasr.train.common.prepare_run`,
-:func:`~adasr.train.common.save_final`) live in :mod:`adasr.train.common`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from transformers import Trainer
 
-from adasr.errors import DataError
-from adasr.policy import is_response, same_answer
-from adasr.protocol import STAGE_INPUT, STAGE_STREAM, Episode, Rendered, StreamingFormat, default_format, parse_answer
-from adasr.train.cb_stream import (
-    CLASS_NAMES,
-    cb_stream_loss,
-    cb_stream_token_weights,
-    decision_classes,
-    trained_positions,
-)
-from adasr.train.common import prepare_run, save_final, trained_on
+from adasr.protocol import StreamingFormat
+from adasr.train.cb_stream import cb_stream_loss, cb_stream_token_weights, trained_positions
+from adasr.train.common import prepare_run
 from adasr.train.config import SFTConfig
+from adasr.train.save import save_final, trained_on
+from adasr.train.sft_data import IGNORE, StreamingCollator, prepare_episodes
 
 logger = logging.getLogger(__name__)
-
-IGNORE = -100
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-
-
-def row_episode(row: dict, layout: str = "streaming") -> Episode:
-    """The :class:`Episode` of a dataset row (chunks, thoughts with ``""`` = skip, deep).
-
-    ``layout="streaming"`` keeps each thought after its chunk. ``layout="batch"`` is the
-    read-then-think twin of the same episode: one user turn holding every chunk, then the
-    non-empty thoughts, in order, followed by the deep stage, as one assistant turn. The
-    reasoning text is identical; only *when* it is written changes (the fair baseline for
-    post-input latency, docs/DESIGN.md "Modes"). ``layout="proactive"`` is the proactive layout
-    of a proactive record (:mod:`adasr.tasks.proactive`, ``evidence_chunk`` = e): chunks ``0..e``
-    with their turns (silent, ..., silent, the ``\\boxed{answer}`` response) and no end-of-input
-    turn nor deep stage; a record continued past its answer (build knob ``continuation``:
-    :func:`adasr.tasks.proactive.base.continue_record`) renders its chunks up to its last turn.
-
-    Raises:
-        ProtocolError: for an unknown layout (from :class:`Episode` rendering).
-        DataError: ``layout="proactive"`` on a row without a valid ``evidence_chunk``.
-    """
-    if layout == "proactive":
-        e = row.get("evidence_chunk")
-        thoughts = list(row["thoughts"])
-        if not isinstance(e, int) or not 0 <= e < len(row["chunks"]) or not e + 1 <= len(thoughts) <= len(row["chunks"]):
-            raise DataError(f"episode {row.get('id')!r} is not a proactive record (evidence_chunk {e!r}, "
-                            f"{len(thoughts)} thoughts): build it with a proactive_* task")
-        return Episode(chunks=list(row["chunks"])[: len(thoughts)], thoughts=thoughts, deep=None, end_of_input=False)
-    if layout == "batch":
-        steps = [t.strip() for t in row["thoughts"] if t and t.strip()]
-        deep = " ".join(steps + [row["deep"]])
-        return Episode(chunks=list(row["chunks"]), thoughts=[None] * len(row["chunks"]), deep=deep, layout="batch")
-    return Episode(chunks=list(row["chunks"]), thoughts=list(row["thoughts"]), deep=row["deep"], layout=layout)
-
-
-@dataclass
-class EpisodeStats:
-    """What :func:`prepare_episodes` measured on a training set.
-
-    Attributes:
-        kept: episodes kept (at most ``max_seq_len`` tokens).
-        dropped: episodes dropped for being longer.
-        class_counts: decision-token counts ``{"skip": n, "think": n, "respond": n}`` over the
-            kept episodes (:func:`decision_counts`).
-        max_len / mean_len: rendered lengths (tokens) of the kept episodes.
-    """
-
-    kept: int
-    dropped: int
-    class_counts: dict
-    max_len: int
-    mean_len: float
-
-
-def prepare_episodes(ds, fmt: StreamingFormat, max_seq_len: int, layout: str = "streaming"):
-    """Render every row once (in ``layout``, see :func:`row_episode`): drop rows longer than
-    ``max_seq_len`` and count decision classes (none in batch layout).
-
-    Returns:
-        ``(dataset, EpisodeStats)``.
-
-    Raises:
-        DataError: a row cannot be rendered, or no row fits in ``max_seq_len``.
-    """
-    keep: list[int] = []
-    counts = dict.fromkeys(CLASS_NAMES, 0)
-    lengths: list[int] = []
-    for i, row in enumerate(ds):
-        try:
-            r, respond = render_row(fmt, row, layout)
-        except DataError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a malformed record names itself
-            raise DataError(f"episode {row.get('id', i)!r} cannot be rendered: {err}") from None
-        if len(r.input_ids) > max_seq_len:
-            continue
-        keep.append(i)
-        lengths.append(len(r.input_ids))
-        for name, n in decision_counts(r, respond, fmt.end_of_turn_id).items():
-            counts[name] += n
-    if not keep:
-        raise DataError(f"no training episode fits in max_seq_len={max_seq_len} tokens: raise max_seq_len")
-    stats = EpisodeStats(len(keep), len(ds) - len(keep), counts, max(lengths), sum(lengths) / len(lengths))
-    if stats.dropped:
-        logger.warning("dropped %d of %d episodes longer than max_seq_len=%d", stats.dropped, len(ds), max_seq_len)
-    return (ds if stats.dropped == 0 else ds.select(keep)), stats
-
-
-def response_decisions(rendered: Rendered, thoughts: Sequence) -> list[bool]:
-    """Per token of ``rendered``: True at the decision token of each **response** turn (its text
-    holds a non-empty ``\\boxed{}``: :func:`adasr.policy.is_response`).
-
-    The decision tokens of ``rendered`` belong, in order, to the rendered (non-``None``) entries
-    of ``thoughts``; decision tokens cut off by truncation are simply absent.
-    """
-    turns = [t for t in thoughts if t is not None]
-    out = [False] * len(rendered.input_ids)
-    positions = [p for p, d in enumerate(rendered.decision) if d]
-    for pos, text in zip(positions, turns):
-        out[pos] = isinstance(text, str) and is_response(text)
-    return out
-
-
-def context_turns(row: dict) -> list[int]:
-    """Indices of the turns of a proactive record that are context, not targets: response turns
-    whose committed answer is not the record's ``answer`` (the wrong first answer of a correction
-    episode, :func:`adasr.tasks.proactive.base.continue_record`). :func:`render_row` gives their
-    tokens no label and counts no decision for them, so a model learns to correct a wrong answer
-    without learning to write one."""
-    answer = str(row["answer"])
-    return [k for k, t in enumerate(row["thoughts"])
-            if t and is_response(t) and not same_answer(parse_answer(t), answer)]
-
-
-def render_row(fmt: StreamingFormat, row: dict, layout: str = "streaming") -> tuple[Rendered, list[bool]]:
-    """A row rendered in ``layout`` (:func:`row_episode`) and its response decisions
-    (:func:`response_decisions`). In the proactive layout the *context turns* of the record
-    (:func:`context_turns`: the wrong first answer of a correction episode) are not trained:
-    their tokens get stage 0 (no label) and no decision token.
-
-    Raises:
-        DataError / ProtocolError: as :func:`row_episode`.
-    """
-    r = fmt.render(row_episode(row, layout))
-    respond = response_decisions(r, row["thoughts"])
-    context = context_turns(row) if layout == "proactive" else []
-    if context:
-        starts = [p for p, d in enumerate(r.decision) if d]  # one per turn: a proactive record renders them all
-        for k in context:
-            p = starts[k]
-            r.decision[p] = respond[p] = False
-            while p < len(r.stage) and r.stage[p] == STAGE_STREAM:
-                r.stage[p] = STAGE_INPUT
-                p += 1
-    return r, respond
-
-
-def decision_counts(rendered: Rendered, respond: Sequence[bool], end_of_turn_id: int) -> dict[str, int]:
-    """Decision classes of one rendered episode: ``{"skip": n, "think": n, "respond": n}``
-    (:func:`adasr.train.cb_stream.decision_classes`; ``respond`` from :func:`response_decisions`)."""
-    ids = torch.tensor(rendered.input_ids, dtype=torch.long)[None]
-    cls = decision_classes(ids, torch.tensor(rendered.decision)[None], end_of_turn_id, torch.tensor(respond)[None])
-    return {name: int((cls == c).sum()) for c, name in enumerate(CLASS_NAMES)}
-
-
-class StreamingCollator:
-    """Render dataset rows with the streaming protocol and pad them into a batch.
-
-    Each row (``chunks``, ``thoughts`` with ``""`` = skip, ``deep``) becomes an :class:`Episode`
-    in ``layout`` (:func:`row_episode`: ``streaming``, or ``batch`` for its read-then-think
-    twin), rendered by :meth:`StreamingFormat.render` (:func:`render_row`: in the proactive
-    layout the context turns of a correction episode are not trained); sequences longer than
-    ``max_seq_len`` are cut at the right.
-
-    Returns (from ``__call__``) a dict of ``(B, T)`` tensors, right-padded:
-        ``input_ids``; ``attention_mask`` (1 on real tokens); ``labels`` (the id where the model
-        generated the token, stage > 0, else -100); ``decision_mask`` (bool, the skip-vs-think
-        decision tokens); ``respond_mask`` (bool, the decision tokens of response turns:
-        :func:`response_decisions`); ``stage`` (0 input, 1 streaming thought, 2 deep stage; 0 on
-        padding).
-    """
-
-    def __init__(self, tokenizer, fmt: StreamingFormat | None = None, max_seq_len: int | None = None,
-                 layout: str = "streaming"):
-        self.fmt = fmt or default_format(tokenizer)
-        self.max_seq_len = max_seq_len
-        self.layout = layout
-        pad = tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else self.fmt.end_of_turn_id
-
-    def render(self, row: dict) -> Rendered:
-        """The row rendered (:func:`render_row`) and cut at ``max_seq_len``."""
-        return self._render(row)[0]
-
-    def _render(self, row: dict) -> tuple[Rendered, list[bool]]:
-        r, respond = render_row(self.fmt, row, self.layout)
-        if self.max_seq_len is not None and len(r.input_ids) > self.max_seq_len:
-            n = self.max_seq_len
-            r, respond = Rendered(r.input_ids[:n], r.stage[:n], r.decision[:n]), respond[:n]
-        return r, respond
-
-    def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
-        pairs = [self._render(row) for row in rows]
-        rendered = [r for r, _ in pairs]
-        T = max(len(r.input_ids) for r in rendered)
-        B = len(rendered)
-        ids = torch.full((B, T), self.pad_id, dtype=torch.long)
-        att = torch.zeros((B, T), dtype=torch.long)
-        stage = torch.zeros((B, T), dtype=torch.long)
-        dec = torch.zeros((B, T), dtype=torch.bool)
-        respond = torch.zeros((B, T), dtype=torch.bool)
-        for b, (r, resp) in enumerate(pairs):
-            n = len(r.input_ids)
-            ids[b, :n] = torch.tensor(r.input_ids, dtype=torch.long)
-            att[b, :n] = 1
-            stage[b, :n] = torch.tensor(r.stage, dtype=torch.long)
-            dec[b, :n] = torch.tensor(r.decision, dtype=torch.bool)
-            respond[b, :n] = torch.tensor(resp, dtype=torch.bool)
-        labels = torch.where(stage > STAGE_INPUT, ids, torch.full_like(ids, IGNORE))
-        return {"input_ids": ids, "attention_mask": att, "labels": labels, "decision_mask": dec,
-                "respond_mask": respond, "stage": stage}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +49,7 @@ class StreamingCollator:
 
 
 class StreamSFTTrainer(Trainer):
-    """``transformers.Trainer`` with the CB-Stream loss on :class:`StreamingCollator` batches.
+    """``transformers.Trainer`` with the CB-Stream loss on :class:`~adasr.train.sft_data.StreamingCollator` batches.
 
     Args:
         cb_beta: class-balancing strength (0 = plain masked cross-entropy).
@@ -295,7 +78,7 @@ class StreamSFTTrainer(Trainer):
 
 def cb_stream_step_loss(model, inputs: dict, *, end_of_turn_id: int, cb_beta: float, class_counts: dict | None = None,
                         trained_only: bool = True):
-    """The forward pass and CB-Stream loss of one :class:`StreamingCollator` batch (what
+    """The forward pass and CB-Stream loss of one :class:`~adasr.train.sft_data.StreamingCollator` batch (what
     :meth:`StreamSFTTrainer.compute_loss` runs).
 
     Args:
@@ -348,8 +131,6 @@ def sft_arguments(cfg: SFTConfig, has_eval: bool) -> SFTConfig:
     """The training arguments of a run: ``cfg`` itself (an ``SFTConfig`` is a
     ``TrainingArguments``), or a copy that evaluates the held-out loss every ``eval_steps``
     (default: ``save_steps``) when there is a held-out set, and never when there is none."""
-    import dataclasses
-
     if has_eval:  # IntervalStrategy is a str enum
         strategy = "steps" if cfg.eval_strategy == "no" else cfg.eval_strategy
         return dataclasses.replace(cfg, eval_strategy=strategy, eval_steps=cfg.eval_steps or cfg.save_steps)
@@ -387,14 +168,16 @@ def train_sft(
     fmt = StreamingFormat(policy.tokenizer, cfg.protocol)
     train_dataset, stats = prepare_episodes(run.train, fmt, cfg.max_seq_len, cfg.layout)
     eval_dataset = None if run.eval is None else prepare_episodes(run.eval, fmt, cfg.max_seq_len, cfg.layout)[0]
+    collator = StreamingCollator(policy.tokenizer, fmt, cfg.max_seq_len, cfg.layout)
     logger.info("SFT (%s layout) on %d episodes: decision classes %s", cfg.layout, stats.kept, stats.class_counts)
 
+    args = sft_arguments(cfg, eval_dataset is not None)
     trainer = StreamSFTTrainer(
         model=policy.model,
-        args=sft_arguments(cfg, eval_dataset is not None),
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=StreamingCollator(policy.tokenizer, fmt, cfg.max_seq_len, cfg.layout),
+        data_collator=collator,
         processing_class=policy.tokenizer,
         callbacks=callbacks,
         cb_beta=cfg.cb_beta,
@@ -409,5 +192,4 @@ def train_sft(
     )
 
 
-__all__ = ["StreamingCollator", "StreamSFTTrainer", "EpisodeStats", "row_episode", "prepare_episodes", "sft_arguments",
-           "train_sft", "response_decisions", "decision_counts"]
+__all__ = ["StreamSFTTrainer", "cb_stream_step_loss", "sft_arguments", "train_sft"]

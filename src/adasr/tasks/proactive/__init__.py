@@ -20,7 +20,7 @@ Record (the shared streaming-episode schema of :mod:`adasr.tasks.streamify`, plu
   streams them all, and a model that waits past the evidence is late).
 * ``deep`` = ``""``: the proactive layout has no deep stage. A read-then-answer baseline
   renders all chunks, the end-of-input turn, then ``response`` as the deep stage. Rendering the
-  record as a plain ``streaming`` episode (``adasr.train.sft.row_episode``) raises (no turn
+  record as a plain ``streaming`` episode (``adasr.train.sft_data.row_episode``) raises (no turn
   after chunk ``e + 1``), on purpose.
 
 Families (``task`` names), one module each with its definitions, knobs and phrasings

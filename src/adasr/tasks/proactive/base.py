@@ -146,7 +146,7 @@ def continue_record(record: dict, wrong_turn: str | None = None) -> dict:
       \\boxed{26}"``): **a correction after a wrong answer**: the response turn at ``e``
       becomes ``wrong_turn`` and the record's own response turn follows at chunk ``e + 1``,
       which ends the episode (one revision). The wrong turn is context, not a target
-      (:func:`adasr.train.sft.context_turns`).
+      (:func:`adasr.train.sft_data.context_turns`).
 
     Raises:
         ValueError: ``record`` already continues past its evidence, ``wrong_turn`` is not a

@@ -128,7 +128,7 @@ class LayoutArguments:
         layout: ``streaming`` (each thought right after its chunk: a streaming reasoner),
             ``batch`` (the same steps written after end of input: the read-then-think baseline
             trained on identical data) or ``proactive`` (a proactive task's chunks up to its
-            evidence chunk: silent turns, then the response; :func:`adasr.train.sft.row_episode`).
+            evidence chunk: silent turns, then the response; :func:`adasr.train.sft_data.row_episode`).
     """
 
     section = "data"
