@@ -159,7 +159,12 @@ def _run_script(base: str, frames: list, ending: tuple[str, int]) -> None:
                 events.append(ev)
         except ConnectionClosed:
             rcvd = ws.close_code
-            assert rcvd in CLOSE_CODES, (rcvd, events[-3:])
+            # after a frame over the limit the server sends 1009 and closes the TCP connection; frames
+            # the client still had in flight then reset it, and a reset may discard the unread close
+            # frame (TCP, not the server): 1006 is accepted there and nowhere else
+            oversize = any(len(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"))
+                           > MAX_FRAME_BYTES for _, data in frames)
+            assert rcvd in CLOSE_CODES | ({1006} if oversize else set()), (rcvd, events[-3:])
             if rcvd == 1000 and events:
                 assert events[-1]["type"] in ("record", "error"), events[-3:]
             return
