@@ -95,6 +95,37 @@ def test_adasr_serve_and_run_server_end_to_end(tiny_dir):
         proc.wait(10)
 
 
+def test_adasr_serve_mode_proactive_with_revisions(tiny_dir):
+    """`adasr serve --mode proactive --revisions 1`: /v1/models reports both defaults, a session's
+    settings may change them (a value out of 0 .. 8 is refused with an error event); revisions
+    with another mode, or below 0, fail before the model loads."""
+    port = free_port()
+    cli = [sys.executable, "-m", "adasr.cli"]
+    proc = subprocess.Popen(cli + ["serve", "--model", tiny_dir, "--port", str(port), "--decode-rate", "50",
+                                   "--max-deep-tokens", "4", "--mode", "proactive", "--revisions", "1", "--budget", "4",
+                                   "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        wait_for(lambda: _up(httpx, url), timeout_s=60)
+        served = httpx.get(url + "/v1/models").json()["data"][0]
+        assert served["mode"] == "proactive" and served["revisions"] == 1
+        record = Client(url).solve(iter(TEXT), settings={"revisions": 0})
+        assert record["record"]["mode"] == "proactive"
+        with pytest.raises(ServerError) as bad:
+            Client(url).solve(iter(TEXT), settings={"revisions": 9})
+        assert bad.value.code == "invalid_frame"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    for args, message in ((["--revisions", "1"], "apply to --mode proactive only"),
+                          (["--mode", "proactive", "--revisions", "-1"], "revisions must be an integer >= 0")):
+        refused = subprocess.run(cli + ["serve", "--model", "no-such-model", "--port", str(free_port())] + args,
+                                 capture_output=True, timeout=60)
+        assert refused.returncode != 0 and message in refused.stderr.decode() and b"Traceback" not in refused.stderr
+
+
 def _up(httpx, url: str) -> bool:
     try:
         return httpx.get(url + "/health", timeout=1).status_code == 200

@@ -15,6 +15,7 @@ from adasr.cli.common import (
     ModelOpt,
     ProtocolOpt,
     RevisionOpt,
+    RevisionsOpt,
     err,
     load,
     make_engine,
@@ -35,6 +36,7 @@ def serve(
     api_key: Annotated[Optional[str], typer.Option(envvar="ADASR_API_KEY", help="require this key on /v1/*")] = None,
     mode: Annotated[str, typer.Option(help="default mode: batch | interleaved | adaptive | proactive (a session may change it)")] = "adaptive",
     thought_budget: BudgetOpt = DEFAULT_THOUGHT_BUDGET,
+    revisions: RevisionsOpt = 0,
     max_deep_tokens: Annotated[int, typer.Option(
         help="deep-stage cap, tokens (sessions may ask for less)")] = DEFAULT_MAX_DEEP_TOKENS,
     temperature: float = 0.0,
@@ -48,6 +50,8 @@ def serve(
     """Serve live streaming sessions: WebSocket /v1/sessions, POST /v1/solve, a page at / (docs/SERVING.md)."""
     import socket
 
+    from adasr.policy import make_policy
+
     try:
         import uvicorn
 
@@ -57,6 +61,7 @@ def serve(
         raise ConfigError(f"adasr serve needs the serve extra ({e.name} is missing): pip install 'adasr[serve]'") from None
     if max_sessions < 1 or idle_timeout <= 0 or not 0 < port < 65536 or (threads is not None and threads < 1):
         raise ConfigError("need --max-sessions >= 1, --idle-timeout > 0, 0 < --port < 65536 and --threads >= 1")
+    make_policy(mode, thought_budget=thought_budget, revisions=revisions)  # bad defaults fail before any load
     with socket.socket() as probe:  # a taken port fails now, with one line, not after loading the model
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
         try:
@@ -68,7 +73,8 @@ def serve(
 
         torch.set_num_threads(threads)
     loaded = load(model, dtype, device, revision, protocol)
-    engine = make_engine(loaded, mode, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate, backend)
+    engine = make_engine(loaded, mode, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate, backend,
+                         revisions=revisions)
     server_app = create_app(engine, model_name=model, api_key=api_key, max_sessions=max_sessions,
                             idle_timeout_s=idle_timeout)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
