@@ -311,6 +311,40 @@ def test_chain_sum_skip_prob_folds_skipped_operations():
         build_procedural("chain_sum", 2, 0, skip_prob=1.5)
 
 
+def test_chain_sum_forced_skips_are_context_not_targets(tiny_tokenizer):
+    """skip_forced: the knob's skips are listed as the engine's and rendered untrained, so SFT
+    teaches folding after a forced skip but never the skip itself; the plain fold records train
+    every skip (the measured failure of RESULTS.md section 25: a model that skips by itself)."""
+    import datasets
+
+    from adasr.protocol import STAGE_INPUT, StreamingFormat
+    from adasr.train.sft_data import context_turns, prepare_episodes, render_row
+
+    knobs = dict(terms=4, digits=1, final="boxed", skip_prob=0.5)
+    fold = build_procedural("chain_sum", 40, 0, **knobs)
+    forced = build_procedural("chain_sum", 40, 0, skip_forced=True, **knobs)
+    assert [{k: v for k, v in f.items() if k != "forced_skips"} for f in forced] == fold
+    assert all(f["forced_skips"] == [k for k, t in enumerate(f["thoughts"]) if k > 0 and t == ""] for f in forced)
+    assert sum(map(len, (f["forced_skips"] for f in forced))) > 20
+    fmt = StreamingFormat(tiny_tokenizer)
+    row = next(f for f in forced if f["forced_skips"])
+    r_fold, _ = render_row(fmt, {k: v for k, v in row.items() if k != "forced_skips"})
+    r, _ = render_row(fmt, row)
+    assert r.input_ids == r_fold.input_ids  # the same tokens: only the labels differ
+    assert sum(r_fold.decision) - sum(r.decision) == len(row["forced_skips"])
+    untrained = [p for p, (a, b) in enumerate(zip(r_fold.stage, r.stage)) if a != b]
+    assert untrained and all(r.stage[p] == STAGE_INPUT for p in untrained)
+    assert [r.input_ids[p] for p in untrained] == [fmt.end_of_turn_id] * len(row["forced_skips"])  # each skip's one token
+    _, stats_fold = prepare_episodes(datasets.Dataset.from_list(fold), fmt, 4096, "streaming")
+    _, stats = prepare_episodes(datasets.Dataset.from_list(forced), fmt, 4096, "streaming")
+    n_forced = sum(map(len, (f["forced_skips"] for f in forced)))
+    assert stats_fold.class_counts["skip"] - stats.class_counts["skip"] == n_forced
+    assert stats_fold.class_counts["think"] == stats.class_counts["think"]
+    assert context_turns(row, "batch") == []
+    with pytest.raises(DataError, match="forced_skips"):
+        context_turns({**row, "forced_skips": [len(row["thoughts"]) - 1] if row["thoughts"][-1] else [99]}, "streaming")
+
+
 def test_procedural_config_errors():
     with pytest.raises(ConfigError, match="chain_sum"):
         build_procedural("no_such_task", 5, 0)

@@ -9,6 +9,7 @@ against the generator's ``answer``; items that do not match are skipped and coun
 Records follow the shared streaming-episode schema (see :mod:`adasr.tasks.streamify`)::
 
     id, task, question (the chunks joined by spaces), chunks (N), thoughts (N-1), deep, answer
+    [, forced_skips (thought indices whose skip is the engine's: ``chain_sum``'s ``skip_forced``)]
 
 Families and their knobs (all optional; ``seed`` and ``size`` are arguments of
 :func:`build_procedural`). Defaults are small so that a 135M model can learn the task:
@@ -26,6 +27,11 @@ Families and their knobs (all optional; ``seed`` and ``size`` are arguments of
     machine that falls behind its input, where ``--skip-backlog`` skips the thoughts of chunks
     that waited and ingests them together (RESULTS.md section 25). Which thoughts are skipped is
     drawn from the item's expression, so the same (seed, knobs) gives the same records.
+    ``skip_forced`` (default ``False``): the knob's skips are the **engine's** (forced under a
+    backlog), not the model's: each record lists them in ``forced_skips`` (thought indices) and
+    SFT renders those turns as context, untrained (:func:`adasr.train.sft_data.context_turns`),
+    so a model learns to fold the operations of a forced skip into its next thought without
+    learning to skip by itself.
 ``letter_counting`` (counting; reasoning-gym ``letter_counting``)
     'Count the letter "e" in the text that follows.' then ``words_per_chunk`` words per chunk,
     then 'How many times does the letter "e" appear in the text?'. The thought after a words
@@ -76,6 +82,7 @@ def _chain_sum_kwargs(knobs: dict) -> dict:
     kw["allow_negation"] = bool_knob(knobs, "allow_negation", False)
     _chain_sum_final(knobs)
     prob_knob(knobs, "skip_prob", 0.0)
+    bool_knob(knobs, "skip_forced", False)
     return kw
 
 
@@ -101,10 +108,10 @@ def _leg_counting_kwargs(knobs: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- renderers
-# Each renderer turns one generator item into (chunks, thoughts, deep, computed answer).
+# Each renderer turns one generator item into (chunks, thoughts, deep, computed answer, extra record fields).
 
 
-def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str]:
+def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str, dict]:
     expression = item["metadata"]["expression"]
     toks = expression.split()
     if len(toks) % 2 == 0:
@@ -115,6 +122,7 @@ def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], st
     chunks = [f"Start with {value}."]
     thoughts = [""]  # nothing to update yet
     start, pending = value, []  # the last value a thought wrote, the operations folded since
+    forced: list[int] = []  # the thoughts the knob skipped
     for op, term in zip(toks[1::2], toks[2::2]):
         t = int(term)
         if op == "+":
@@ -127,6 +135,7 @@ def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], st
             raise ValueError(f"unexpected operator {op!r}")
         pending.append(f"{op} {f'({t})' if t < 0 else t}")
         if skip_prob and rng.random() < skip_prob:
+            forced.append(len(thoughts))
             thoughts.append("")  # skipped: the operation is folded into the next thought
             continue
         thoughts.append(f"{start} {' '.join(pending)} = {value}.")
@@ -135,10 +144,11 @@ def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], st
     fold = f"{start} {' '.join(pending)} = {value}. " if pending else ""
     boxed = f"\\boxed{{{value}}}"
     deep = fold + (boxed if _chain_sum_final(knobs) == "boxed" else f"The result is {value}. {boxed}")
-    return chunks, thoughts, deep, str(value)
+    extra = {"forced_skips": forced} if bool_knob(knobs, "skip_forced", False) else {}
+    return chunks, thoughts, deep, str(value), extra
 
 
-def _render_letter_counting(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str]:
+def _render_letter_counting(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str, dict]:
     meta = item["metadata"]
     letter = meta["target_letter"]
     words = list(meta["span"])
@@ -159,7 +169,7 @@ def _render_letter_counting(item: dict, knobs: dict) -> tuple[list[str], list[st
     chunks.append(f'How many times does the letter "{letter}" appear in the text?')
     times = "time" if total == 1 else "times"
     deep = f'The letter "{letter}" appears {total} {times}. \\boxed{{{total}}}'
-    return chunks, thoughts, deep, str(total)
+    return chunks, thoughts, deep, str(total), {}
 
 
 _IRREGULAR_PLURALS = {
@@ -178,7 +188,7 @@ def _plural(noun: str) -> str:
     return noun + "s"
 
 
-def _render_leg_counting(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str]:
+def _render_leg_counting(item: dict, knobs: dict) -> tuple[list[str], list[str], str, str, dict]:
     from reasoning_gym.arithmetic.leg_counting import ANIMALS
 
     chunks = ["Your task is to count how many legs there are in total when given a list of animals."]
@@ -195,25 +205,25 @@ def _render_leg_counting(item: dict, knobs: dict) -> tuple[list[str], list[str],
         verb = "have" if count > 1 else "has"
         thoughts.append(f"{name} {verb} {count} * {legs} = {count * legs} legs. Total so far: {total}.")
     chunks.append("How many legs are there in total?")
-    return chunks, thoughts, f"There are {total} legs in total. \\boxed{{{total}}}", str(total)
+    return chunks, thoughts, f"There are {total} legs in total. \\boxed{{{total}}}", str(total), {}
 
 
 @dataclass(frozen=True)
 class _ProceduralFamily(Family):
     """A reasoning-gym family: its ``generator`` (reasoning-gym dataset name), the generator
     ``kwargs`` of its knobs, and ``render`` (one generator item and the knobs -> chunks,
-    thoughts, deep stage, computed answer)."""
+    thoughts, deep stage, computed answer, extra record fields such as ``forced_skips``)."""
 
     generator: str
     kwargs: Callable[[dict], dict]
-    render: Callable[[dict, dict], tuple[list[str], list[str], str, str]]
+    render: Callable[[dict, dict], tuple[list[str], list[str], str, str, dict]]
 
 
 _FAMILIES: Families[_ProceduralFamily] = Families("procedural", [
     _ProceduralFamily(
         "chain_sum",
         ("terms", "min_terms", "max_terms", "digits", "min_digits", "max_digits", "allow_negation", "final",
-         "skip_prob"),
+         "skip_prob", "skip_forced"),
         "chain_sum", _chain_sum_kwargs, _render_chain_sum,
     ),
     _ProceduralFamily(
@@ -272,7 +282,7 @@ def build_procedural_with_report(task: str, size: int, seed: int = 0, **knobs: A
         item = ds[idx]
         report.drawn += 1
         try:
-            chunks, thoughts, deep, computed = fam.render(item, knobs)
+            chunks, thoughts, deep, computed, extra = fam.render(item, knobs)
         except (KeyError, ValueError, TypeError) as e:
             msg = f"{type(e).__name__}: {e}"
             report.errors[msg] = report.errors.get(msg, 0) + 1
@@ -290,6 +300,7 @@ def build_procedural_with_report(task: str, size: int, seed: int = 0, **knobs: A
                 "thoughts": thoughts,
                 "deep": deep,
                 "answer": computed,
+                **extra,
             }
         )
     report.built = len(out)

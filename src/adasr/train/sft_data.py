@@ -82,12 +82,32 @@ def row_episode(row: dict, layout: str = "streaming") -> Episode:
     return Episode(chunks=list(row["chunks"]), thoughts=list(row["thoughts"]), deep=row["deep"], layout=layout)
 
 
-def context_turns(row: dict) -> list[int]:
-    """Indices of the turns of a proactive record that are context, not targets: response turns
-    whose committed answer is not the record's ``answer`` (the wrong first answer of a correction
-    episode, :func:`adasr.tasks.proactive.base.continue_record`). :func:`render_row` gives their
-    tokens no label and counts no decision for them, so a model learns to correct a wrong answer
-    without learning to write one."""
+def context_turns(row: dict, layout: str = "proactive") -> list[int]:
+    """Indices of the turns of a record that are context, not targets. :func:`render_row` gives
+    their tokens no label and counts no decision for them.
+
+    - ``layout="proactive"``: response turns whose committed answer is not the record's
+      ``answer`` (the wrong first answer of a correction episode,
+      :func:`adasr.tasks.proactive.base.continue_record`), so a model learns to correct a wrong
+      answer without learning to write one.
+    - ``layout="streaming"``: the record's ``forced_skips`` (skips the engine forces under a
+      backlog, ``--skip-backlog``; ``chain_sum``'s build knob ``skip_forced``), so a model learns
+      to fold a forced skip's operations into its next thought without learning to skip by
+      itself (RESULTS.md section 25).
+    - ``layout="batch"``: none (its skips are not rendered).
+
+    Raises:
+        DataError: a ``forced_skips`` entry that is not the index of an empty thought.
+    """
+    if layout == "batch":
+        return []
+    if layout == "streaming":
+        forced = list(row.get("forced_skips") or [])
+        thoughts = row["thoughts"]
+        bad = [k for k in forced if not isinstance(k, int) or not 0 <= k < len(thoughts) or thoughts[k]]
+        if bad:
+            raise DataError(f"episode {row.get('id')!r}: forced_skips {bad} are not indices of skipped (empty) thoughts")
+        return sorted(set(forced))
     answer = str(row["answer"])
     return [k for k, t in enumerate(row["thoughts"])
             if t and is_response(t) and not same_answer(parse_answer(t), answer)]
@@ -98,8 +118,8 @@ def render_row(fmt: StreamingFormat, row: dict, layout: str = "streaming") -> tu
 
     The row's turns are read first: which are responses (their text holds a non-empty
     ``\\boxed{}``: :func:`adasr.protocol.is_response`) and, in the proactive layout, which are
-    context (:func:`context_turns`: the wrong first answer of a correction episode). Then the
-    episode is rendered once and the labels are placed on its decision tokens, one per rendered
+    context (:func:`context_turns`: the wrong first answer of a correction episode; in the
+    streaming layout, the skips the engine forced). Then the episode is rendered once and the labels are placed on its decision tokens, one per rendered
     turn, in order: a response turn's decision token is marked in the response mask; a context
     turn's tokens get stage 0 (no label) and no decision token.
 
@@ -112,14 +132,14 @@ def render_row(fmt: StreamingFormat, row: dict, layout: str = "streaming") -> tu
         DataError / ProtocolError: as :func:`row_episode`.
     """
     episode = row_episode(row, layout)
-    context = context_turns(row) if layout == "proactive" else []
+    context = context_turns(row, layout)
     responds = [isinstance(t, str) and is_response(t) for t in row["thoughts"] if t is not None]
     r = fmt.render(episode)
     starts = [p for p, d in enumerate(r.decision) if d]  # one per rendered turn (none in batch layout)
     respond = [False] * len(r.input_ids)
     for p, responds_k in zip(starts, responds):
         respond[p] = responds_k
-    for k in context:  # a proactive record renders every turn: turn k starts at starts[k]
+    for k in context:  # proactive and streaming layouts render every turn: turn k starts at starts[k]
         p = starts[k]
         r.decision[p] = respond[p] = False
         while p < len(r.stage) and r.stage[p] == STAGE_STREAM:
