@@ -311,7 +311,7 @@ def test_chain_sum_skip_prob_folds_skipped_operations():
         build_procedural("chain_sum", 2, 0, skip_prob=1.5)
 
 
-def test_chain_sum_forced_skips_are_context_not_targets(tiny_tokenizer):
+def test_chain_sum_forced_skips_are_context_not_targets(tiny_tokenizer, tmp_path):
     """skip_forced: the knob's skips are listed as the engine's and rendered untrained, so SFT
     teaches folding after a forced skip but never the skip itself; the plain fold records train
     every skip (the measured failure of RESULTS.md section 25: a model that skips by itself)."""
@@ -336,7 +336,11 @@ def test_chain_sum_forced_skips_are_context_not_targets(tiny_tokenizer):
     assert untrained and all(r.stage[p] == STAGE_INPUT for p in untrained)
     assert [r.input_ids[p] for p in untrained] == [fmt.end_of_turn_id] * len(row["forced_skips"])  # each skip's one token
     _, stats_fold = prepare_episodes(datasets.Dataset.from_list(fold), fmt, 4096, "streaming")
-    _, stats = prepare_episodes(datasets.Dataset.from_list(forced), fmt, 4096, "streaming")
+    ds = build_dataset("chain_sum", size=40, seed=0, skip_forced=True, **knobs)  # the dataset SFT trains on
+    assert ds["forced_skips"] == [f["forced_skips"] for f in forced]
+    write_jsonl(forced, tmp_path / "forced.jsonl")  # and a built file read back as task episodes
+    assert build_dataset("episodes", source=str(tmp_path / "forced.jsonl"))["forced_skips"] == ds["forced_skips"]
+    _, stats = prepare_episodes(ds, fmt, 4096, "streaming")
     n_forced = sum(map(len, (f["forced_skips"] for f in forced)))
     assert stats_fold.class_counts["skip"] - stats.class_counts["skip"] == n_forced
     assert stats_fold.class_counts["think"] == stats.class_counts["think"]

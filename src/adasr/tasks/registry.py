@@ -234,6 +234,7 @@ def _features() -> tuple:
 
 _EPISODE_KEYS = ("id", "task", "question", "chunks", "thoughts", "deep", "answer")
 _PROACTIVE_KEYS = ("evidence_chunk", "response")
+_OPTIONAL_KEYS = ("forced_skips",)  # kept when the first record has it (chain_sum's skip_forced)
 
 
 def __getattr__(name: str):
@@ -288,7 +289,10 @@ def build_dataset(
     import datasets
 
     proactive = bool(records) and "evidence_chunk" in records[0]  # (task episodes: a user's proactive records)
-    return datasets.Dataset.from_list(records, features=_features()[1 if proactive else 0])
+    features = _features()[1 if proactive else 0]
+    if records and "forced_skips" in records[0]:  # chain_sum's skip_forced: the engine's skips (train/sft_data.py)
+        features = datasets.Features({**features, "forced_skips": datasets.List(datasets.Value("int64"))})
+    return datasets.Dataset.from_list(records, features=features)
 
 
 def _read_episodes(source, size: int | None, knobs: dict) -> list[dict]:
@@ -315,7 +319,8 @@ def _read_episodes(source, size: int | None, knobs: dict) -> list[dict]:
                             f"continues past its answer, at most one per chunk)")
         if not proactive and t not in (n - 1, n):
             raise DataError(f"{source}: record {i + 1} has {t} thoughts for {n} chunks")
-    return [{k: r[k] for k in keys} for r in records]
+    optional = tuple(k for k in _OPTIONAL_KEYS if k in records[0])
+    return [{k: r[k] for k in keys} | {k: r.get(k) or [] for k in optional} for r in records]
 
 
 def build_proactive_dataset(
