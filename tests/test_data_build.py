@@ -349,6 +349,19 @@ def test_chain_sum_forced_skips_are_context_not_targets(tiny_tokenizer, tmp_path
         context_turns({**row, "forced_skips": [len(row["thoughts"]) - 1] if row["thoughts"][-1] else [99]}, "streaming")
 
 
+def test_chain_sum_value_thoughts_write_the_running_value_alone():
+    knobs = dict(terms=4, digits=1, final="boxed")
+    step = build_procedural("chain_sum", 30, 0, **knobs)
+    value = build_procedural("chain_sum", 30, 0, thought="value", **knobs)
+    for a, b in zip(step, value):
+        assert b["chunks"] == a["chunks"] and b["deep"] == a["deep"] and b["answer"] == a["answer"]
+        assert b["thoughts"] == [t.rsplit("= ", 1)[1] if t else "" for t in a["thoughts"]]
+    fold = build_procedural("chain_sum", 30, 0, thought="value", skip_prob=0.5, **knobs)
+    assert all(re.fullmatch(r"(-?\d+\. )?\\boxed\{-?\d+\}", f["deep"]) for f in fold)
+    with pytest.raises(ConfigError, match="thought must be"):
+        build_procedural("chain_sum", 2, 0, thought="terse")
+
+
 def test_procedural_config_errors():
     with pytest.raises(ConfigError, match="chain_sum"):
         build_procedural("no_such_task", 5, 0)

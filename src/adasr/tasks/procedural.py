@@ -27,6 +27,10 @@ Families and their knobs (all optional; ``seed`` and ``size`` are arguments of
     machine that falls behind its input, where ``--skip-backlog`` skips the thoughts of chunks
     that waited and ingests them together (RESULTS.md section 25). Which thoughts are skipped is
     drawn from the item's expression, so the same (seed, knobs) gives the same records.
+    ``thought`` (default ``"step"``): ``"step"`` writes the operation and its result
+    ("12 + 7 = 19."); ``"value"`` writes the running value alone ("19.", ~3 tokens instead of ~8),
+    a streaming thought short enough to keep up with the input on a machine 4x slower than its
+    budgets assume (RESULTS.md section 25).
     ``skip_forced`` (default ``False``): the knob's skips are the **engine's** (forced under a
     backlog), not the model's: each record lists them in ``forced_skips`` (thought indices) and
     SFT renders those turns as context, untrained (:func:`adasr.train.sft_data.context_turns`),
@@ -83,7 +87,15 @@ def _chain_sum_kwargs(knobs: dict) -> dict:
     _chain_sum_final(knobs)
     prob_knob(knobs, "skip_prob", 0.0)
     bool_knob(knobs, "skip_forced", False)
+    _chain_sum_thought(knobs)
     return kw
+
+
+def _chain_sum_thought(knobs: dict) -> str:
+    thought = knobs.get("thought", "step")
+    if thought not in ("step", "value"):
+        raise ConfigError(f"thought must be 'step' or 'value', got {thought!r}")
+    return thought
 
 
 def _chain_sum_final(knobs: dict) -> str:
@@ -117,6 +129,7 @@ def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], st
     if len(toks) % 2 == 0:
         raise ValueError(f"unexpected expression {expression!r}")
     skip_prob = prob_knob(knobs, "skip_prob", 0.0)
+    terse = _chain_sum_thought(knobs) == "value"
     rng = random.Random(expression)  # str seeds are hashed with SHA-512: the same on every run
     value = int(toks[0])
     chunks = [f"Start with {value}."]
@@ -138,10 +151,10 @@ def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], st
             forced.append(len(thoughts))
             thoughts.append("")  # skipped: the operation is folded into the next thought
             continue
-        thoughts.append(f"{start} {' '.join(pending)} = {value}.")
+        thoughts.append(f"{value}." if terse else f"{start} {' '.join(pending)} = {value}.")
         start, pending = value, []
     chunks.append("What is the result?")
-    fold = f"{start} {' '.join(pending)} = {value}. " if pending else ""
+    fold = (f"{value}. " if terse else f"{start} {' '.join(pending)} = {value}. ") if pending else ""
     boxed = f"\\boxed{{{value}}}"
     deep = fold + (boxed if _chain_sum_final(knobs) == "boxed" else f"The result is {value}. {boxed}")
     extra = {"forced_skips": forced} if bool_knob(knobs, "skip_forced", False) else {}
@@ -223,7 +236,7 @@ _FAMILIES: Families[_ProceduralFamily] = Families("procedural", [
     _ProceduralFamily(
         "chain_sum",
         ("terms", "min_terms", "max_terms", "digits", "min_digits", "max_digits", "allow_negation", "final",
-         "skip_prob", "skip_forced"),
+         "skip_prob", "skip_forced", "thought"),
         "chain_sum", _chain_sum_kwargs, _render_chain_sum,
     ),
     _ProceduralFamily(
