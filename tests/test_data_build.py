@@ -327,7 +327,7 @@ def test_chain_sum_forced_skips_are_context_not_targets(tiny_tokenizer, tmp_path
     assert all(f["forced_skips"] == [k for k, t in enumerate(f["thoughts"]) if k > 0 and t == ""] for f in forced)
     assert sum(map(len, (f["forced_skips"] for f in forced))) > 20
     fmt = StreamingFormat(tiny_tokenizer)
-    row = next(f for f in forced if f["forced_skips"])
+    row = next(f for f in forced if f["forced_skips"] and any(f["thoughts"]))  # a forced skip and a written thought
     r_fold, _ = render_row(fmt, {k: v for k, v in row.items() if k != "forced_skips"})
     r, _ = render_row(fmt, row)
     assert r.input_ids == r_fold.input_ids  # the same tokens: only the labels differ
@@ -345,8 +345,10 @@ def test_chain_sum_forced_skips_are_context_not_targets(tiny_tokenizer, tmp_path
     assert stats_fold.class_counts["skip"] - stats.class_counts["skip"] == n_forced
     assert stats_fold.class_counts["think"] == stats.class_counts["think"]
     assert context_turns(row, "batch") == []
-    with pytest.raises(DataError, match="forced_skips"):
-        context_turns({**row, "forced_skips": [len(row["thoughts"]) - 1] if row["thoughts"][-1] else [99]}, "streaming")
+    written = next(k for k, t in enumerate(row["thoughts"]) if t)
+    for bad in ([99], [written]):  # out of range; a thought the model writes
+        with pytest.raises(DataError, match="forced_skips"):
+            context_turns({**row, "forced_skips": bad}, "streaming")
 
 
 def test_chain_sum_value_thoughts_write_the_running_value_alone():

@@ -61,7 +61,17 @@ from typing import Any, Callable
 
 from adasr.errors import ConfigError
 from adasr.protocol import parse_answer
-from adasr.tasks.families import Families, Family, bool_knob, check_seed, check_size, int_knob, prob_knob, range_knob
+from adasr.tasks.families import (
+    Families,
+    Family,
+    bool_knob,
+    check_seed,
+    check_size,
+    choice_knob,
+    int_knob,
+    prob_knob,
+    range_knob,
+)
 
 __all__ = [
     "PROCEDURAL_TASKS",
@@ -73,6 +83,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- knobs
+
+_CHAIN_SUM_THOUGHTS = ("step", "value")  # chain_sum's ``thought`` knob: "12 + 7 = 19." or "19."
 
 
 def _bounds(knobs: dict, exact: str, default: tuple[int, int]) -> dict:
@@ -87,15 +99,8 @@ def _chain_sum_kwargs(knobs: dict) -> dict:
     _chain_sum_final(knobs)
     prob_knob(knobs, "skip_prob", 0.0)
     bool_knob(knobs, "skip_forced", False)
-    _chain_sum_thought(knobs)
+    choice_knob(knobs, "thought", "step", _CHAIN_SUM_THOUGHTS)
     return kw
-
-
-def _chain_sum_thought(knobs: dict) -> str:
-    thought = knobs.get("thought", "step")
-    if thought not in ("step", "value"):
-        raise ConfigError(f"thought must be 'step' or 'value', got {thought!r}")
-    return thought
 
 
 def _chain_sum_final(knobs: dict) -> str:
@@ -129,7 +134,7 @@ def _render_chain_sum(item: dict, knobs: dict) -> tuple[list[str], list[str], st
     if len(toks) % 2 == 0:
         raise ValueError(f"unexpected expression {expression!r}")
     skip_prob = prob_knob(knobs, "skip_prob", 0.0)
-    terse = _chain_sum_thought(knobs) == "value"
+    terse = choice_knob(knobs, "thought", "step", _CHAIN_SUM_THOUGHTS) == "value"
     rng = random.Random(expression)  # str seeds are hashed with SHA-512: the same on every run
     value = int(toks[0])
     chunks = [f"Start with {value}."]

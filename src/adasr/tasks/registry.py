@@ -229,12 +229,13 @@ def _features() -> tuple:
     )
     proactive = datasets.Features(
         {**features, "evidence_chunk": datasets.Value("int64"), "response": datasets.Value("string")})
-    return features, proactive
+    optional = {"forced_skips": datasets.List(datasets.Value("int64"))}  # the keys of _OPTIONAL_KEYS
+    return features, proactive, optional
 
 
 _EPISODE_KEYS = ("id", "task", "question", "chunks", "thoughts", "deep", "answer")
 _PROACTIVE_KEYS = ("evidence_chunk", "response")
-_OPTIONAL_KEYS = ("forced_skips",)  # kept when the first record has it (chain_sum's skip_forced)
+_OPTIONAL_KEYS = ("forced_skips",)  # columns kept when the first record has them (chain_sum's skip_forced)
 
 
 def __getattr__(name: str):
@@ -289,9 +290,8 @@ def build_dataset(
     import datasets
 
     proactive = bool(records) and "evidence_chunk" in records[0]  # (task episodes: a user's proactive records)
-    features = _features()[1 if proactive else 0]
-    if records and "forced_skips" in records[0]:  # chain_sum's skip_forced: the engine's skips (train/sft_data.py)
-        features = datasets.Features({**features, "forced_skips": datasets.List(datasets.Value("int64"))})
+    base, optional = _features()[1 if proactive else 0], _features()[2]
+    features = datasets.Features({**base, **{k: optional[k] for k in _OPTIONAL_KEYS if records and k in records[0]}})
     return datasets.Dataset.from_list(records, features=features)
 
 

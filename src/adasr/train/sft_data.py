@@ -117,10 +117,10 @@ def render_row(fmt: StreamingFormat, row: dict, layout: str = "streaming") -> tu
     """A row rendered in ``layout`` (:func:`row_episode`) with its training labels.
 
     The row's turns are read first: which are responses (their text holds a non-empty
-    ``\\boxed{}``: :func:`adasr.protocol.is_response`) and, in the proactive layout, which are
-    context (:func:`context_turns`: the wrong first answer of a correction episode; in the
-    streaming layout, the skips the engine forced). Then the episode is rendered once and the labels are placed on its decision tokens, one per rendered
-    turn, in order: a response turn's decision token is marked in the response mask; a context
+    ``\\boxed{}``: :func:`adasr.protocol.is_response`) and which are context
+    (:func:`context_turns`: in the proactive layout the wrong first answer of a correction
+    episode, in the streaming layout the skips the engine forced). Then the episode is rendered
+    once and the labels are placed on its decision tokens, one per rendered turn, in order: a response turn's decision token is marked in the response mask; a context
     turn's tokens get stage 0 (no label) and no decision token.
 
     Returns:
