@@ -18,7 +18,7 @@ from adasr.errors import ModelLoadError
 from adasr.models import adapters as adapters_mod, gguf, loader
 from adasr.models import BUNDLED, DEFAULT_MODEL, BundledModel, LoadedModel, cache_root, list_models, load_model
 
-ROW_KEYS = {"name", "kind", "size_mb", "base", "trained_on", "path", "available"}
+ROW_KEYS = {"name", "kind", "size_mb", "base", "trained_on", "path", "available", "heldout"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,7 +126,11 @@ def test_list_models_includes_bundled_adapters(monkeypatch, tmp_path):
     a = adapters / "gsm8k-stream-lora"
     a.mkdir(parents=True)
     (a / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/somewhere/else"}))
-    (a / "adasr_meta.json").write_text(json.dumps({"base": DEFAULT_MODEL, "trained_on": "gsm8k streamified"}))
+    (a / "adasr_meta.json").write_text(json.dumps({
+        "base": DEFAULT_MODEL, "trained_on": "gsm8k streamified",
+        "heldout_results": [{"label": "gsm8k", "count": 300, "accuracy": 0.2667},
+                            {"label": "threshold", "count": 100, "accuracy": 0.5,
+                             "timely_correct_rate": 0.41, "premature_rate": 0.03}]}))
     (a / "adapter_model.safetensors").write_bytes(b"\0" * 2_000_000)
     (adapters / "not-an-adapter").mkdir()  # no adapter_config.json: ignored
     monkeypatch.setattr(adapters_mod, "_ADAPTERS_DIR", adapters)
@@ -137,6 +141,9 @@ def test_list_models_includes_bundled_adapters(monkeypatch, tmp_path):
     assert row["kind"] == "lora"
     assert row["base"] == DEFAULT_MODEL
     assert row["trained_on"] == "gsm8k streamified"
+    # a proactive entry shows its timely-correct and premature rates, not its accuracy
+    assert row["heldout"] == "gsm8k 26.7% (n=300); threshold timely-correct 41%, premature 3% (n=100)"
+    assert all(r["heldout"] is None for r in rows.values() if r["kind"] == "base")
     assert row["available"] is True
     assert row["path"] == str(a)
     assert row["size_mb"] == pytest.approx(2.0, abs=0.1)

@@ -25,7 +25,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print a JSON li
 def models_renderables(rows: list[dict]) -> list:
     """What ``adasr models`` prints for :func:`adasr.models.list_models`'s rows, made to fit an
     80-column terminal with nothing cut: one table of name, kind, size and availability, then
-    (when there are adapters) one of each adapter's base and training data, whose long cells wrap
+    (when there are adapters) one of each adapter's base, training data and held-out figures
+    (:func:`adasr.models.listing.heldout_line`), whose long cells wrap
     (words) or fold (longer words) instead of ending in an ellipsis."""
     from rich.table import Table
 
@@ -43,7 +44,10 @@ def models_renderables(rows: list[dict]) -> list:
         return [table]
     details = Table(title="adapters", title_justify="left")
     details.add_column("name", min_width=width, overflow="fold")
-    details.add_column("base, trained on", overflow="fold")
+    details.add_column("base, trained on; held out", overflow="fold")
     for r in adapters:
-        details.add_row(r["name"], f"{r.get('base') or '?'}; {r.get('trained_on') or 'trained on: unknown'}")
+        cell = f"{r.get('base') or '?'}; {r.get('trained_on') or 'trained on: unknown'}"
+        if r.get("heldout"):
+            cell += f"\nheld out: {r['heldout']}"
+        details.add_row(r["name"], cell)
     return [table, details]

@@ -33,7 +33,8 @@ def list_models(*, cache_dir: str | os.PathLike | None = None) -> list[dict]:
         else ``None``), ``trained_on`` (an adapter's ``adasr_meta.json`` ``"trained_on"``, else
         ``None``), ``path`` (the cached model directory if built, else the GGUF file or first
         piece; an adapter's directory; ``""`` if unavailable), ``available`` (loadable without
-        network) and ``cached`` (a base's converted cache exists).
+        network), ``cached`` (a base's converted cache exists) and ``heldout`` (an adapter's
+        held-out figures in one line, :func:`heldout_line`, else ``None``).
     """
     root = _resolve_root(cache_dir)
     rows: list[dict] = []
@@ -61,6 +62,7 @@ def list_models(*, cache_dir: str | os.PathLike | None = None) -> list[dict]:
             "path": path,
             "available": available,
             "cached": cached,
+            "heldout": None,
         })
     for name, adapter_dir in _bundled_adapters().items():
         try:
@@ -88,8 +90,38 @@ def list_models(*, cache_dir: str | os.PathLike | None = None) -> list[dict]:
             "path": str(adapter_dir),
             "available": bool(has_weights and base_ok),
             "cached": False,
+            "heldout": heldout_line(meta),
         })
     return rows
+
+
+def heldout_line(meta: dict) -> str | None:
+    """An adapter's held-out figures in one line, from ``adasr_meta.json``'s ``heldout_results``
+    (written by ``tools/ship_adapter.py``: one entry per evaluated file, each an ``adasr eval``
+    summary's figures under a ``label``): ``"<label> <accuracy>%"`` per entry, and for a proactive
+    evaluation its timely-correct and premature rates (:mod:`adasr.proactive_metrics`) instead.
+
+    Returns:
+        e.g. ``"gsm8k 26.7% (n=300)"`` or ``"threshold timely-correct 40%, premature 3% (n=100); ..."``;
+        ``None`` when the metadata holds no held-out results.
+    """
+    results = meta.get("heldout_results")
+    if not isinstance(results, list) or not results:
+        return None
+    parts = []
+    for r in results:
+        if not isinstance(r, dict):
+            continue
+        n = f" (n={r['count']})" if r.get("count") else ""
+        if r.get("timely_correct_rate") is not None:
+            figures = (f"timely-correct {r['timely_correct_rate']:.0%}, "
+                       f"premature {r.get('premature_rate') or 0:.0%}")
+        elif r.get("accuracy") is not None:
+            figures = f"{r['accuracy']:.1%}"
+        else:
+            continue
+        parts.append(f"{r.get('label') or 'held out'} {figures}{n}")
+    return "; ".join(parts) or None
 
 
 def _dir_size(path: Path) -> int:
