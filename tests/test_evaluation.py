@@ -56,6 +56,8 @@ def fake_runtime(monkeypatch):
 class _Result:
     id: str
     record: dict
+    thoughts: list = None
+    deep: str = ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,7 +88,7 @@ class FakeEngine:
                        prediction=inp.reference if idx % 2 == 0 else "-1", format_ok=True,
                        post_input_latency_s=float(idx), wall_s=1.0,
                        stream_tokens=0 if self.mode == "batch" else 7)
-            yield _Result(inp.id, rec)
+            yield _Result(inp.id, rec, thoughts=[None, f"note {idx}."], deep=f"\\boxed{{{rec['prediction']}}}")
 
 
 def _items(n=5):
@@ -110,12 +112,17 @@ def test_interrupt_then_resume(tmp_path, fake_runtime):
     results = tmp_path / "adaptive" / "results.jsonl"
     assert [r["id"] for r in _read(results)] == ["gsm8k-train-1", "gsm8k-train-2"]
     assert json.loads((tmp_path / "adaptive" / "summary.json").read_text())["complete"] is False
+    # what the model wrote, beside each record
+    assert _read(tmp_path / "adaptive" / "transcripts.jsonl") == [
+        {"id": "gsm8k-train-1", "thoughts": [None, "note 1."], "deep": "\\boxed{-1}"},
+        {"id": "gsm8k-train-2", "thoughts": [None, "note 2."], "deep": "\\boxed{4}"}]
 
     seen.clear()
     sums = evaluate(lambda m: FakeEngine(m, seen), items, modes=["adaptive"], out_dir=tmp_path, progress=False)
     assert [i for m, i in seen if m != "run"] == ["gsm8k-train-3", "gsm8k-train-4", "gsm8k-train-5"]
     recs = _read(results)
     assert sorted(r["id"] for r in recs) == [it.id for it in items]
+    assert [t["id"] for t in _read(tmp_path / "adaptive" / "transcripts.jsonl")] == [it.id for it in items]
     assert all(set(RECORD_FIELDS) <= set(r) for r in recs)
     assert [r["correct"] for r in recs] == [False, True, False, True, False]
     assert [r["reference"] for r in recs] == ["2", "4", "6", "8", "10"]

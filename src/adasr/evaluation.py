@@ -43,6 +43,7 @@ from adasr.metrics import grade_record, summarize, summary_table
 from adasr.proactive_metrics import proactive_fields, summarize_proactive
 from adasr.storage import (
     SUMMARY_FILE,
+    TRANSCRIPTS_FILE,
     ResultsWriter,
     check_config,
     json_default,
@@ -181,7 +182,9 @@ def evaluate(
     ``engine_factory(mode).run(inputs, batch_size=batch_size, clock=clock)``; each finished
     record is graded (:func:`adasr.metrics.grade_record` with ``task_for(item).grade``, see
     :mod:`adasr.tasks.registry`: math-verify for GSM8K, the task's scorer for procedural and
-    proactive streams) and appended at once. Then ``summary.json``/``summary.md`` are written for
+    proactive streams) and appended at once, and what the model wrote beside it in
+    ``<out_dir>/<mode>/transcripts.jsonl`` (``id``, ``thoughts``: the streaming thought after each
+    chunk as text, ``None`` where no assistant turn followed it, and ``deep``: the deep stage). Then ``summary.json``/``summary.md`` are written for
     the records of ``items``; with several modes also ``<out_dir>/summary.md`` side by side. The engine is only
     built for a mode that has work left. ``elapsed_s``/``problems_per_hour`` count the real time
     of the ``engine.run`` loops (not model loading), accumulated across resumed runs.
@@ -238,7 +241,8 @@ def evaluate(
             n_prior = len(tally.done)
             prior_s = prior_elapsed(mode_dir, n_prior)
             todo = [it for it in items if it.id not in tally.done]
-            n_new, elapsed, interrupted = _run_mode(engine_factory, mode, todo, plan, writer, tally, ctrl_c,
+            n_new, elapsed, interrupted = _run_mode(engine_factory, mode, todo, plan, writer,
+                                                    ResultsWriter(mode_dir, TRANSCRIPTS_FILE), tally, ctrl_c,
                                                     batch_size=batch_size, clock=clock, step_s=step_s)
             n_written += n_new
             records = [r for r in writer.records() if r["id"] in plan.by_id]
@@ -280,11 +284,13 @@ class _Tally:
 
 
 def _run_mode(engine_factory: Callable[[str], object], mode: str, todo: list[Item], plan: _Plan,
-              writer: ResultsWriter, tally: _Tally, ctrl_c: threading.Event, *, batch_size: int, clock: str,
-              step_s: float | None) -> tuple[int, float, bool]:
+              writer: ResultsWriter, transcripts: ResultsWriter, tally: _Tally, ctrl_c: threading.Event, *,
+              batch_size: int, clock: str, step_s: float | None) -> tuple[int, float, bool]:
     """Run ``todo`` through ``engine_factory(mode)`` (built only when there is work), grading each
     finished episode (:func:`adasr.metrics.grade_record`, plus
-    :func:`adasr.proactive_metrics.proactive_fields`) and appending it to ``writer`` at once.
+    :func:`adasr.proactive_metrics.proactive_fields`) and appending it to ``writer`` at once, and
+    what the model wrote (``id``, ``thoughts``: one text or ``None`` per chunk, ``deep``) to
+    ``transcripts``.
 
     Returns:
         ``(records written, real seconds of the engine.run loop, interrupted by Ctrl-C)``.
@@ -313,6 +319,7 @@ def _run_mode(engine_factory: Callable[[str], object], mode: str, todo: list[Ite
                     grade_record(record, plan.tasks[item.id].grade, item.reference)
                     record.update(proactive_fields(record))
                     writer.write(record)
+                    transcripts.write({"id": item.id, "thoughts": list(result.thoughts), "deep": result.deep})
                     n_new += 1
                     tally.add(record)
                     if ctrl_c.is_set():  # a Ctrl-C that library code swallowed
@@ -329,6 +336,7 @@ def _run_mode(engine_factory: Callable[[str], object], mode: str, todo: list[Ite
         interrupted = True
     finally:
         writer.close()
+        transcripts.close()
     return n_new, (time.perf_counter() - t0 if t0 is not None else 0.0), interrupted
 
 

@@ -23,12 +23,14 @@ from pathlib import Path
 from adasr.errors import ConfigError, DataError
 from adasr.jsonl import json_object, jsonl_lines
 
-__all__ = ["ResultsWriter", "RESULTS_FILE", "CONFIG_FILE", "SUMMARY_FILE", "INFORMATIONAL_KEYS", "check_config",
+__all__ = ["ResultsWriter", "RESULTS_FILE", "TRANSCRIPTS_FILE", "CONFIG_FILE", "SUMMARY_FILE", "INFORMATIONAL_KEYS", "check_config",
            "write_config", "prior_elapsed", "provenance", "write_text", "json_default", "normalized"]
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+TRANSCRIPTS_FILE = "transcripts.jsonl"
+"""Beside ``results.jsonl``: what the model wrote per episode (its thoughts and deep stage), keyed by ``id``."""
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 INFORMATIONAL_KEYS = frozenset({
