@@ -104,6 +104,11 @@ def test_threshold_state_notes_hand_checked():
     assert threshold.state_notes(even, 2) == ["", "61 even and > 36? no.", "78 even and > 36? yes."]
     assert threshold.state_notes(["Tell me the first number that is a number ending in 8.", "Next number: 38."], 1)[1] == \
         "38 ends in 8? yes."
+    # total_check: each total note ends with its comparison to the threshold; first notes are unchanged
+    checked = {"total_check": True}
+    assert threshold.state_notes(chunks, 4, checked) == [
+        "", "0 + 9 = 9. 9 > 20? no.", "9 + 8 = 17. 17 > 20? no.", "17 - 4 = 13. 13 > 20? no.", "13 + 8 = 21. 21 > 20? yes."]
+    assert threshold.state_notes(first, 2, checked) == threshold.state_notes(first, 2)
     # the record: notes before the evidence, the response turn starts with the evidence chunk's note
     rec = make_record("proactive_threshold", "x", chunks, 4, "21", threshold.state_notes(chunks, 4))
     assert rec["thoughts"] == ["", "0 + 9 = 9.", "9 + 8 = 17.", "17 - 4 = 13.", "13 + 8 = 21. \\boxed{21}"]
@@ -123,6 +128,24 @@ def test_notes_knob_changes_only_the_thoughts():
         assert score("proactive_threshold", parse_answer(b["thoughts"][-1]), b["answer"])
     with pytest.raises(ConfigError, match="notes must be true or false"):
         build_proactive("proactive_threshold", 2, notes="yes")
+    # total_check changes the total notes only, by a comparison that says yes at the evidence alone
+    checked = build_proactive("proactive_threshold", 20, seed=3, split="test", notes=True, total_check=True)
+    totals = 0
+    for b, c in zip(noted, checked):
+        assert {k: v for k, v in b.items() if k != "thoughts"} == {k: v for k, v in c.items() if k != "thoughts"}
+        if " = " not in b["thoughts"][b["evidence_chunk"]]:  # a first stream
+            assert b == c
+            continue
+        totals += 1
+        for k, (t, u) in enumerate(zip(b["thoughts"], c["thoughts"])):
+            if not t:
+                assert u == t
+                continue
+            note = t.replace(f" {b['response']}", "")
+            assert u.startswith(note + " ") and u.count("? yes.") == (k == b["evidence_chunk"]), (t, u)
+    assert totals >= 5
+    with pytest.raises(ConfigError, match="total_check must be true or false"):
+        build_proactive("proactive_threshold", 2, notes=True, total_check=1)
     with pytest.raises(ConfigError, match="unknown knob"):  # a threshold knob is not a perception knob
         build_proactive("proactive_perception", 2, negative_prob=0.5)
 

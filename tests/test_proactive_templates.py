@@ -337,6 +337,13 @@ def test_a_wrong_threshold_note_carries_the_slip():
         threshold_ = int(re.search(r"\d+", r["chunks"][0]).group())
         w = int(parse_answer(wrong))
         assert wrong == re.sub(r"= -?\d+\. \\boxed\{.*\}$", f"= {w}. \\\\boxed{{{w}}}", right) and w > threshold_
+    # with total_check the slip reaches the comparison too: "= 36. 36 > 35? yes." for a right 46
+    checked = build_proactive("proactive_threshold", 60, 0, split="test", kind="total", notes=True, continuation=True,
+                              correction_prob=1.0, total_check=True)
+    for r in (r for r in checked if context_turns(r)):
+        e = r["evidence_chunk"]
+        w = parse_answer(r["thoughts"][e])
+        assert re.search(rf"= {w}\. {w} > \d+\? yes\. \\boxed\{{{w}\}}$", r["thoughts"][e]), r["thoughts"][e]
 
 
 def test_sft_renders_a_continued_record_without_training_the_wrong_answer(tiny_tokenizer):

@@ -13,6 +13,8 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
   **training templates**, with distractor sentences, and **continued past the answer**
   (silence after it, or a wrong first answer corrected at the next chunk in 25% of the streams
   where a chunk with a turn follows the evidence).
+* ``qwen_mix_check_train.jsonl``: the same 1200 streams, but each threshold ``total`` note ends
+  with its comparison to the threshold ("12 + 7 = 19. 19 > 25? no."; :data:`MIXES`).
 * ``{pt,pp,ptm}_test_items.jsonl``: 100 held-out streams per family (threshold, perception,
   temporal; ``split=test``) on **held-out items**: training templates, the default difficulty,
   the same distractor settings as training.
@@ -52,6 +54,15 @@ TRAIN: dict[str, tuple[int, dict]] = {
 """Training streams per family and the family's own knobs; every family adds
 ``templates=train, notes=True, continuation=True, correction_prob=0.25`` and :data:`STREAM`."""
 
+MIXES: dict[str, dict[str, dict]] = {
+    "qwen_mix_train.jsonl": {},
+    "qwen_mix_check_train.jsonl": {"proactive_threshold": {"total_check": True}},
+}
+"""The training mixes: file name -> extra knobs per family. ``qwen_mix_check_train.jsonl`` is
+``qwen_mix_train.jsonl`` stream for stream (the same items, order and turns) except that each
+threshold ``total`` note ends with its comparison to the threshold ("19 > 25? no.", knob
+``total_check``)."""
+
 HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": "pp", "proactive_temporal": "ptm"}
 """The held-out files' prefixes: ``<prefix>_test_items.jsonl`` and ``<prefix>_test_templates.jsonl``."""
 
@@ -85,17 +96,19 @@ def build(out: Path) -> None:
             write_jsonl(recs, out / f"{prefix}_test_{name}.jsonl")
             print(f"{prefix}_test_{name}.jsonl: {report.message()}")
     held = heldout_questions(heldout_files(out))
-    mix: list[dict] = []
-    for task, (size, knobs) in TRAIN.items():
-        recs, report = build_proactive_with_report(task, size, 0, split="train", templates="train", notes=True,
-                                                   continuation=True, correction_prob=0.25, **STREAM, **knobs)
-        kept = [r for r in recs if normalize_question(r["question"]) not in held]
-        print(f"{task}: {report.message()}; {len(recs) - len(kept)} dropped (question in a held-out file)")
-        mix += kept
-    random.Random(0).shuffle(mix)
-    write_jsonl(mix, out / "qwen_mix_train.jsonl")
-    corrections = sum(parse_answer(r["thoughts"][r["evidence_chunk"]]) != r["answer"] for r in mix)  # a wrong first answer
-    print(f"qwen_mix_train.jsonl: {len(mix)} streams, {corrections} with a corrected first answer")
+    for name, extra in MIXES.items():
+        mix: list[dict] = []
+        for task, (size, knobs) in TRAIN.items():
+            recs, report = build_proactive_with_report(task, size, 0, split="train", templates="train", notes=True,
+                                                       continuation=True, correction_prob=0.25, **STREAM, **knobs,
+                                                       **extra.get(task, {}))
+            kept = [r for r in recs if normalize_question(r["question"]) not in held]
+            print(f"{name} {task}: {report.message()}; {len(recs) - len(kept)} dropped (question in a held-out file)")
+            mix += kept
+        random.Random(0).shuffle(mix)
+        write_jsonl(mix, out / name)
+        corrections = sum(parse_answer(r["thoughts"][r["evidence_chunk"]]) != r["answer"] for r in mix)  # a wrong first answer
+        print(f"{name}: {len(mix)} streams, {corrections} with a corrected first answer")
     n = check(out)
     print(f"checked: none of {n} held-out questions is in {', '.join(p.name for p in train_files(out))}")
 

@@ -183,7 +183,8 @@ class GeneratedFamily(Family):
             Raises :class:`Rejected` for an unusable draw.
         solve: chunks -> ``(answer, evidence)``, read from the chunk texts alone in order (the
             earliest chunk after which the answer is settled). Raises :class:`Rejected`.
-        notes: ``(chunks, evidence) -> notes`` (state notes, knob ``notes``), or ``None``.
+        notes: ``(chunks, evidence, config) -> notes`` (state notes, knob ``notes``; ``config``
+            is the family's generator config, for knobs that shape the notes), or ``None``.
         mistake: ``(rng, chunks, answer) -> wrong answer``: a plausible wrong answer to the
             item (an arithmetic slip, the near miss's value, the other yes/no), never
             ``answer``; the first answer of a correction episode (knob ``correction_prob``).
@@ -196,7 +197,7 @@ class GeneratedFamily(Family):
     config: Callable[[dict], dict]
     generate: Callable[[random.Random, dict], tuple[list[str], tuple[str, int] | None]]
     solve: Callable[[list[str]], tuple[str, int]]
-    notes: Callable[[list[str], int], list[str]] | None = None
+    notes: Callable[[list[str], int, dict | None], list[str]] | None = None
     mistake: Callable[[random.Random, list[str], str], str] | None = None
 
 

@@ -93,11 +93,15 @@ def _config(fam: GeneratedFamily, knobs: dict) -> dict:
 
 
 def _slip(note: str, answer: str, wrong: str) -> str:
-    """``note`` with its last mention of ``answer`` (as a whole token) written as ``wrong``: the
-    evidence note of a wrong first answer ("14 + 13 = 27." -> "14 + 13 = 26."); unchanged when
-    it does not mention the answer."""
-    hits = list(re.finditer(rf"(?<![\w-]){re.escape(answer)}(?!\w)", note))
-    return note if not hits else note[: hits[-1].start()] + wrong + note[hits[-1].end():]
+    """``note`` with the last mention of ``answer`` (as a whole token) in each of its sentences
+    written as ``wrong``: the evidence note of a wrong first answer ("14 + 13 = 27." -> "14 + 13 =
+    26.", "14 + 13 = 27. 27 > 20? yes." -> "14 + 13 = 26. 26 > 20? yes."); unchanged when it does
+    not mention the answer."""
+    def one(sentence: str) -> str:
+        hits = list(re.finditer(rf"(?<![\w-]){re.escape(answer)}(?!\w)", sentence))
+        return sentence if not hits else sentence[: hits[-1].start()] + wrong + sentence[hits[-1].end():]
+
+    return "".join(one(part) for part in re.split(r"(?<=[.?!] )", note))
 
 
 def _freeze(knobs: dict) -> tuple:
@@ -150,7 +154,7 @@ def _build_generated(fam: GeneratedFamily, size: int, seed: int, split: str, kno
             report.reject("question in the test split")
             continue
         seen.add(key)
-        notes = fam.notes(chunks, evidence) if cfg.get("notes") else None
+        notes = fam.notes(chunks, evidence, cfg) if cfg.get("notes") else None
         rec = make_record(task, f"{task}-{split}-{seed}-{idx}", chunks, evidence, answer, notes)
         if cfg["continuation"]:
             rec = _continue(fam, rec, random.Random(f"{name}|continuation"), cfg, notes)

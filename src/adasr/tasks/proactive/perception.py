@@ -228,12 +228,14 @@ def solve(chunks: list[str]) -> tuple[str, int]:
     raise Rejected("fact never stated")
 
 
-def state_notes(chunks: list[str], evidence: int) -> list[str]:
+def state_notes(chunks: list[str], evidence: int, config: dict | None = None) -> list[str]:
     """Notes of a perception stream, one per chunk ``0..evidence`` (knob ``notes``): after each
     fact the check of whether it states the asked attribute of the asked entity ("Alpha
     temperature? no.", the near miss "Bravo humidity? no.", then "Bravo temperature? yes."),
     none after the question or a distractor sentence. The response turn starts with the
     evidence's "yes" check.
+
+    ``config`` (the family's generator config) shapes no note of this family.
 
     Raises:
         Rejected: the question is not understood.

@@ -246,7 +246,7 @@ def solve(chunks: list[str]) -> tuple[str, int]:
     raise Rejected("answer never settled")
 
 
-def state_notes(chunks: list[str], evidence: int) -> list[str]:
+def state_notes(chunks: list[str], evidence: int, config: dict | None = None) -> list[str]:
     """Notes of a temporal stream, one per chunk ``0..evidence`` (knob ``notes``): the state the
     question needs, written when it changes, short (a note and its response fit a 32-token
     thought on Qwen's tokenizer); none after the question, a distractor sentence or a log line
@@ -262,6 +262,8 @@ def state_notes(chunks: list[str], evidence: int) -> list[str]:
     * ``interval``, at the evidence: "09:25 - 09:10 = 15 minutes."
 
     The response turn starts with the evidence chunk's note.
+
+    ``config`` (the family's generator config) shapes no note of this family.
 
     Raises:
         Rejected: as :func:`solve`.

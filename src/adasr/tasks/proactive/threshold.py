@@ -13,7 +13,10 @@ Knobs: ``kind`` (``mixed``, default, ``total``, ``first``), ``steps`` (or
 ``min_threshold``/``max_threshold`` (default 10-40), ``subtract_prob`` (default 0.25),
 ``max_number`` (``first``, default 99), ``notes`` (default ``False``: silent turns; ``True``:
 each turn before the evidence is a state note, the running total's update or the number's check,
-and the response turn starts with the evidence chunk's note: :func:`state_notes`).
+and the response turn starts with the evidence chunk's note: :func:`state_notes`),
+``total_check`` (with ``notes``, default ``False``: a ``total`` note ends with its comparison to
+the threshold, "19 > 25? no.", as a ``first`` note ends with its check, so that the decision to
+respond is read from a written "yes" rather than from a comparison the model never writes).
 Weights toward the errors measured on trained models (RESULTS §20: wrong running totals, wrong
 divisibility checks, sign slips), each off (``None`` or 0) by default: ``total_prob`` (with
 ``kind=mixed``: the share of ``total`` streams; default ``None``, an even draw),
@@ -135,6 +138,7 @@ def config(knobs: dict) -> dict:
         "subtract_prob": prob_knob(knobs, "subtract_prob", 0.25, upper=False),
         "max_number": int_knob(knobs, "max_number", 99, lo=10),
         "notes": bool_knob(knobs, "notes", False),
+        "total_check": bool_knob(knobs, "total_check", False),
         **optional,
         "negative_prob": prob_knob(knobs, "negative_prob", 0.0),
     }
@@ -283,25 +287,30 @@ def solve(chunks: list[str]) -> tuple[str, int]:
     raise Rejected("threshold never crossed" if kind == "total" else "no number satisfies the condition")
 
 
-def state_notes(chunks: list[str], evidence: int) -> list[str]:
+def state_notes(chunks: list[str], evidence: int, config: dict | None = None) -> list[str]:
     """State notes of a threshold stream, one per chunk ``0..evidence`` (knob ``notes``).
 
     ``total``: the update of the running total in the chain_sum style ("12 + 7 = 19.",
-    "19 - 3 = 16."), none after the question. ``first``: the check of each number ("36 > 52?
-    no.", "45 divisible by 5? yes."), none after the question. None after a distractor
-    sentence. Whether to respond is then decided on a value the model has just written rather
-    than on one it must keep in its head.
+    "19 - 3 = 16."), with ``config["total_check"]`` followed by its comparison to the threshold
+    ("12 + 7 = 19. 19 > 25? no."); none after the question. ``first``: the check of each number
+    ("36 > 52? no.", "45 divisible by 5? yes."), none after the question. None after a
+    distractor sentence. Whether to respond is then decided on a value the model has just
+    written rather than on one it must keep in its head.
 
     Raises:
         Rejected: a chunk is not understood.
     """
-    kind, _, test, ask, lines = _read(chunks)
+    kind, threshold, test, ask, lines = _read(chunks)
+    check = bool((config or {}).get("total_check"))
     notes = []
     for line in lines[: evidence + 1]:
         if line is None:
             notes.append("")
         elif kind == "total":
-            notes.append(f"{line[0]} {line[1]} {line[2]} = {line[3]}.")
+            note = f"{line[0]} {line[1]} {line[2]} = {line[3]}."
+            if check:
+                note += f" {line[3]} > {threshold}? {'yes' if line[3] > threshold else 'no'}."
+            notes.append(note)
         else:
             notes.append(f"{line} {ask}? {'yes' if test(int(line)) else 'no'}.")
     return notes
@@ -332,6 +341,6 @@ def mistake(rng: random.Random, chunks: list[str], answer: str) -> str:
 FAMILY = GeneratedFamily(
     "proactive_threshold",
     ("kind", "steps", "min_steps", "max_steps", "max_term", "min_threshold", "max_threshold", "subtract_prob",
-     "max_number", "notes", "total_prob", "divisible_prob", "negative_prob"),
+     "max_number", "notes", "total_check", "total_prob", "divisible_prob", "negative_prob"),
     config, generate, solve, state_notes, mistake,
 )
