@@ -5,8 +5,8 @@ Usage::
     python benchmarks/bench_proactive_training.py base=runs/pro/eval_base cb=runs/pro/eval_cb ...
 
 Each ``NAME=DIR`` is an ``adasr eval`` output directory (``DIR/proactive/summary.json``, written
-for streams with an evidence chunk). Prints a markdown table: accuracy, timely-correct rate,
-premature rate, answered-before-EOI rate, response delay p50/p95 (chunks and seconds), mean
+for streams with an evidence chunk). Prints a markdown table: accuracy, timely-correct rate and
+premature rate (each with its 95% Wilson interval, :func:`adasr.metrics.wilson_interval`), answered-before-EOI rate, response delay p50/p95 (chunks and seconds), mean
 proactive score (docs/DESIGN.md "Proactive metrics (ours)"), the share of revised answers and the
 first answers' accuracy (runs with ``--revisions``; "–" otherwise) and p50 post-input latency.
 """
@@ -31,6 +31,10 @@ COLUMNS = (
 )
 
 
+CI_KEYS = ("timely_correct_rate", "premature_rate")
+"""Rates printed with their 95% Wilson interval over the run's streams."""
+
+
 def _fmt(x) -> str:
     if x is None:
         return "–"
@@ -39,10 +43,18 @@ def _fmt(x) -> str:
 
 def row(name: str, summary: dict) -> str:
     """One markdown table row of an eval summary (its ``proactive`` block)."""
+    from adasr.metrics import wilson_interval
+
     p = summary["proactive"]
     cells = [name]
     for _, key in COLUMNS:
-        cells.append("/".join(_fmt(p.get(k)) for k in key) if isinstance(key, tuple) else _fmt(p.get(key)))
+        if isinstance(key, tuple):
+            cells.append("/".join(_fmt(p.get(k)) for k in key))
+        elif key in CI_KEYS and p.get(key) is not None and p.get("count"):
+            lo, hi = wilson_interval(round(p[key] * p["count"]), p["count"])
+            cells.append(f"{p[key]:.2f} [{lo:.2f}, {hi:.2f}]")
+        else:
+            cells.append(_fmt(p.get(key)))
     cells.append(_fmt(summary.get("p50_post_input_latency_s")))
     return "| " + " | ".join(cells) + " |"
 
