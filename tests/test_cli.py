@@ -296,7 +296,7 @@ def test_run_eval_and_rl_rollouts_stream_an_item_alike(tiny_dir, tmp_path, tiny_
         def run(self, inputs, **kw):
             for inp in inputs:
                 streams.append(inp.source.chunks)
-                yield SimpleNamespace(id=inp.id, record={"prediction": None, "id": inp.id})
+                yield SimpleNamespace(id=inp.id, record={"prediction": None, "id": inp.id}, thoughts=[], deep="")
 
     streams: list = []
     evaluate(lambda mode: Capture(), load_gsm8k(data), modes=["adaptive"], out_dir=tmp_path / "eval", progress=False)

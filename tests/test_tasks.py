@@ -105,7 +105,7 @@ def test_evaluation_grades_each_item_by_its_task_and_refuses_unknown_tasks(tmp_p
 
         def run(self, inputs, **kw):
             for inp in inputs:
-                yield SimpleNamespace(id=inp.id, record={"id": inp.id, "prediction": answers[inp.id]})
+                yield SimpleNamespace(id=inp.id, record={"id": inp.id, "prediction": answers[inp.id]}, thoughts=[], deep="")
 
     sums = evaluate(lambda mode: Engine(), items, modes=["batch"], out_dir=tmp_path / "a", progress=False)
     assert sums["batch"]["n_correct"] == 2
