@@ -290,7 +290,8 @@ def build_dataset(
     import datasets
 
     proactive = bool(records) and "evidence_chunk" in records[0]  # (task episodes: a user's proactive records)
-    base, optional = _features()[1 if proactive else 0], _features()[2]
+    streaming, proactive_features, optional = _features()
+    base = proactive_features if proactive else streaming
     features = datasets.Features({**base, **{k: optional[k] for k in _OPTIONAL_KEYS if records and k in records[0]}})
     return datasets.Dataset.from_list(records, features=features)
 
