@@ -119,14 +119,11 @@ def test_proactive_mode_responds_in_a_streaming_thought(tiny_model, tiny_tokeniz
     assert summary["proactive"]["premature_rate"] == 0.5 and summary["proactive"]["timely_correct_rate"] == 0.5
 
 
-def test_a_proactive_response_is_not_cut_by_the_slack_or_an_arrival(tiny_model, tiny_tokenizer):
-    """A response half written (``\\boxed{`` open) runs past the slack budget up to the thought
-    budget and does not yield to the next chunk; other thoughts are cut as before."""
-    from adasr.policy import ProactivePolicy, response_started
-
-    assert response_started("27 + 7 = 34. \\boxed{3") and response_started("so \\bo") and response_started("\\")
-    assert not response_started("27 + 7 = 34.") and not response_started("\\boxed{34}")
-    assert not response_started("\\frac{1}{2}")
+def test_a_proactive_turn_is_held_to_its_end_on_a_slow_machine(tiny_model, tiny_tokenizer):
+    """Slower, never wrong in proactive mode: a turn (a note, then maybe the response) runs past
+    the slack budget up to the thought budget and does not yield to the next chunk, and a chunk
+    that waits behind another still gets its turn (RESULTS.md section 32: on a busy CPU the
+    evidence chunk's check was skipped and nothing was answered)."""
     fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="proactive")).format
     script = tiny_tokenizer.encode("x \\boxed{7}")
     assert len(script) > 3
@@ -139,13 +136,17 @@ def test_a_proactive_response_is_not_cut_by_the_slack_or_an_arrival(tiny_model, 
     eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=32, decode_rate=100.0))
     res = next(eng.run([EpisodeInput("p", stream(4, gap=1.0), reference="7")], clock=VirtualClock(fixed_step_s=0.3)))
     assert res.record["prediction"] == "7" and res.record["answer_chunk"] == 0
-    # a note (no box) is still cut at the slack budget: the adaptive policy as before
-    note = Scripted(tiny_model, fmt.assistant_header[-1], tiny_tokenizer.encode("x y z w v u"),
-                     tiny_tokenizer.encode("\n")[0])
+    # a note is held to its end too, past the 3-token slack budget, after every chunk but the last
+    # (end of input: the deep stage); the backlog this makes (a note takes 2-3 s at 0.3 s a step,
+    # chunks come every 1 s) delays the turns and skips none
+    words = "Then she sold half as many clips."
+    note = Scripted(tiny_model, fmt.assistant_header[-1], tiny_tokenizer.encode(words), tiny_tokenizer.encode("\n")[0])
+    assert tiny_tokenizer.decode(tiny_tokenizer.encode(words)) == words and len(tiny_tokenizer.encode(words)) > 3
     eng = StreamingEngine(note, tiny_tokenizer, EngineConfig(policy="proactive", thought_budget=32, decode_rate=3.0,
                                                             max_deep_tokens=4))
-    res = next(eng.run([EpisodeInput("p", stream(3, gap=1.0))], clock=VirtualClock(fixed_step_s=0.01)))
-    assert res.record["answer_chunk"] is None and max(len(t) for t in res.thoughts if t) <= 3
+    res = next(eng.run([EpisodeInput("p", stream(3, gap=1.0))], clock=VirtualClock(fixed_step_s=0.3)))
+    assert res.record["answer_chunk"] is None and res.thoughts[:2] == [words] * 2
+    assert res.record["max_backlog_s"] > 0
 
 
 def test_skip_backlog_skips_a_thought_behind_which_chunks_wait():
