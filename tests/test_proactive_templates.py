@@ -25,12 +25,14 @@ from adasr.train.sft_data import context_turns
 from adasr.tasks.proactive.base import (
     DISTRACTORS,
     NAMES,
+    add_training_phrasings,
     continue_record,
     interleave,
     is_distractor,
     pick,
     template_re,
     template_subset,
+    training_phrasings,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,6 +113,24 @@ def test_every_tuple_has_4_phrasings_split_into_disjoint_train_and_heldout_sets(
     assert {pick(rng, ("a", "b", "c", "d", "e"), "heldout") for _ in range(20)} == {"d"}
     state = rng.getstate()
     assert pick(rng, ("a", "b"), "first") == "a" and rng.getstate() == state  # first draws nothing
+
+
+def test_training_only_phrasings_extend_train_and_move_no_heldout_phrasing():
+    q = threshold.TOTAL_QUESTIONS
+    more = template_subset(q, "more")
+    assert more == template_subset(q, "train") + threshold.TOTAL_QUESTIONS_MORE == template_subset(q, "train") + training_phrasings(q)
+    assert not set(more) & set(template_subset(q, "heldout")) and template_subset(q, "all") == q
+    assert template_subset(threshold.NUMBER_LINES, "more") == template_subset(threshold.NUMBER_LINES, "train")  # none added
+    for bad in ((q[3],), ("x {threshold}.", "x {threshold}."), ("{nope} over.",)):
+        with pytest.raises(ValueError):
+            add_training_phrasings(q, bad)
+    assert training_phrasings(q) == threshold.TOTAL_QUESTIONS_MORE  # a failed registration changes nothing
+    recs = build_proactive("proactive_threshold", 120, 0, split="train", templates="more", kind="total", notes=True)
+    heads = {r["chunks"][0] for r in recs}
+    extra = [rx for rx in (template_re(p, threshold=r"\d+") for p in threshold.TOTAL_QUESTIONS_MORE)]
+    assert sum(any(rx.match(h) for rx in extra) for h in heads) > 40  # the solver reads them (else rejected)
+    assert all(split_sentences(r["question"]) == r["chunks"] for r in recs)  # one sentence a chunk
+    assert not any(template_re(p, threshold=r"\d+").match(h) for p in template_subset(q, "heldout") for h in heads)
 
 
 @pytest.mark.parametrize("task", GENERATED)

@@ -15,6 +15,9 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
   where a chunk with a turn follows the evidence).
 * ``qwen_mix_check_train.jsonl``: the same 1200 streams, but each threshold ``total`` note ends
   with its comparison to the threshold ("12 + 7 = 19. 19 > 25? no."; :data:`MIXES`).
+* ``qwen_mix_more_train.jsonl``: the check mix with more phrasings of a ``total`` question: the
+  threshold streams use template set ``more`` (training phrasings plus training-only ones that
+  no held-out file uses).
 * ``{pt,pp,ptm}_test_items.jsonl``: 100 held-out streams per family (threshold, perception,
   temporal; ``split=test``) on **held-out items**: training templates, the default difficulty,
   the same distractor settings as training.
@@ -57,11 +60,14 @@ TRAIN: dict[str, tuple[int, dict]] = {
 MIXES: dict[str, dict[str, dict]] = {
     "qwen_mix_train.jsonl": {},
     "qwen_mix_check_train.jsonl": {"proactive_threshold": {"total_check": True}},
+    "qwen_mix_more_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "more"}},
 }
 """The training mixes: file name -> extra knobs per family. ``qwen_mix_check_train.jsonl`` is
 ``qwen_mix_train.jsonl`` stream for stream (the same items, order and turns) except that each
 threshold ``total`` note ends with its comparison to the threshold ("19 > 25? no.", knob
-``total_check``)."""
+``total_check``). ``qwen_mix_more_train.jsonl`` is the check mix with the threshold streams
+phrased from template set ``more`` (the training phrasings plus the training-only ``total``
+questions, ``threshold.TOTAL_QUESTIONS_MORE``); its threshold items differ (other draws)."""
 
 HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": "pp", "proactive_temporal": "ptm"}
 """The held-out files' prefixes: ``<prefix>_test_items.jsonl`` and ``<prefix>_test_templates.jsonl``."""
@@ -99,9 +105,9 @@ def build(out: Path) -> None:
     for name, extra in MIXES.items():
         mix: list[dict] = []
         for task, (size, knobs) in TRAIN.items():
-            recs, report = build_proactive_with_report(task, size, 0, split="train", templates="train", notes=True,
-                                                       continuation=True, correction_prob=0.25, **STREAM, **knobs,
-                                                       **extra.get(task, {}))
+            recs, report = build_proactive_with_report(task, size, 0, **{
+                "split": "train", "templates": "train", "notes": True, "continuation": True, "correction_prob": 0.25,
+                **STREAM, **knobs, **extra.get(task, {})})
             kept = [r for r in recs if normalize_question(r["question"]) not in held]
             print(f"{name} {task}: {report.message()}; {len(recs) - len(kept)} dropped (question in a held-out file)")
             mix += kept

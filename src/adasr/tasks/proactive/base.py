@@ -15,7 +15,10 @@ default) writes every sentence with the tuple's first phrasing and draws nothing
 families built before they had more than one phrasing, byte for byte); ``train`` draws each
 sentence from the training phrasings, ``heldout`` from the held-out ones (a stream no training
 phrasing wrote), ``all`` from all. ``first`` is a subset of ``train``: the first phrasing is
-never held out.
+never held out. ``more`` draws from the training phrasings plus the tuple's **training-only
+phrasings** (:func:`add_training_phrasings`; none for most tuples, where ``more`` is ``train``):
+phrasings outside the tuple, so adding them moves no held-out phrasing and changes no
+``train``/``heldout`` build.
 
 **Distractors** (:data:`DISTRACTORS`, :func:`interleave`): unrelated sentences ("Maria made a
 cup of tea.", "There were 12 chairs in the room.") put among the facts (knob
@@ -48,6 +51,8 @@ __all__ = [
     "DISTRACTORS",
     "template_re",
     "template_subset",
+    "add_training_phrasings",
+    "training_phrasings",
     "pick",
     "is_distractor",
     "interleave",
@@ -216,7 +221,7 @@ class SourceFamily(Family):
 
 # --------------------------------------------------------------------------- templates
 
-TEMPLATE_SETS: tuple[str, ...] = ("first", "train", "heldout", "all")
+TEMPLATE_SETS: tuple[str, ...] = ("first", "train", "heldout", "all", "more")
 """Values of the knob ``templates`` (module docstring); ``first`` is the default."""
 
 HELDOUT_EVERY = 4
@@ -234,10 +239,38 @@ def template_re(template: str, **fields: str) -> re.Pattern:
     return re.compile(f"^{rx}$")
 
 
+_TRAINING_ONLY: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def add_training_phrasings(phrasings: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    """Register ``extra`` as training-only phrasings of the tuple ``phrasings`` (template set
+    ``more``); returns ``extra``. The family's solver must read them too (its regexes over
+    ``phrasings + extra``).
+
+    Raises:
+        ValueError: an extra phrasing is one of the tuple's (held out or not), repeats, or uses a
+            field the tuple's phrasings do not.
+    """
+    fields = {f for p in phrasings for f in _FIELD.findall(p)}
+    if set(extra) & set(phrasings) or len(set(extra)) != len(extra):
+        raise ValueError(f"training-only phrasings must be new and distinct: {extra!r}")
+    for p in extra:
+        if not set(_FIELD.findall(p)) <= fields:
+            raise ValueError(f"training-only phrasing {p!r} uses a field outside {sorted(fields)}")
+    _TRAINING_ONLY[tuple(phrasings)] = tuple(extra)
+    return tuple(extra)
+
+
+def training_phrasings(phrasings: Sequence[str]) -> tuple[str, ...]:
+    """The training-only phrasings registered for the tuple ``phrasings`` (``()`` when none)."""
+    return _TRAINING_ONLY.get(tuple(phrasings), ())
+
+
 def template_subset(phrasings: Sequence[str], which: str) -> tuple[str, ...]:
     """The phrasings of template set ``which`` (:data:`TEMPLATE_SETS`): ``first``: the first;
     ``heldout``: every :data:`HELDOUT_EVERY`-th (indices 3, 7, ...); ``train``: the others;
-    ``all``: all. The training and held-out subsets are disjoint and together the tuple.
+    ``all``: all; ``more``: ``train`` plus the tuple's :func:`training_phrasings`. The training
+    and held-out subsets are disjoint and together the tuple.
 
     Raises:
         ValueError: an unknown set, or ``heldout`` of a tuple with fewer than 4 phrasings (none
@@ -253,8 +286,9 @@ def template_subset(phrasings: Sequence[str], which: str) -> tuple[str, ...]:
             raise ValueError(f"no held-out phrasing among {len(phrasings)} (at least {HELDOUT_EVERY} needed): "
                              f"{phrasings[0]!r}")
         return tuple(p for p, h in zip(phrasings, held) if h)
-    if which == "train":
-        return tuple(p for p, h in zip(phrasings, held) if not h)
+    if which in ("train", "more"):
+        train = tuple(p for p, h in zip(phrasings, held) if not h)
+        return train + training_phrasings(phrasings) if which == "more" else train
     raise ValueError(f"unknown template set {which!r}: one of {', '.join(TEMPLATE_SETS)}")
 
 

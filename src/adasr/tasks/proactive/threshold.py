@@ -27,7 +27,8 @@ The knobs every generated family takes (``templates``, distractors, ``continuati
 :mod:`adasr.tasks.proactive.build`.
 
 Phrasings (8 per tuple, 2 of them held out: :func:`~adasr.tasks.proactive.base.template_subset`):
-:data:`TOTAL_QUESTIONS` (``{threshold}``), :data:`STEP_LINES` (``{n}``, ``{name}``, per
+:data:`TOTAL_QUESTIONS` (``{threshold}``; plus the training-only :data:`TOTAL_QUESTIONS_MORE`,
+template set ``more``), :data:`STEP_LINES` (``{n}``, ``{name}``, per
 operation), :data:`FIRST_QUESTIONS` (``{condition}``), the phrasings of each of
 :data:`CONDITIONS` (``{k}``; 4 each, 1 held out), :data:`NUMBER_LINES` (``{n}``, ``{name}``).
 """
@@ -41,9 +42,10 @@ from typing import Callable
 
 from adasr.errors import ConfigError
 from adasr.tasks.families import bool_knob, choice_knob, int_knob, prob_knob, range_knob
-from adasr.tasks.proactive.base import NAMES, GeneratedFamily, Rejected, is_distractor, pick, template_re
+from adasr.tasks.proactive.base import (NAMES, GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick,
+                                        template_re)
 
-__all__ = ["TOTAL_QUESTIONS", "STEP_LINES", "FIRST_QUESTIONS", "NUMBER_LINES", "CONDITIONS", "Condition",
+__all__ = ["TOTAL_QUESTIONS", "TOTAL_QUESTIONS_MORE", "STEP_LINES", "FIRST_QUESTIONS", "NUMBER_LINES", "CONDITIONS", "Condition",
            "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
 
 TOTAL_QUESTIONS: tuple[str, ...] = (
@@ -57,6 +59,26 @@ TOTAL_QUESTIONS: tuple[str, ...] = (
     "Sum the changes below from zero; when the result tops {threshold}, give me the result.",
 )
 """The question of a ``total`` stream."""
+
+TOTAL_QUESTIONS_MORE: tuple[str, ...] = add_training_phrasings(TOTAL_QUESTIONS, (
+    "Accumulate the numbers that follow from 0 and say the total once it rises above {threshold}.",
+    "Starting at 0, combine the changes; when the sum climbs past {threshold}, tell me the sum.",
+    "Keep score from 0; the moment the score crosses {threshold}, give me the score.",
+    "From a start of 0, apply each change and give me the running sum as soon as it is over {threshold}.",
+    "Work out the total as the changes come in (it starts at 0); once it gets beyond {threshold}, give me the total.",
+    "Count from zero with each change and tell me the count when it first rises beyond {threshold}.",
+    "A counter starts at zero; tell me its value as soon as it surpasses {threshold}.",
+    "Follow the changes from zero and, when the running sum goes past {threshold}, give me that sum.",
+    "Let a running sum start at 0; say it right away when it is larger than {threshold}.",
+    "Combine the changes from a start of zero and give me the value the moment it goes beyond {threshold}.",
+    "Here are changes to a number that starts at 0; once the number is higher than {threshold}, state it.",
+    "Apply the following changes to 0 and as soon as the outcome exceeds {threshold}, report the outcome.",
+))
+"""Training-only phrasings of a ``total`` question (template set ``more``:
+:func:`~adasr.tasks.proactive.base.add_training_phrasings`). Written after RESULTS §34 measured the
+shipped adapter on held-out templates (one held-out question phrasing right on 9 of 24 streams):
+other verbs and sentence shapes for "starts at 0, say it once it is above T", none a phrasing of
+:data:`TOTAL_QUESTIONS` and none using a held-out phrasing's verb ("tops", "passes") or opening."""
 
 STEP_LINES: dict[str, tuple[str, ...]] = {
     "+": ("Add {n}.", "Plus {n}.", "{name} adds {n}.", "Then it grows by {n}.",
@@ -195,7 +217,7 @@ def _regexes(phrasings: tuple[str, ...], **fields: str) -> tuple[re.Pattern, ...
 
 
 _NAME = r"[A-Z][a-z]+"
-_TOTAL_Q = _regexes(TOTAL_QUESTIONS, threshold=r"\d+")
+_TOTAL_Q = _regexes(TOTAL_QUESTIONS + TOTAL_QUESTIONS_MORE, threshold=r"\d+")
 _STEPS = {op: _regexes(lines, n=r"\d+", name=_NAME) for op, lines in STEP_LINES.items()}
 _FIRST_Q = _regexes(FIRST_QUESTIONS, condition=".+")
 _NUMBER = _regexes(NUMBER_LINES, n=r"\d+", name=_NAME)
