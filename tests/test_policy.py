@@ -119,7 +119,7 @@ def test_proactive_mode_responds_in_a_streaming_thought(tiny_model, tiny_tokeniz
     assert summary["proactive"]["premature_rate"] == 0.5 and summary["proactive"]["timely_correct_rate"] == 0.5
 
 
-def test_a_proactive_turn_is_held_to_its_end_on_a_slow_machine(tiny_model, tiny_tokenizer):
+def test_a_proactive_turn_is_held_to_its_end_on_a_slow_machine(tiny_model, tiny_tokenizer, monkeypatch):
     """Slower, never wrong in proactive mode: a turn (a note, then maybe the response) runs past
     the slack budget up to the thought budget and does not yield to the next chunk, and a chunk
     that waits behind another still gets its turn (RESULTS.md section 32: on a busy CPU the
@@ -147,6 +147,13 @@ def test_a_proactive_turn_is_held_to_its_end_on_a_slow_machine(tiny_model, tiny_
     res = next(eng.run([EpisodeInput("p", stream(3, gap=1.0))], clock=VirtualClock(fixed_step_s=0.3)))
     assert res.record["answer_chunk"] is None and res.thoughts[:2] == [words] * 2
     assert res.record["max_backlog_s"] > 0
+    # every proactive turn is held (holds_every_turn): no turn is decoded to ask, the same turns
+    from adasr.policy import ProactivePolicy
+
+    assert ProactivePolicy.holds_every_turn and ProactivePolicy.holds_turns
+    monkeypatch.setattr(ProactivePolicy, "holds_turn", lambda self, text: pytest.fail(f"asked about {text!r}"))
+    again = next(eng.run([EpisodeInput("p", stream(3, gap=1.0))], clock=VirtualClock(fixed_step_s=0.3)))
+    assert again.thoughts == res.thoughts and again.record["max_backlog_s"] == res.record["max_backlog_s"]
 
 
 def test_skip_backlog_skips_a_thought_behind_which_chunks_wait():

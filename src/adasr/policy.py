@@ -116,6 +116,8 @@ class ThoughtPolicy:
 
     holds_turns = False  # True: the session asks :meth:`holds_turn` (decoding the thought) when the turn's
     # budget is reached or a chunk arrives
+    holds_every_turn = False  # True (with holds_turns): every thought is held whatever its text, so the
+    # session decodes nothing to ask, and a backend may request up to thought_budget tokens at once
 
     def holds_turn(self, text: str) -> bool:
         """Whether the thought whose text so far is ``text`` may run past its slack budget (up to
@@ -225,6 +227,7 @@ class ProactivePolicy(AdaptivePolicy):
 
     revisions: int = 0
     name = "proactive"
+    holds_every_turn = True  # holds_turn is True whatever the text
 
     def commits_answer(self, thought: str) -> bool:
         """A streaming thought with a non-empty ``\\boxed{}`` is the response (:func:`is_response`)."""

@@ -386,8 +386,9 @@ class Session:
     def holding(self) -> bool:
         """Whether the streaming thought being generated is held open by the policy
         (:meth:`~adasr.policy.ThoughtPolicy.holds_turn`: e.g. a proactive response half written)."""
-        return (self.status is SessionStatus.THINKING and self.policy.holds_turns
-                and self.policy.holds_turn(self.decode(self.turn.tokens)))
+        if self.status is not SessionStatus.THINKING or not self.policy.holds_turns:
+            return False
+        return self.policy.holds_every_turn or self.policy.holds_turn(self.decode(self.turn.tokens))
 
     def turn_budget(self) -> int:
         """Tokens the current turn may take: its budget, or the policy's ``thought_budget`` cap while

