@@ -395,9 +395,10 @@ class VllmModelRunner(ModelRunner):
             left = s.turn_budget() - len(turn.tokens)
             thinking = s.status is SessionStatus.THINKING
             held = thinking and s.policy.holds_turns
-            if thinking and s.policy.yield_on_arrival and not (held and s.policy.holds_every_turn):
+            held_whole = held and s.policy.holds_every_turn  # no arrival and no step end closes it
+            if thinking and s.policy.yield_on_arrival and not held_whole:
                 left = min(left, self.options.yield_tokens)
-            if held and not s.policy.holds_every_turn:
+            if held and not held_whole:
                 # past its own budget a held thought may end at any token (its step completes): one at a
                 # time; a policy that holds every turn (proactive) asks for the rest of the cap at once
                 left = min(left, max(1, turn.budget - len(turn.tokens)))

@@ -43,7 +43,7 @@ from typing import Callable
 from adasr.errors import ConfigError
 from adasr.tasks.families import bool_knob, choice_knob, int_knob, prob_knob, range_knob
 from adasr.tasks.proactive.base import (NAMES, GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick,
-                                        template_re)
+                                        template_re, training_phrasings)
 
 __all__ = ["TOTAL_QUESTIONS", "TOTAL_QUESTIONS_MORE", "STEP_LINES", "FIRST_QUESTIONS", "NUMBER_LINES", "CONDITIONS", "Condition",
            "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
@@ -213,11 +213,12 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], None]:
 
 
 def _regexes(phrasings: tuple[str, ...], **fields: str) -> tuple[re.Pattern, ...]:
-    return tuple(template_re(p, **fields) for p in phrasings)
+    """The regexes of a tuple's phrasings and of its training-only ones (template set ``more``)."""
+    return tuple(template_re(p, **fields) for p in phrasings + training_phrasings(phrasings))
 
 
 _NAME = r"[A-Z][a-z]+"
-_TOTAL_Q = _regexes(TOTAL_QUESTIONS + TOTAL_QUESTIONS_MORE, threshold=r"\d+")
+_TOTAL_Q = _regexes(TOTAL_QUESTIONS, threshold=r"\d+")
 _STEPS = {op: _regexes(lines, n=r"\d+", name=_NAME) for op, lines in STEP_LINES.items()}
 _FIRST_Q = _regexes(FIRST_QUESTIONS, condition=".+")
 _NUMBER = _regexes(NUMBER_LINES, n=r"\d+", name=_NAME)
