@@ -133,6 +133,68 @@ def test_training_only_phrasings_extend_train_and_move_no_heldout_phrasing():
     assert not any(template_re(p, threshold=r"\d+").match(h) for p in template_subset(q, "heldout") for h in heads)
 
 
+SAMPLE = dict(n="7", name="Maria", threshold="30", k="5", time="09:10", event="the door opened",
+              Event="The door opened", a="the alarm rang", b="the door opened", condition="divisible by 5", e="B", v="12")
+
+
+def test_wide_extends_more_and_every_phrasing_is_read_as_its_own_tuple():
+    """Template set ``wide`` = ``more`` + its own training-only phrasings, none held out; and no
+    sentence any phrasing (training-only ones included) writes is matched by another tuple's
+    phrasing of the same family, so a solver cannot read a question as another kind."""
+    added = 0
+    for task, tuples in _tuples().items():
+        rxs = [(name, template_re(p[0].lower() + p[1:] if name.startswith("premise") else p, **FIELDS))
+               for name, phr in tuples.items() for p in phr + training_phrasings(phr)]
+        for name, phr in tuples.items():
+            train, held = template_subset(phr, "train"), template_subset(phr, "heldout")
+            more, wide = template_subset(phr, "more"), template_subset(phr, "wide")
+            assert more == train + training_phrasings(phr, "more") and wide[:len(more)] == more
+            assert wide == train + training_phrasings(phr) and not set(wide) & set(held), (task, name)
+            added += len(wide) - len(more)
+            for p in phr + training_phrasings(phr):
+                text = p.format(**SAMPLE)
+                text = text[0].lower() + text[1:] if name.startswith("premise") else text
+                assert {n for n, rx in rxs if rx.match(text)} == {name}, (task, name, text)
+    assert added >= 40
+    with pytest.raises(ValueError, match="already has"):
+        add_training_phrasings(threshold.FIRST_QUESTIONS, ("Name it when one is {condition}.",), "wide")
+    with pytest.raises(ValueError, match="new and distinct"):  # one of its `wide` phrasings again
+        add_training_phrasings(threshold.CONDITIONS[1].phrasings, ("over {k}",), "more")
+    with pytest.raises(ValueError, match="belong to one of"):
+        add_training_phrasings(threshold.NUMBER_LINES, ("Say {n}.",), "dev")
+
+
+@pytest.mark.parametrize("task", GENERATED)
+def test_wide_streams_use_training_and_training_only_phrasings_and_no_heldout_one(task):
+    """``wide`` streams, read by the solver (else rejected): every sentence is written by a
+    training or training-only phrasing, never a held-out one; the training-only ones are drawn."""
+    tuples = {**_tuples()[task], **_tuples()["distractors"]}
+    lower = {name: name.startswith("premise") for name in tuples}
+
+    def regexes(which):
+        return [template_re(p[0].lower() + p[1:] if lower[name] else p, **FIELDS)
+                for name, phr in tuples.items() for p in template_subset(phr, which)]
+
+    wide, held, extra = regexes("wide"), regexes("heldout"), [
+        template_re(p[0].lower() + p[1:] if lower[name] else p, **FIELDS)
+        for name, phr in tuples.items() for p in training_phrasings(phr)]
+    recs = build_proactive(task, 150, 3, split="train", templates="wide", distractor_prob=0.3, tail=1)
+    n_extra = 0
+    for r in recs:
+        assert split_sentences(r["question"]) == r["chunks"]
+        texts = list(r["chunks"])
+        if task == "proactive_temporal":
+            premise, rest = texts[0].split("; ", 1)
+            texts[0:1] = [premise[0].lower() + premise[1:] + "; ", rest]
+        if task == "proactive_threshold" and (m := next((m for p in template_subset(threshold.FIRST_QUESTIONS, "wide")
+                                                          if (m := template_re(p, condition=".+").match(texts[0]))), None)):
+            texts.append(m.group("condition"))
+        for text in texts:
+            assert any(rx.match(text) for rx in wide) and not any(rx.match(text) for rx in held), text
+        n_extra += any(rx.match(t) for rx in extra for t in texts)
+    assert n_extra > (20 if task == "proactive_perception" else 40) or (task == "proactive_perception" and n_extra == 0)
+
+
 @pytest.mark.parametrize("task", GENERATED)
 def test_heldout_streams_use_only_heldout_phrasings_and_train_streams_none(task):
     knobs = dict(distractor_prob=0.3, tail=1)

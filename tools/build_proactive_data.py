@@ -18,6 +18,9 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
 * ``qwen_mix_more_train.jsonl``: the check mix with more phrasings of a ``total`` question: the
   threshold streams use template set ``more`` (training phrasings plus training-only ones that
   no held-out file uses).
+* ``qwen_mix_wide_train.jsonl``: the check mix with every family phrased from template set
+  ``wide`` (``more`` plus training-only phrasings of the ``first`` questions and conditions and of
+  the temporal premises and questions).
 * ``{pt,pp,ptm}_test_items.jsonl``: 100 held-out streams per family (threshold, perception,
   temporal; ``split=test``) on **held-out items**: training templates, the default difficulty,
   the same distractor settings as training.
@@ -61,13 +64,21 @@ MIXES: dict[str, dict[str, dict]] = {
     "qwen_mix_train.jsonl": {},
     "qwen_mix_check_train.jsonl": {"proactive_threshold": {"total_check": True}},
     "qwen_mix_more_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "more"}},
+    "qwen_mix_wide_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "wide"},
+                                  "proactive_perception": {"templates": "wide"},
+                                  "proactive_temporal": {"templates": "wide"}},
 }
 """The training mixes: file name -> extra knobs per family. ``qwen_mix_check_train.jsonl`` is
 ``qwen_mix_train.jsonl`` stream for stream (the same items, order and turns) except that each
 threshold ``total`` note ends with its comparison to the threshold ("19 > 25? no.", knob
 ``total_check``). ``qwen_mix_more_train.jsonl`` is the check mix with the threshold streams
 phrased from template set ``more`` (the training phrasings plus the training-only ``total``
-questions, ``threshold.TOTAL_QUESTIONS_MORE``); its threshold items differ (other draws)."""
+questions, ``threshold.TOTAL_QUESTIONS_MORE``); its threshold items differ (other draws).
+``qwen_mix_wide_train.jsonl`` phrases every family from template set ``wide``: ``more`` plus
+training-only phrasings of the ``first`` questions, their conditions and the temporal premises
+and questions (``threshold.FIRST_QUESTIONS_WIDE``, ``threshold.CONDITIONS_WIDE``,
+``temporal.PREMISES_WIDE``, ``temporal.QUESTIONS_WIDE``); perception has none, so its streams are
+those of the check mix."""
 
 HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": "pp", "proactive_temporal": "ptm"}
 """The held-out files' prefixes: ``<prefix>_test_items.jsonl`` and ``<prefix>_test_templates.jsonl``."""

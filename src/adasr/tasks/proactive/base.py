@@ -15,10 +15,12 @@ default) writes every sentence with the tuple's first phrasing and draws nothing
 families built before they had more than one phrasing, byte for byte); ``train`` draws each
 sentence from the training phrasings, ``heldout`` from the held-out ones (a stream no training
 phrasing wrote), ``all`` from all. ``first`` is a subset of ``train``: the first phrasing is
-never held out. ``more`` draws from the training phrasings plus the tuple's **training-only
-phrasings** (:func:`add_training_phrasings`; none for most tuples, where ``more`` is ``train``):
+never held out. ``more`` and ``wide`` (:data:`TRAINING_ONLY_SETS`) draw from the training
+phrasings plus the tuple's **training-only phrasings** (:func:`add_training_phrasings`):
 phrasings outside the tuple, so adding them moves no held-out phrasing and changes no
-``train``/``heldout`` build.
+``train``/``heldout`` build. Each training-only phrasing belongs to one of these sets and each set
+includes the sets before it (``wide`` = ``more`` plus its own), so a phrasing added to ``wide``
+changes no ``more`` build; a tuple with none is drawn as in ``train``.
 
 **Distractors** (:data:`DISTRACTORS`, :func:`interleave`): unrelated sentences ("Maria made a
 cup of tea.", "There were 12 chairs in the room.") put among the facts (knob
@@ -46,6 +48,7 @@ __all__ = [
     "GeneratedFamily",
     "SourceFamily",
     "TEMPLATE_SETS",
+    "TRAINING_ONLY_SETS",
     "HELDOUT_EVERY",
     "NAMES",
     "DISTRACTORS",
@@ -221,7 +224,10 @@ class SourceFamily(Family):
 
 # --------------------------------------------------------------------------- templates
 
-TEMPLATE_SETS: tuple[str, ...] = ("first", "train", "heldout", "all", "more")
+TRAINING_ONLY_SETS: tuple[str, ...] = ("more", "wide")
+"""The template sets with training-only phrasings, in order: each includes the ones before it."""
+
+TEMPLATE_SETS: tuple[str, ...] = ("first", "train", "heldout", "all") + TRAINING_ONLY_SETS
 """Values of the knob ``templates`` (module docstring); ``first`` is the default."""
 
 HELDOUT_EVERY = 4
@@ -239,38 +245,51 @@ def template_re(template: str, **fields: str) -> re.Pattern:
     return re.compile(f"^{rx}$")
 
 
-_TRAINING_ONLY: dict[tuple[str, ...], tuple[str, ...]] = {}
+_TRAINING_ONLY: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {}
 
 
-def add_training_phrasings(phrasings: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
-    """Register ``extra`` as training-only phrasings of the tuple ``phrasings`` (template set
-    ``more``); returns ``extra``. The family's solver must read them too (its regexes over
-    ``phrasings + extra``).
+def add_training_phrasings(phrasings: tuple[str, ...], extra: tuple[str, ...],
+                           template_set: str = "more") -> tuple[str, ...]:
+    """Register ``extra`` as training-only phrasings of the tuple ``phrasings``, drawn by
+    ``template_set`` (one of :data:`TRAINING_ONLY_SETS`) and the sets after it; returns ``extra``.
+    The family's solver must read them too (its regexes over ``phrasings +
+    training_phrasings(phrasings)``).
 
     Raises:
-        ValueError: an extra phrasing is one of the tuple's (held out or not), repeats, or uses a
-            field the tuple's phrasings do not.
+        ValueError: an unknown set or one the tuple already has; an extra phrasing is one of the
+            tuple's (held out or not) or of its other training-only ones, repeats, or uses a field
+            the tuple's phrasings do not.
     """
+    if template_set not in TRAINING_ONLY_SETS:
+        raise ValueError(f"training-only phrasings belong to one of {', '.join(TRAINING_ONLY_SETS)}, not {template_set!r}")
+    registered = _TRAINING_ONLY.get(tuple(phrasings), {})
+    if template_set in registered:
+        raise ValueError(f"the tuple already has training-only phrasings in {template_set!r}: {phrasings[0]!r}")
     fields = {f for p in phrasings for f in _FIELD.findall(p)}
-    if set(extra) & set(phrasings) or len(set(extra)) != len(extra):
+    taken = set(phrasings) | {p for ps in registered.values() for p in ps}
+    if set(extra) & taken or len(set(extra)) != len(extra):
         raise ValueError(f"training-only phrasings must be new and distinct: {extra!r}")
     for p in extra:
         if not set(_FIELD.findall(p)) <= fields:
             raise ValueError(f"training-only phrasing {p!r} uses a field outside {sorted(fields)}")
-    _TRAINING_ONLY[tuple(phrasings)] = tuple(extra)
+    _TRAINING_ONLY.setdefault(tuple(phrasings), {})[template_set] = tuple(extra)
     return tuple(extra)
 
 
-def training_phrasings(phrasings: Sequence[str]) -> tuple[str, ...]:
-    """The training-only phrasings registered for the tuple ``phrasings`` (``()`` when none)."""
-    return _TRAINING_ONLY.get(tuple(phrasings), ())
+def training_phrasings(phrasings: Sequence[str], which: str = TRAINING_ONLY_SETS[-1]) -> tuple[str, ...]:
+    """The training-only phrasings of the tuple ``phrasings`` that template set ``which`` draws
+    (those of ``which`` and of the sets before it in :data:`TRAINING_ONLY_SETS`; ``()`` when
+    none). The default, the last set, is every one: what a solver must read."""
+    registered = _TRAINING_ONLY.get(tuple(phrasings), {})
+    upto = TRAINING_ONLY_SETS[:TRAINING_ONLY_SETS.index(which) + 1]
+    return tuple(p for s in upto for p in registered.get(s, ()))
 
 
 def template_subset(phrasings: Sequence[str], which: str) -> tuple[str, ...]:
     """The phrasings of template set ``which`` (:data:`TEMPLATE_SETS`): ``first``: the first;
     ``heldout``: every :data:`HELDOUT_EVERY`-th (indices 3, 7, ...); ``train``: the others;
-    ``all``: all; ``more``: ``train`` plus the tuple's :func:`training_phrasings`. The training
-    and held-out subsets are disjoint and together the tuple.
+    ``all``: all; ``more``, ``wide``: ``train`` plus the tuple's :func:`training_phrasings` of that
+    set. The training and held-out subsets are disjoint and together the tuple.
 
     Raises:
         ValueError: an unknown set, or ``heldout`` of a tuple with fewer than 4 phrasings (none
@@ -286,9 +305,9 @@ def template_subset(phrasings: Sequence[str], which: str) -> tuple[str, ...]:
             raise ValueError(f"no held-out phrasing among {len(phrasings)} (at least {HELDOUT_EVERY} needed): "
                              f"{phrasings[0]!r}")
         return tuple(p for p, h in zip(phrasings, held) if h)
-    if which in ("train", "more"):
+    if which == "train" or which in TRAINING_ONLY_SETS:
         train = tuple(p for p, h in zip(phrasings, held) if not h)
-        return train + training_phrasings(phrasings) if which == "more" else train
+        return train if which == "train" else train + training_phrasings(phrasings, which)
     raise ValueError(f"unknown template set {which!r}: one of {', '.join(TEMPLATE_SETS)}")
 
 

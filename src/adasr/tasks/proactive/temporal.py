@@ -24,7 +24,8 @@ Knobs: ``events`` (or ``min_events``/``max_events``, default 4-7), ``ordered`` (
 Phrasings (4 or 8 per tuple, every 4th held out:
 :func:`~adasr.tasks.proactive.base.template_subset`): :data:`PREMISES` (the log's order),
 :data:`QUESTIONS` (per kind; ``{a}``, ``{b}``: the events), :data:`EVENT_LINES` (``{time}`` as
-``HH:MM``, ``{event}``).
+``HH:MM``, ``{event}``); training-only premises and questions: :data:`PREMISES_WIDE`,
+:data:`QUESTIONS_WIDE` (template set ``wide``).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ import random
 
 from adasr.errors import ConfigError
 from adasr.tasks.families import bool_knob, int_knob, range_knob
-from adasr.tasks.proactive.base import GeneratedFamily, Rejected, is_distractor, pick, template_re
+from adasr.tasks.proactive.base import (GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick, template_re,
+                                        training_phrasings)
 
-__all__ = ["EVENTS", "KINDS", "PREMISES", "QUESTIONS", "EVENT_LINES", "config", "generate", "solve", "state_notes",
+__all__ = ["EVENTS", "KINDS", "PREMISES", "QUESTIONS", "PREMISES_WIDE", "QUESTIONS_WIDE", "EVENT_LINES", "config", "generate", "solve", "state_notes",
            "mistake", "FAMILY"]
 
 EVENTS = (
@@ -69,6 +71,35 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
                  "count the minutes that elapsed after {a} until {b}."),
 }
 """The question of each kind (``{a}``, ``{b}``: events)."""
+
+PREMISES_WIDE: dict[bool, tuple[str, ...]] = {
+    True: add_training_phrasings(PREMISES[True], (
+        "The events below are in the order of time; ", "The following events are given in chronological order; ",
+        "What follows is a timeline, earliest first; ", "The updates arrive in the order things occurred; "), "wide"),
+    False: add_training_phrasings(PREMISES[False], (
+        "The following events are not in chronological order; ", "The lines below are mixed up in time; ",
+        "What follows is a timeline in random order; "), "wide"),
+}
+QUESTIONS_WIDE: dict[str, tuple[str, ...]] = {
+    "before": add_training_phrasings(QUESTIONS["before"], (
+        "answer yes or no to whether {a} before {b}.", "yes or no: {a} ahead of {b}.",
+        "I want to know whether {a} prior to {b}; answer yes or no.",
+        "answer yes if {a} first and no if {b} first."), "wide"),
+    "after": add_training_phrasings(QUESTIONS["after"], (
+        "name the event that followed {a}.", "give me the event that happened just after {a}.",
+        "tell me what occurred straight after {a}.", "I need the event that comes right after {a} in time."), "wide"),
+    "interval": add_training_phrasings(QUESTIONS["interval"], (
+        "give me the minutes from the moment {a} to the moment {b}.",
+        "work out the time in minutes from when {a} until when {b}.",
+        "give me the gap in minutes between when {a} and when {b}.",
+        "tell me the minutes it took from when {a} until when {b}.",
+        "measure the minutes from when {a} to when {b}."), "wide"),
+}
+"""Training-only premises and questions (template set ``wide``:
+:func:`~adasr.tasks.proactive.base.add_training_phrasings`). Written after RESULTS §35 measured
+the ``more`` adapter on held-out templates (temporal: 7% premature, the held-out ``interval``
+question timely-correct on 16 of 30); none uses a held-out phrasing's words ("reported", "as
+they happen", "say", "count", "elapsed")."""
 
 EVENT_LINES: tuple[str, ...] = (
     "At {time} {event}.", "{Event} at {time}.", "The clock showed {time} when {event}.", "It was {time} when {event}.",
@@ -141,7 +172,7 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], tuple[str, int]]
     return chunks, (answer, evidence)
 
 
-_QUESTION_RES = {kind: tuple(template_re(q) for q in qs) for kind, qs in QUESTIONS.items()}
+_QUESTION_RES = {kind: tuple(template_re(q) for q in qs + training_phrasings(qs)) for kind, qs in QUESTIONS.items()}
 _EVENT_LINE_RES = tuple(template_re(t, time=r"\d\d:\d\d", event=".+", Event="[A-Z].*") for t in EVENT_LINES)
 
 
@@ -149,7 +180,7 @@ def _question(head: str) -> tuple[bool, str, str, str | None]:
     """``(ordered, kind, a, b)`` of the question chunk (``b``: ``None`` for ``after``)."""
     ordered = None
     for flag, premises in PREMISES.items():
-        for premise in premises:
+        for premise in premises + training_phrasings(premises):
             if head.lower().startswith(premise.lower()):
                 ordered, rest = flag, head[len(premise):]
     if ordered is None:

@@ -29,8 +29,10 @@ The knobs every generated family takes (``templates``, distractors, ``continuati
 Phrasings (8 per tuple, 2 of them held out: :func:`~adasr.tasks.proactive.base.template_subset`):
 :data:`TOTAL_QUESTIONS` (``{threshold}``; plus the training-only :data:`TOTAL_QUESTIONS_MORE`,
 template set ``more``), :data:`STEP_LINES` (``{n}``, ``{name}``, per
-operation), :data:`FIRST_QUESTIONS` (``{condition}``), the phrasings of each of
-:data:`CONDITIONS` (``{k}``; 4 each, 1 held out), :data:`NUMBER_LINES` (``{n}``, ``{name}``).
+operation), :data:`FIRST_QUESTIONS` (``{condition}``; plus the training-only
+:data:`FIRST_QUESTIONS_WIDE`, template set ``wide``), the phrasings of each of :data:`CONDITIONS`
+(``{k}``; 4 each, 1 held out; plus :data:`CONDITIONS_WIDE`), :data:`NUMBER_LINES` (``{n}``,
+``{name}``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from adasr.tasks.families import bool_knob, choice_knob, int_knob, prob_knob, ra
 from adasr.tasks.proactive.base import (NAMES, GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick,
                                         template_re, training_phrasings)
 
-__all__ = ["TOTAL_QUESTIONS", "TOTAL_QUESTIONS_MORE", "STEP_LINES", "FIRST_QUESTIONS", "NUMBER_LINES", "CONDITIONS", "Condition",
+__all__ = ["TOTAL_QUESTIONS", "TOTAL_QUESTIONS_MORE", "STEP_LINES", "FIRST_QUESTIONS", "FIRST_QUESTIONS_WIDE", "NUMBER_LINES",
+           "CONDITIONS", "CONDITIONS_WIDE", "Condition",
            "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
 
 TOTAL_QUESTIONS: tuple[str, ...] = (
@@ -101,6 +104,22 @@ FIRST_QUESTIONS: tuple[str, ...] = (
 )
 """The question of a ``first`` stream (``{condition}``: a phrasing of one of :data:`CONDITIONS`)."""
 
+FIRST_QUESTIONS_WIDE: tuple[str, ...] = add_training_phrasings(FIRST_QUESTIONS, (
+    "Listen to the numbers and name the first one that is {condition}.",
+    "I will read out numbers; give me the first that is {condition}.",
+    "Stop me at the first number that is {condition} and say it.",
+    "Out of the numbers below, give me the first one that is {condition}.",
+    "Pick out the first number that is {condition} and say it.",
+    "Give me the number as soon as one is {condition}.",
+    "Keep listening and name the first number that is {condition}.",
+    "Name the first number you hear that is {condition}.",
+), "wide")
+"""Training-only phrasings of a ``first`` question (template set ``wide``). Written after RESULTS
+§35 measured the ``more`` adapter on held-out templates: 10 of 59 ``first`` streams answered
+before their evidence, several by reading the question as a running total ("bigger than 84" ->
+"84 + 51 = 135"). None is a phrasing of :data:`FIRST_QUESTIONS` and none uses a held-out
+phrasing's verbs or words ("watch", "report", "earliest", "find", "right away")."""
+
 NUMBER_LINES: tuple[str, ...] = (
     "Next number: {n}.", "The next number is {n}.", "{name} says {n}.", "Here comes {n}.",
     "Another number: {n}.", "{name} calls out {n}.", "Now the number {n}.", "{name} reads out {n}.",
@@ -140,6 +159,18 @@ CONDITIONS: tuple[Condition, ...] = (
               lambda r, top: r.randint(0, 9), lambda x, k: x % 10 == k, "ends in {k}", k=r"\d"),
 )
 """The conditions of ``first`` questions."""
+
+CONDITIONS_WIDE: tuple[tuple[str, ...], ...] = tuple(
+    add_training_phrasings(cond.phrasings, extra, "wide") for cond, extra in zip(CONDITIONS, (
+        ("exactly divisible by {k}", "a number that {k} divides", "a whole multiple of {k}", "a number {k} goes into"),
+        ("more than {k}", "over {k}", "higher than {k}", "a number past {k}"),
+        ("even and more than {k}", "an even number over {k}", "an even number higher than {k}", "even and above {k}"),
+        ("a number whose final digit is {k}", "a number that ends in {k}", "a number with final digit {k}",
+         "a number ending with {k}"),
+    )))
+"""Training-only phrasings of each of :data:`CONDITIONS`, in its order (template set ``wide``;
+as :data:`FIRST_QUESTIONS_WIDE`: none uses a held-out phrasing's words, "remainder", "bigger",
+"as its last digit")."""
 
 
 def config(knobs: dict) -> dict:
