@@ -21,6 +21,8 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
 * ``qwen_mix_wide_train.jsonl``: the check mix with every family phrased from template set
   ``wide`` (``more`` plus training-only phrasings of the ``first`` questions and conditions and of
   the temporal premises and questions).
+* ``qwen_mix_wider_train.jsonl``: the wide mix with the perception questions phrased from
+  template set ``wider`` (``wide`` plus training-only perception questions).
 * ``{pt,pp,ptm}_test_items.jsonl``: 100 held-out streams per family (threshold, perception,
   temporal; ``split=test``) on **held-out items**: training templates, the default difficulty,
   the same distractor settings as training.
@@ -67,6 +69,9 @@ MIXES: dict[str, dict[str, dict]] = {
     "qwen_mix_wide_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "wide"},
                                   "proactive_perception": {"templates": "wide"},
                                   "proactive_temporal": {"templates": "wide"}},
+    "qwen_mix_wider_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "wider"},
+                                   "proactive_perception": {"templates": "wider"},
+                                   "proactive_temporal": {"templates": "wider"}},
 }
 """The training mixes: file name -> extra knobs per family. ``qwen_mix_check_train.jsonl`` is
 ``qwen_mix_train.jsonl`` stream for stream (the same items, order and turns) except that each
@@ -78,7 +83,9 @@ questions, ``threshold.TOTAL_QUESTIONS_MORE``); its threshold items differ (othe
 training-only phrasings of the ``first`` questions, their conditions and the temporal premises
 and questions (``threshold.FIRST_QUESTIONS_WIDE``, ``threshold.CONDITIONS_WIDE``,
 ``temporal.PREMISES_WIDE``, ``temporal.QUESTIONS_WIDE``); perception has none, so its streams are
-those of the check mix."""
+those of the check mix. ``qwen_mix_wider_train.jsonl``: template set ``wider``, ``wide`` plus
+training-only perception questions (``perception.QUESTIONS_WIDER``); its threshold and temporal
+streams are those of the wide mix."""
 
 HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": "pp", "proactive_temporal": "ptm"}
 """The held-out files' prefixes: ``<prefix>_test_items.jsonl`` and ``<prefix>_test_templates.jsonl``."""

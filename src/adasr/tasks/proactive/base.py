@@ -15,12 +15,13 @@ default) writes every sentence with the tuple's first phrasing and draws nothing
 families built before they had more than one phrasing, byte for byte); ``train`` draws each
 sentence from the training phrasings, ``heldout`` from the held-out ones (a stream no training
 phrasing wrote), ``all`` from all. ``first`` is a subset of ``train``: the first phrasing is
-never held out. ``more`` and ``wide`` (:data:`TRAINING_ONLY_SETS`) draw from the training
+never held out. ``more``, ``wide`` and ``wider`` (:data:`TRAINING_ONLY_SETS`) draw from the training
 phrasings plus the tuple's **training-only phrasings** (:func:`add_training_phrasings`):
 phrasings outside the tuple, so adding them moves no held-out phrasing and changes no
 ``train``/``heldout`` build. Each training-only phrasing belongs to one of these sets and each set
-includes the sets before it (``wide`` = ``more`` plus its own), so a phrasing added to ``wide``
-changes no ``more`` build; a tuple with none is drawn as in ``train``.
+includes the sets before it (``wide`` = ``more`` plus its own, ``wider`` = ``wide`` plus its own),
+so a phrasing added to a set changes no build of the sets before it; a tuple with none is drawn as
+in ``train``.
 
 **Distractors** (:data:`DISTRACTORS`, :func:`interleave`): unrelated sentences ("Maria made a
 cup of tea.", "There were 12 chairs in the room.") put among the facts (knob
@@ -224,7 +225,7 @@ class SourceFamily(Family):
 
 # --------------------------------------------------------------------------- templates
 
-TRAINING_ONLY_SETS: tuple[str, ...] = ("more", "wide")
+TRAINING_ONLY_SETS: tuple[str, ...] = ("more", "wide", "wider")
 """The template sets with training-only phrasings, in order: each includes the ones before it."""
 
 TEMPLATE_SETS: tuple[str, ...] = ("first", "train", "heldout", "all") + TRAINING_ONLY_SETS
@@ -288,7 +289,7 @@ def training_phrasings(phrasings: Sequence[str], which: str = TRAINING_ONLY_SETS
 def template_subset(phrasings: Sequence[str], which: str) -> tuple[str, ...]:
     """The phrasings of template set ``which`` (:data:`TEMPLATE_SETS`): ``first``: the first;
     ``heldout``: every :data:`HELDOUT_EVERY`-th (indices 3, 7, ...); ``train``: the others;
-    ``all``: all; ``more``, ``wide``: ``train`` plus the tuple's :func:`training_phrasings` of that
+    ``all``: all; ``more``, ``wide``, ``wider``: ``train`` plus the tuple's :func:`training_phrasings` of that
     set. The training and held-out subsets are disjoint and together the tuple.
 
     Raises:

@@ -17,7 +17,7 @@ takes (``templates``, distractors, ``continuation``): :mod:`adasr.tasks.proactiv
 
 Phrasings: each attribute's ``questions`` and ``facts`` (templates with ``{e}``, the entity, and
 ``{v}``, the value; 4 each, the 4th held out: :func:`~adasr.tasks.proactive.base.template_subset`)
-in :data:`SCENES`.
+in :data:`SCENES`; training-only questions: :data:`QUESTIONS_WIDER` (template set ``wider``).
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from typing import Callable
 
 from adasr.errors import ConfigError
 from adasr.tasks.families import bool_knob, choice_knob, range_knob
-from adasr.tasks.proactive.base import NAMES, GeneratedFamily, Rejected, is_distractor, pick, template_re
+from adasr.tasks.proactive.base import (NAMES, GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick,
+                                        template_re, training_phrasings)
 
-__all__ = ["SCENES", "POSITIONS", "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
+__all__ = ["SCENES", "QUESTIONS_WIDER", "POSITIONS", "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,31 @@ SCENES: dict[str, tuple[tuple[str, ...], dict[str, Attribute]]] = {
 }
 """Scenes: ``name -> (entities, {attribute name: Attribute})``."""
 
+QUESTIONS_WIDER: dict[str, tuple[str, ...]] = {name: add_training_phrasings(SCENES[scene][1][name].questions, extra, "wider")
+                                                for scene, name, extra in (
+    ("sensors", "temperature", ("Give me the temperature of sensor {e} when it arrives.",
+                                "Wait for sensor {e} and give me its temperature.", "Say what temperature sensor {e} reports.",
+                                "I am waiting on the temperature at sensor {e}; give it to me.")),
+    ("sensors", "humidity", ("Give me the humidity of sensor {e} when it arrives.",
+                             "Wait for sensor {e} and give me its humidity.", "Say what humidity sensor {e} reports.",
+                             "I am waiting on the humidity at sensor {e}; give it to me.")),
+    ("people", "home", ("Give me the city {e} lives in.", "Name the city that is home to {e}.",
+                        "Say which city {e} calls home.", "I am waiting to hear where {e} lives; name the city.")),
+    ("people", "work", ("Give me the city {e} works in.", "Name the city where {e} has an office.",
+                        "Say which city {e} goes to for work.", "I am waiting to hear where {e} works; name the city.")),
+    ("prices", "price", ("Give me the price of the {e} in dollars.", "Say how many dollars the {e} sells for.",
+                         "Name the dollar price of the {e}.", "I am waiting on the cost of the {e}; give it in dollars.")),
+    ("prices", "weight", ("Give me the weight of the {e} in kilograms.", "Say how many kilograms the {e} weighs.",
+                          "Name the weight of the {e} in kilograms.",
+                          "I am waiting on the weight of the {e}; give it in kilograms.")),
+)}
+"""Training-only phrasings of each attribute's question (template set ``wider``:
+:func:`~adasr.tasks.proactive.base.add_training_phrasings`). Written after RESULTS §37 measured
+the ``wide`` adapter on held-out templates: its 6 premature perception answers read the held-out
+"Find out where {e} works and tell me the city." as a question about the home ("Felix home?
+yes."), or the price as the weight. None uses the held-out phrasings' words ("Find out", "and tell
+me the ...", "Report ... once it comes in")."""
+
 POSITIONS = ("uniform", "early", "middle", "late", "last")
 """Where the evidence falls among the facts (knob ``position``)."""
 
@@ -185,7 +211,8 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], tuple[str, int]]
 @lru_cache(maxsize=None)
 def _patterns() -> list[tuple[str, tuple[re.Pattern, ...], tuple[re.Pattern, ...]]]:
     """Per attribute: its name and the regexes of its questions and of its facts."""
-    return [(name, tuple(template_re(q) for q in a.questions), tuple(template_re(f) for f in a.facts))
+    return [(name, tuple(template_re(q) for q in a.questions + training_phrasings(a.questions)),
+             tuple(template_re(f) for f in a.facts))
             for _, attrs in SCENES.values() for name, a in attrs.items()]
 
 
