@@ -12,6 +12,7 @@ from adasr.errors import ConfigError
 from adasr.policy import AdaptivePolicy
 from adasr.protocol import STAGE_DEEP, STAGE_INPUT, STAGE_STREAM
 from adasr.session import SessionStatus
+from adasr.stream import VirtualClock
 
 from engine_helpers import Steered, engine, stream
 
@@ -121,7 +122,7 @@ class _Counted(torch.nn.Module):
 
 
 def test_pinned_decode_rate_makes_adaptive_budgets_reproducible(tiny_model, tiny_tokenizer):
-    def budgets(**kw) -> tuple[list, StreamingEngine]:
+    def budgets(clock="virtual", **kw) -> tuple[list, StreamingEngine]:
         seen = []
 
         class Spy(AdaptivePolicy):
@@ -133,12 +134,14 @@ def test_pinned_decode_rate_makes_adaptive_budgets_reproducible(tiny_model, tiny
         eng = StreamingEngine(model, tiny_tokenizer, EngineConfig(policy=Spy(thought_budget=6), max_deep_tokens=4,
                                                                   protocol="v1", **kw))
         calibration = model.calls
-        list(eng.run([EpisodeInput(f"e{i}", stream(4, gap=1.0, off=i)) for i in range(3)], batch_size=2))
+        list(eng.run([EpisodeInput(f"e{i}", stream(4, gap=1.0, off=i)) for i in range(3)], batch_size=2, clock=clock))
         return seen, eng, calibration
 
-    first, eng, calibration = budgets(decode_rate=2.5)
-    again, _, _ = budgets(decode_rate=2.5)
-    # slack ~1 s at 2.5 tokens/s: 2 tokens per thought, whatever this machine's speed
+    # a pinned rate and a pinned step cost (the CLI's --decode-rate R --step-s S): with the step
+    # charged its measured duration, a loaded machine would shrink the slack and the budgets
+    first, eng, calibration = budgets(VirtualClock(fixed_step_s=0.05), decode_rate=2.5)
+    again, _, _ = budgets(VirtualClock(fixed_step_s=0.05), decode_rate=2.5)
+    # slack ~1 s at 2.5 tokens/s: 2 tokens per thought, whatever this machine's speed or load
     assert first == again == [(2.5, 2)] * 9
     assert eng.decode_rate == 2.5 and calibration == 0  # pinned: never measured, never updated
     measured, eng, calibration = budgets()
