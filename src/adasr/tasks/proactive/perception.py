@@ -139,11 +139,12 @@ QUESTIONS_WIDER: dict[str, tuple[str, ...]] = {name: add_training_phrasings(SCEN
                           "I am waiting on the weight of the {e}; give it in kilograms.")),
 )}
 """Training-only phrasings of each attribute's question (template set ``wider``:
-:func:`~adasr.tasks.proactive.base.add_training_phrasings`). Written after RESULTS §37 measured
-the ``wide`` adapter on held-out templates: its 6 premature perception answers read the held-out
-"Find out where {e} works and tell me the city." as a question about the home ("Felix home?
-yes."), or the price as the weight. None uses the held-out phrasings' words ("Find out", "and tell
-me the ...", "Report ... once it comes in")."""
+:func:`~adasr.tasks.proactive.base.add_training_phrasings`). Written after RESULTS §37's ``wide``
+adapter answered 6 held-out-template perception streams early, on the reading that it took the
+held-out question ("Find out where {e} works and tell me the city.") for another attribute's; the
+``wider`` run (§37) showed that reading wrong (the misread sentence is a held-out *fact*
+phrasing) and did not help. None uses the held-out phrasings' words ("Find out", "and tell me
+the ...", "Report ... once it comes in")."""
 
 POSITIONS = ("uniform", "early", "middle", "late", "last")
 """Where the evidence falls among the facts (knob ``position``)."""
