@@ -6,9 +6,10 @@ Knobs every generated family takes (:data:`STREAM_KNOBS`; defaults build the ite
 built before these knobs existed, byte for byte):
 
 * ``templates``: the template set its sentences are phrased from, ``first`` (default),
-  ``train``, ``heldout`` or ``all`` (:func:`~adasr.tasks.proactive.base.template_subset`). A
-  training build should use ``train`` (or the default); a held-out-template evaluation set
-  ``heldout`` (``split=test``).
+  ``train``, ``heldout``, ``all``, or a set with training-only phrasings, ``more``, ``wide`` or
+  ``wider`` (:func:`~adasr.tasks.proactive.base.template_subset`). A training build should use
+  ``train``, a training-only set or the default; a held-out-template evaluation set ``heldout``
+  (``split=test``).
 * ``distractor_prob`` (default 0) and ``tail`` (or ``min_tail``/``max_tail``, default 0):
   unrelated sentences before each fact with that probability, and that many after the facts
   (:func:`~adasr.tasks.proactive.base.interleave`); drawn with their own random stream, so the

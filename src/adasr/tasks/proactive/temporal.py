@@ -37,8 +37,8 @@ from adasr.tasks.families import bool_knob, int_knob, range_knob
 from adasr.tasks.proactive.base import (GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick, template_re,
                                         training_phrasings)
 
-__all__ = ["EVENTS", "KINDS", "PREMISES", "QUESTIONS", "PREMISES_WIDE", "QUESTIONS_WIDE", "EVENT_LINES", "config", "generate", "solve", "state_notes",
-           "mistake", "FAMILY"]
+__all__ = ["EVENTS", "KINDS", "PREMISES", "QUESTIONS", "PREMISES_WIDE", "QUESTIONS_WIDE", "EVENT_LINES", "config",
+           "generate", "solve", "state_notes", "mistake", "FAMILY"]
 
 EVENTS = (
     "the door opened", "the alarm rang", "the lights turned on", "the kettle boiled", "the phone rang",
