@@ -24,6 +24,7 @@ from adasr.tasks.proactive import temporal, threshold
 from adasr.train.sft_data import context_turns
 from adasr.tasks.proactive.base import (
     DISTRACTORS,
+    TRAINING_ONLY_SETS,
     NAMES,
     add_training_phrasings,
     continue_record,
@@ -138,8 +139,8 @@ SAMPLE = dict(n="7", name="Maria", threshold="30", k="5", time="09:10", event="t
 
 
 def test_wide_extends_more_and_every_phrasing_is_read_as_its_own_tuple():
-    """Template set ``wide`` = ``more`` + its own training-only phrasings, ``wider`` = ``wide`` + its
-    own, none held out; and no
+    """Each template set of TRAINING_ONLY_SETS = the one before it + its own training-only
+    phrasings (``more`` = ``train`` + its own), none held out; and no
     sentence any phrasing (training-only ones included) writes is matched by another tuple's
     phrasing of the same family, so a solver cannot read a question as another kind."""
     added = 0
@@ -148,16 +149,16 @@ def test_wide_extends_more_and_every_phrasing_is_read_as_its_own_tuple():
                for name, phr in tuples.items() for p in phr + training_phrasings(phr)]
         for name, phr in tuples.items():
             train, held = template_subset(phr, "train"), template_subset(phr, "heldout")
-            more, wide, wider = (template_subset(phr, w) for w in ("more", "wide", "wider"))
-            assert more == train + training_phrasings(phr, "more") and wide[:len(more)] == more
-            assert wide == train + training_phrasings(phr, "wide") and wider[:len(wide)] == wide
-            assert wider == train + training_phrasings(phr) and not set(wider) & set(held), (task, name)
-            added += len(wider) - len(more)
+            sets = [template_subset(phr, w) for w in TRAINING_ONLY_SETS]  # more, wide, wider, widest
+            for w, this, before in zip(TRAINING_ONLY_SETS, sets, [train] + sets):
+                assert this == train + training_phrasings(phr, w) and this[:len(before)] == before, (task, name, w)
+            assert sets[-1] == train + training_phrasings(phr) and not set(sets[-1]) & set(held), (task, name)
+            added += len(sets[-1]) - len(sets[0])
             for p in phr + training_phrasings(phr):
                 text = p.format(**SAMPLE)
                 text = text[0].lower() + text[1:] if name.startswith("premise") else text
                 assert {n for n, rx in rxs if rx.match(text)} == {name}, (task, name, text)
-    assert added >= 60
+    assert added >= 80
     with pytest.raises(ValueError, match="already has"):
         add_training_phrasings(threshold.FIRST_QUESTIONS, ("Name it when one is {condition}.",), "wide")
     with pytest.raises(ValueError, match="new and distinct"):  # one of its `wide` phrasings again
@@ -167,8 +168,8 @@ def test_wide_extends_more_and_every_phrasing_is_read_as_its_own_tuple():
 
 
 @pytest.mark.parametrize("task", GENERATED)
-def test_wider_streams_use_training_and_training_only_phrasings_and_no_heldout_one(task):
-    """``wider`` streams, read by the solver (else rejected): every sentence is written by a
+def test_widest_streams_use_training_and_training_only_phrasings_and_no_heldout_one(task):
+    """``widest`` streams (every training-only set), read by the solver (else rejected): every sentence is written by a
     training or training-only phrasing, never a held-out one; the training-only ones are drawn."""
     tuples = {**_tuples()[task], **_tuples()["distractors"]}
     lower = {name: name.startswith("premise") for name in tuples}
@@ -177,10 +178,10 @@ def test_wider_streams_use_training_and_training_only_phrasings_and_no_heldout_o
         return [template_re(p[0].lower() + p[1:] if lower[name] else p, **FIELDS)
                 for name, phr in tuples.items() for p in template_subset(phr, which)]
 
-    wide, held, extra = regexes("wider"), regexes("heldout"), [
+    wide, held, extra = regexes("widest"), regexes("heldout"), [
         template_re(p[0].lower() + p[1:] if lower[name] else p, **FIELDS)
         for name, phr in tuples.items() for p in training_phrasings(phr)]
-    recs = build_proactive(task, 150, 3, split="train", templates="wider", distractor_prob=0.3, tail=1)
+    recs = build_proactive(task, 150, 3, split="train", templates="widest", distractor_prob=0.3, tail=1)
     n_extra = 0
     for r in recs:
         assert split_sentences(r["question"]) == r["chunks"]
@@ -188,7 +189,7 @@ def test_wider_streams_use_training_and_training_only_phrasings_and_no_heldout_o
         if task == "proactive_temporal":
             premise, rest = texts[0].split("; ", 1)
             texts[0:1] = [premise[0].lower() + premise[1:] + "; ", rest]
-        if task == "proactive_threshold" and (m := next((m for p in template_subset(threshold.FIRST_QUESTIONS, "wider")
+        if task == "proactive_threshold" and (m := next((m for p in template_subset(threshold.FIRST_QUESTIONS, "widest")
                                                           if (m := template_re(p, condition=".+").match(texts[0]))), None)):
             texts.append(m.group("condition"))
         for text in texts:

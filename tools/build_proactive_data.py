@@ -23,6 +23,8 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
   the temporal premises and questions).
 * ``qwen_mix_wider_train.jsonl``: the wide mix with the perception questions phrased from
   template set ``wider`` (``wide`` plus training-only perception questions).
+* ``qwen_mix_widest_train.jsonl``: the wider mix with the perception facts phrased from template
+  set ``widest`` (``wider`` plus training-only perception facts).
 * ``{pt,pp,ptm}_test_items.jsonl``: 100 held-out streams per family (threshold, perception,
   temporal; ``split=test``) on **held-out items**: training templates, the default difficulty,
   the same distractor settings as training.
@@ -72,6 +74,9 @@ MIXES: dict[str, dict[str, dict]] = {
     "qwen_mix_wider_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "wider"},
                                    "proactive_perception": {"templates": "wider"},
                                    "proactive_temporal": {"templates": "wider"}},
+    "qwen_mix_widest_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "widest"},
+                                    "proactive_perception": {"templates": "widest"},
+                                    "proactive_temporal": {"templates": "widest"}},
 }
 """The training mixes: file name -> extra knobs per family. ``qwen_mix_check_train.jsonl`` is
 ``qwen_mix_train.jsonl`` stream for stream (the same items, order and turns) except that each
@@ -85,7 +90,8 @@ and questions (``threshold.FIRST_QUESTIONS_WIDE``, ``threshold.CONDITIONS_WIDE``
 ``temporal.PREMISES_WIDE``, ``temporal.QUESTIONS_WIDE``); perception has none, so its streams are
 those of the check mix. ``qwen_mix_wider_train.jsonl``: template set ``wider``, ``wide`` plus
 training-only perception questions (``perception.QUESTIONS_WIDER``); its threshold and temporal
-streams are those of the wide mix."""
+streams are those of the wide mix. ``qwen_mix_widest_train.jsonl``: template set ``widest``,
+``wider`` plus training-only perception facts (``perception.FACTS_WIDEST``)."""
 
 HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": "pp", "proactive_temporal": "ptm"}
 """The held-out files' prefixes: ``<prefix>_test_items.jsonl`` and ``<prefix>_test_templates.jsonl``."""

@@ -15,11 +15,11 @@ default) writes every sentence with the tuple's first phrasing and draws nothing
 families built before they had more than one phrasing, byte for byte); ``train`` draws each
 sentence from the training phrasings, ``heldout`` from the held-out ones (a stream no training
 phrasing wrote), ``all`` from all. ``first`` is a subset of ``train``: the first phrasing is
-never held out. ``more``, ``wide`` and ``wider`` (:data:`TRAINING_ONLY_SETS`) draw from the training
+never held out. ``more``, ``wide``, ``wider`` and ``widest`` (:data:`TRAINING_ONLY_SETS`) draw from the training
 phrasings plus the tuple's **training-only phrasings** (:func:`add_training_phrasings`):
 phrasings outside the tuple, so adding them moves no held-out phrasing and changes no
 ``train``/``heldout`` build. Each training-only phrasing belongs to one of these sets and each set
-includes the sets before it (``wide`` = ``more`` plus its own, ``wider`` = ``wide`` plus its own),
+includes the sets before it (``wide`` = ``more`` plus its own, ``wider`` = ``wide`` plus its own, ...),
 so a phrasing added to a set changes no build of the sets before it; a tuple with none is drawn as
 in ``train``.
 
@@ -225,7 +225,7 @@ class SourceFamily(Family):
 
 # --------------------------------------------------------------------------- templates
 
-TRAINING_ONLY_SETS: tuple[str, ...] = ("more", "wide", "wider")
+TRAINING_ONLY_SETS: tuple[str, ...] = ("more", "wide", "wider", "widest")
 """The template sets with training-only phrasings, in order: each includes the ones before it."""
 
 TEMPLATE_SETS: tuple[str, ...] = ("first", "train", "heldout", "all") + TRAINING_ONLY_SETS
@@ -289,8 +289,8 @@ def training_phrasings(phrasings: Sequence[str], which: str = TRAINING_ONLY_SETS
 def template_subset(phrasings: Sequence[str], which: str) -> tuple[str, ...]:
     """The phrasings of template set ``which`` (:data:`TEMPLATE_SETS`): ``first``: the first;
     ``heldout``: every :data:`HELDOUT_EVERY`-th (indices 3, 7, ...); ``train``: the others;
-    ``all``: all; ``more``, ``wide``, ``wider``: ``train`` plus the tuple's :func:`training_phrasings` of that
-    set. The training and held-out subsets are disjoint and together the tuple.
+    ``all``: all; a set of :data:`TRAINING_ONLY_SETS`: ``train`` plus the tuple's
+    :func:`training_phrasings` of that set. The training and held-out subsets are disjoint and together the tuple.
 
     Raises:
         ValueError: an unknown set, or ``heldout`` of a tuple with fewer than 4 phrasings (none

@@ -17,7 +17,8 @@ takes (``templates``, distractors, ``continuation``): :mod:`adasr.tasks.proactiv
 
 Phrasings: each attribute's ``questions`` and ``facts`` (templates with ``{e}``, the entity, and
 ``{v}``, the value; 4 each, the 4th held out: :func:`~adasr.tasks.proactive.base.template_subset`)
-in :data:`SCENES`; training-only questions: :data:`QUESTIONS_WIDER` (template set ``wider``).
+in :data:`SCENES`; training-only questions: :data:`QUESTIONS_WIDER` (template set ``wider``), facts:
+:data:`FACTS_WIDEST` (``widest``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from adasr.tasks.families import bool_knob, choice_knob, range_knob
 from adasr.tasks.proactive.base import (NAMES, GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick,
                                         template_re, training_phrasings)
 
-__all__ = ["SCENES", "QUESTIONS_WIDER", "POSITIONS", "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
+__all__ = ["SCENES", "QUESTIONS_WIDER", "FACTS_WIDEST", "POSITIONS", "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,27 @@ held-out question ("Find out where {e} works and tell me the city.") for another
 phrasing) and did not help. None uses the held-out phrasings' words ("Find out", "and tell me
 the ...", "Report ... once it comes in")."""
 
+FACTS_WIDEST: dict[str, tuple[str, ...]] = {name: add_training_phrasings(SCENES[scene][1][name].facts, extra, "widest")
+                                             for scene, name, extra in (
+    ("sensors", "temperature", ("The temperature at sensor {e} is {v} degrees.", "Sensor {e} logs {v} degrees.",
+                                "From sensor {e}: {v} degrees.", "Sensor {e} is at {v} degrees.")),
+    ("sensors", "humidity", ("The air at sensor {e} holds {v} percent humidity.", "Sensor {e} logs {v} percent humidity.",
+                             "From sensor {e}: {v} percent humidity.", "Humidity near sensor {e} is at {v} percent.")),
+    ("people", "home", ("{e} stays at home in {v}.", "The house of {e} is in {v}.", "{e} has lived in {v} for years.",
+                        "Home for {e} is {v}.")),
+    ("people", "work", ("{e} is employed in {v}.", "The workplace of {e} is in {v}.", "{e} goes to a job in {v}.",
+                        "Work for {e} is in {v}.")),
+    ("prices", "price", ("The {e} has a price of {v} dollars.", "The {e} goes for {v} dollars.",
+                         "The price tag on the {e} says {v} dollars.", "For {v} dollars, the {e} is yours.")),
+    ("prices", "weight", ("The {e} weighs in at {v} kilograms.", "The {e} is {v} kilograms in weight.",
+                          "The {e} has a mass of {v} kilograms.", "Lifting the {e} means lifting {v} kilograms.")),
+)}
+"""Training-only phrasings of each attribute's fact (template set ``widest``). Written after
+RESULTS §37's ``wider`` run located the perception misses: the asked entity's *other* fact in a
+held-out fact phrasing ("Felix resides in Oslo." for "where Felix works") checked "yes". None uses
+the held-out facts' words ("shows", "measures", "resides", "commutes", "You can buy", "On the
+scale"). Not trained yet (``configs/sft_proactive_qwen_mix_widest.yaml``)."""
+
 POSITIONS = ("uniform", "early", "middle", "late", "last")
 """Where the evidence falls among the facts (knob ``position``)."""
 
@@ -213,7 +235,7 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], tuple[str, int]]
 def _patterns() -> list[tuple[str, tuple[re.Pattern, ...], tuple[re.Pattern, ...]]]:
     """Per attribute: its name and the regexes of its questions and of its facts."""
     return [(name, tuple(template_re(q) for q in a.questions + training_phrasings(a.questions)),
-             tuple(template_re(f) for f in a.facts))
+             tuple(template_re(f) for f in a.facts + training_phrasings(a.facts)))
             for _, attrs in SCENES.values() for name, a in attrs.items()]
 
 
