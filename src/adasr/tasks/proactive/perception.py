@@ -166,7 +166,8 @@ FACTS_WIDEST: dict[str, tuple[str, ...]] = {name: add_training_phrasings(SCENES[
 RESULTS §37's ``wider`` run located the perception misses: the asked entity's *other* fact in a
 held-out fact phrasing ("Felix resides in Oslo." for "where Felix works") checked "yes". None uses
 the held-out facts' words ("shows", "measures", "resides", "commutes", "You can buy", "On the
-scale"). Not trained yet (``configs/sft_proactive_qwen_mix_widest.yaml``)."""
+scale"). Trained in ``configs/sft_proactive_qwen_mix_widest.yaml``: it did not move that miss
+(RESULTS §37)."""
 
 POSITIONS = ("uniform", "early", "middle", "late", "last")
 """Where the evidence falls among the facts (knob ``position``)."""
