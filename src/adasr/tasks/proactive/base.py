@@ -57,6 +57,7 @@ __all__ = [
     "template_subset",
     "add_training_phrasings",
     "training_phrasings",
+    "solver_res",
     "pick",
     "is_distractor",
     "interleave",
@@ -284,6 +285,12 @@ def training_phrasings(phrasings: Sequence[str], which: str = TRAINING_ONLY_SETS
     registered = _TRAINING_ONLY.get(tuple(phrasings), {})
     upto = TRAINING_ONLY_SETS[:TRAINING_ONLY_SETS.index(which) + 1]
     return tuple(p for s in upto for p in registered.get(s, ()))
+
+
+def solver_res(phrasings: tuple[str, ...], **fields: str) -> tuple[re.Pattern, ...]:
+    """The regexes a solver reads a tuple with (:func:`template_re`, ``fields`` as there): its
+    phrasings and every training-only phrasing registered for it (:func:`training_phrasings`)."""
+    return tuple(template_re(p, **fields) for p in phrasings + training_phrasings(phrasings))
 
 
 def template_subset(phrasings: Sequence[str], which: str) -> tuple[str, ...]:

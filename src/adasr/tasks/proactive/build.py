@@ -6,8 +6,9 @@ Knobs every generated family takes (:data:`STREAM_KNOBS`; defaults build the ite
 built before these knobs existed, byte for byte):
 
 * ``templates``: the template set its sentences are phrased from, ``first`` (default),
-  ``train``, ``heldout``, ``all``, or a set with training-only phrasings, ``more``, ``wide`` or
-  ``wider`` (:func:`~adasr.tasks.proactive.base.template_subset`). A training build should use
+  ``train``, ``heldout``, ``all``, or a set with training-only phrasings
+  (:data:`~adasr.tasks.proactive.base.TRAINING_ONLY_SETS`;
+  :func:`~adasr.tasks.proactive.base.template_subset`). A training build should use
   ``train``, a training-only set or the default; a held-out-template evaluation set ``heldout``
   (``split=test``).
 * ``distractor_prob`` (default 0) and ``tail`` (or ``min_tail``/``max_tail``, default 0):

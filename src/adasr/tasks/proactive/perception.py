@@ -33,7 +33,7 @@ from typing import Callable
 from adasr.errors import ConfigError
 from adasr.tasks.families import bool_knob, choice_knob, range_knob
 from adasr.tasks.proactive.base import (NAMES, GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick,
-                                        template_re, training_phrasings)
+                                        solver_res)
 
 __all__ = ["SCENES", "QUESTIONS_WIDER", "FACTS_WIDEST", "POSITIONS", "config", "generate", "solve", "state_notes", "mistake", "FAMILY"]
 
@@ -235,8 +235,7 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], tuple[str, int]]
 @lru_cache(maxsize=None)
 def _patterns() -> list[tuple[str, tuple[re.Pattern, ...], tuple[re.Pattern, ...]]]:
     """Per attribute: its name and the regexes of its questions and of its facts."""
-    return [(name, tuple(template_re(q) for q in a.questions + training_phrasings(a.questions)),
-             tuple(template_re(f) for f in a.facts + training_phrasings(a.facts)))
+    return [(name, solver_res(a.questions), solver_res(a.facts))
             for _, attrs in SCENES.values() for name, a in attrs.items()]
 
 

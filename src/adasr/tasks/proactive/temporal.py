@@ -34,8 +34,8 @@ import random
 
 from adasr.errors import ConfigError
 from adasr.tasks.families import bool_knob, int_knob, range_knob
-from adasr.tasks.proactive.base import (GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick, template_re,
-                                        training_phrasings)
+from adasr.tasks.proactive.base import (GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick, solver_res,
+                                        template_re, training_phrasings)
 
 __all__ = ["EVENTS", "KINDS", "PREMISES", "QUESTIONS", "PREMISES_WIDE", "QUESTIONS_WIDE", "EVENT_LINES", "config",
            "generate", "solve", "state_notes", "mistake", "FAMILY"]
@@ -172,15 +172,16 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], tuple[str, int]]
     return chunks, (answer, evidence)
 
 
-_QUESTION_RES = {kind: tuple(template_re(q) for q in qs + training_phrasings(qs)) for kind, qs in QUESTIONS.items()}
+_QUESTION_RES = {kind: solver_res(qs) for kind, qs in QUESTIONS.items()}
+_PREMISES_READ = {flag: premises + training_phrasings(premises) for flag, premises in PREMISES.items()}
 _EVENT_LINE_RES = tuple(template_re(t, time=r"\d\d:\d\d", event=".+", Event="[A-Z].*") for t in EVENT_LINES)
 
 
 def _question(head: str) -> tuple[bool, str, str, str | None]:
     """``(ordered, kind, a, b)`` of the question chunk (``b``: ``None`` for ``after``)."""
     ordered = None
-    for flag, premises in PREMISES.items():
-        for premise in premises + training_phrasings(premises):
+    for flag, premises in _PREMISES_READ.items():
+        for premise in premises:
             if head.lower().startswith(premise.lower()):
                 ordered, rest = flag, head[len(premise):]
     if ordered is None:

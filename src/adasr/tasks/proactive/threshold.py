@@ -45,7 +45,7 @@ from typing import Callable
 from adasr.errors import ConfigError
 from adasr.tasks.families import bool_knob, choice_knob, int_knob, prob_knob, range_knob
 from adasr.tasks.proactive.base import (NAMES, GeneratedFamily, Rejected, add_training_phrasings, is_distractor, pick,
-                                        template_re, training_phrasings)
+                                        solver_res)
 
 __all__ = ["TOTAL_QUESTIONS", "TOTAL_QUESTIONS_MORE", "STEP_LINES", "FIRST_QUESTIONS", "FIRST_QUESTIONS_WIDE", "NUMBER_LINES",
            "CONDITIONS", "CONDITIONS_WIDE", "Condition",
@@ -243,17 +243,12 @@ def generate(rng: random.Random, cfg: dict) -> tuple[list[str], None]:
     return chunks, None
 
 
-def _regexes(phrasings: tuple[str, ...], **fields: str) -> tuple[re.Pattern, ...]:
-    """The regexes of a tuple's phrasings and of its training-only ones (template set ``more``)."""
-    return tuple(template_re(p, **fields) for p in phrasings + training_phrasings(phrasings))
-
-
 _NAME = r"[A-Z][a-z]+"
-_TOTAL_Q = _regexes(TOTAL_QUESTIONS, threshold=r"\d+")
-_STEPS = {op: _regexes(lines, n=r"\d+", name=_NAME) for op, lines in STEP_LINES.items()}
-_FIRST_Q = _regexes(FIRST_QUESTIONS, condition=".+")
-_NUMBER = _regexes(NUMBER_LINES, n=r"\d+", name=_NAME)
-_CONDITION_RES = tuple((cond, _regexes(cond.phrasings, k=cond.k)) for cond in CONDITIONS)
+_TOTAL_Q = solver_res(TOTAL_QUESTIONS, threshold=r"\d+")
+_STEPS = {op: solver_res(lines, n=r"\d+", name=_NAME) for op, lines in STEP_LINES.items()}
+_FIRST_Q = solver_res(FIRST_QUESTIONS, condition=".+")
+_NUMBER = solver_res(NUMBER_LINES, n=r"\d+", name=_NAME)
+_CONDITION_RES = tuple((cond, solver_res(cond.phrasings, k=cond.k)) for cond in CONDITIONS)
 
 
 def _match(rxs: tuple[re.Pattern, ...], text: str) -> re.Match | None:
