@@ -302,6 +302,23 @@ def test_perception_notes_hand_checked():
     assert perception.solve(people) == ("Lima", 2)
     assert perception.state_notes(people, 2) == ["", "Omar home? no.", "Omar work? yes."]
 
+    compare = {"compare": True}
+    assert perception.state_notes(people, 2, compare) == ["", "Omar home = Omar work? no.", "Omar work = Omar work? yes."]
+    assert perception.state_notes(chunks, 4, compare)[1:] == [
+        "Alpha temperature = Bravo temperature? no.", "", "Bravo humidity = Bravo temperature? no.",
+        "Bravo temperature = Bravo temperature? yes."]
+
+
+def test_compare_knob_changes_only_the_perception_notes():
+    plain = build_proactive("proactive_perception", 40, 2, split="test", templates="train", notes=True)
+    compared = build_proactive("proactive_perception", 40, 2, split="test", templates="train", notes=True, compare=True)
+    for a, b in zip(plain, compared):
+        assert {k: v for k, v in a.items() if k != "thoughts"} == {k: v for k, v in b.items() if k != "thoughts"}
+        asked = re.search(r"= (\w+ \w+)\? yes\.", b["thoughts"][-1]).group(1)
+        for x, y in zip(a["thoughts"], b["thoughts"]):
+            assert (x == y == "") or y == x.replace("?", f" = {asked}?", 1)
+    with pytest.raises(ConfigError, match="compare"):
+        build_proactive("proactive_temporal", 2, compare=True)
 
 def test_temporal_notes_hand_checked():
     log = ["At 09:00 the lights turned on.", "At 09:10 the alarm rang.", "Nobody said anything for a while.",
@@ -410,6 +427,41 @@ def test_continuation_knob(task):
     with pytest.raises(ConfigError, match="correction_prob needs continuation=true"):
         build_proactive(task, 2, correction_prob=0.5)
 
+
+
+def test_continue_record_premature_correction():
+    chunks = ["Q.", "A 5.", "B 9.", "C 7.", "D.", "E."]
+    rec = make_record("proactive_threshold", "x", chunks, 3, "7", ["", "5 odd? no.", "9 > 6? no.", "7 > 6? yes."])
+    fixed = continue_record(rec, "9 > 6? yes. \\boxed{9}", at=2)
+    assert fixed["thoughts"] == ["", "5 odd? no.", "9 > 6? yes. \\boxed{9}", "7 > 6? yes. \\boxed{7}", ""]
+    assert context_turns(fixed) == [2]
+    for at in (0, 3):
+        with pytest.raises(ValueError, match="a premature answer comes at a chunk 1 .. 2"):
+            continue_record(rec, "\\boxed{9}", at=at)
+
+
+@pytest.mark.parametrize("task", ("proactive_perception", "proactive_threshold"))
+def test_premature_corrections(task):
+    knobs = dict(split="test", templates="train", notes=True, continuation=True)
+    base = build_proactive(task, 120, 5, **knobs, correction_prob=0.0)
+    prem = build_proactive(task, 120, 5, **knobs, correction_prob=1.0, correction_at="premature")
+    corrected = 0
+    for a, b in zip(base, prem):
+        assert {k: v for k, v in a.items() if k != "thoughts"} == {k: v for k, v in b.items() if k != "thoughts"}
+        if not context_turns(b):
+            assert b["thoughts"] == a["thoughts"]
+            continue
+        corrected += 1
+        [k] = context_turns(b)
+        e, wrong = b["evidence_chunk"], parse_answer(b["thoughts"][k])
+        assert 1 <= k < e and not score(task, wrong, a["answer"]) and re.search(rf"\b{re.escape(wrong)}\b", b["chunks"][k])
+        assert a["thoughts"][k].endswith("? no.") and b["thoughts"][k] == f"{a['thoughts'][k][:-3]}yes. \\boxed{{{wrong}}}"
+        assert b["thoughts"][:k] + b["thoughts"][k + 1:] == a["thoughts"][:k] + a["thoughts"][k + 1:]
+    assert corrected > 10
+    with pytest.raises(ConfigError, match="correction_at needs continuation=true"):
+        build_proactive(task, 2, correction_at="premature")
+    with pytest.raises(ConfigError, match="correction_at"):
+        build_proactive(task, 2, continuation=True, correction_at="later")
 
 def test_a_wrong_threshold_note_carries_the_slip():
     recs = build_proactive("proactive_threshold", 60, 0, split="test", kind="total", notes=True, continuation=True,

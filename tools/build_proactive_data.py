@@ -25,6 +25,10 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
   template set ``wider`` (``wide`` plus training-only perception questions).
 * ``qwen_mix_widest_train.jsonl``: the wider mix with the perception facts phrased from template
   set ``widest`` (``wider`` plus training-only perception facts).
+* ``qwen_mix_compare_train.jsonl``: the wide mix with perception notes that compare the fact's
+  pair with the asked one ("Felix home = Felix work? no.", knob ``compare``) and corrections
+  of premature answers at the evidence chunk instead of at the chunk after a wrong answer (knob
+  ``correction_at=premature``).
 * ``{pt,pp,ptm}_test_items.jsonl``: 100 held-out streams per family (threshold, perception,
   temporal; ``split=test``) on **held-out items**: training templates, the default difficulty,
   the same distractor settings as training.
@@ -77,6 +81,11 @@ MIXES: dict[str, dict[str, dict]] = {
     "qwen_mix_widest_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "widest"},
                                     "proactive_perception": {"templates": "widest"},
                                     "proactive_temporal": {"templates": "widest"}},
+    "qwen_mix_compare_train.jsonl": {"proactive_threshold": {"total_check": True, "templates": "wide",
+                                                             "correction_at": "premature"},
+                                     "proactive_perception": {"templates": "wide", "compare": True,
+                                                              "correction_at": "premature"},
+                                     "proactive_temporal": {"templates": "wide", "correction_at": "premature"}},
 }
 """The training mixes: file name -> extra knobs per family. ``qwen_mix_check_train.jsonl`` is
 ``qwen_mix_train.jsonl`` stream for stream (the same items, order and turns) except that each
@@ -91,7 +100,11 @@ and questions (``threshold.FIRST_QUESTIONS_WIDE``, ``threshold.CONDITIONS_WIDE``
 those of the check mix. ``qwen_mix_wider_train.jsonl``: template set ``wider``, ``wide`` plus
 training-only perception questions (``perception.QUESTIONS_WIDER``); its threshold and temporal
 streams are those of the wide mix. ``qwen_mix_widest_train.jsonl``: template set ``widest``,
-``wider`` plus training-only perception facts (``perception.FACTS_WIDEST``)."""
+``wider`` plus training-only perception facts (``perception.FACTS_WIDEST``).
+``qwen_mix_compare_train.jsonl``: the items of the wide mix (the same draws; only the perception
+notes and the continuations differ) with the knobs of issue 24's two remaining misses: perception
+notes naming the asked pair (``compare``) and premature answers corrected at the evidence
+(``correction_at="premature"``)."""
 
 HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": "pp", "proactive_temporal": "ptm"}
 """The held-out files' prefixes: ``<prefix>_test_items.jsonl`` and ``<prefix>_test_templates.jsonl``."""
@@ -137,7 +150,8 @@ def build(out: Path) -> None:
             mix += kept
         random.Random(0).shuffle(mix)
         write_jsonl(mix, out / name)
-        corrections = sum(parse_answer(r["thoughts"][r["evidence_chunk"]]) != r["answer"] for r in mix)  # a wrong first answer
+        corrections = sum(any(a is not None and a != r["answer"] for a in map(parse_answer, r["thoughts"]))
+                          for r in mix)  # a wrong first answer (at the evidence, or premature)
         print(f"{name}: {len(mix)} streams, {corrections} with a corrected first answer")
     n = check(out)
     print(f"checked: none of {n} held-out questions is in {', '.join(p.name for p in train_files(out))}")

@@ -144,24 +144,29 @@ def proactive_turns(record: dict) -> list[tuple[str, str]]:
     return [(record["chunks"][k], record["thoughts"][k]) for k in range(e + 1)]
 
 
-def continue_record(record: dict, wrong_turn: str | None = None) -> dict:
+def continue_record(record: dict, wrong_turn: str | None = None, at: int | None = None) -> dict:
     """``record`` continued past its answer, for training a model that keeps listening after it
-    (``--revisions 1``; build knob ``continuation``). A copy; the chunks, answer, evidence and
-    response stay.
+    (``--revisions 1``; build knobs ``continuation`` and ``correction_at``). A copy; the chunks,
+    answer, evidence and response stay.
 
     * ``wrong_turn`` ``None``: **silence after a right answer**: one silent turn (``""``) for
       each chunk ``e + 1 .. N - 2`` (the last chunk of a stream has no turn: it closes the
       stream). Nothing is added when ``e >= N - 2``.
     * ``wrong_turn`` (a response turn committing a wrong answer, e.g. ``"14 + 13 = 26.
-      \\boxed{26}"``): **a correction after a wrong answer**: the response turn at ``e``
-      becomes ``wrong_turn`` and the record's own response turn follows at chunk ``e + 1``,
-      which ends the episode (one revision). The wrong turn is context, not a target
-      (:func:`adasr.train.sft_data.context_turns`).
+      \\boxed{26}"``), ``at`` ``None``: **a correction after a wrong answer**: the response turn
+      at ``e`` becomes ``wrong_turn`` and the record's own response turn follows at chunk
+      ``e + 1``, which ends the episode (one revision).
+    * ``wrong_turn`` and ``at`` (a chunk ``1 .. e - 1``): **a premature wrong answer corrected at
+      the evidence**: the turn at ``at`` becomes ``wrong_turn``, the record's own turns follow
+      (its notes, then its response at ``e``), then silence as for a right answer. The
+      correction comes with the evidence, not at a fixed distance after the first answer.
+
+    The wrong turn is context, not a target (:func:`adasr.train.sft_data.context_turns`).
 
     Raises:
         ValueError: ``record`` already continues past its evidence, ``wrong_turn`` is not a
-            response or commits the record's answer, or chunk ``e + 1`` has no turn
-            (``e + 1 > N - 2``).
+            response or commits the record's answer, chunk ``e + 1`` has no turn
+            (``e + 1 > N - 2``, ``at`` ``None``), or ``at`` is not a chunk before the evidence.
     """
     e, n = record["evidence_chunk"], len(record["chunks"])
     thoughts = list(record["thoughts"])
@@ -169,13 +174,18 @@ def continue_record(record: dict, wrong_turn: str | None = None) -> dict:
         raise ValueError(f"record {record.get('id')!r} already has {len(thoughts)} turns for evidence chunk {e}")
     if wrong_turn is None:
         thoughts += [""] * max(0, n - 2 - e)
-    else:
-        committed = "".join((parse_answer(wrong_turn) or "").split())
-        if not committed or committed == "".join(str(record["answer"]).split()):
-            raise ValueError(f"wrong_turn {wrong_turn!r} does not commit a wrong answer")
-        if e + 1 > n - 2:
-            raise ValueError(f"no turn after chunk {e + 1} of {n}: the correction has no chunk to follow")
-        thoughts = thoughts[:e] + [wrong_turn, thoughts[e]]
+        return {**record, "thoughts": thoughts}
+    committed = "".join((parse_answer(wrong_turn) or "").split())
+    if not committed or committed == "".join(str(record["answer"]).split()):
+        raise ValueError(f"wrong_turn {wrong_turn!r} does not commit a wrong answer")
+    if at is not None:
+        if not 1 <= at < e:
+            raise ValueError(f"at={at}: a premature answer comes at a chunk 1 .. {e - 1} (evidence {e})")
+        thoughts[at] = wrong_turn
+        return {**record, "thoughts": thoughts + [""] * max(0, n - 2 - e)}
+    if e + 1 > n - 2:
+        raise ValueError(f"no turn after chunk {e + 1} of {n}: the correction has no chunk to follow")
+    thoughts = thoughts[:e] + [wrong_turn, thoughts[e]]
     return {**record, "thoughts": thoughts}
 
 

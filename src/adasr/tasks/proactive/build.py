@@ -21,6 +21,14 @@ built before these knobs existed, byte for byte):
   evidence chunk, a plausible wrong first answer (the family's ``mistake``; with notes, the
   evidence note carries the same slip) corrected at the next chunk. Own random stream too: the
   chunks are those built without.
+* ``correction_at`` (default ``next``, with ``continuation``): where a correction episode puts
+  its wrong answer. ``next``: at the evidence chunk, corrected at the chunk after it (above).
+  ``premature``: at an earlier chunk that states the wrong value and whose note is a check
+  ending "no." (written "yes." there: "Felix home = Felix work? yes. \\boxed{Oslo}"), the notes
+  going on after it and the right response at the evidence chunk, then silence; a stream with
+  no such chunk (or a family without checks) continues in silence. The slips a model makes
+  (RESULTS.md section 37) are premature answers, which a correction at the next chunk never
+  shows it how to revise.
 """
 
 from __future__ import annotations
@@ -71,21 +79,29 @@ DEFAULT_HELDOUT_SIZE = 1000
 _COMMON_KNOBS = ("split", "heldout_size")  # every generated family's
 
 STREAM_KNOBS: tuple[str, ...] = ("templates", "distractor_prob", "tail", "min_tail", "max_tail", "continuation",
-                                 "correction_prob")
+                                 "correction_prob", "correction_at")
 """Knobs every generated family takes besides ``split`` and ``heldout_size`` (module docstring)."""
+
+
+CORRECTION_AT: tuple[str, ...] = ("next", "premature")
+"""Values of the ``correction_at`` knob (module docstring)."""
+
+_PREMATURE_TRIES = 8  # wrong values drawn for a premature correction before the stream goes silent
 
 
 def _stream_config(knobs: dict) -> dict:
     """The generator config of :data:`STREAM_KNOBS`. Raises ConfigError."""
     continuation = bool_knob(knobs, "continuation", False)
-    if knobs.get("correction_prob") is not None and not continuation:
-        raise ConfigError("correction_prob needs continuation=true")
+    for knob in ("correction_prob", "correction_at"):
+        if knobs.get(knob) is not None and not continuation:
+            raise ConfigError(f"{knob} needs continuation=true")
     return {
         "templates": choice_knob(knobs, "templates", "first", TEMPLATE_SETS),
         "distractor_prob": prob_knob(knobs, "distractor_prob", 0.0, upper=False),
         "tail": range_knob(knobs, "tail", (0, 0), lo=0),
         "continuation": continuation,
         "correction_prob": prob_knob(knobs, "correction_prob", 0.25),
+        "correction_at": choice_knob(knobs, "correction_at", "next", CORRECTION_AT),
     }
 
 
@@ -169,11 +185,31 @@ def _continue(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, no
     """``rec`` continued past its answer (knob ``continuation``): a correction with probability
     ``correction_prob`` where a turn follows the evidence chunk, else silence."""
     e, n = rec["evidence_chunk"], len(rec["chunks"])
+    if cfg["correction_at"] == "premature":
+        return _premature(fam, rec, rng, cfg, notes)
     if e + 1 > n - 2 or fam.mistake is None or rng.random() >= cfg["correction_prob"]:
         return continue_record(rec)
     wrong = fam.mistake(rng, rec["chunks"], rec["answer"])
     note = _slip(notes[e], rec["answer"], wrong) if notes else ""
     return continue_record(rec, f"{note} \\boxed{{{wrong}}}".strip())
+
+
+def _premature(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, notes: list[str] | None) -> dict:
+    """``rec`` continued past its answer with ``correction_at="premature"``: with probability
+    ``correction_prob``, a wrong value of the family's ``mistake`` answered at the last chunk
+    before the evidence that states it and whose note is a check ending "no." (the note's "no."
+    written "yes."), the record's own turns after it (knob docstring); else silence."""
+    e = rec["evidence_chunk"]
+    if fam.mistake is None or not notes or rng.random() >= cfg["correction_prob"]:
+        return continue_record(rec)
+    for _ in range(_PREMATURE_TRIES):
+        wrong = fam.mistake(rng, rec["chunks"], rec["answer"])
+        token = re.compile(rf"(?<![\w-]){re.escape(wrong)}(?!\w)")
+        at = next((k for k in range(e - 1, 0, -1)
+                   if notes[k].endswith("? no.") and token.search(rec["chunks"][k])), None)
+        if at is not None:
+            return continue_record(rec, f"{notes[at][:-3]}yes. \\boxed{{{wrong}}}", at=at)
+    return continue_record(rec)
 
 
 def build_proactive_with_report(task: str, size: int | None = None, seed: int = 0, *, source=None,

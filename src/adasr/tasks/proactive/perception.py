@@ -12,7 +12,9 @@ evidence among the facts (``uniform``, default; ``early``/``middle``/``late``: t
 ``last``), ``near_miss`` (default ``True``), ``scene`` (``mixed``, default, or one scene),
 ``notes`` (default ``False``: silent turns; ``True``: after each fact the check of whether it
 is the asked one, "Alpha temperature? no.", "Bravo humidity? no.", "Bravo temperature? yes.",
-the last one starting the response turn: :func:`state_notes`). The knobs every generated family
+the last one starting the response turn: :func:`state_notes`), ``compare`` (default ``False``;
+with ``notes``, each note sets the fact beside the asked entity and attribute, "Bravo humidity =
+Bravo temperature? no.", so the check compares two written pairs). The knobs every generated family
 takes (``templates``, distractors, ``continuation``): :mod:`adasr.tasks.proactive.build`.
 
 Phrasings: each attribute's ``questions`` and ``facts`` (templates with ``{e}``, the entity, and
@@ -192,6 +194,7 @@ def config(knobs: dict) -> dict:
         "near_miss": bool_knob(knobs, "near_miss", True),
         "scene": choice_knob(knobs, "scene", "mixed", ("mixed", *SCENES)),
         "notes": bool_knob(knobs, "notes", False),
+        "compare": bool_knob(knobs, "compare", False),
     }
 
 
@@ -285,15 +288,20 @@ def state_notes(chunks: list[str], evidence: int, config: dict | None = None) ->
     none after the question or a distractor sentence. The response turn starts with the
     evidence's "yes" check.
 
-    ``config`` (the family's generator config) shapes no note of this family.
+    With ``config["compare"]`` each check names the asked pair beside the fact's ("Bravo humidity
+    = Bravo temperature? no.", "Bravo temperature = Bravo temperature? yes."): the decision is a
+    comparison of two pairs the model has just written, not of a written pair with the question
+    held in mind (RESULTS.md section 37: "Felix home? yes." for "where Felix works").
 
     Raises:
         Rejected: the question is not understood.
     """
     attr, target, facts = _read(chunks)
+    asked = f" = {target} {attr}" if (config or {}).get("compare") else ""
     notes = [""]
     for fact in facts[:evidence]:
-        notes.append("" if fact is None else f"{fact[1]} {fact[0]}? {'yes' if fact[:2] == (attr, target) else 'no'}.")
+        notes.append("" if fact is None else
+                     f"{fact[1]} {fact[0]}{asked}? {'yes' if fact[:2] == (attr, target) else 'no'}.")
     return notes
 
 
@@ -317,5 +325,5 @@ def mistake(rng: random.Random, chunks: list[str], answer: str) -> str:
 
 
 FAMILY = GeneratedFamily("proactive_perception",
-                         ("facts", "min_facts", "max_facts", "position", "near_miss", "scene", "notes"),
+                         ("facts", "min_facts", "max_facts", "position", "near_miss", "scene", "notes", "compare"),
                          config, generate, solve, state_notes, mistake)
