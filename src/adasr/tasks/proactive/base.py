@@ -172,9 +172,9 @@ def continue_record(record: dict, wrong_turn: str | None = None, at: int | None 
     thoughts = list(record["thoughts"])
     if len(thoughts) != e + 1:
         raise ValueError(f"record {record.get('id')!r} already has {len(thoughts)} turns for evidence chunk {e}")
+    silence = [""] * max(0, n - 2 - e)
     if wrong_turn is None:
-        thoughts += [""] * max(0, n - 2 - e)
-        return {**record, "thoughts": thoughts}
+        return {**record, "thoughts": thoughts + silence}
     committed = "".join((parse_answer(wrong_turn) or "").split())
     if not committed or committed == "".join(str(record["answer"]).split()):
         raise ValueError(f"wrong_turn {wrong_turn!r} does not commit a wrong answer")
@@ -182,7 +182,7 @@ def continue_record(record: dict, wrong_turn: str | None = None, at: int | None 
         if not 1 <= at < e:
             raise ValueError(f"at={at}: a premature answer comes at a chunk 1 .. {e - 1} (evidence {e})")
         thoughts[at] = wrong_turn
-        return {**record, "thoughts": thoughts + [""] * max(0, n - 2 - e)}
+        return {**record, "thoughts": thoughts + silence}
     if e + 1 > n - 2:
         raise ValueError(f"no turn after chunk {e + 1} of {n}: the correction has no chunk to follow")
     thoughts = thoughts[:e] + [wrong_turn, thoughts[e]]

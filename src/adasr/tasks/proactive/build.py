@@ -110,13 +110,18 @@ def _config(fam: GeneratedFamily, knobs: dict) -> dict:
     return {**fam.config({k: v for k, v in knobs.items() if k not in STREAM_KNOBS}), **_stream_config(knobs)}
 
 
+def _token_re(value: str) -> re.Pattern:
+    """``value`` as a whole token ("7" in "7 > 6" but not in "17" or "-7")."""
+    return re.compile(rf"(?<![\w-]){re.escape(value)}(?!\w)")
+
+
 def _slip(note: str, answer: str, wrong: str) -> str:
     """``note`` with the last mention of ``answer`` (as a whole token) in each of its sentences
     written as ``wrong``: the evidence note of a wrong first answer ("14 + 13 = 27." -> "14 + 13 =
     26.", "14 + 13 = 27. 27 > 20? yes." -> "14 + 13 = 26. 26 > 20? yes."); unchanged when it does
     not mention the answer."""
     def one(sentence: str) -> str:
-        hits = list(re.finditer(rf"(?<![\w-]){re.escape(answer)}(?!\w)", sentence))
+        hits = list(_token_re(answer).finditer(sentence))
         return sentence if not hits else sentence[: hits[-1].start()] + wrong + sentence[hits[-1].end():]
 
     return "".join(one(part) for part in re.split(r"(?<=[.?!] )", note))
@@ -183,7 +188,8 @@ def _build_generated(fam: GeneratedFamily, size: int, seed: int, split: str, kno
 
 def _continue(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, notes: list[str] | None) -> dict:
     """``rec`` continued past its answer (knob ``continuation``): a correction with probability
-    ``correction_prob`` where a turn follows the evidence chunk, else silence."""
+    ``correction_prob`` where a turn follows the evidence chunk, else silence; with
+    ``correction_at="premature"``, :func:`_premature`."""
     e, n = rec["evidence_chunk"], len(rec["chunks"])
     if cfg["correction_at"] == "premature":
         return _premature(fam, rec, rng, cfg, notes)
@@ -204,11 +210,11 @@ def _premature(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, n
         return continue_record(rec)
     for _ in range(_PREMATURE_TRIES):
         wrong = fam.mistake(rng, rec["chunks"], rec["answer"])
-        token = re.compile(rf"(?<![\w-]){re.escape(wrong)}(?!\w)")
+        token = _token_re(wrong)
         at = next((k for k in range(e - 1, 0, -1)
                    if notes[k].endswith("? no.") and token.search(rec["chunks"][k])), None)
         if at is not None:
-            return continue_record(rec, f"{notes[at][:-3]}yes. \\boxed{{{wrong}}}", at=at)
+            return continue_record(rec, f"{notes[at].removesuffix('no.')}yes. \\boxed{{{wrong}}}", at=at)
     return continue_record(rec)
 
 
