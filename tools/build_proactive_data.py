@@ -29,6 +29,9 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
   pair with the asked one ("Felix home = Felix work? no.", knob ``compare``) and corrections
   of premature answers at the evidence chunk instead of at the chunk after a wrong answer (knob
   ``correction_at=premature``).
+* ``qwen_rl_pool_train.jsonl``: the widest mix's knobs on other items (seed 1): the pool of
+  training streams for GRPO, whose rollouts must disagree for the group advantages to carry signal
+  (``tools/select_rl_streams.py``).
 * ``{pt,pp,ptm}_test_items.jsonl``: 100 held-out streams per family (threshold, perception,
   temporal; ``split=test``) on **held-out items**: training templates, the default difficulty,
   the same distractor settings as training.
@@ -106,6 +109,11 @@ notes and the continuations differ) with the knobs of issue 24's two remaining m
 notes naming the asked pair (``compare``) and premature answers corrected at the evidence
 (``correction_at="premature"``)."""
 
+MIX_SEEDS: dict[str, int] = {"qwen_rl_pool_train.jsonl": 1}
+"""Mixes drawn with another seed than 0 (other items): the GRPO pool, from which
+``tools/select_rl_streams.py`` keeps the streams on which sampled rollouts of the SFT policy disagree."""
+MIXES["qwen_rl_pool_train.jsonl"] = MIXES["qwen_mix_widest_train.jsonl"]
+
 HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": "pp", "proactive_temporal": "ptm"}
 """The held-out files' prefixes: ``<prefix>_test_items.jsonl`` and ``<prefix>_test_templates.jsonl``."""
 
@@ -142,7 +150,7 @@ def build(out: Path) -> None:
     for name, extra in MIXES.items():
         mix: list[dict] = []
         for task, (size, knobs) in TRAIN.items():
-            recs, report = build_proactive_with_report(task, size, 0, **{
+            recs, report = build_proactive_with_report(task, size, MIX_SEEDS.get(name, 0), **{
                 "split": "train", "templates": "train", "notes": True, "continuation": True, "correction_prob": 0.25,
                 **STREAM, **knobs, **extra.get(task, {})})
             kept = [r for r in recs if normalize_question(r["question"]) not in held]
