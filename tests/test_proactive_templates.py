@@ -557,6 +557,10 @@ def test_the_committed_files_rebuild_exactly(tmp_path):
     mix = read_jsonl(DATA / "qwen_mix_train.jsonl")
     assert len(mix) == 1200 and {r["task"] for r in mix} == set(GENERATED)
     assert 150 < sum(bool(context_turns(r)) for r in mix) < 400  # corrections
+    wide, revise = read_jsonl(DATA / "qwen_mix_wide_train.jsonl"), read_jsonl(DATA / "qwen_mix_revise_train.jsonl")
+    assert [r["question"] for r in revise] == [r["question"] for r in wide]  # the wide mix's items
+    premature = [k < r["evidence_chunk"] for r in revise for k in context_turns(r)]
+    assert len(premature) > 300 and all(premature)  # every correction is of a premature answer
     for task, name in (("proactive_threshold", "pt"), ("proactive_perception", "pp"), ("proactive_temporal", "ptm")):
         assert all(i % 4 == 3 for r in read_jsonl(DATA / f"{name}_test_templates.jsonl") for _, i in _used(task, r["chunks"]))
         assert not any(i % 4 == 3 for r in read_jsonl(DATA / f"{name}_test_items.jsonl") for _, i in _used(task, r["chunks"]))

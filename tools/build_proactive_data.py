@@ -29,6 +29,8 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
   pair with the asked one ("Felix home = Felix work? no.", knob ``compare``) and corrections
   of premature answers at the evidence chunk instead of at the chunk after a wrong answer (knob
   ``correction_at=premature``).
+* ``qwen_mix_revise_train.jsonl``: the wide mix's items with a premature wrong answer corrected at
+  the evidence chunk wherever one can be placed (``correction_at=premature``, ``correction_prob=1``).
 * ``qwen_rl_pool_train.jsonl``: the widest mix's knobs on other items (seed 1): the pool of
   training streams for GRPO, whose rollouts must disagree for the group advantages to carry signal
   (``tools/select_rl_streams.py``).
@@ -89,6 +91,10 @@ MIXES: dict[str, dict[str, dict]] = {
                                      "proactive_perception": {"templates": "wide", "compare": True,
                                                               "correction_at": "premature"},
                                      "proactive_temporal": {"templates": "wide", "correction_at": "premature"}},
+    "qwen_mix_revise_train.jsonl": {
+        task: {"templates": "wide", **({"total_check": True} if task == "proactive_threshold" else {}),
+               "correction_at": "premature", "correction_prob": 1.0}
+        for task in ("proactive_threshold", "proactive_perception", "proactive_temporal")},
 }
 """The training mixes: file name -> extra knobs per family. ``qwen_mix_check_train.jsonl`` is
 ``qwen_mix_train.jsonl`` stream for stream (the same items, order and turns) except that each
@@ -107,7 +113,10 @@ streams are those of the wide mix. ``qwen_mix_widest_train.jsonl``: template set
 ``qwen_mix_compare_train.jsonl``: the items of the wide mix (the same draws; only the perception
 notes and the continuations differ) with the knobs of issue 24's two remaining misses: perception
 notes naming the asked pair (``compare``) and premature answers corrected at the evidence
-(``correction_at="premature"``)."""
+(``correction_at="premature"``). ``qwen_mix_revise_train.jsonl``: the wide mix's items with every
+premature correction the knob can place (``correction_at="premature"``, ``correction_prob=1``): the
+revision knob of RESULTS §38 (a correction comes only with the evidence, so more of them cannot
+teach a change of a right answer)."""
 
 MIX_SEEDS: dict[str, int] = {"qwen_rl_pool_train.jsonl": 1}
 """Mixes drawn with another seed than 0 (other items): the GRPO pool, from which
