@@ -25,21 +25,23 @@ def _rec(i, timely=True, correct=True, premature=False, answered=True):
             "first_prediction": "1" if answered else None}
 
 
-POOL = [{"id": f"proactive_threshold-train-0-{i}", "question": f"q{i}"} for i in range(5)]
+POOL = [{"id": f"proactive_threshold-train-0-{i}", "task": "proactive_threshold", "question": f"q{i}"}
+        for i in range(5)]
 
 
 def test_keeps_disagreeing_and_failing_streams_in_pool_order():
     greedy = [_rec(0), _rec(1), _rec(2, correct=False), _rec(3, premature=True, timely=False), _rec(4)]
     sampled = [_rec(4, timely=False, answered=False), _rec(3, premature=True, timely=False), _rec(2, correct=False),
                _rec(1), _rec(0, correct=False)]
-    kept, counts = _tool().select(POOL, [greedy, sampled])
+    kept, evaluated, counts = _tool().select(POOL, [greedy, sampled])
     assert [r["question"] for r in kept] == ["q0", "q2", "q3", "q4"]  # q1: right in both runs
+    assert evaluated == POOL
     assert counts == {"evaluated": 5, "disagree": 2, "fail": 4, "kept": 4}
 
 
 def test_only_streams_every_run_evaluated():
-    kept, counts = _tool().select(POOL, [[_rec(0, correct=False), _rec(1)], [_rec(0, correct=False)]])
-    assert [r["question"] for r in kept] == ["q0"] and counts["evaluated"] == 1
+    kept, evaluated, counts = _tool().select(POOL, [[_rec(0, correct=False), _rec(1)], [_rec(0, correct=False)]])
+    assert [r["question"] for r in kept] == ["q0"] and evaluated == POOL[:1] and counts["evaluated"] == 1
 
 
 def test_errors():
@@ -62,4 +64,9 @@ def test_cli_writes_the_kept_streams(tmp_path, capsys):
     assert [json.loads(line)["question"] for line in out.read_text().splitlines()] == ["q1"]
     assert "kept 1 (proactive_threshold 1/2)" in capsys.readouterr().out
     assert _tool().main(["--pool", str(pool), "--run", str(tmp_path / "missing"), "--out", str(out)]) == 2
-    assert "not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: no such evaluation directory") and len(err.splitlines()) == 1
+    (tmp_path / "c" / "batch").mkdir(parents=True)
+    (tmp_path / "c" / "batch" / "results.jsonl").write_text(json.dumps(_rec(0)) + "\n")
+    assert _tool().main(["--pool", str(pool), "--run", str(tmp_path / "c"), "--out", str(out)]) == 2
+    assert "holds no proactive results" in capsys.readouterr().err

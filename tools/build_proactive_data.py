@@ -91,10 +91,6 @@ MIXES: dict[str, dict[str, dict]] = {
                                      "proactive_perception": {"templates": "wide", "compare": True,
                                                               "correction_at": "premature"},
                                      "proactive_temporal": {"templates": "wide", "correction_at": "premature"}},
-    "qwen_mix_revise_train.jsonl": {
-        task: {"templates": "wide", **({"total_check": True} if task == "proactive_threshold" else {}),
-               "correction_at": "premature", "correction_prob": 1.0}
-        for task in ("proactive_threshold", "proactive_perception", "proactive_temporal")},
 }
 """The training mixes: file name -> extra knobs per family. ``qwen_mix_check_train.jsonl`` is
 ``qwen_mix_train.jsonl`` stream for stream (the same items, order and turns) except that each
@@ -117,6 +113,9 @@ notes naming the asked pair (``compare``) and premature answers corrected at the
 premature correction the knob can place (``correction_at="premature"``, ``correction_prob=1``): the
 revision knob of RESULTS §38 (a correction comes only with the evidence, so more of them cannot
 teach a change of a right answer)."""
+
+MIXES["qwen_mix_revise_train.jsonl"] = {task: {**knobs, "correction_at": "premature", "correction_prob": 1.0}
+                                         for task, knobs in MIXES["qwen_mix_wide_train.jsonl"].items()}
 
 MIX_SEEDS: dict[str, int] = {"qwen_rl_pool_train.jsonl": 1}
 """Mixes drawn with another seed than 0 (other items): the GRPO pool, from which

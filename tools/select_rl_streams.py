@@ -16,7 +16,8 @@ Streams every run got timely-correct are dropped. The kept streams are written i
         --run runs/pool/T0.0_s0 --run runs/pool/T1.0_s1 --out data/proactive/qwen_rl_train.jsonl
 
 Prints the counts (pool, evaluated, disagreeing, failing, kept) and, per family, the share kept.
-Raises ``DataError`` if a run names a stream the pool does not have, or the runs share no stream.
+Exits 2 with a one-line error if a run is not an ``adasr eval --mode proactive`` directory, names a
+stream the pool does not have, or shares no stream with the other runs.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from adasr.errors import DataError
+from adasr.errors import AdasrError, DataError
 from adasr.jsonl import read_jsonl, write_jsonl
+from adasr.plots import load_eval_dirs
 
 
 def outcome(rec: dict) -> tuple[bool, bool, bool]:
@@ -36,14 +38,29 @@ def outcome(rec: dict) -> tuple[bool, bool, bool]:
             rec.get("first_prediction") is not None)
 
 
-def select(pool: list[dict], runs: list[list[dict]]) -> tuple[list[dict], Counter]:
+def proactive_records(run: Path) -> list[dict]:
+    """The proactive records of one ``adasr eval --out`` directory (read by
+    :func:`adasr.plots.load_eval_dirs`: the last record per id).
+
+    Raises:
+        InputError: ``run`` is not a directory.
+        DataError: it holds no proactive results, or a malformed line.
+    """
+    series = [s for s in load_eval_dirs([run]) if s.mode == "proactive"]
+    if not series:
+        raise DataError(f"{run} holds no proactive results; run `adasr eval --mode proactive --out {run}` on the pool first")
+    return series[0].records
+
+
+def select(pool: list[dict], runs: list[list[dict]]) -> tuple[list[dict], list[dict], Counter]:
     """The pool streams (in pool order) that every run evaluated and whose outcomes differ or fail.
 
     Args:
         pool: the stream records (each with an ``id``).
         runs: per run, its ``proactive/results.jsonl`` records.
     Returns:
-        (kept streams, counts of ``evaluated``, ``disagree``, ``fail``, ``kept``).
+        (kept streams, streams every run evaluated, counts of ``evaluated``, ``disagree``, ``fail``,
+        ``kept``).
     Raises:
         DataError: a run's id is not in the pool, or no stream is in every run.
     """
@@ -58,10 +75,9 @@ def select(pool: list[dict], runs: list[list[dict]]) -> tuple[list[dict], Counte
     if not common:
         raise DataError("the runs share no stream; evaluate them on the same pool with the same --limit")
     counts: Counter = Counter(evaluated=len(common))
+    evaluated = [rec for rec in pool if rec["id"] in common]
     kept = []
-    for rec in pool:
-        if rec["id"] not in common:
-            continue
+    for rec in evaluated:
         seen = {o[rec["id"]] for o in outcomes}
         disagree, fail = len(seen) > 1, any(not o[0] for o in seen)
         counts["disagree"] += disagree
@@ -69,7 +85,7 @@ def select(pool: list[dict], runs: list[list[dict]]) -> tuple[list[dict], Counte
         if disagree or fail:
             kept.append(rec)
     counts["kept"] = len(kept)
-    return kept, counts
+    return kept, evaluated, counts
 
 
 def main(argv=None) -> int:
@@ -81,21 +97,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         pool = read_jsonl(args.pool)
-        runs = []
-        for run in args.run:
-            path = run / "proactive" / "results.jsonl"
-            if not path.is_file():
-                raise DataError(f"{path} not found; run `adasr eval --mode proactive --out {run}` on the pool first")
-            runs.append(read_jsonl(path))
-        kept, counts = select(pool, runs)
-    except DataError as e:
+        kept, evaluated, counts = select(pool, [proactive_records(run) for run in args.run])
+    except AdasrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     write_jsonl(kept, args.out)
-    family = lambda r: r["id"].split("-")[0]  # noqa: E731
-    common = set.intersection(*({r["id"] for r in recs} for recs in runs))
-    evaluated = Counter(family(r) for r in pool if r["id"] in common)
-    per = ", ".join(f"{f} {n}/{evaluated[f]}" for f, n in sorted(Counter(map(family, kept)).items()))
+    per_task = Counter(r["task"] for r in evaluated)
+    per = ", ".join(f"{t} {n}/{per_task[t]}" for t, n in sorted(Counter(r["task"] for r in kept).items()))
     print(f"pool {len(pool)}, evaluated by every run {counts['evaluated']}, outcomes differ {counts['disagree']}, "
           f"not timely-correct in some run {counts['fail']}; kept {counts['kept']} ({per}) -> {args.out}")
     return 0
