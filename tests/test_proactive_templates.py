@@ -17,7 +17,7 @@ import pytest
 
 from adasr.errors import ConfigError, DataError
 from adasr.jsonl import read_jsonl
-from adasr.protocol import STAGE_INPUT, StreamingFormat, parse_answer
+from adasr.protocol import STAGE_INPUT, StreamingFormat, is_response, parse_answer
 from adasr.stream import split_sentences
 from adasr.tasks.proactive import build_proactive, build_proactive_with_report, make_record, perception, score
 from adasr.tasks.proactive import temporal, threshold
@@ -440,6 +440,54 @@ def test_continue_record_premature_correction():
             continue_record(rec, "\\boxed{9}", at=at)
 
 
+def test_continue_record_after_the_answer():
+    chunks = ["Q.", "A 5.", "B 9.", "C 7.", "D 4.", "E."]
+    rec = make_record("proactive_threshold", "x", chunks, 2, "9", ["", "5 > 6? no.", "9 > 6? yes."])
+    assert continue_record(rec, after=["7 > 6? no.", ""])["thoughts"] == ["", "5 > 6? no.", "9 > 6? yes. \\boxed{9}",
+                                                                         "7 > 6? no.", ""]
+    fixed = continue_record(rec, "5 > 6? yes. \\boxed{5}", at=1, after=["", "4 > 6? no."])
+    assert fixed["thoughts"][1:] == ["5 > 6? yes. \\boxed{5}", "9 > 6? yes. \\boxed{9}", "", "4 > 6? no."]
+    for bad in ([""], ["", "", ""], ["7 > 6? yes. \\boxed{7}", ""]):
+        with pytest.raises(ValueError, match="after: 2 turns without a response"):
+            continue_record(rec, after=bad)
+    with pytest.raises(ValueError, match="a correction at the next chunk ends the episode"):
+        continue_record(rec, "\\boxed{5}", after=["", ""])
+
+
+@pytest.mark.parametrize("task", ("proactive_perception", "proactive_threshold"))
+def test_checks_after_the_answer(task):
+    knobs = dict(split="test", templates="train", notes=True, continuation=True, correction_prob=1.0,
+                 correction_at="premature")
+    quiet = build_proactive(task, 80, 6, **knobs)
+    checks = build_proactive(task, 80, 6, **knobs, after_answer="checks")
+    kept = 0
+    for a, b in zip(quiet, checks):
+        e = a["evidence_chunk"]
+        assert {k: v for k, v in a.items() if k != "thoughts"} == {k: v for k, v in b.items() if k != "thoughts"}
+        assert b["thoughts"][: e + 1] == a["thoughts"][: e + 1] and context_turns(b) == context_turns(a)
+        assert len(b["thoughts"]) == len(a["thoughts"]) and not any(a["thoughts"][e + 1:])
+        for t in b["thoughts"][e + 1:]:  # checks that fail, or a running total's update; never a response
+            assert not is_response(t) and "yes" not in t and (not t or t.endswith("? no.") or t.endswith("."))
+            kept += bool(t)
+    assert kept > 40
+    with pytest.raises(ConfigError, match="after_answer=checks needs notes=true"):
+        build_proactive(task, 2, split="test", continuation=True, after_answer="checks")
+    with pytest.raises(ConfigError, match="after_answer=checks needs correction_at=premature"):
+        build_proactive(task, 2, split="test", notes=True, continuation=True, after_answer="checks")
+    with pytest.raises(ConfigError, match="after_answer needs continuation=true"):
+        build_proactive(task, 2, notes=True, after_answer="checks")
+
+
+def test_checks_after_the_answer_keep_the_running_total():
+    [rec] = [r for r in build_proactive("proactive_threshold", 40, 6, split="test", kind="total", total_check=True,
+                                        notes=True, continuation=True, correction_prob=0.0, correction_at="premature",
+                                        after_answer="checks")
+             if any(" = " in t and "?" not in t for t in r["thoughts"])][:1]
+    totals = [t for t in rec["thoughts"] if " = " in t]
+    for prev, cur in zip(totals, totals[1:]):  # each update starts from the total the previous one wrote
+        assert cur.split(" ")[0] == prev.split(" = ")[1].split(".")[0]
+
+
 @pytest.mark.parametrize("task", ("proactive_perception", "proactive_threshold"))
 def test_premature_corrections(task):
     knobs = dict(split="test", templates="train", notes=True, continuation=True)
@@ -561,6 +609,10 @@ def test_the_committed_files_rebuild_exactly(tmp_path):
     assert [r["question"] for r in revise] == [r["question"] for r in wide]  # the wide mix's items
     premature = [k < r["evidence_chunk"] for r in revise for k in context_turns(r)]
     assert len(premature) > 300 and all(premature)  # every correction is of a premature answer
+    checks = read_jsonl(DATA / "qwen_mix_revise_checks_train.jsonl")  # the same, checking on after the answer
+    assert [r["thoughts"][: r["evidence_chunk"] + 1] for r in checks] == [r["thoughts"][: r["evidence_chunk"] + 1]
+                                                                          for r in revise]
+    assert sum(bool(t) for r in checks for t in r["thoughts"][r["evidence_chunk"] + 1:]) > 1000
     for task, name in (("proactive_threshold", "pt"), ("proactive_perception", "pp"), ("proactive_temporal", "ptm")):
         assert all(i % 4 == 3 for r in read_jsonl(DATA / f"{name}_test_templates.jsonl") for _, i in _used(task, r["chunks"]))
         assert not any(i % 4 == 3 for r in read_jsonl(DATA / f"{name}_test_items.jsonl") for _, i in _used(task, r["chunks"]))

@@ -117,6 +117,12 @@ teach a change of a right answer)."""
 MIXES["qwen_mix_revise_train.jsonl"] = {task: {**knobs, "correction_at": "premature", "correction_prob": 1.0}
                                          for task, knobs in MIXES["qwen_mix_wide_train.jsonl"].items()}
 
+MIXES["qwen_mix_revise_checks_train.jsonl"] = {task: {**knobs, "after_answer": "checks"}
+                                                for task, knobs in MIXES["qwen_mix_revise_train.jsonl"].items()}
+"""The revise mix with the model checking on after its answer (``after_answer="checks"``): the same
+items, wrong answers and corrections; after the response, each chunk's failed check ("Wen work?
+no.") in place of silence (RESULTS §40)."""
+
 MIX_SEEDS: dict[str, int] = {"qwen_rl_pool_train.jsonl": 1}
 """Mixes drawn with another seed than 0 (other items): the GRPO pool, from which
 ``tools/select_rl_streams.py`` keeps the streams on which sampled rollouts of the SFT policy disagree."""

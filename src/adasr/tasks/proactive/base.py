@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from adasr.protocol import parse_answer
+from adasr.protocol import is_response, parse_answer
 from adasr.tasks.families import Family
 
 __all__ = [
@@ -144,7 +144,8 @@ def proactive_turns(record: dict) -> list[tuple[str, str]]:
     return [(record["chunks"][k], record["thoughts"][k]) for k in range(e + 1)]
 
 
-def continue_record(record: dict, wrong_turn: str | None = None, at: int | None = None) -> dict:
+def continue_record(record: dict, wrong_turn: str | None = None, at: int | None = None,
+                    after: list[str] | None = None) -> dict:
     """``record`` continued past its answer, for training a model that keeps listening after it
     (``--revisions 1``; build knobs ``continuation`` and ``correction_at``). A copy; the chunks,
     answer, evidence and response stay.
@@ -161,18 +162,31 @@ def continue_record(record: dict, wrong_turn: str | None = None, at: int | None 
       (its notes, then its response at ``e``), then silence as for a right answer. The
       correction comes with the evidence, not at a fixed distance after the first answer.
 
+    ``after`` (with ``wrong_turn`` ``None`` or ``at``): the turns of chunks ``e + 1 .. N - 2``
+    in place of the silence, e.g. the checks the model keeps writing after its answer (build knob
+    ``after_answer="checks"``); none may be a response.
+
     The wrong turn is context, not a target (:func:`adasr.train.sft_data.context_turns`).
 
     Raises:
         ValueError: ``record`` already continues past its evidence, ``wrong_turn`` is not a
             response or commits the record's answer, chunk ``e + 1`` has no turn
-            (``e + 1 > N - 2``, ``at`` ``None``), or ``at`` is not a chunk before the evidence.
+            (``e + 1 > N - 2``, ``at`` ``None``), ``at`` is not a chunk before the evidence, or
+            ``after`` is not ``N - 2 - e`` turns without a response (or is given with a
+            correction at the next chunk).
     """
     e, n = record["evidence_chunk"], len(record["chunks"])
     thoughts = list(record["thoughts"])
     if len(thoughts) != e + 1:
         raise ValueError(f"record {record.get('id')!r} already has {len(thoughts)} turns for evidence chunk {e}")
     silence = [""] * max(0, n - 2 - e)
+    if after is not None:
+        if len(after) != len(silence) or any(is_response(t) for t in after):
+            raise ValueError(f"after: {len(silence)} turns without a response for chunks {e + 1} .. {n - 2}, "
+                             f"got {after!r}")
+        if wrong_turn is not None and at is None:
+            raise ValueError("after: a correction at the next chunk ends the episode; no turns follow it")
+        silence = list(after)
     if wrong_turn is None:
         return {**record, "thoughts": thoughts + silence}
     committed = "".join((parse_answer(wrong_turn) or "").split())

@@ -29,6 +29,15 @@ built before these knobs existed, byte for byte):
   no such chunk (or a family without checks) continues in silence. The slips a model makes
   (RESULTS.md section 37) are premature answers, which a correction at the next chunk never
   shows it how to revise.
+* ``after_answer`` (default ``silence``, with ``continuation`` and ``notes``): the turns after
+  the record's own response. ``silence``: silent turns (above). ``checks``: the family's notes of
+  those chunks where the note ends with a check that fails ("Wen work? no.", "38 - 10 = 28.
+  28 > 30? no."); a note ending with a check that holds keeps only what comes before the check
+  (the running total's update "28 + 7 = 35.", so the next note's total was written), or is
+  silence; a note without a check is silence. The model keeps checking after any answer, right
+  or wrong, so a correction at the evidence is the same habit as a first response, not a change
+  of behaviour that only a wrong answer (which the model cannot tell from a right one) would
+  call for. No turn after the answer says "yes.", so none commits an answer.
 """
 
 from __future__ import annotations
@@ -79,12 +88,15 @@ DEFAULT_HELDOUT_SIZE = 1000
 _COMMON_KNOBS = ("split", "heldout_size")  # every generated family's
 
 STREAM_KNOBS: tuple[str, ...] = ("templates", "distractor_prob", "tail", "min_tail", "max_tail", "continuation",
-                                 "correction_prob", "correction_at")
+                                 "correction_prob", "correction_at", "after_answer")
 """Knobs every generated family takes besides ``split`` and ``heldout_size`` (module docstring)."""
 
 
 CORRECTION_AT: tuple[str, ...] = ("next", "premature")
 """Values of the ``correction_at`` knob (module docstring)."""
+
+AFTER_ANSWER: tuple[str, ...] = ("silence", "checks")
+"""Values of the ``after_answer`` knob (module docstring)."""
 
 _PREMATURE_TRIES = 8  # wrong values drawn for a premature correction before the stream goes silent
 
@@ -92,7 +104,7 @@ _PREMATURE_TRIES = 8  # wrong values drawn for a premature correction before the
 def _stream_config(knobs: dict) -> dict:
     """The generator config of :data:`STREAM_KNOBS`. Raises ConfigError."""
     continuation = bool_knob(knobs, "continuation", False)
-    for knob in ("correction_prob", "correction_at"):
+    for knob in ("correction_prob", "correction_at", "after_answer"):
         if knobs.get(knob) is not None and not continuation:
             raise ConfigError(f"{knob} needs continuation=true")
     return {
@@ -102,12 +114,17 @@ def _stream_config(knobs: dict) -> dict:
         "continuation": continuation,
         "correction_prob": prob_knob(knobs, "correction_prob", 0.25),
         "correction_at": choice_knob(knobs, "correction_at", "next", CORRECTION_AT),
+        "after_answer": choice_knob(knobs, "after_answer", "silence", AFTER_ANSWER),
     }
 
 
 def _config(fam: GeneratedFamily, knobs: dict) -> dict:
     """The family's generator config plus :func:`_stream_config`. Raises ConfigError."""
-    return {**fam.config({k: v for k, v in knobs.items() if k not in STREAM_KNOBS}), **_stream_config(knobs)}
+    cfg = {**fam.config({k: v for k, v in knobs.items() if k not in STREAM_KNOBS}), **_stream_config(knobs)}
+    if cfg["after_answer"] == "checks" and not (cfg.get("notes") and fam.notes is not None):
+        raise ConfigError(f"after_answer=checks needs notes=true (and a family with notes; {fam.name} "
+                          f"{'has none' if fam.notes is None else 'was built without'})")
+    return cfg
 
 
 def _token_re(value: str) -> re.Pattern:
@@ -193,6 +210,9 @@ def _continue(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, no
     e, n = rec["evidence_chunk"], len(rec["chunks"])
     if cfg["correction_at"] == "premature":
         return _premature(fam, rec, rng, cfg, notes)
+    if cfg["after_answer"] == "checks":
+        raise ConfigError("after_answer=checks needs correction_at=premature (a correction at the next "
+                          "chunk ends the episode)")
     if e + 1 > n - 2 or fam.mistake is None or rng.random() >= cfg["correction_prob"]:
         return continue_record(rec)
     wrong = fam.mistake(rng, rec["chunks"], rec["answer"])
@@ -206,16 +226,39 @@ def _premature(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, n
     before the evidence that states it and whose note is a check ending "no." (the note's "no."
     written "yes."), the record's own turns after it (knob docstring); else silence."""
     e = rec["evidence_chunk"]
+    after = _checks_after(fam, rec, cfg)
     if fam.mistake is None or not notes or rng.random() >= cfg["correction_prob"]:
-        return continue_record(rec)
+        return continue_record(rec, after=after)
     for _ in range(_PREMATURE_TRIES):
         wrong = fam.mistake(rng, rec["chunks"], rec["answer"])
         token = _token_re(wrong)
         at = next((k for k in range(e - 1, 0, -1)
                    if notes[k].endswith("? no.") and token.search(rec["chunks"][k])), None)
         if at is not None:
-            return continue_record(rec, f"{notes[at].removesuffix('no.')}yes. \\boxed{{{wrong}}}", at=at)
-    return continue_record(rec)
+            return continue_record(rec, f"{notes[at].removesuffix('no.')}yes. \\boxed{{{wrong}}}", at=at, after=after)
+    return continue_record(rec, after=after)
+
+
+def _checks_after(fam: GeneratedFamily, rec: dict, cfg: dict) -> list[str] | None:
+    """The turns after the record's response with ``after_answer="checks"`` (module docstring):
+    from the family's note of each chunk ``e + 1 .. N - 2``, a failed check kept, a held check
+    cut off (what precedes it kept), other notes silenced; ``None`` (silence) with
+    ``after_answer="silence"``."""
+    if cfg["after_answer"] != "checks":
+        return None
+    e, n = rec["evidence_chunk"], len(rec["chunks"])
+    notes = fam.notes(rec["chunks"], n - 2, cfg)[e + 1: n - 1]
+    return [_failed_checks_only(t) for t in notes] + [""] * (n - 2 - e - len(notes))
+
+
+def _failed_checks_only(note: str) -> str:
+    """``note`` if it ends with a failed check ("? no."); if it ends with a held check ("? yes."),
+    the sentences before that check ("" if none); else ""."""
+    if note.endswith("? no."):
+        return note
+    if note.endswith("? yes.") and ". " in note:
+        return note.rsplit(". ", 1)[0] + "."
+    return ""
 
 
 def build_proactive_with_report(task: str, size: int | None = None, seed: int = 0, *, source=None,
