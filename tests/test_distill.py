@@ -175,6 +175,41 @@ def test_distill_resumes_and_refuses_other_settings(tiny_model, tiny_tokenizer, 
                                                                           temperature=0.9), progress=False)
 
 
+def test_distill_engine_factory_device_and_backend(tiny_model, tiny_tokenizer, tmp_path):
+    from adasr.engine import StreamingEngine
+
+    items = [Item(f"q{i}", f"Natalia sold {i} clips. How many clips?", str(i), i) for i in range(2)]
+    built: list = []
+
+    class Closing(StreamingEngine):
+        closed = False
+
+        def close(self):
+            Closing.closed = True
+            super().close()
+
+    def factory(config):
+        built.append(config)
+        return Closing(tiny_model, tiny_tokenizer, config)
+
+    cfg = DistillConfig(model="tiny", samples=1, max_tokens=16, device="cpu")
+    recs = distill(tiny_model, tiny_tokenizer, items[:1], tmp_path, cfg, progress=False, engine_factory=factory)
+    assert [c.policy for c in built] == ["batch"] and built[0].max_deep_tokens == 16 and Closing.closed
+    # the same draws as the default engine; recorded where they ran; resumable on another device or backend
+    again = distill(tiny_model, tiny_tokenizer, items[:1], tmp_path / "b", cfg, progress=False)
+    assert [r["solution"] for r in again] == [r["solution"] for r in recs]
+    assert json.loads((tmp_path / "config.json").read_text())["backend"] == "torch"
+    more = distill(tiny_model, tiny_tokenizer, items, tmp_path, DistillConfig(model="tiny", samples=1, max_tokens=16,
+                                                                              device="cuda"),
+                   progress=False, engine_factory=factory)
+    assert len(more) == 2
+    with pytest.raises(ConfigError, match="pass an engine_factory"):
+        distill(tiny_model, tiny_tokenizer, items, tmp_path / "c", DistillConfig(model="tiny", backend="vllm"),
+                progress=False)
+    with pytest.raises(ConfigError, match="unknown backend 'jax'"):
+        DistillConfig(backend="jax").validate()
+
+
 def test_write_episodes_report(tiny_tokenizer, tmp_path):
     base = {"question": NATALIA_Q, "reference": "72", "prediction": "72", "tokens": 1, "format_ok": True}
     records = [

@@ -194,6 +194,21 @@ def test_cli_eval_backend_vllm(tmp_path):
         assert json.loads((out / mode / "config.json").read_text())["backend"] == "vllm"
 
 
+def test_cli_distill_backend_vllm(tmp_path):
+    data = tmp_path / "two.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "#### 5"}) + "\n" for q in TEXTS[:2]))
+    out = tmp_path / "distill"
+    proc = subprocess.run([sys.executable, "-m", "adasr.cli", "data", "distill", "--source", str(data),
+                           "--out", str(out), "--model", "smollm2-135m-instruct", "--backend", "vllm",
+                           "--samples", "2", "--max-tokens", "32", "--batch-size", "4"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["tokens"] > 0 and r["solution"] for r in rows)
+    assert len({r["solution"] for r in rows}) > 1  # sampled, each row with its own seed
+    assert json.loads((out / "config.json").read_text())["backend"] == "vllm"
+
+
 def test_cli_unknown_backend_is_one_line_error():
     proc = subprocess.run([sys.executable, "-m", "adasr.cli", "run", "1 + 1?", "--backend", "nope"],
                           capture_output=True, text=True, timeout=300)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from adasr.cli.common import DtypeOpt, ModelOpt, err, load, print_skipped
+from adasr.cli.common import BackendOpt, DeviceOpt, DtypeOpt, ModelOpt, err, load, print_skipped
 from adasr.defaults import DEFAULT_THOUGHT_BUDGET
 from adasr.errors import ConfigError
 
@@ -56,6 +56,8 @@ def data_distill(
     out: Annotated[Path, typer.Option(help="distillation directory (resumable)")],
     model: ModelOpt = "qwen2.5-coder-0.5b-instruct",
     dtype: DtypeOpt = "bfloat16",
+    device: DeviceOpt = "cpu",
+    backend: BackendOpt = "torch",
     samples: Annotated[int, typer.Option(help="solutions sampled per problem (K)")] = 2,
     start: Annotated[int, typer.Option(help="skip the first N valid problems")] = 0,
     limit: Annotated[Optional[int], typer.Option(help="then take at most N problems")] = None,
@@ -91,7 +93,8 @@ def data_distill(
     if start < 0 or (limit is not None and limit < 1):
         raise ConfigError("need --start >= 0 and --limit >= 1")
     cfg = DistillConfig(model=model, samples=samples, temperature=temperature, top_p=top_p,
-                        max_tokens=max_tokens, batch_size=batch_size, seed=seed, dtype=dtype)
+                        max_tokens=max_tokens, batch_size=batch_size, seed=seed, dtype=dtype, device=device,
+                        backend=backend)
     cfg.validate()
     items = load_gsm8k(source, on_error=print_skipped)
     items = items[start:] if limit is None else items[start:start + limit]
@@ -117,9 +120,12 @@ def data_distill(
         records = read_samples(out)
         if not records:
             raise ConfigError(f"no samples in {out}: run without --convert-only first")
-    loaded = load(model, dtype)  # (the tokenizer counts tokens for the report)
+    loaded = load(model, dtype, device)  # (the tokenizer counts tokens for the report)
     if not convert_only:
-        records = distill(loaded.model, loaded.tokenizer, items, out, cfg)
+        from adasr.backends import make_engine
+
+        records = distill(loaded.model, loaded.tokenizer, items, out, cfg,
+                          engine_factory=lambda config: make_engine(loaded, config))
     report = write_episodes(records, out, loaded.tokenizer, **convert)
     Console().print(report.summary_line())
     from adasr.train.distill import alignment_report

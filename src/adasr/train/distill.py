@@ -29,12 +29,16 @@ import json
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from adasr.defaults import DEFAULT_THOUGHT_BUDGET
 from adasr.errors import ConfigError, EvalInterrupted
 from adasr.storage import ResultsWriter
 from adasr.tasks.base import Item
+
+if TYPE_CHECKING:
+    from adasr.engine import EngineConfig, StreamingEngine
 
 __all__ = ["ConversionReport", "DistillConfig", "distill", "sample_counts", "sample_id", "write_episodes"]
 
@@ -55,6 +59,10 @@ class DistillConfig:
         batch_size: rows decoded together in the engine.
         seed: base seed; sample ``k`` of item ``i`` is seeded from ``(seed, crc32(i), k)``.
         dtype: weight/compute dtype of the sampler (recorded; the caller loads the model).
+        device: where the sampler runs (recorded; the caller loads the model there).
+        backend: what generates the tokens (``torch`` | ``vllm``, :data:`adasr.engine.BACKENDS`;
+            recorded, the caller builds the engine). Neither changes the distribution sampled
+            from, so a run may resume on another device or backend; the draws themselves differ.
     """
 
     model: str = "qwen2.5-coder-0.5b-instruct"
@@ -65,9 +73,15 @@ class DistillConfig:
     batch_size: int = 16
     seed: int = 0
     dtype: str = "bfloat16"
+    device: str = "cpu"
+    backend: str = "torch"
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` for out-of-range values."""
+        from adasr.engine import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.samples < 1:
             raise ConfigError(f"--samples must be >= 1, got {self.samples}")
         if not self.temperature > 0:
@@ -100,6 +114,8 @@ def _check_config(out_dir: Path, cfg: DistillConfig) -> None:
     mine = asdict(cfg)
     mine.pop("batch_size")  # does not change what is sampled (beyond float rounding)
     mine.pop("samples")  # sample k of an item is the same draw whatever K: a larger K extends the run
+    for where in ("device", "backend"):  # the same distribution (class docstring); recorded on first use
+        mine.pop(where)
     if path.exists():
         prev = json.loads(path.read_text(encoding="utf-8"))
         diff = sorted(k for k in mine if mine[k] != prev.get(k))
@@ -109,7 +125,8 @@ def _check_config(out_dir: Path, cfg: DistillConfig) -> None:
                               "use another --out or the same settings")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(mine, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps({**mine, "device": cfg.device, "backend": cfg.backend}, indent=2) + "\n",
+                    encoding="utf-8")
 
 
 def distill(
@@ -121,6 +138,7 @@ def distill(
     *,
     progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
+    engine_factory: Callable[[EngineConfig], StreamingEngine] | None = None,
 ) -> list[dict]:
     """Sample ``cfg.samples`` read-then-think solutions per item; append every graded sample.
 
@@ -131,6 +149,10 @@ def distill(
         cfg: :class:`DistillConfig`.
         progress: show a progress bar (kept/seen counts, ETA).
         on_record: called with each new sample record.
+        engine_factory: builds the sampling engine from its :class:`~adasr.engine.EngineConfig`
+            (batch mode; ``cfg.backend`` set), e.g. ``lambda c: adasr.backends.make_engine(loaded, c)``
+            for the vLLM backend; default: the in-process engine on ``model`` (``cfg.backend``
+            must then be ``torch``). The engine is closed at the end.
 
     Returns:
         All sample records of ``items`` in the directory (earlier runs' included).
@@ -156,9 +178,13 @@ def distill(
     done = {r["id"] for r in prior}
     todo = [(it, k) for sid, (it, k) in wanted.items() if sid not in done]
     seen, kept = len(prior), sum(1 for r in prior if r.get("correct"))
-    engine = StreamingEngine(model, tokenizer, EngineConfig(
+    if engine_factory is None:
+        if cfg.backend != "torch":
+            raise ConfigError(f"backend {cfg.backend!r}: pass an engine_factory that builds it")
+        engine_factory = partial(StreamingEngine, model, tokenizer)
+    engine = engine_factory(EngineConfig(
         policy="batch", max_deep_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-        seed=cfg.seed, decode_rate=1.0))  # batch mode has no thought budgets: no calibration
+        seed=cfg.seed, decode_rate=1.0, backend=cfg.backend))  # batch mode has no thought budgets: no calibration
     inputs = (EpisodeInput(id=sample_id(it.id, k), source=ScheduledStream([Chunk(0, it.question, 0.0)]),
                            reference=it.reference, seed=zlib.crc32(it.id.encode()) * 64 + k)
               for it, k in todo)
@@ -188,6 +214,7 @@ def distill(
                               "to resume") from None
     finally:
         writer.close()
+        engine.close()
     return prior + new
 
 
