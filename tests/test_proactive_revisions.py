@@ -14,6 +14,7 @@ from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
 from adasr.errors import ConfigError
 from adasr.policy import make_policy
 from adasr.proactive_metrics import episode_metrics, summarize_proactive
+from adasr.protocol import STAGE_INPUT
 from adasr.stream import Chunk, ScheduledStream, VirtualClock
 
 TEXTS = ["How many clips?", "Natalia sold 48 clips.", "Then she sold half as many.", "Add 5.", "Subtract 3.",
@@ -183,3 +184,21 @@ def test_cli_revisions_need_proactive_mode(tiny_dir, tmp_path):
         err = proc.stderr.decode()
         assert proc.returncode != 0 and "Traceback" not in err and "proactive only" in err, err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_turns_after_an_answer_are_the_tokens_sft_trains_on(tiny_model, tiny_tokenizer):
+    """The engine's prompt after a committed answer, token for token, is the proactive layout SFT
+    renders for a record continued past its answer (RESULTS §40: no layout drift explains why a
+    model trained on corrections did not revise)."""
+    from adasr.train.sft_data import render_row
+
+    res = _run(tiny_model, tiny_tokenizer, revisions=2)
+    turns = [t for t in res.thoughts if t is not None]  # chunks 0..4: silence, 7, 7 (confirmed), 9, silence
+    assert turns == ["", "\\boxed{7}", "\\boxed{7}", "\\boxed{9}", ""]
+    row = {"id": "p", "chunks": TEXTS, "thoughts": turns, "evidence_chunk": 3, "answer": "9"}
+    fmt = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy="proactive")).format
+    rendered, _ = render_row(fmt, row, "proactive")
+    n = len(rendered.input_ids)
+    assert res.token_ids[:n] == rendered.input_ids
+    # then only the last chunk's user turn, fed as it closed the stream (it has no assistant turn)
+    assert all(st == STAGE_INPUT for st in res.token_stage[n:]) and TEXTS[5] in tiny_tokenizer.decode(res.token_ids[n:])
