@@ -124,8 +124,9 @@ def data_distill(
     if not convert_only:
         from adasr.backends import make_engine
 
+        vllm_options = {"dtype": dtype} if backend == "vllm" else {}  # vLLM samples in --dtype too
         records = distill(loaded.model, loaded.tokenizer, items, out, cfg,
-                          engine_factory=lambda config: make_engine(loaded, config))
+                          engine_factory=lambda config: make_engine(loaded, config, **vllm_options))
     report = write_episodes(records, out, loaded.tokenizer, **convert)
     Console().print(report.summary_line())
     from adasr.train.distill import alignment_report
