@@ -448,8 +448,10 @@ def test_continue_record_after_the_answer():
     fixed = continue_record(rec, "5 > 6? yes. \\boxed{5}", at=1, after=["", "4 > 6? no."])
     assert fixed["thoughts"][1:] == ["5 > 6? yes. \\boxed{5}", "9 > 6? yes. \\boxed{9}", "", "4 > 6? no."]
     for bad in ([""], ["", "", ""], ["7 > 6? yes. \\boxed{7}", ""]):
-        with pytest.raises(ValueError, match="after: 2 turns without a response"):
+        with pytest.raises(ValueError, match="after: 2 turns committing no other answer"):
             continue_record(rec, after=bad)
+    confirmed = continue_record(rec, after=["7 > 6? yes. \\boxed{9}", ""])  # a confirmation of the answer
+    assert confirmed["thoughts"][3] == "7 > 6? yes. \\boxed{9}" and context_turns(confirmed) == []
     with pytest.raises(ValueError, match="a correction at the next chunk ends the episode"):
         continue_record(rec, "\\boxed{5}", after=["", ""])
 
@@ -470,6 +472,18 @@ def test_checks_after_the_answer(task):
             assert not is_response(t) and "yes" not in t and (not t or t.endswith("? no.") or t.endswith("."))
             kept += bool(t)
     assert kept > 40
+    confirm = build_proactive(task, 80, 6, **knobs, after_answer="confirm")
+    confirmed = 0
+    for a, b in zip(checks, confirm):  # the same turns, but a held check confirms the record's answer
+        e = a["evidence_chunk"]
+        assert b["thoughts"][: e + 1] == a["thoughts"][: e + 1] and context_turns(b) == context_turns(a)
+        for ta, tb in zip(a["thoughts"][e + 1:], b["thoughts"][e + 1:]):
+            if is_response(tb):
+                confirmed += 1
+                assert tb.endswith(f"? yes. \\boxed{{{a['answer']}}}") and tb.startswith(ta.removesuffix("."))
+            else:
+                assert tb == ta
+    assert confirmed > (10 if task == "proactive_threshold" else -1)
     with pytest.raises(ConfigError, match="after_answer=checks needs notes=true"):
         build_proactive(task, 2, split="test", continuation=True, after_answer="checks")
     with pytest.raises(ConfigError, match="after_answer=checks needs correction_at=premature"):
@@ -613,6 +627,9 @@ def test_the_committed_files_rebuild_exactly(tmp_path):
     assert [r["thoughts"][: r["evidence_chunk"] + 1] for r in checks] == [r["thoughts"][: r["evidence_chunk"] + 1]
                                                                           for r in revise]
     assert sum(bool(t) for r in checks for t in r["thoughts"][r["evidence_chunk"] + 1:]) > 1000
+    confirm = read_jsonl(DATA / "qwen_mix_revise_confirm_train.jsonl")  # held checks confirm the answer
+    assert [context_turns(r) for r in confirm] == [context_turns(r) for r in revise]
+    assert sum(is_response(t) for r in confirm for t in r["thoughts"][r["evidence_chunk"] + 1:]) > 500
     for task, name in (("proactive_threshold", "pt"), ("proactive_perception", "pp"), ("proactive_temporal", "ptm")):
         assert all(i % 4 == 3 for r in read_jsonl(DATA / f"{name}_test_templates.jsonl") for _, i in _used(task, r["chunks"]))
         assert not any(i % 4 == 3 for r in read_jsonl(DATA / f"{name}_test_items.jsonl") for _, i in _used(task, r["chunks"]))

@@ -123,6 +123,11 @@ MIXES["qwen_mix_revise_checks_train.jsonl"] = {task: {**knobs, "after_answer": "
 items, wrong answers and corrections; after the response, each chunk's failed check ("Wen work?
 no.") in place of silence (RESULTS §40)."""
 
+MIXES["qwen_mix_revise_confirm_train.jsonl"] = {task: {**knobs, "after_answer": "confirm"}
+                                                 for task, knobs in MIXES["qwen_mix_revise_train.jsonl"].items()}
+"""The revise mix with held checks after the answer confirming it (``after_answer="confirm"``): the
+knob RESULTS §40 points to after ``checks`` revised 43 right threshold answers."""
+
 MIX_SEEDS: dict[str, int] = {"qwen_rl_pool_train.jsonl": 1}
 """Mixes drawn with another seed than 0 (other items): the GRPO pool, from which
 ``tools/select_rl_streams.py`` keeps the streams on which sampled rollouts of the SFT policy disagree."""

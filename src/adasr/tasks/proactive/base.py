@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from adasr.protocol import is_response, parse_answer
+from adasr.protocol import is_response, parse_answer, same_answer
 from adasr.tasks.families import Family
 
 __all__ = [
@@ -164,7 +164,7 @@ def continue_record(record: dict, wrong_turn: str | None = None, at: int | None 
 
     ``after`` (with ``wrong_turn`` ``None`` or ``at``): the turns of chunks ``e + 1 .. N - 2``
     in place of the silence, e.g. the checks the model keeps writing after its answer (build knob
-    ``after_answer="checks"``); none may be a response.
+    ``after_answer``); a response among them may only confirm the record's answer.
 
     The wrong turn is context, not a target (:func:`adasr.train.sft_data.context_turns`).
 
@@ -172,7 +172,7 @@ def continue_record(record: dict, wrong_turn: str | None = None, at: int | None 
         ValueError: ``record`` already continues past its evidence, ``wrong_turn`` is not a
             response or commits the record's answer, chunk ``e + 1`` has no turn
             (``e + 1 > N - 2``, ``at`` ``None``), ``at`` is not a chunk before the evidence, or
-            ``after`` is not ``N - 2 - e`` turns without a response (or is given with a
+            ``after`` is not ``N - 2 - e`` turns committing no other answer (or is given with a
             correction at the next chunk).
     """
     e, n = record["evidence_chunk"], len(record["chunks"])
@@ -181,8 +181,9 @@ def continue_record(record: dict, wrong_turn: str | None = None, at: int | None 
         raise ValueError(f"record {record.get('id')!r} already has {len(thoughts)} turns for evidence chunk {e}")
     silence = [""] * max(0, n - 2 - e)
     if after is not None:
-        if len(after) != len(silence) or any(is_response(t) for t in after):
-            raise ValueError(f"after: {len(silence)} turns without a response for chunks {e + 1} .. {n - 2}, "
+        if len(after) != len(silence) or any(is_response(t) and not same_answer(parse_answer(t), str(record["answer"]))
+                                             for t in after):
+            raise ValueError(f"after: {len(silence)} turns committing no other answer for chunks {e + 1} .. {n - 2}, "
                              f"got {after!r}")
         if wrong_turn is not None and at is None:
             raise ValueError("after: a correction at the next chunk ends the episode; no turns follow it")

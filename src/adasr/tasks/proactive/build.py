@@ -37,7 +37,11 @@ built before these knobs existed, byte for byte):
   silence; a note without a check is silence. The model keeps checking after any answer, right
   or wrong, so a correction at the evidence is the same habit as a first response, not a change
   of behaviour that only a wrong answer (which the model cannot tell from a right one) would
-  call for. No turn after the answer says "yes.", so none commits an answer.
+  call for. No turn after the answer says "yes.", so none commits an answer. ``confirm``: as
+  ``checks``, but a note ending with a check that holds is kept whole and followed by the
+  record's answer, a confirmation the engine ignores ("72 > 59? yes. \\boxed{85}" after
+  "85 > 59? yes. \\boxed{85}"): after a right answer a held check confirms it, after a
+  premature wrong one the evidence's held check corrects it.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ STREAM_KNOBS: tuple[str, ...] = ("templates", "distractor_prob", "tail", "min_ta
 CORRECTION_AT: tuple[str, ...] = ("next", "premature")
 """Values of the ``correction_at`` knob (module docstring)."""
 
-AFTER_ANSWER: tuple[str, ...] = ("silence", "checks")
+AFTER_ANSWER: tuple[str, ...] = ("silence", "checks", "confirm")
 """Values of the ``after_answer`` knob (module docstring)."""
 
 _PREMATURE_TRIES = 8  # wrong values drawn for a premature correction before the stream goes silent
@@ -121,8 +125,8 @@ def _stream_config(knobs: dict) -> dict:
 def _config(fam: GeneratedFamily, knobs: dict) -> dict:
     """The family's generator config plus :func:`_stream_config`. Raises ConfigError."""
     cfg = {**fam.config({k: v for k, v in knobs.items() if k not in STREAM_KNOBS}), **_stream_config(knobs)}
-    if cfg["after_answer"] == "checks" and not (cfg.get("notes") and fam.notes is not None):
-        raise ConfigError(f"after_answer=checks needs notes=true (and a family with notes; {fam.name} "
+    if cfg["after_answer"] != "silence" and not (cfg.get("notes") and fam.notes is not None):
+        raise ConfigError(f"after_answer={cfg['after_answer']} needs notes=true (and a family with notes; {fam.name} "
                           f"{'has none' if fam.notes is None else 'was built without'})")
     return cfg
 
@@ -210,9 +214,9 @@ def _continue(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, no
     e, n = rec["evidence_chunk"], len(rec["chunks"])
     if cfg["correction_at"] == "premature":
         return _premature(fam, rec, rng, cfg, notes)
-    if cfg["after_answer"] == "checks":
-        raise ConfigError("after_answer=checks needs correction_at=premature (a correction at the next "
-                          "chunk ends the episode)")
+    if cfg["after_answer"] != "silence":
+        raise ConfigError(f"after_answer={cfg['after_answer']} needs correction_at=premature (a correction at "
+                          "the next chunk ends the episode)")
     if e + 1 > n - 2 or fam.mistake is None or rng.random() >= cfg["correction_prob"]:
         return continue_record(rec)
     wrong = fam.mistake(rng, rec["chunks"], rec["answer"])
@@ -240,24 +244,28 @@ def _premature(fam: GeneratedFamily, rec: dict, rng: random.Random, cfg: dict, n
 
 
 def _checks_after(fam: GeneratedFamily, rec: dict, cfg: dict) -> list[str] | None:
-    """The turns after the record's response with ``after_answer="checks"`` (module docstring):
-    from the family's note of each chunk ``e + 1 .. N - 2``, a failed check kept, a held check
-    cut off (what precedes it kept), other notes silenced; ``None`` (silence) with
-    ``after_answer="silence"``."""
-    if cfg["after_answer"] != "checks":
+    """The turns after the record's response with ``after_answer`` ``checks`` or ``confirm``
+    (module docstring): from the family's note of each chunk ``e + 1 .. N - 2``, a failed check
+    kept; a held check cut off (what precedes it kept) or, with ``confirm``, kept and followed by
+    the record's answer; other notes silenced. ``None`` (silence) with ``after_answer="silence"``."""
+    if cfg["after_answer"] == "silence":
         return None
     e, n = rec["evidence_chunk"], len(rec["chunks"])
     notes = fam.notes(rec["chunks"], n - 2, cfg)[e + 1: n - 1]
-    return [_failed_checks_only(t) for t in notes] + [""] * (n - 2 - e - len(notes))
+    confirm = f"\\boxed{{{rec['answer']}}}" if cfg["after_answer"] == "confirm" else None
+    return [_checks_only(t, confirm) for t in notes] + [""] * (n - 2 - e - len(notes))
 
 
-def _failed_checks_only(note: str) -> str:
+def _checks_only(note: str, confirm: str | None = None) -> str:
     """``note`` if it ends with a failed check ("? no."); if it ends with a held check ("? yes."),
-    the sentences before that check ("" if none); else ""."""
+    ``note`` followed by ``confirm`` when given, else the sentences before that check ("" if
+    none); else ""."""
     if note.endswith("? no."):
         return note
-    if note.endswith("? yes.") and ". " in note:
-        return note.rsplit(". ", 1)[0] + "."
+    if note.endswith("? yes."):
+        if confirm is not None:
+            return f"{note} {confirm}"
+        return note.rsplit(". ", 1)[0] + "." if ". " in note else ""
     return ""
 
 
