@@ -78,10 +78,9 @@ class DistillConfig:
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` for out-of-range values."""
-        from adasr.engine import BACKENDS
+        from adasr.engine import EngineConfig
 
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        EngineConfig(backend=self.backend).validate()  # the engine's own check of the backend name
         if self.samples < 1:
             raise ConfigError(f"--samples must be >= 1, got {self.samples}")
         if not self.temperature > 0:
