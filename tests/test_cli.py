@@ -173,6 +173,21 @@ def test_eval_protocol_override_is_recorded_and_checked(tiny_dir, tmp_path):
     assert_clean_error(adasr(*args, "--protocol", "v9"), "unknown protocol 'v9'")
 
 
+def test_eval_logit_bias_is_recorded_checked_and_refused_when_not_one_token(tiny_dir, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "Tom has 3 apples. He eats one. How many?", "answer": "#### 2"}) + "\n")
+    args = ["eval", "--data", str(data), "--model", tiny_dir, "--out", str(tmp_path / "out"), "--mode", "batch",
+            "--max-deep-tokens", "4"]
+    proc = adasr(*args, "--logit-bias", "a=-1.5")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads((tmp_path / "out" / "batch" / "config.json").read_text())["logit_bias"] == {"a": -1.5}
+    assert_clean_error(adasr(*args), "logit_bias")  # resuming with other settings is refused
+    assert_clean_error(adasr(*args, "--logit-bias", "a b c d=1"), "a bias applies to one token")
+    assert_clean_error(adasr(*args, "--logit-bias", "a"), "--logit-bias takes TEXT=BIAS")
+    assert_clean_error(adasr("run", "Add 5.", "--server", "http://127.0.0.1:9", "--logit-bias", "a=1"),
+                       "--logit-bias is an in-process engine setting")
+
+
 def test_verbose_sets_up_logging():
     import logging
 

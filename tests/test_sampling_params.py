@@ -1,9 +1,11 @@
 """SamplingParams: one validated object from the config and the wire to the runner; the runner's
-cache of logits warpers is bounded; the wire's stream defaults are the CLI's."""
+cache of logits warpers is bounded; the wire's stream defaults are the CLI's; the logit bias
+(``--logit-bias``) moves greedy and sampled choices."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ import torch
 from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
 from adasr.errors import ConfigError
 from adasr.runner import WARPER_CACHE_SIZE, logits_warpers
-from adasr.sampling import GREEDY, SamplingParams
+from adasr.sampling import GREEDY, SamplingParams, parse_logit_bias, resolve_logit_bias
 from adasr.serve.wire import SessionSettings, SolveRequest
 from adasr.stream import Chunk, ScheduledStream
 
@@ -76,3 +78,43 @@ def test_the_wire_defaults_are_the_clis():
 
     body = SolveRequest(text="Add 5.")
     assert body.wps == DEFAULT_WPS and body.chunker == DEFAULT_CHUNKER
+
+
+def test_logit_bias_is_validated_sorted_and_part_of_the_settings():
+    p = SamplingParams(logit_bias={7: -1.5, 3: 2})
+    assert p.logit_bias == ((3, 2.0), (7, -1.5)) and p.greedy and hash(p) == hash(SamplingParams(logit_bias=((7, -1.5), (3, 2))))
+    assert p != GREEDY and EngineConfig(logit_bias={7: -1.5, 3: 2.0}).sampling == p
+    for bad in ({-1: 1.0}, {True: 1.0}, {2: float("nan")}, {2: float("inf")}, {2: "1"}, ((1, 2.0), (1, 3.0)), ((1,),)):
+        with pytest.raises(ConfigError, match="logit_bias"):
+            SamplingParams(logit_bias=bad)
+
+
+def test_parse_logit_bias_keeps_the_texts_spaces_and_refuses_bad_values():
+    assert parse_logit_bias([" yes=-0.85", "a=b=2"]) == {" yes": -0.85, "a=b": 2.0}
+    for bad in (["yes"], ["=1"], [" yes=x"], [" yes=nan"], [" yes=1", " yes=2"]):
+        with pytest.raises(ConfigError, match="--logit-bias"):
+            parse_logit_bias(bad)
+
+
+def test_resolve_logit_bias_needs_one_token(tiny_tokenizer):
+    text = tiny_tokenizer.decode([tiny_tokenizer.encode("a", add_special_tokens=False)[0]])
+    ((tok, bias),) = resolve_logit_bias(tiny_tokenizer, {text: -2.0})
+    assert tiny_tokenizer.decode([tok]) == text and bias == -2.0
+    with pytest.raises(ConfigError, match="a bias applies to one token"):
+        resolve_logit_bias(tiny_tokenizer, {"a b c d": 1.0})
+
+
+def test_a_logit_bias_moves_greedy_and_sampled_choices(tiny_model, tiny_tokenizer):
+    """Greedy decoding takes the argmax of the biased logits, batched or per session; a bias of
+    -inf-like size removes a token from sampling; with two tokens left, the greedy choice between
+    them is a probability threshold (the commit threshold of docs/DESIGN.md)."""
+    runner = StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(decode_rate=50.0, logit_bias={5: -3.0})).runner
+    logits = torch.full((2, len(tiny_tokenizer)), -30.0)
+    logits[:, 5], logits[:, 9] = 2.0, 0.0  # p(5) / (p(5) + p(9)) = 0.88
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    assert runner.sample(logits, gens) == [9, 9]  # the config's bias: 0.88 < tau = 1 / (1 + e^-3) = 0.95
+    assert runner.sample(logits, gens, [GREEDY, None]) == [5, 9]  # per-session settings, None: the config's
+    tau = 0.8  # bias ln((1 - tau) / tau): 0.88 > 0.8 keeps token 5
+    assert runner.sample(logits, gens, [SamplingParams(logit_bias={5: math.log((1 - tau) / tau)})] * 2) == [5, 5]
+    hot = SamplingParams(temperature=1.0, logit_bias={5: -1e4})
+    assert all(runner.sample(logits, [torch.Generator().manual_seed(i)], [hot]) == [9] for i in range(20))

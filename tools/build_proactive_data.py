@@ -41,6 +41,11 @@ Files (seed 0; knobs in :data:`TRAIN` and :data:`HELDOUT`; the knobs: ``adasr.ta
   but every sentence (question, facts, distractors) phrased from the held-out templates, which no
   training stream uses.
 
+* ``{pt,pp,ptm}_val.jsonl``: 100 validation streams per family on **other training-template
+  items** (``split=train``, seed 7, the held-out files' knobs): for choosing an inference setting
+  (the commit threshold, docs/DESIGN.md) without looking at a held-out file. A stream whose
+  question is in a training or held-out file is dropped.
+
 The check (also run by ``tests/test_proactive_templates.py`` on the committed files): the
 questions of every ``*_test*.jsonl`` file here are disjoint from those of every ``*train*.jsonl``
 file here (the SmolLM2 mix included). A build first drops any training stream whose question is
@@ -138,10 +143,18 @@ HELDOUT: dict[str, str] = {"proactive_threshold": "pt", "proactive_perception": 
 
 HELDOUT_SIZE = 100
 
+VAL_SEED = 7
+"""The validation files' seed (training items of seed 0 and the GRPO pool's seed 1 are others)."""
+
 
 def heldout_files(out: Path) -> list[Path]:
     """The held-out files in ``out`` (every ``*_test*.jsonl``)."""
     return sorted(out.glob("*_test*.jsonl"))
+
+
+def val_files(out: Path) -> list[Path]:
+    """The validation files in ``out`` (every ``*_val.jsonl``)."""
+    return sorted(out.glob("*_val.jsonl"))
 
 
 def train_files(out: Path) -> list[Path]:
@@ -150,11 +163,17 @@ def train_files(out: Path) -> list[Path]:
 
 
 def check(out: Path) -> int:
-    """Raise ``DataError`` if a held-out question of ``out`` occurs in a training file of ``out``;
-    returns the number of held-out questions checked."""
+    """Raise ``DataError`` if a held-out or validation question of ``out`` occurs in a training
+    file of ``out``, or a held-out question in a validation file; returns the number of held-out
+    questions checked."""
     held = heldout_questions(heldout_files(out))
+    val = heldout_questions(val_files(out)) if val_files(out) else set()
     for path in train_files(out):
-        assert_disjoint((r["question"] for r in read_jsonl(path)), held, f"training file {path.name}")
+        questions = [r["question"] for r in read_jsonl(path)]
+        assert_disjoint(questions, held, f"training file {path.name}")
+        assert_disjoint(questions, val, f"training file {path.name} (validation questions)")
+    for path in val_files(out):
+        assert_disjoint((r["question"] for r in read_jsonl(path)), held, f"validation file {path.name}")
     return len(held)
 
 
@@ -180,6 +199,14 @@ def build(out: Path) -> None:
         corrections = sum(any(a is not None and a != r["answer"] for a in map(parse_answer, r["thoughts"]))
                           for r in mix)  # a wrong first answer (at the evidence, or premature)
         print(f"{name}: {len(mix)} streams, {corrections} with a corrected first answer")
+    used = held | {normalize_question(r["question"]) for p in train_files(out) for r in read_jsonl(p)}
+    for task, prefix in HELDOUT.items():
+        recs, report = build_proactive_with_report(task, HELDOUT_SIZE + 20, VAL_SEED, split="train", templates="train",
+                                                   **STREAM)
+        fresh = [r for r in recs if normalize_question(r["question"]) not in used]
+        write_jsonl(fresh[:HELDOUT_SIZE], out / f"{prefix}_val.jsonl")
+        print(f"{prefix}_val.jsonl: {report.message()}; {len(recs) - len(fresh)} dropped (question in a training or "
+              f"held-out file), kept the first {min(HELDOUT_SIZE, len(fresh))}")
     n = check(out)
     print(f"checked: none of {n} held-out questions is in {', '.join(p.name for p in train_files(out))}")
 

@@ -82,8 +82,11 @@ class EngineConfig:
         max_deep_tokens: cap on the deep stage (reasoning + answer), tokens.
         temperature: 0 for greedy decoding, else sampling temperature.
         top_p: nucleus sampling mass (1.0 = off).
-        top_k: top-k sampling (0 = off). The three are the sessions' default
-            :class:`~adasr.sampling.SamplingParams` (:attr:`sampling`).
+        top_k: top-k sampling (0 = off).
+        logit_bias: ``{token_id: bias}`` added to those tokens' logits before sampling or the
+            argmax (vLLM's ``logit_bias``; :func:`adasr.sampling.resolve_logit_bias` makes it from
+            text). The four are the sessions' default :class:`~adasr.sampling.SamplingParams`
+            (:attr:`sampling`).
         seed: base seed; each episode's generator is seeded from it and the episode's seed/id.
         decode_rate: decode tokens/s of one row used for adaptive budgets. ``None``: measured —
             calibrated when the engine starts (or ``initial_decode_rate``), then a moving average
@@ -124,6 +127,7 @@ class EngineConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    logit_bias: dict[int, float] | None = None
     seed: int = 0
     decode_rate: float | None = None
     initial_decode_rate: float | None = None
@@ -150,12 +154,13 @@ class EngineConfig:
 
     @property
     def sampling(self) -> SamplingParams:
-        """The sessions' default sampling settings (``temperature``, ``top_p``, ``top_k``).
+        """The sessions' default sampling settings (``temperature``, ``top_p``, ``top_k``,
+        ``logit_bias``).
 
         Raises:
             ConfigError: out-of-range settings.
         """
-        return SamplingParams(self.temperature, self.top_p, self.top_k)
+        return SamplingParams(self.temperature, self.top_p, self.top_k, tuple((self.logit_bias or {}).items()))
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` for out-of-range values."""

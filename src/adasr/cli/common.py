@@ -58,6 +58,10 @@ StepSOpt = Annotated[Optional[float], typer.Option(
 ProtocolOpt = Annotated[Optional[str], typer.Option(
     help=f"streaming protocol preset ({', '.join(PRESETS)}; docs/DESIGN.md): default the adapter's own, "
          "or the mode's default for base models")]
+LogitBiasOpt = Annotated[list[str], typer.Option(
+    "--logit-bias", help="TEXT=BIAS (repeatable): add BIAS to the logit of TEXT's one token, greedy decoding included "
+                         "(vLLM's logit_bias). Proactive commit threshold tau: --logit-bias ' yes=B' with "
+                         "B = ln((1 - tau) / tau), e.g. -0.85 for tau 0.7 (docs/DESIGN.md, Commit threshold)")]
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -131,18 +135,25 @@ def stream_spec(chunker: str, wps: float, max_chunk_tokens: int, cps: float | No
 
 def make_engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
                 top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None, revisions: int = 0,
-                skip_backlog_s: float | None = None):
+                skip_backlog_s: float | None = None, logit_bias: dict[str, float] | None = None):
     """The engine of ``backend`` for a loaded model (:func:`adasr.backends.make_engine`);
     ``share``: an engine of the same model whose backend resources (its vLLM runtime) the new one
     uses (:meth:`~adasr.engine.StreamingEngine.derive`: one model load for every mode of an
-    evaluation)."""
+    evaluation); ``logit_bias``: ``{text: bias}`` (``--logit-bias``), each text one token of the
+    model's tokenizer.
+
+    Raises:
+        ConfigError: a ``logit_bias`` text that is not one token (:func:`adasr.sampling.resolve_logit_bias`).
+    """
     from adasr.backends import make_engine as backend_engine
     from adasr.engine import EngineConfig
+    from adasr.sampling import resolve_logit_bias
 
+    bias = dict(resolve_logit_bias(loaded.tokenizer, logit_bias)) if logit_bias else None
     cfg = EngineConfig(policy=mode, thought_budget=thought_budget, revisions=revisions, skip_backlog_s=skip_backlog_s,
                        max_deep_tokens=max_deep_tokens,
-                       temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, decode_rate=decode_rate,
-                       protocol=loaded.protocol, backend=backend)
+                       temperature=temperature, top_p=top_p, top_k=top_k, logit_bias=bias, seed=seed,
+                       decode_rate=decode_rate, protocol=loaded.protocol, backend=backend)
     if share is not None:
         return share.derive(cfg)
     return backend_engine(loaded, cfg)

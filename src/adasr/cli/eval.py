@@ -16,6 +16,7 @@ from adasr.cli.common import (
     DecodeRateOpt,
     DeviceOpt,
     DtypeOpt,
+    LogitBiasOpt,
     MaxChunkTokensOpt,
     ModelOpt,
     ProtocolOpt,
@@ -74,11 +75,13 @@ def eval_cmd(
     step_s: StepSOpt = None,
     skip_backlog: SkipBacklogOpt = None,
     backend: BackendOpt = "torch",
+    logit_bias: LogitBiasOpt = [],  # noqa: B006
 ) -> None:
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
     from adasr.evaluation import evaluate, evaluate_budgets
     from adasr.metrics import rich_table
     from adasr.policy import MODES, make_policy
+    from adasr.sampling import parse_logit_bias, resolve_logit_bias
     from adasr.tasks.gsm8k import load_gsm8k
 
     for m in mode:
@@ -91,10 +94,12 @@ def eval_cmd(
         raise ConfigError("--limit must be >= 1")
     if skip_backlog is not None:  # the policy's own check, on the mode it applies to (adaptive, if given)
         make_policy("adaptive" if "adaptive" in mode else mode[0], skip_backlog_s=skip_backlog)
+    bias = parse_logit_bias(logit_bias)
     budgets = parse_budgets(thought_budget)
     spec = stream_spec(chunker, wps, max_chunk_tokens, cps)
     items = load_gsm8k(data, limit=limit, on_error=print_skipped)
     loaded = load(model, dtype, device, revision, protocol)
+    resolve_logit_bias(loaded.tokenizer, bias)  # a text that is not one token fails before any episode
 
     engines = []  # the first engine's vLLM runtime serves every mode
 
@@ -102,7 +107,7 @@ def eval_cmd(
         engines.append(make_engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate,
                                backend, share=engines[0] if engines else None,
                                revisions=revisions if m == "proactive" else 0,
-                               skip_backlog_s=skip_backlog if m == "adaptive" else None))
+                               skip_backlog_s=skip_backlog if m == "adaptive" else None, logit_bias=bias))
         return engines[-1]
 
     from adasr.protocol import mode_protocol
@@ -124,6 +129,8 @@ def eval_cmd(
         run_config["revisions"] = revisions
     if skip_backlog is not None:  # (absent when off, as revisions)
         run_config["skip_backlog_s"] = skip_backlog
+    if bias:  # (absent when none, as revisions)
+        run_config["logit_bias"] = bias
     options = dict(modes=mode, out_dir=out, batch_size=batch_size, stream=spec, clock=clock, align_eoi=align_eoi,
                    step_s=step_s, run_config=run_config)
     try:

@@ -19,6 +19,7 @@ from adasr.cli.common import (
     DecodeRateOpt,
     DeviceOpt,
     DtypeOpt,
+    LogitBiasOpt,
     MaxChunkTokensOpt,
     ModelOpt,
     ProtocolOpt,
@@ -75,11 +76,13 @@ def run(
              "in-process: the server's model and defaults; --mode, budgets and sampling options other than their "
              "defaults are sent as the session's settings")] = None,
     backend: BackendOpt = "torch",
+    logit_bias: LogitBiasOpt = [],  # noqa: B006
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
     from adasr.engine import EpisodeInput
     from adasr.metrics import grade_record
     from adasr.policy import make_policy
+    from adasr.sampling import parse_logit_bias
     from adasr.stream import file_text, stdin_source
     from adasr.view import LiveView, metrics_table
 
@@ -90,6 +93,9 @@ def run(
                 skip_backlog_s=skip_backlog)
     if skip_backlog is not None and server is not None:
         raise ConfigError("--skip-backlog is an in-process engine setting: drop it with --server")
+    bias = parse_logit_bias(logit_bias)
+    if bias and server is not None:
+        raise ConfigError("--logit-bias is an in-process engine setting: drop it with --server")
     if step_s is not None and (clock != "virtual" or text == "-" or server is not None or not step_s > 0):
         raise ConfigError(f"--step-s needs --clock virtual, an input known in advance (not stdin, not --server) and "
                           f"a positive number of seconds; got {step_s!r} with --clock {clock}")
@@ -127,7 +133,7 @@ def run(
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         check_context(loaded, n_tokens, max_deep_tokens)
     engine = make_engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate,
-                         backend, revisions=revisions, skip_backlog_s=skip_backlog)
+                         backend, revisions=revisions, skip_backlog_s=skip_backlog, logit_bias=bias)
     inp = EpisodeInput(id="run", source=source, reference=item.reference if item else None)
     if step_s is not None:
         from adasr.stream import VirtualClock
