@@ -1,6 +1,6 @@
 """SamplingParams: one validated object from the config and the wire to the runner; the runner's
 cache of logits warpers is bounded; the wire's stream defaults are the CLI's; the logit bias
-(``--logit-bias``) moves greedy and sampled choices."""
+(``--logit-bias``) moves greedy and sampled choices; top-p draws have the warper's distribution."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers.generation.logits_process import TopPLogitsWarper
 
 from adasr.engine import EngineConfig, EpisodeInput, StreamingEngine
 from adasr.errors import ConfigError
-from adasr.runner import WARPER_CACHE_SIZE, logits_warpers
+from adasr.runner import NUCLEUS_CANDIDATES, WARPER_CACHE_SIZE, draw_tokens, logits_warpers, nucleus
 from adasr.sampling import GREEDY, SamplingParams, parse_logit_bias, resolve_logit_bias
 from adasr.serve.wire import SessionSettings, SolveRequest
 from adasr.stream import Chunk, ScheduledStream
@@ -118,3 +121,47 @@ def test_a_logit_bias_moves_greedy_and_sampled_choices(tiny_model, tiny_tokenize
     assert runner.sample(logits, gens, [SamplingParams(logit_bias={5: math.log((1 - tau) / tau)})] * 2) == [5, 5]
     hot = SamplingParams(temperature=1.0, logit_bias={5: -1e4})
     assert all(runner.sample(logits, [torch.Generator().manual_seed(i)], [hot]) == [9] for i in range(20))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), scale=st.floats(0.1, 30.0), top_p=st.floats(0.05, 0.999), vocab=st.sampled_from([40, 1000]))
+def test_the_nucleus_among_the_candidates_is_the_warpers(seed, scale, top_p, vocab):
+    """On rows it covers, :func:`nucleus` keeps the tokens transformers' TopPLogitsWarper keeps,
+    with the probabilities a softmax over the whole vocabulary gives them; it says which rows it
+    does not cover (a nucleus wider than the candidates)."""
+    scores = torch.randn(4, vocab, generator=torch.Generator().manual_seed(seed)) * scale
+    scores[1, :] = 0.0  # flat: the nucleus is wider than the candidates for top_p > K / V
+    scores[2, 3:] = -math.inf  # a top-k warper's leftovers
+    want = torch.softmax(TopPLogitsWarper(top_p)(None, scores.clone()), dim=-1)
+    ids, probs, covered = nucleus(scores, top_p)
+    assert ids.shape == probs.shape == (4, min(NUCLEUS_CANDIDATES, vocab)) and bool(covered[2])
+    assert bool(covered[1]) == (min(NUCLEUS_CANDIDATES, vocab) / vocab >= top_p)
+    full = torch.zeros_like(want).scatter(1, ids, probs)
+    for r in range(4):
+        if covered[r]:
+            # the same kept set (ties at the boundary aside, which random floats do not make)
+            assert torch.equal(full[r] > 0, want[r] > 0) or r == 1
+            if r != 1:
+                kept = want[r] > 0
+                torch.testing.assert_close(full[r][kept] / full[r].sum(), want[r][kept], rtol=1e-5, atol=1e-6)
+
+
+def test_top_p_draws_follow_the_warpers_distribution():
+    """Frequencies of :func:`draw_tokens` over many draws match the warper's probabilities, on a
+    row the candidates cover and on a row they do not (the whole-vocabulary fallback); with
+    ``top_p == 1`` the draws are a softmax's, token for token."""
+    V = 500
+    scores = torch.full((2, V), -15.0)
+    scores[0, [7, 8, 9]] = torch.tensor([2.0, 1.5, 0.5])  # nucleus {7, 8, 9} at top_p 0.9
+    scores[1] = torch.linspace(0.0, 0.01, V)  # nearly flat: ~450 tokens in the nucleus
+    n = 3000
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    draws = [draw_tokens(scores, gens, 0.9) for _ in range(n)]
+    want = torch.softmax(TopPLogitsWarper(0.9)(None, scores.clone()), dim=-1)
+    first = torch.bincount(torch.tensor([d[0] for d in draws]), minlength=V).float() / n
+    assert set(torch.nonzero(first).flatten().tolist()) <= {7, 8, 9}
+    torch.testing.assert_close(first[[7, 8, 9]], want[0, [7, 8, 9]], atol=0.03, rtol=0)
+    second = torch.tensor([d[1] for d in draws])
+    assert bool((want[1, second] > 0).all()) and len(set(second.tolist())) > 300  # the wide nucleus, whole vocabulary
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert draw_tokens(scores, [g1, g1], 1.0) == [int(torch.multinomial(p, 1, generator=g2)) for p in torch.softmax(scores, -1)]

@@ -25,7 +25,8 @@ cache), so ingesting a chunk costs its own length, not the prefix's.
   prefix caching). Tokens and positions are unchanged; only the compute is saved.
 * Sampling: greedy, or each row's :class:`~adasr.sampling.SamplingParams` through the logits
   warpers of :func:`logits_warpers` (an LRU cache of :data:`WARPER_CACHE_SIZE` settings) and the
-  session's own seeded generator.
+  session's own seeded generator; top-p draws look for the nucleus among the most likely tokens
+  first (:func:`draw_tokens`).
 
 Design source: the KV-cache engine that injects tokens the model did not generate follows
 karpathy/nanochat ``engine.py``.
@@ -55,8 +56,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from adasr.scheduler import RowChanges, SchedulerOutput
     from adasr.session import Session
 
-__all__ = ["ModelRunner", "RunnerFactory", "RunnerOutput", "RunnerSpec", "TorchModelRunner", "WARPER_CACHE_SIZE",
-           "logits_warpers"]
+__all__ = ["ModelRunner", "NUCLEUS_CANDIDATES", "RunnerFactory", "RunnerOutput", "RunnerSpec", "TorchModelRunner",
+           "WARPER_CACHE_SIZE", "draw_tokens", "logits_warpers", "nucleus"]
 
 
 @dataclass(frozen=True)
@@ -170,11 +171,12 @@ may send any number of distinct settings."""
 
 
 @lru_cache(maxsize=WARPER_CACHE_SIZE)
-def logits_warpers(params: SamplingParams) -> LogitsProcessorList:
+def logits_warpers(params: SamplingParams, with_top_p: bool = True) -> LogitsProcessorList:
     """The logits processors of ``params``, kept for the last :data:`WARPER_CACHE_SIZE` settings
     used (an LRU cache; the processors hold no per-sequence state): the logit bias first
     (transformers' ``SequenceBiasLogitsProcessor``, one-token sequences), then temperature, top-k
-    and top-p (none for greedy decoding: the argmax follows)."""
+    and top-p (none for greedy decoding: the argmax follows). ``with_top_p=False`` leaves top-p
+    out (for :func:`draw_tokens`, which applies it)."""
     procs = LogitsProcessorList()
     if params.logit_bias:
         procs.append(SequenceBiasLogitsProcessor({(tok,): bias for tok, bias in params.logit_bias}))
@@ -183,9 +185,64 @@ def logits_warpers(params: SamplingParams) -> LogitsProcessorList:
             procs.append(TemperatureLogitsWarper(params.temperature))
         if params.top_k > 0:
             procs.append(TopKLogitsWarper(params.top_k))
-        if params.top_p < 1.0:
+        if params.top_p < 1.0 and with_top_p:
             procs.append(TopPLogitsWarper(params.top_p))
     return procs
+
+
+NUCLEUS_CANDIDATES = 64
+"""Most likely tokens in which :func:`draw_tokens` looks for a row's nucleus first; a row whose
+nucleus is wider goes through the whole vocabulary."""
+
+
+def nucleus(scores: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-p nucleus of each row of ``scores`` among its :data:`NUCLEUS_CANDIDATES` most likely tokens.
+
+    Args:
+        scores: (R, V) float logits after bias, temperature and top-k (``-inf``: removed).
+        top_p: nucleus mass, 0 < top_p <= 1 (Holtzman et al. 2020, "The Curious Case of Neural Text
+            Degeneration", Sec. 3.1).
+
+    Returns:
+        ``(ids, probs, covered)``: ``ids`` (R, K) the candidates, most likely first; ``probs``
+        (R, K) their probabilities over the whole vocabulary where in the nucleus, else 0; and
+        ``covered`` (R,) bool, whether the nucleus lies within the candidates (their mass reaches
+        ``top_p``). A candidate is kept when the mass ranked above it is below ``top_p``: the rule
+        of transformers' ``TopPLogitsWarper`` (which removes a token when the mass ranked at or
+        below it is at most ``1 - top_p``), so on covered rows the kept set and its probabilities
+        are the warper's.
+    """
+    k = min(NUCLEUS_CANDIDATES, scores.shape[-1])
+    vals, ids = scores.topk(k, dim=-1)
+    probs = torch.exp(vals - torch.logsumexp(scores, dim=-1, keepdim=True))
+    above = probs.cumsum(-1) - probs
+    covered = probs.sum(-1) >= top_p
+    return ids, torch.where(above < top_p, probs, torch.zeros_like(probs)), covered
+
+
+def draw_tokens(scores: torch.Tensor, generators: list[torch.Generator], top_p: float = 1.0) -> list[int]:
+    """One sampled token per row of ``scores`` (R, V; logits after bias, temperature and top-k),
+    from its top-p nucleus (:func:`nucleus`), with the row's own generator.
+
+    The distribution is that of transformers' ``TopPLogitsWarper`` and a softmax over the whole
+    vocabulary (``top_p == 1``: exactly that path). A top-p draw looks in the
+    :data:`NUCLEUS_CANDIDATES` most likely tokens only, unless a row's nucleus is wider (then the
+    warper): at 152k-token vocabularies the whole-vocabulary sort and draw took half of a batch-32
+    decode step on this project's CPU (benchmarks/RESULTS.md §44). The draws are not those of the
+    whole-vocabulary path for the same generator state; their distribution is.
+    """
+    if top_p >= 1.0:
+        probs = torch.softmax(scores, dim=-1)
+        return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
+    ids, probs, covered = nucleus(scores, top_p)
+    out = []
+    for r, g in enumerate(generators):
+        if covered[r]:
+            out.append(int(ids[r, torch.multinomial(probs[r], 1, generator=g)]))
+        else:
+            wide = torch.softmax(TopPLogitsWarper(top_p)(None, scores[r:r + 1]), dim=-1)[0]
+            out.append(int(torch.multinomial(wide, 1, generator=g)))
+    return out
 
 
 class TorchModelRunner(ModelRunner):
@@ -454,20 +511,19 @@ class TorchModelRunner(ModelRunner):
             return [self._sample_one(row, g, s or self.sampling) for row, g, s in zip(logits, generators, sampling)]
         if self.sampling.greedy and not self.sampling.logit_bias:
             return logits.argmax(-1).tolist()
-        scores = logits_warpers(self.sampling)(None, logits.cpu())
+        scores = logits_warpers(self.sampling, with_top_p=False)(None, logits.cpu())
         if self.sampling.greedy:
             return scores.argmax(-1).tolist()
-        probs = torch.softmax(scores, dim=-1)
-        return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
+        return draw_tokens(scores, generators, self.sampling.top_p)
 
     @staticmethod
     def _sample_one(row: torch.Tensor, generator: torch.Generator, params: SamplingParams) -> int:
         if params.greedy and not params.logit_bias:
             return int(row.argmax())
-        scores = logits_warpers(params)(None, row[None].cpu())[0]
+        scores = logits_warpers(params, with_top_p=False)(None, row[None].cpu())
         if params.greedy:
-            return int(scores.argmax())
-        return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
+            return int(scores[0].argmax())
+        return draw_tokens(scores, [generator], params.top_p)[0]
 
     # -- housekeeping ------------------------------------------------------------------------
     def maybe_compact(self) -> None:
