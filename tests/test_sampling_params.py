@@ -121,6 +121,10 @@ def test_a_logit_bias_moves_greedy_and_sampled_choices(tiny_model, tiny_tokenize
     assert runner.sample(logits, gens, [SamplingParams(logit_bias={5: math.log((1 - tau) / tau)})] * 2) == [5, 5]
     hot = SamplingParams(temperature=1.0, logit_bias={5: -1e4})
     assert all(runner.sample(logits, [torch.Generator().manual_seed(i)], [hot]) == [9] for i in range(20))
+    # the same settings on a model with a larger vocabulary (the bias processor is sized per vocabulary)
+    wide = torch.full((2, len(tiny_tokenizer) + 7), -30.0)
+    wide[:, 5], wide[:, -1] = 2.0, 0.0
+    assert runner.sample(wide, gens) == [wide.shape[1] - 1] * 2
 
 
 @settings(max_examples=60, deadline=None)

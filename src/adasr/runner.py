@@ -171,12 +171,14 @@ may send any number of distinct settings."""
 
 
 @lru_cache(maxsize=WARPER_CACHE_SIZE)
-def logits_warpers(params: SamplingParams, with_top_p: bool = True) -> LogitsProcessorList:
+def logits_warpers(params: SamplingParams, with_top_p: bool = True, vocab_size: int | None = None) -> LogitsProcessorList:
     """The logits processors of ``params``, kept for the last :data:`WARPER_CACHE_SIZE` settings
     used (an LRU cache; the processors hold no per-sequence state): the logit bias first
     (transformers' ``SequenceBiasLogitsProcessor``, one-token sequences), then temperature, top-k
     and top-p (none for greedy decoding: the argmax follows). ``with_top_p=False`` leaves top-p
-    out (for :func:`draw_tokens`, which applies it)."""
+    out (for :func:`draw_tokens`, which applies it). ``vocab_size`` (V of the logits) is part of
+    the cache key only: the bias processor sizes its bias vector to the first logits it sees, so
+    models with other vocabularies in one process get processors of their own."""
     procs = LogitsProcessorList()
     if params.logit_bias:
         procs.append(SequenceBiasLogitsProcessor({(tok,): bias for tok, bias in params.logit_bias}))
@@ -511,7 +513,7 @@ class TorchModelRunner(ModelRunner):
             return [self._sample_one(row, g, s or self.sampling) for row, g, s in zip(logits, generators, sampling)]
         if self.sampling.greedy and not self.sampling.logit_bias:
             return logits.argmax(-1).tolist()
-        scores = logits_warpers(self.sampling, with_top_p=False)(None, logits.cpu())
+        scores = logits_warpers(self.sampling, False, logits.shape[-1])(None, logits.cpu())
         if self.sampling.greedy:
             return scores.argmax(-1).tolist()
         return draw_tokens(scores, generators, self.sampling.top_p)
@@ -520,7 +522,7 @@ class TorchModelRunner(ModelRunner):
     def _sample_one(row: torch.Tensor, generator: torch.Generator, params: SamplingParams) -> int:
         if params.greedy and not params.logit_bias:
             return int(row.argmax())
-        scores = logits_warpers(params, with_top_p=False)(None, row[None].cpu())
+        scores = logits_warpers(params, False, row.shape[-1])(None, row[None].cpu())
         if params.greedy:
             return int(scores[0].argmax())
         return draw_tokens(scores, [generator], params.top_p)[0]
