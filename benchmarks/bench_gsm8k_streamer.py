@@ -24,7 +24,9 @@ Rows (issue "A streaming reasoner for real word problems"):
 * ``grpo`` / ``hrpo``: the streaming SFT adapter after GRPO / HRPO, adaptive;
 * ``typ-*``: the same rows for the typing point (``--point typing``; terse notes,
   configs/sft_gsm8k_qwen_typing*.yaml); ``typs-*``: the typing point with the model's own computing
-  steps as notes (configs/sft_gsm8k_qwen_typing_steps*.yaml).
+  steps as notes (configs/sft_gsm8k_qwen_typing_steps*.yaml); ``typo-*``: the typing point with
+  notes and deep stage both verbatim slices of the model's own solution
+  (configs/sft_gsm8k_qwen_typing_own*.yaml).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ ROWS = {  # name: (label, model, mode)
     "typ-hrpo": ("typing SFT+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_typing/final", "adaptive"),
     "typs-batch": ("typing own-words SFT twin, batch", "runs/sft_gsm8k_qwen_typing_steps_batch/final", "batch"),
     "typs-stream": ("typing own-words SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_steps/final", "adaptive"),
+    "typo-batch": ("typing verbatim SFT twin, batch", "runs/sft_gsm8k_qwen_typing_own_batch/final", "batch"),
+    "typo-stream": ("typing verbatim SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_own/final", "adaptive"),
 }
 # Operating points (docs/OPERATING_POINTS.md): arrival flags, pinned step time (s), decode rate (tokens/s).
 POINTS = {
