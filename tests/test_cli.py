@@ -271,6 +271,14 @@ def test_data_distill_end_to_end_and_errors(tiny_dir, tmp_path):
                        "no samples in")
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--notes", "short"),
                        "need --notes in")
+    # repeated --tokens-per-word: episodes at mixed operating points, each point's share reported
+    proc = adasr("data", "distill", "--model", tiny_dir, "--source", str(src), "--out", str(out), "--convert-only",
+                 "--tokens-per-word", "2.8", "--tokens-per-word", "20", "--episodes", "mixed.jsonl", "--dtype", "float32")
+    assert proc.returncode == 0, proc.stderr.decode()
+    mixed = json.loads((out / "mixed.report.json").read_text())
+    assert mixed["tokens_per_word"] == [2.8, 20.0] and set(mixed["by_point"]) <= {"2.8", "20"}
+    assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--convert-only",
+                             "--tokens-per-word", "0", "--tokens-per-word", "2.8"), "cannot be mixed")
 
 
 # ---------------------------------------------------------------------------------- one way to stream

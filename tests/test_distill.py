@@ -233,6 +233,32 @@ def test_write_episodes_report(tiny_tokenizer, tmp_path):
     assert sample_counts(records).keep_rate == pytest.approx(2 / 3) and rep.keep_rate == pytest.approx(2 / 3)
 
 
+def test_write_episodes_at_mixed_operating_points(tiny_tokenizer, tmp_path):
+    """Several --tokens-per-word values: each episode is fitted to the point its sample id picks
+    (fixed, so a rerun keeps it), and the report gives each point's episodes and share."""
+    from adasr.train.distill import point_of
+
+    base = {"question": NATALIA_Q, "reference": "72", "prediction": "72", "tokens": 1, "format_ok": True,
+            "item_id": "n", "solution": NATALIA_SOL, "correct": True}
+    records = [{**base, "id": f"n#{k}"} for k in range(12)]
+    rep = write_episodes(records, tmp_path, tiny_tokenizer, notes="steps", tokens_per_word=[0.5, 40.0],
+                         max_thought_tokens=4096, episodes_file="mixed.jsonl")
+    assert rep.tokens_per_word == [0.5, 40.0] and set(rep.by_point) == {"0.5", "40"}
+    assert sum(p["episodes"] for p in rep.by_point.values()) == rep.episodes == 12
+    assert all(p["episodes"] for p in rep.by_point.values())  # both points drawn among 12 ids
+    eps = {e["id"]: e for e in map(json.loads, (tmp_path / "mixed.jsonl").read_text().splitlines())}
+    tight = [i for i in eps if point_of(i, [0.5, 40.0]) == 0.5]
+    roomy = [i for i in eps if point_of(i, [0.5, 40.0]) == 40.0]
+    # 13 words x 0.5 tokens leave no room for a step: all in the deep stage; 40 tokens a word: notes
+    assert all(not any(eps[i]["thoughts"]) for i in tight) and all(any(eps[i]["thoughts"]) for i in roomy)
+    assert rep.by_point["0.5"]["stream_token_share"] == 0 < rep.by_point["40"]["stream_token_share"]
+    assert point_of("n#3", [0.5, 40.0]) == point_of("n#3", [0.5, 40.0])
+    single = write_episodes(records, tmp_path, tiny_tokenizer, tokens_per_word=[2.8])
+    assert single.tokens_per_word == 2.8 and single.by_point is None
+    with pytest.raises(ConfigError, match="tokens per word > 0"):
+        write_episodes(records, tmp_path, tiny_tokenizer, tokens_per_word=[2.8, 0.0])
+
+
 def test_episodes_task_reads_distilled_episodes_and_refuses_overlap(tiny_tokenizer, tmp_path):
     from adasr.tasks.registry import build_dataset
     from adasr.train.config import SFTConfig

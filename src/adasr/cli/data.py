@@ -70,9 +70,10 @@ def data_distill(
     seed: int = 0,
     notes: Annotated[str, typer.Option(help="thought style: terse (the computations) | steps (the computing "
                                             "steps verbatim) | prose (the whole slice)")] = "terse",
-    tokens_per_word: Annotated[float, typer.Option(
+    tokens_per_word: Annotated[list[float], typer.Option(
         help="fit each thought into the room the next chunk's arrival leaves: decode tokens/s over words/s "
-             "(7 / 2.5 = 2.8; 0: no fitting)")] = 2.8,
+             "(7 / 2.5 = 2.8; 0: no fitting); repeat it for episodes at mixed operating points (each "
+             "episode fitted to one, fixed by its sample id)")] = [2.8],  # noqa: B006
     max_thought_tokens: Annotated[int, typer.Option(
         help="cap on one thought, tokens: the thought budget the episodes are made for (raise it for slow "
              "input such as typing, so that the cap is not what keeps work after end of "
@@ -105,13 +106,16 @@ def data_distill(
         raise ConfigError("no problems left to distill (check --start/--limit/--exclude)")
     from adasr.tasks.notes import DEEP_STYLES, NOTE_STYLES
 
-    if notes not in NOTE_STYLES or deep_style not in DEEP_STYLES or tokens_per_word < 0:
+    if notes not in NOTE_STYLES or deep_style not in DEEP_STYLES or any(t < 0 for t in tokens_per_word):
         raise ConfigError(f"need --notes in {', '.join(NOTE_STYLES)}, --deep-style terse|verbatim and "
                           "--tokens-per-word >= 0")
+    if len(tokens_per_word) > 1 and 0 in tokens_per_word:
+        raise ConfigError("--tokens-per-word 0 (no fitting) cannot be mixed with other operating points")
     check_episodes_file(episodes)  # before any sampling
     if max_thought_tokens < 1:
         raise ConfigError(f"--max-thought-tokens must be >= 1, got {max_thought_tokens}")
-    convert = dict(notes=notes, tokens_per_word=tokens_per_word or None, deep_style=deep_style,
+    fitted = None if tokens_per_word == [0] else tokens_per_word[0] if len(tokens_per_word) == 1 else tokens_per_word
+    convert = dict(notes=notes, tokens_per_word=fitted, deep_style=deep_style,
                    max_thought_tokens=max_thought_tokens,
                    episodes_file=episodes)
     if convert_only:

@@ -40,7 +40,7 @@ from adasr.tasks.base import Item
 if TYPE_CHECKING:
     from adasr.engine import EngineConfig, StreamingEngine
 
-__all__ = ["ConversionReport", "DistillConfig", "distill", "sample_counts", "sample_id", "write_episodes"]
+__all__ = ["ConversionReport", "DistillConfig", "distill", "point_of", "sample_counts", "sample_id", "write_episodes"]
 
 SAMPLES_FILE = "samples.jsonl"
 CONFIG_FILE = "config.json"
@@ -241,8 +241,11 @@ class ConversionReport:
         mean_solution_tokens: mean tokens of the converted samples' solutions (what reading then
             thinking writes after end of input).
         notes: the thought style the episodes were written with.
-        tokens_per_word: the arrival room thoughts were fitted to (``None``: not fitted).
+        tokens_per_word: the arrival room thoughts were fitted to (``None``: not fitted; a list:
+            mixed operating points, one per episode, :func:`write_episodes`).
         deep_style: how the deep stage was written (``"terse"`` or ``"verbatim"``).
+        by_point: with mixed operating points, per ``tokens_per_word`` (as a string): its
+            ``episodes`` and ``stream_token_share``.
     """
 
     problems: int = 0
@@ -257,8 +260,9 @@ class ConversionReport:
     mean_deep_tokens: float = 0.0
     mean_solution_tokens: float = 0.0
     notes: str = ""
-    tokens_per_word: float | None = None
+    tokens_per_word: float | list[float] | None = None
     deep_style: str = ""
+    by_point: dict | None = None
 
     @property
     def keep_rate(self) -> float:
@@ -292,8 +296,16 @@ def check_episodes_file(name: str) -> None:
                           f"distillation directory; got {name!r}")
 
 
+def point_of(sample: str, points: Sequence[float]) -> float:
+    """The operating point (tokens per input word) a sample's episode is fitted to when episodes
+    are converted at mixed points: ``points[crc32(sample id) % len(points)]`` (fixed by the id, so
+    a rerun over more samples keeps every earlier episode's point)."""
+    return points[zlib.crc32(sample.encode()) % len(points)]
+
+
 def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, notes: str = "terse",
-                   tokens_per_word: float | None = 2.8, max_thought_tokens: int = DEFAULT_THOUGHT_BUDGET,
+                   tokens_per_word: float | Sequence[float] | None = 2.8,
+                   max_thought_tokens: int = DEFAULT_THOUGHT_BUDGET,
                    deep_style: str = "terse", episodes_file: str = EPISODES_FILE) -> ConversionReport:
     """Convert the correct samples into streaming episodes: ``<out>/episodes.jsonl`` (the
     shared streaming-episode schema, one per kept sample, in sample order) and
@@ -312,6 +324,9 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         tokens_per_word: thoughts are fitted to the room the input's arrival leaves
             (:class:`adasr.tasks.notes.ThoughtFit`): decode tokens/s over words/s (default
             2.8 = 7 tokens/s at 2.5 words/s, the evaluations' pinned rates); ``None``: no fitting.
+            Several values: mixed operating points, each episode fitted to one of them
+            (:func:`point_of`), so that one adapter learns how much to think early from the room
+            its adaptive budgets give it (the report's ``by_point`` has each point's share).
         max_thought_tokens: the thought budget's cap, tokens.
         deep_style: ``"terse"`` (default): the deep stage's computing steps as short notes, the
             boxed conclusion verbatim; ``"verbatim"``: the solution's own slice.
@@ -320,9 +335,17 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
             same samples side by side, its report in ``<stem>.report.json``.
 
     Raises:
-        ConfigError: an ``episodes_file`` that is not a plain ``*.jsonl`` file name.
+        ConfigError: an ``episodes_file`` that is not a plain ``*.jsonl`` file name; a point that
+            is not > 0 among mixed points.
     """
     check_episodes_file(episodes_file)
+    points = None
+    if tokens_per_word is not None and not isinstance(tokens_per_word, (int, float)):
+        points = [float(t) for t in tokens_per_word]
+        if not points or any(not t > 0 for t in points):
+            raise ConfigError(f"mixed operating points need tokens per word > 0, got {points}")
+        if len(points) == 1:
+            tokens_per_word, points = points[0], None
     from adasr.jsonl import write_jsonl
     from adasr.tasks.notes import ThoughtFit
     from adasr.tasks.solutions import ParseFailure
@@ -337,7 +360,8 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     def n_tok(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
 
-    fit = ThoughtFit(tokens_per_word, max_thought_tokens, n_tok) if tokens_per_word else None
+    fits = {t: ThoughtFit(t, max_thought_tokens, n_tok) for t in points or [tokens_per_word] if t}
+    per_point: dict[float, list[int]] = {t: [0, 0, 0] for t in points or []}  # episodes, stream, deep tokens
 
     for r in records:
         if not r.get("correct"):
@@ -345,17 +369,21 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         if "```" in r["solution"]:
             rep.excluded["code"] = rep.excluded.get("code", 0) + 1
             continue
+        point = point_of(r["id"], points) if points else tokens_per_word
         try:
             ep = streamify_solution(r["question"], r["solution"], r["reference"], id=r["id"], notes=notes,
-                                    one_line=True, fit=fit, deep_style=deep_style).record
+                                    one_line=True, fit=fits.get(point), deep_style=deep_style).record
         except ParseFailure:
             rep.excluded["unparsable"] = rep.excluded.get("unparsable", 0) + 1
             continue
         episodes.append(ep)
         lens = [n_tok(t) for t in ep["thoughts"]]
         thought_lens += [n for n in lens if n]
+        deep = n_tok(ep["deep"])
         n_stream += sum(lens)
-        n_deep += n_tok(ep["deep"])
+        n_deep += deep
+        if points:
+            per_point[point] = [a + b for a, b in zip(per_point[point], (1, sum(lens), deep))]
         n_solution += n_tok(r["solution"])
         n_nonfinal += len(lens)
         n_skip += sum(1 for n in lens if n == 0)
@@ -367,8 +395,11 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         rep.mean_deep_tokens = n_deep / len(episodes)
         rep.mean_solution_tokens = n_solution / len(episodes)
     rep.notes = notes
-    rep.tokens_per_word = tokens_per_word
+    rep.tokens_per_word = points or tokens_per_word
     rep.deep_style = deep_style
+    if points:
+        rep.by_point = {f"{t:g}": {"episodes": e, "stream_token_share": st / max(st + d, 1)}
+                        for t, (e, st, d) in per_point.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(episodes, out_dir / episodes_file)
     report = REPORT_FILE if episodes_file == EPISODES_FILE else f"{Path(episodes_file).stem}.report.json"
