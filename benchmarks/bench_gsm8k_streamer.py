@@ -58,6 +58,8 @@ ROWS = {  # name: (label, model, mode)
     "typs-stream": ("typing own-words SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_steps/final", "adaptive"),
     "typo-batch": ("typing verbatim SFT twin, batch", "runs/sft_gsm8k_qwen_typing_own_batch/final", "batch"),
     "typo-stream": ("typing verbatim SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_own/final", "adaptive"),
+    "typo-grpo": ("typing verbatim SFT+GRPO, adaptive", "runs/grpo_gsm8k_qwen_typing_own/final", "adaptive"),
+    "typo-hrpo": ("typing verbatim SFT+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_typing_own/final", "adaptive"),
 }
 # Operating points (docs/OPERATING_POINTS.md): arrival flags, pinned step time (s), decode rate (tokens/s).
 POINTS = {
