@@ -104,6 +104,9 @@ def main(argv=None) -> None:
     ap.add_argument("--budget", default=None,
                     help="thought budget (tokens) of the adaptive rows; the CLI default (64) unless set "
                          "(the typing episodes hold thoughts up to 512 tokens: use 256 there)")
+    ap.add_argument("--chunker", default="sentence",
+                    help="how every row's questions are cut into chunks (sentence | clause: the typo-* rows were "
+                         "trained on clause chunks)")
     ap.add_argument("--table-only", action="store_true", help="print the table of what has finished")
     args = ap.parse_args(argv)
     arrival, step_s, decode_rate = POINTS[args.point]
@@ -122,7 +125,7 @@ def main(argv=None) -> None:
         out = Path(args.out) / name.split("-")[0] if name.startswith("base") else Path(args.out) / name
         cmd = [sys.executable, "-m", "adasr.cli", "eval", "--data", args.data, "--model", model, "--mode", mode,
                "--limit", str(args.limit), "--dtype", "bfloat16", "--batch-size", "8", "--step-s", args.step_s,
-               "--decode-rate", args.decode_rate, *arrival, "--out", str(out)]
+               "--decode-rate", args.decode_rate, *arrival, "--chunker", args.chunker, "--out", str(out)]
         if args.budget and mode == "adaptive":
             cmd += ["--budget", args.budget]
         if name.startswith("base"):  # (the batch layout is the same in every protocol)

@@ -279,6 +279,14 @@ def test_data_distill_end_to_end_and_errors(tiny_dir, tmp_path):
     assert mixed["tokens_per_word"] == [2.8, 20.0] and set(mixed["by_point"]) <= {"2.8", "20"}
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--convert-only",
                              "--tokens-per-word", "0", "--tokens-per-word", "2.8"), "cannot be mixed")
+    # --chunker clause: the episodes and the aligner's bound with a final question clause on its own
+    proc = adasr("data", "distill", "--model", tiny_dir, "--source", str(src), "--out", str(out), "--convert-only",
+                 "--chunker", "clause", "--episodes", "clause.jsonl", "--dtype", "float32")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads((out / "clause.report.json").read_text())["chunker"] == "clause"
+    assert json.loads((out / "alignment_clause.json").read_text())["chunker"] == "clause"
+    assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--convert-only",
+                             "--chunker", "word"), "--chunker for episodes: sentence or clause")
 
 
 # ---------------------------------------------------------------------------------- one way to stream

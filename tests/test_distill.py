@@ -259,6 +259,29 @@ def test_write_episodes_at_mixed_operating_points(tiny_tokenizer, tmp_path):
         write_episodes(records, tmp_path, tiny_tokenizer, tokens_per_word=[2.8, 0.0])
 
 
+def test_clause_chunks_let_a_fact_in_the_question_sentence_be_thought_early(tiny_tokenizer, tmp_path):
+    """--chunker clause: the question's condition ("If she jogs for 2 hours every morning,") is its
+    own chunk, so the step that needs it is a streaming thought instead of deep-stage work."""
+    from adasr.train.distill import alignment_report
+
+    q = "Mira jogs 5 miles per hour. If she jogs for 2 hours every morning, how many miles does she jog each morning?"
+    sol = "Each morning she jogs \\( 5 \\times 2 = 10 \\) miles.\n\nThe answer is \\boxed{10}."
+    records = [{"id": "m#0", "item_id": "m", "question": q, "reference": "10", "prediction": "10", "tokens": 1,
+                "format_ok": True, "solution": sol, "correct": True}]
+    by_sentence = write_episodes(records, tmp_path, tiny_tokenizer, notes="steps", tokens_per_word=None)
+    by_clause = write_episodes(records, tmp_path, tiny_tokenizer, notes="steps", tokens_per_word=None,
+                               chunker="clause", episodes_file="clause.jsonl")
+    assert (by_sentence.chunker, by_clause.chunker) == ("sentence", "clause")
+    assert by_sentence.stream_token_share == 0 < by_clause.stream_token_share
+    (ep,) = map(json.loads, (tmp_path / "clause.jsonl").read_text().splitlines())
+    assert ep["chunks"][1] == "If she jogs for 2 hours every morning," and "5 \\times 2 = 10" in ep["thoughts"][1]
+    bound = {c: alignment_report(records, tiny_tokenizer, c) for c in ("sentence", "clause")}
+    assert bound["sentence"]["placeable_share"] == 0 < bound["clause"]["placeable_share"]
+    assert bound["sentence"]["unplaced"]["operand in the last chunk"] > 0 and bound["clause"]["chunker"] == "clause"
+    with pytest.raises(ConfigError, match="--chunker"):
+        write_episodes(records, tmp_path, tiny_tokenizer, chunker="word")
+
+
 def test_episodes_task_reads_distilled_episodes_and_refuses_overlap(tiny_tokenizer, tmp_path):
     from adasr.tasks.registry import build_dataset
     from adasr.train.config import SFTConfig

@@ -27,6 +27,7 @@ from adasr.stream import (
     explicit_schedule,
     file_text,
     make_stream,
+    split_clauses,
     split_sentences,
     split_tokens,
     split_words,
@@ -227,9 +228,9 @@ def test_chunk_text(word_tok):
 
 
 def test_chunk_text_errors():
-    with pytest.raises(InputError, match="unknown chunker 'para'.*sentence, word, token"):
+    with pytest.raises(InputError, match="unknown chunker 'para'.*sentence, clause, word, token"):
         chunk_text("hello", "para")
-    assert CHUNKERS == ("sentence", "word", "token")
+    assert CHUNKERS == ("sentence", "clause", "word", "token")
     for blank in ("", "   \n\t"):
         with pytest.raises(InputError, match="^the input is empty"):
             chunk_text(blank)
@@ -546,3 +547,23 @@ def test_typed_arrivals_at_characters_per_second():
     assert spec.as_config()["cps"] == 4.0 and "cps" not in StreamSpec().as_config()  # old dirs still resume
     with pytest.raises(InputError, match="cps"):
         StreamSpec(cps=0)
+
+
+@pytest.mark.parametrize("text, chunks", [
+    ("Mira jogs 5 miles per hour. If she jogs for 2 hours every morning, how many miles can she jog for five days?",
+     ["Mira jogs 5 miles per hour.", "If she jogs for 2 hours every morning,", "how many miles can she jog for five days?"]),
+    ("A bus holds 200 people, calculate the total if it is full twice.",
+     ["A bus holds 200 people,", "calculate the total if it is full twice."]),
+    # no question clause: a relative clause, a list, a statement's comma
+    ("She went home, which was nice.", ["She went home, which was nice."]),
+    ("Tom has 3 apples, 4 pears, and 2 plums.", ["Tom has 3 apples, 4 pears, and 2 plums."]),
+    # the last comma only; the part before it needs 3 words
+    ("If Ann has 4 pens, 2 cups, what does she have?", ["If Ann has 4 pens, 2 cups,", "what does she have?"]),
+    ("How many, if any?", ["How many, if any?"]),
+    ("So, how many?", ["So, how many?"]),
+])
+def test_split_clauses_cuts_a_final_question_clause(text, chunks):
+    """The clause chunker: sentences, with a question clause after the last comma on its own chunk
+    (a fact given in the question's sentence then arrives before the question is asked)."""
+    assert split_clauses(text) == chunks == chunk_text(text, "clause")
+    assert " ".join(split_clauses(text)) == " ".join(split_sentences(text))  # nothing lost or reordered

@@ -45,8 +45,9 @@ DecodeRateOpt = Annotated[Optional[float], typer.Option(
 WpsOpt = Annotated[float, typer.Option(help="arrival rate, words per second (when the input has no timestamps)")]
 CpsOpt = Annotated[Optional[float], typer.Option(
     help="arrival rate as typed, characters per second (replaces --wps; 4 = LiveMind's 240 characters/minute)")]
-ChunkerOpt = Annotated[str, typer.Option(help="sentence | word | token: how a text is cut into chunks "
-                                              "(pre-split chunks of a data file are kept)")]
+ChunkerOpt = Annotated[str, typer.Option(help="sentence | clause (a final question clause on its own chunk) | "
+                                              "word | token: how a text is cut into chunks (pre-split chunks "
+                                              "of a data file are kept)")]
 MaxChunkTokensOpt = Annotated[int, typer.Option(help="split chunks longer than this many tokens (0: no cap)")]
 SkipBacklogOpt = Annotated[Optional[float], typer.Option(
     "--skip-backlog", help="adaptive: skip the thought of a chunk that waited this many seconds while later chunks "

@@ -79,6 +79,9 @@ def data_distill(
              "input such as typing, so that the cap is not what keeps work after end of "
              "input)")] = DEFAULT_THOUGHT_BUDGET,
     deep_style: Annotated[str, typer.Option(help="terse (computations, then the boxed conclusion) | verbatim")] = "terse",
+    chunker: Annotated[str, typer.Option(
+        help="how the questions are cut into chunks: sentence | clause (a final question clause on its own "
+             "chunk); run the episodes with the same --chunker")] = "sentence",
     convert_only: Annotated[bool, typer.Option(
         "--convert-only", help="sample nothing: rewrite episodes.jsonl and report.json from the samples so far")] = False,
     episodes: Annotated[str, typer.Option(
@@ -109,13 +112,17 @@ def data_distill(
     if notes not in NOTE_STYLES or deep_style not in DEEP_STYLES or any(t < 0 for t in tokens_per_word):
         raise ConfigError(f"need --notes in {', '.join(NOTE_STYLES)}, --deep-style terse|verbatim and "
                           "--tokens-per-word >= 0")
+    from adasr.tasks.streamify import EPISODE_CHUNKERS
+
+    if chunker not in EPISODE_CHUNKERS:  # before loading the model
+        raise ConfigError(f"--chunker for episodes: {' or '.join(EPISODE_CHUNKERS)}, got {chunker!r}")
     if len(tokens_per_word) > 1 and 0 in tokens_per_word:
         raise ConfigError("--tokens-per-word 0 (no fitting) cannot be mixed with other operating points")
     check_episodes_file(episodes)  # before any sampling
     if max_thought_tokens < 1:
         raise ConfigError(f"--max-thought-tokens must be >= 1, got {max_thought_tokens}")
     fitted = None if tokens_per_word == [0] else tokens_per_word[0] if len(tokens_per_word) == 1 else tokens_per_word
-    convert = dict(notes=notes, tokens_per_word=fitted, deep_style=deep_style,
+    convert = dict(notes=notes, tokens_per_word=fitted, deep_style=deep_style, chunker=chunker,
                    max_thought_tokens=max_thought_tokens,
                    episodes_file=episodes)
     if convert_only:
@@ -135,7 +142,8 @@ def data_distill(
     Console().print(report.summary_line())
     from adasr.train.distill import alignment_report
 
-    aligned = alignment_report(records, loaded.tokenizer)  # the aligner's bound, before any fitting
-    (Path(out) / "alignment.json").write_text(json.dumps(aligned, indent=2) + "\n", encoding="utf-8")
+    aligned = alignment_report(records, loaded.tokenizer, chunker)  # the aligner's bound, before any fitting
+    name = "alignment.json" if chunker == "sentence" else f"alignment_{chunker}.json"
+    (Path(out) / name).write_text(json.dumps(aligned, indent=2) + "\n", encoding="utf-8")
     Console().print(f"aligner: {aligned['placeable_share']:.1%} of the kept samples' reasoning tokens placeable "
                     "before the last chunk; the rest: " + ", ".join(f"{k} {v:.1%}" for k, v in aligned["unplaced"].items()))

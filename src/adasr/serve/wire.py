@@ -114,13 +114,13 @@ _FRAME = TypeAdapter(Frame)
 class SolveRequest(SessionSettings):
     """Body of ``POST /v1/solve``: a whole ``text`` streamed at ``wps`` words per second (or, with
     ``cps``, as typed at ``cps`` characters per second), split by ``chunker`` (``sentence`` |
-    ``word``), plus the session settings. ``wps`` and ``chunker`` default to the CLI's
+    ``clause`` | ``word``), plus the session settings. ``wps`` and ``chunker`` default to the CLI's
     (:data:`adasr.defaults.DEFAULT_WPS`, :data:`adasr.defaults.DEFAULT_CHUNKER`)."""
 
     text: Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)]
     wps: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_WPS
     cps: Annotated[float, Field(gt=0, le=10000)] | None = None
-    chunker: Literal["sentence", "word"] = DEFAULT_CHUNKER
+    chunker: Literal["sentence", "clause", "word"] = DEFAULT_CHUNKER
 
     def settings(self) -> SessionSettings:
         """The session settings part of the request."""

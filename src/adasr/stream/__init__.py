@@ -11,7 +11,7 @@ nothing of this package:
 * ``base``: :class:`Chunk`, :class:`ArrivalSource`, :class:`ScheduledStream`;
 * ``clocks``: :class:`VirtualClock` (discrete-event time: nothing sleeps) and :class:`RealClock`
   (wall-clock time), :func:`make_clock` (docs/DESIGN.md, "Latency model");
-* ``chunkers``: a text into chunk texts (:func:`split_sentences`, :func:`split_words`,
+* ``chunkers``: a text into chunk texts (:func:`split_sentences`, :func:`split_clauses`, :func:`split_words`,
   :func:`split_tokens`, :func:`cap_chunk_tokens`, :func:`chunk_text`);
 * ``schedules``: each chunk's arrival time (:func:`words_per_second_schedule`,
   :func:`characters_per_second_schedule`, :func:`explicit_schedule`);
@@ -31,6 +31,7 @@ from adasr.stream.chunkers import (
     CHUNKERS,
     cap_chunk_tokens,
     chunk_text,
+    split_clauses,
     split_sentences,
     split_tokens,
     split_words,
@@ -64,6 +65,7 @@ __all__ = [
     "file_text",
     "make_clock",
     "make_stream",
+    "split_clauses",
     "split_sentences",
     "split_tokens",
     "split_words",

@@ -1,6 +1,6 @@
 """Chunkers: pure functions from a text to a list of stripped, non-empty chunk texts
-(:func:`split_sentences`, :func:`split_words`, :func:`split_tokens`, :func:`cap_chunk_tokens`;
-:func:`chunk_text` picks one by name).
+(:func:`split_sentences`, :func:`split_clauses`, :func:`split_words`, :func:`split_tokens`,
+:func:`cap_chunk_tokens`; :func:`chunk_text` picks one by name).
 
 Imports nothing of :mod:`adasr.stream`.
 """
@@ -13,7 +13,7 @@ from typing import Sequence
 from adasr.defaults import DEFAULT_CHUNKER, DEFAULT_TOKENS_PER_CHUNK
 from adasr.errors import InputError
 
-CHUNKERS = ("sentence", "word", "token")
+CHUNKERS = ("sentence", "clause", "word", "token")
 """Names accepted by :func:`chunk_text` (and ``--chunker`` on the command line)."""
 
 # Abbreviations after which a period does not end a sentence (compared lower-case, without the
@@ -87,6 +87,44 @@ def split_sentences(text: str) -> list[str]:
         tail = line[start:].strip()
         if tail:
             out.append(tail)
+    return out
+
+
+# A question clause after a comma: "If she jogs 2 hours a day, | how many miles ...?" The clause
+# starts with a question word and its sentence ends with "?", or it starts with an imperative that
+# asks for the result ("..., calculate the total.").
+_QUESTION_CLAUSE = re.compile(
+    r",\s+(?=(?:(?:how|what|which|who|whom|whose|when|where|why)\b[^,]*\?\W*$)"
+    r"|(?:calculate|find|determine|compute|work out)\b[^,]*$)", re.I)
+
+
+def split_clauses(text: str) -> list[str]:
+    """Split ``text`` into sentences (:func:`split_sentences`), then split off a sentence's final
+    question clause after its comma: ``"If she jogs 2 hours a day, how many miles does she jog
+    in 5 days?"`` gives ``"If she jogs 2 hours a day,"`` and ``"how many miles does she jog in 5
+    days?"``.
+
+    A question clause starts after the sentence's last comma with a question word (how, what,
+    which, who, when, where, why) and ends the sentence with ``?``, or starts with an imperative
+    that asks for the result (calculate, find, determine, compute, work out); the part before it
+    must hold at least 3 words. Word problems often put a fact in their question's sentence: with
+    sentence chunks that fact arrives with the question, in the last chunk, and no step that
+    needs it can be thought before end of input; as its own chunk, it arrives before the question
+    clause is typed or spoken (the aligner's bound on the distilled samples: benchmarks/RESULTS.md
+    §44).
+
+    Returns:
+        The chunks, stripped and non-empty, in order (empty list for blank text).
+    """
+    out: list[str] = []
+    for sentence in split_sentences(text):
+        cut = None
+        for m in _QUESTION_CLAUSE.finditer(sentence):
+            cut = m
+        if cut is not None and len(sentence[:cut.start()].split()) >= 3:
+            out += [sentence[:cut.start() + 1].strip(), sentence[cut.end():].strip()]
+        else:
+            out.append(sentence)
     return out
 
 
@@ -224,7 +262,8 @@ def chunk_text(
 
     Args:
         text: the whole input text.
-        chunker: ``"sentence"`` (default, :func:`split_sentences`), ``"word"`` (one word per
+        chunker: ``"sentence"`` (default, :func:`split_sentences`), ``"clause"`` (sentences, a
+            final question clause on its own, :func:`split_clauses`), ``"word"`` (one word per
             chunk, :func:`split_words`) or ``"token"`` (``tokens_per_chunk`` tokens per chunk,
             :func:`split_tokens`; needs ``tokenizer``).
         tokenizer: the model's tokenizer; required by ``"token"`` and ``max_chunk_tokens``.
@@ -247,6 +286,8 @@ def chunk_text(
         raise InputError(f"{what} needs a tokenizer")
     if chunker == "sentence":
         chunks = split_sentences(text)
+    elif chunker == "clause":
+        chunks = split_clauses(text)
     elif chunker == "word":
         chunks = split_words(text)
     else:

@@ -31,11 +31,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from adasr.stream import split_sentences
+from adasr.stream import split_clauses, split_sentences
 from adasr.tasks.align import align_steps
 from adasr.tasks.notes import DEEP_STYLES, NOTE_STYLES, ThoughtFit, fit_thoughts, terse_note
 from adasr.tasks.solutions import ParseFailure, Step, parse_free_solution, parse_solution
 from adasr.tasks.text import canonical_answer, numbers_close, parse_number
+
+EPISODE_CHUNKERS = {"sentence": split_sentences, "clause": split_clauses}
+"""Chunkers a distilled solution's question can be cut with (``--chunker`` of ``adasr data distill``)."""
 
 __all__ = [
     "StreamifiedProblem",
@@ -67,7 +70,8 @@ class StreamifiedProblem:
 
 def streamify_solution(question: str, solution: str, final: str, *, id: str = "",
                        task: str = "gsm8k", notes: str = "steps", one_line: bool = False,
-                       fit: ThoughtFit | None = None, deep_style: str = "verbatim") -> StreamifiedProblem:
+                       fit: ThoughtFit | None = None, deep_style: str = "verbatim",
+                       chunker: str = "sentence") -> StreamifiedProblem:
     """Streamify a free-form solution (e.g. the model's own, from :mod:`adasr.train.distill`).
 
     Same chunking and placement rules as :func:`streamify_problem`
@@ -94,19 +98,23 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
     or the deep stage. ``deep_style="terse"`` writes the deep stage's computing steps as
     :func:`~adasr.tasks.notes.terse_note` lines (one per step; the prose between them dropped) and
     keeps the step with ``\\boxed{}`` and what follows it verbatim: a concise deep stage
-    (``"verbatim"``: the solution's slice).
+    (``"verbatim"``: the solution's slice). ``chunker``: how the question is cut into chunks,
+    ``"sentence"`` or ``"clause"`` (:func:`~adasr.stream.split_clauses`: a final question clause
+    on its own), the chunker the episodes are then run with (``--chunker``).
 
     Raises:
         ParseFailure: empty question or solution.
-        ValueError: an unknown ``notes`` style.
+        ValueError: an unknown ``notes`` style, deep style or chunker.
     """
     if notes not in NOTE_STYLES:
         raise ValueError(f"notes must be one of {NOTE_STYLES}, got {notes!r}")
     if deep_style not in DEEP_STYLES:
         raise ValueError(f"deep_style must be one of {DEEP_STYLES}, got {deep_style!r}")
+    if chunker not in EPISODE_CHUNKERS:
+        raise ValueError(f"chunker must be one of {tuple(EPISODE_CHUNKERS)}, got {chunker!r}")
     if not isinstance(question, str) or not question.strip():
         raise ParseFailure("empty question")
-    chunks = split_sentences(question)
+    chunks = EPISODE_CHUNKERS[chunker](question)
     steps = parse_free_solution(solution or "")
     align_steps(chunks, steps, unannotated="attach")
     note_of = (lambda st: terse_note(st.text)) if notes == "terse" else (lambda st: st.text)

@@ -246,6 +246,7 @@ class ConversionReport:
         deep_style: how the deep stage was written (``"terse"`` or ``"verbatim"``).
         by_point: with mixed operating points, per ``tokens_per_word`` (as a string): its
             ``episodes`` and ``stream_token_share``.
+        chunker: how the questions were cut into chunks (``"sentence"`` | ``"clause"``).
     """
 
     problems: int = 0
@@ -263,6 +264,7 @@ class ConversionReport:
     tokens_per_word: float | list[float] | None = None
     deep_style: str = ""
     by_point: dict | None = None
+    chunker: str = "sentence"
 
     @property
     def keep_rate(self) -> float:
@@ -306,7 +308,8 @@ def point_of(sample: str, points: Sequence[float]) -> float:
 def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, notes: str = "terse",
                    tokens_per_word: float | Sequence[float] | None = 2.8,
                    max_thought_tokens: int = DEFAULT_THOUGHT_BUDGET,
-                   deep_style: str = "terse", episodes_file: str = EPISODES_FILE) -> ConversionReport:
+                   deep_style: str = "terse", episodes_file: str = EPISODES_FILE,
+                   chunker: str = "sentence") -> ConversionReport:
     """Convert the correct samples into streaming episodes: ``<out>/episodes.jsonl`` (the
     shared streaming-episode schema, one per kept sample, in sample order) and
     ``<out>/report.json`` (:class:`ConversionReport`). Rewritten whole on every call.
@@ -333,12 +336,19 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         episodes_file: file name of the episodes in ``out_dir``; another name than
             ``episodes.jsonl`` (e.g. ``episodes_verbatim.jsonl``) keeps several conversions of the
             same samples side by side, its report in ``<stem>.report.json``.
+        chunker: how each question is cut into chunks, ``"sentence"`` (default) or ``"clause"``
+            (:func:`adasr.stream.split_clauses`: a final question clause on its own chunk); the
+            episodes are to be run with the same ``--chunker``.
 
     Raises:
         ConfigError: an ``episodes_file`` that is not a plain ``*.jsonl`` file name; a point that
-            is not > 0 among mixed points.
+            is not > 0 among mixed points; an unknown chunker.
     """
     check_episodes_file(episodes_file)
+    from adasr.tasks.streamify import EPISODE_CHUNKERS
+
+    if chunker not in EPISODE_CHUNKERS:
+        raise ConfigError(f"episodes are cut with --chunker {' or '.join(EPISODE_CHUNKERS)}, got {chunker!r}")
     points = None
     if tokens_per_word is not None and not isinstance(tokens_per_word, (int, float)):
         points = [float(t) for t in tokens_per_word]
@@ -372,7 +382,8 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         point = point_of(r["id"], points) if points else tokens_per_word
         try:
             ep = streamify_solution(r["question"], r["solution"], r["reference"], id=r["id"], notes=notes,
-                                    one_line=True, fit=fits.get(point), deep_style=deep_style).record
+                                    one_line=True, fit=fits.get(point), deep_style=deep_style,
+                                    chunker=chunker).record
         except ParseFailure:
             rep.excluded["unparsable"] = rep.excluded.get("unparsable", 0) + 1
             continue
@@ -397,6 +408,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     rep.notes = notes
     rep.tokens_per_word = points or tokens_per_word
     rep.deep_style = deep_style
+    rep.chunker = chunker
     if points:
         rep.by_point = {f"{t:g}": {"episodes": e, "stream_token_share": st / max(st + d, 1)}
                         for t, (e, st, d) in per_point.items()}
@@ -407,7 +419,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     return rep
 
 
-def alignment_report(records: Sequence[dict], tokenizer) -> dict:
+def alignment_report(records: Sequence[dict], tokenizer, chunker: str = "sentence") -> dict:
     """How much of the kept samples' reasoning the aligner can place before the last chunk, and
     why the rest cannot be placed (:func:`adasr.tasks.align.align_steps`, no fitting to an
     operating point's room: the upper bound any conversion reaches).
@@ -415,15 +427,18 @@ def alignment_report(records: Sequence[dict], tokenizer) -> dict:
     Every correct sample's solution is parsed into steps (:func:`~adasr.tasks.solutions.parse_free_solution`)
     and aligned to its question's chunks; a step's tokens (``tokenizer``) count as placeable when
     it lands on a chunk before the last, else under its :attr:`~adasr.tasks.solutions.Step.deep_reason`.
-    A solution with no step counts all its tokens under ``"parse failure"``.
+    A solution with no step counts all its tokens under ``"parse failure"``. ``chunker``: how
+    the questions are cut (``"sentence"`` | ``"clause"``, as in :func:`write_episodes`).
 
     Returns:
         ``{"samples", "reasoning_tokens", "placeable_share", "unplaced": {reason: share of all
-        reasoning tokens}}`` (shares in [0, 1]).
+        reasoning tokens}, "chunker"}`` (shares in [0, 1]).
     """
-    from adasr.stream import split_sentences
     from adasr.tasks.align import align_steps
     from adasr.tasks.solutions import parse_free_solution
+    from adasr.tasks.streamify import EPISODE_CHUNKERS
+
+    split = EPISODE_CHUNKERS[chunker]
 
     counts: dict[str, int] = {}
     total = placed = n = 0
@@ -442,7 +457,7 @@ def alignment_report(records: Sequence[dict], tokenizer) -> dict:
             total += k
             add("parse failure", k)
             continue
-        align_steps(split_sentences(r["question"]), steps, unannotated="attach")
+        align_steps(split(r["question"]), steps, unannotated="attach")
         for st in steps:
             k = len(tokenizer.encode(st.text, add_special_tokens=False))
             total += k
@@ -452,4 +467,4 @@ def alignment_report(records: Sequence[dict], tokenizer) -> dict:
                 add(st.deep_reason or "answer", k)
     share = lambda k: k / total if total else 0.0  # noqa: E731
     return {"samples": n, "reasoning_tokens": total, "placeable_share": share(placed),
-            "unplaced": {k: share(v) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}}
+            "unplaced": {k: share(v) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}, "chunker": chunker}

@@ -165,7 +165,7 @@ class StreamArguments:
     section = "stream"
     wps: float = help_field("chunk arrival rate, words per second", DEFAULT_WPS)
     cps: float | None = help_field("chunk arrival rate as typed, characters per second (replaces wps)", None)
-    chunker: str = help_field("sentence | word | token: how a text is cut into chunks", DEFAULT_CHUNKER)
+    chunker: str = help_field("sentence | clause | word | token: how a text is cut into chunks", DEFAULT_CHUNKER)
     max_chunk_tokens: int | None = help_field("split chunks longer than this many tokens (0/null: no cap)",
                                          DEFAULT_MAX_CHUNK_TOKENS)
 
