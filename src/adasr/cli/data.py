@@ -121,8 +121,8 @@ def data_distill(
     check_episodes_file(episodes)  # before any sampling
     if max_thought_tokens < 1:
         raise ConfigError(f"--max-thought-tokens must be >= 1, got {max_thought_tokens}")
-    fitted = None if tokens_per_word == [0] else tokens_per_word[0] if len(tokens_per_word) == 1 else tokens_per_word
-    convert = dict(notes=notes, tokens_per_word=fitted, deep_style=deep_style, chunker=chunker,
+    convert = dict(notes=notes, tokens_per_word=None if tokens_per_word == [0] else tokens_per_word,
+                   deep_style=deep_style, chunker=chunker,
                    max_thought_tokens=max_thought_tokens,
                    episodes_file=episodes)
     if convert_only:

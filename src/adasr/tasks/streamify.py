@@ -31,17 +31,31 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from adasr.stream import split_clauses, split_sentences
+from adasr.stream import chunk_text, split_sentences
 from adasr.tasks.align import align_steps
 from adasr.tasks.notes import DEEP_STYLES, NOTE_STYLES, ThoughtFit, fit_thoughts, terse_note
 from adasr.tasks.solutions import ParseFailure, Step, parse_free_solution, parse_solution
 from adasr.tasks.text import canonical_answer, numbers_close, parse_number
 
-EPISODE_CHUNKERS = {"sentence": split_sentences, "clause": split_clauses}
-"""Chunkers a distilled solution's question can be cut with (``--chunker`` of ``adasr data distill``)."""
+EPISODE_CHUNKERS = ("sentence", "clause")
+"""Chunkers (:func:`adasr.stream.chunk_text` names) a distilled solution's question can be cut
+with (``--chunker`` of ``adasr data distill``)."""
+
+
+def episode_chunks(question: str, chunker: str = "sentence") -> list[str]:
+    """The chunks of a distilled solution's ``question`` (non-blank) with an episode chunker.
+
+    Raises:
+        ValueError: a chunker not in :data:`EPISODE_CHUNKERS`.
+    """
+    if chunker not in EPISODE_CHUNKERS:
+        raise ValueError(f"chunker must be one of {EPISODE_CHUNKERS}, got {chunker!r}")
+    return chunk_text(question, chunker)
 
 __all__ = [
+    "EPISODE_CHUNKERS",
     "StreamifiedProblem",
+    "episode_chunks",
     "StreamifyReport",
     "streamify_problem",
     "streamify_solution",
@@ -110,11 +124,9 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
         raise ValueError(f"notes must be one of {NOTE_STYLES}, got {notes!r}")
     if deep_style not in DEEP_STYLES:
         raise ValueError(f"deep_style must be one of {DEEP_STYLES}, got {deep_style!r}")
-    if chunker not in EPISODE_CHUNKERS:
-        raise ValueError(f"chunker must be one of {tuple(EPISODE_CHUNKERS)}, got {chunker!r}")
     if not isinstance(question, str) or not question.strip():
         raise ParseFailure("empty question")
-    chunks = EPISODE_CHUNKERS[chunker](question)
+    chunks = episode_chunks(question, chunker)
     steps = parse_free_solution(solution or "")
     align_steps(chunks, steps, unannotated="attach")
     note_of = (lambda st: terse_note(st.text)) if notes == "terse" else (lambda st: st.text)

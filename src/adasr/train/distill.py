@@ -436,9 +436,7 @@ def alignment_report(records: Sequence[dict], tokenizer, chunker: str = "sentenc
     """
     from adasr.tasks.align import align_steps
     from adasr.tasks.solutions import parse_free_solution
-    from adasr.tasks.streamify import EPISODE_CHUNKERS
-
-    split = EPISODE_CHUNKERS[chunker]
+    from adasr.tasks.streamify import episode_chunks
 
     counts: dict[str, int] = {}
     total = placed = n = 0
@@ -457,7 +455,7 @@ def alignment_report(records: Sequence[dict], tokenizer, chunker: str = "sentenc
             total += k
             add("parse failure", k)
             continue
-        align_steps(split(r["question"]), steps, unannotated="attach")
+        align_steps(episode_chunks(r["question"], chunker), steps, unannotated="attach")
         for st in steps:
             k = len(tokenizer.encode(st.text, add_special_tokens=False))
             total += k
