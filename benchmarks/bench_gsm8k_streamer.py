@@ -26,7 +26,8 @@ Rows (issue "A streaming reasoner for real word problems"):
   configs/sft_gsm8k_qwen_typing*.yaml); ``typs-*``: the typing point with the model's own computing
   steps as notes (configs/sft_gsm8k_qwen_typing_steps*.yaml); ``typo-*``: the typing point with
   notes and deep stage both verbatim slices of the model's own solution
-  (configs/sft_gsm8k_qwen_typing_own*.yaml).
+  (configs/sft_gsm8k_qwen_typing_own*.yaml); ``typow-stream``: the same episodes, warm-started from the
+  shipped adapter (configs/sft_gsm8k_qwen_typing_own_warm.yaml).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ ROWS = {  # name: (label, model, mode)
     "typs-stream": ("typing own-words SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_steps/final", "adaptive"),
     "typo-batch": ("typing verbatim SFT twin, batch", "runs/sft_gsm8k_qwen_typing_own_batch/final", "batch"),
     "typo-stream": ("typing verbatim SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_own/final", "adaptive"),
+    "typow-stream": ("typing verbatim SFT streaming, warm-started from the shipped adapter, adaptive",
+                     "runs/sft_gsm8k_qwen_typing_own_warm/final", "adaptive"),
     "typo-grpo": ("typing verbatim SFT+GRPO, adaptive", "runs/grpo_gsm8k_qwen_typing_own/final", "adaptive"),
     "typo-hrpo": ("typing verbatim SFT+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_typing_own/final", "adaptive"),
 }

@@ -386,3 +386,30 @@ def test_the_revisions_setting_is_for_proactive_sessions_and_checked(proactive_s
     assert browser.find_element(By.ID, "error").text == (
         "invalid_frame: invalid settings frame: revisions: Input should be less than or equal to 8")
     assert browser.find_element(By.ID, "status").text == "closed (4400)"
+
+
+def test_clause_chunks_send_the_facts_before_the_question_clause(server_url, browser):
+    """With chunks "clauses", the part of a sentence before its question clause is sent the moment
+    the clause's first word is typed (input still open), and the chunks of the whole typed text are
+    those of the library's clause chunker (adasr.stream.split_clauses)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from adasr.stream import split_clauses
+
+    text = "Tom has 5 apples. If he buys 3 bags with 4 apples each, how many apples does he have?"
+    head, rest = text.split(" how ", 1)
+    browser.get(server_url + "/")
+    Select(browser.find_element(By.ID, "chunker")).select_by_value("clause")
+    box = browser.find_element(By.ID, "text")
+    box.send_keys(head + " how ")
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chunks .chunk")) >= 2)
+    chunks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#chunks .chunk")]
+    assert chunks == ["Tom has 5 apples.", "If he buys 3 bags with 4 apples each,"]
+    assert browser.find_element(By.ID, "status").text == "live"
+    box.send_keys(rest)
+    browser.find_element(By.ID, "end").click()
+    wait.until(lambda d: d.find_element(By.ID, "latency").text.endswith(" s"))
+    chunks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#chunks .chunk")]
+    assert chunks == split_clauses(text) and len(chunks) == 3

@@ -1,4 +1,4 @@
-// adasr serve page: sends each finished sentence of the text box as a chunk over
+// adasr serve page: sends each finished sentence (or clause: the chunks selector) of the text box as a chunk over
 // WS /v1/sessions while the person types and draws the events (docs/SERVING.md): the notes
 // (streaming thoughts) as they are written, then the answer, the measured post-input latency and
 // the estimate of what read-then-think would have made them wait. In proactive mode an answer the
@@ -15,6 +15,10 @@ const SAMPLES = {
 };
 const $ = (id) => document.getElementById(id);
 const SENTENCE_END = /[.!?]+["')\]]*\s/g;
+// clause chunks (adasr.stream.split_clauses, typed live): a sentence's part before ", how ..." (or
+// another question word, or an imperative that asks for the result) is sent as soon as that word is
+// typed, so its facts arrive before the question clause does
+const QUESTION_CLAUSE = /,\s+(?:how|what|which|who|whom|whose|when|where|why|calculate|find|determine|compute|work out)\s/gi;
 
 let ws = null, sent = 0, ended = false, playing = null, items = {};
 let served = { model: null, mode: null, revisions: null };  // from GET /v1/models (or a session event)
@@ -190,18 +194,36 @@ function estimateText(e) {
     e.decode_tokens_per_s.toFixed(1) + " tokens/s)";
 }
 
-// the text after the last sent sentence: every completed sentence in it is sent
+// the end (an index of text) of the first clause to send in text[from, to), or -1: just after the
+// comma before a question clause whose first word (and the space after it) lies in text[from, to),
+// with at least 3 words before the comma
+function clauseEnd(text, from, to) {
+  QUESTION_CLAUSE.lastIndex = from;
+  let m;
+  while ((m = QUESTION_CLAUSE.exec(text)) !== null && m.index + m[0].length <= to) {
+    if (text.slice(from, m.index).trim().split(/\s+/).length >= 3) return m.index + 1;
+  }
+  return -1;
+}
+
+// the text after the last sent chunk: every completed sentence in it is sent (in clause mode, cut
+// before its question clause), and in clause mode the leading clause of the sentence being typed
 function sendFinished(final) {
-  const text = $("text").value;
+  const text = $("text").value, clauses = $("chunker").value === "clause";
   let last = sent, m;
-  SENTENCE_END.lastIndex = sent;
-  while ((m = SENTENCE_END.exec(text)) !== null) {
-    const end = m.index + m[0].length;
+  const sendUpTo = (end) => {
+    if (clauses) { const cut = clauseEnd(text, last, end); if (cut > 0) sendUpTo(cut); }
     const piece = text.slice(last, end).trim();
     if (piece) send({ type: "chunk", text: piece });
     last = end;
+  };
+  for (SENTENCE_END.lastIndex = sent; (m = SENTENCE_END.exec(text)) !== null;) {
+    const end = m.index + m[0].length;
+    sendUpTo(end);
+    SENTENCE_END.lastIndex = end;
   }
-  if (final) { const rest = text.slice(last).trim(); if (rest) send({ type: "chunk", text: rest }); last = text.length; }
+  if (final) sendUpTo(text.length);
+  else if (clauses) { const cut = clauseEnd(text, last, text.length); if (cut > 0) sendUpTo(cut); }
   sent = last;
 }
 
