@@ -27,7 +27,8 @@ Rows (issue "A streaming reasoner for real word problems"):
   steps as notes (configs/sft_gsm8k_qwen_typing_steps*.yaml); ``typo-*``: the typing point with
   notes and deep stage both verbatim slices of the model's own solution
   (configs/sft_gsm8k_qwen_typing_own*.yaml); ``typow-stream``: the same episodes, warm-started from the
-  shipped adapter (configs/sft_gsm8k_qwen_typing_own_warm.yaml); ``shipped-stream``: the bundled
+  shipped adapter (configs/sft_gsm8k_qwen_typing_own_warm.yaml); ``typgw-stream``: the same with the opening plan and the answer's step in the deep stage
+  (configs/sft_gsm8k_qwen_typing_goal_warm.yaml, ``--goal-steps after-question``); ``shipped-stream``: the bundled
   ``qwen2.5-coder-0.5b-gsm8k-stream`` as shipped (the warm start's starting point).
 """
 
@@ -60,6 +61,8 @@ ROWS = {  # name: (label, model, mode)
     "typs-stream": ("typing own-words SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_steps/final", "adaptive"),
     "typo-batch": ("typing verbatim SFT twin, batch", "runs/sft_gsm8k_qwen_typing_own_batch/final", "batch"),
     "typo-stream": ("typing verbatim SFT streaming, adaptive", "runs/sft_gsm8k_qwen_typing_own/final", "adaptive"),
+    "typgw-stream": ("typing verbatim SFT streaming, goal steps after the question, warm-started, adaptive",
+                     "runs/sft_gsm8k_qwen_typing_goal_warm/final", "adaptive"),
     "shipped-stream": ("shipped streamer (speech-point verbatim episodes), adaptive",
                        "src/adasr/adapters/qwen2.5-coder-0.5b-gsm8k-stream", "adaptive"),
     "typow-stream": ("typing verbatim SFT streaming, warm-started from the shipped adapter, adaptive",

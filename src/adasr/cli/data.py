@@ -82,6 +82,10 @@ def data_distill(
     chunker: Annotated[str, typer.Option(
         help="how the questions are cut into chunks: sentence | clause (a final question clause on its own "
              "chunk); run the episodes with the same --chunker")] = "sentence",
+    goal_steps: Annotated[str, typer.Option(
+        help="anticipate (the solution's opening plan and the step computing the answer placed like any step) "
+             "| after-question (both wait for the question, in the deep stage, which opens with the plan)")]
+        = "anticipate",
     convert_only: Annotated[bool, typer.Option(
         "--convert-only", help="sample nothing: rewrite episodes.jsonl and report.json from the samples so far")] = False,
     episodes: Annotated[str, typer.Option(
@@ -116,13 +120,17 @@ def data_distill(
 
     if chunker not in EPISODE_CHUNKERS:  # before loading the model
         raise ConfigError(f"--chunker for episodes: {' or '.join(EPISODE_CHUNKERS)}, got {chunker!r}")
+    from adasr.tasks.align import GOAL_STEPS
+
+    if goal_steps not in GOAL_STEPS:
+        raise ConfigError(f"--goal-steps takes {' or '.join(GOAL_STEPS)}, got {goal_steps!r}")
     if len(tokens_per_word) > 1 and 0 in tokens_per_word:
         raise ConfigError("--tokens-per-word 0 (no fitting) cannot be mixed with other operating points")
     check_episodes_file(episodes)  # before any sampling
     if max_thought_tokens < 1:
         raise ConfigError(f"--max-thought-tokens must be >= 1, got {max_thought_tokens}")
     convert = dict(notes=notes, tokens_per_word=None if tokens_per_word == [0] else tokens_per_word,
-                   deep_style=deep_style, chunker=chunker,
+                   deep_style=deep_style, chunker=chunker, goal_steps=goal_steps,
                    max_thought_tokens=max_thought_tokens,
                    episodes_file=episodes)
     if convert_only:
@@ -142,8 +150,9 @@ def data_distill(
     Console().print(report.summary_line())
     from adasr.train.distill import alignment_report
 
-    aligned = alignment_report(records, loaded.tokenizer, chunker)  # the aligner's bound, before any fitting
-    name = "alignment.json" if chunker == "sentence" else f"alignment_{chunker}.json"
+    aligned = alignment_report(records, loaded.tokenizer, chunker, goal_steps)  # the bound, before any fitting
+    name = ("alignment" + ("" if chunker == "sentence" else f"_{chunker}")
+            + ("" if goal_steps == "anticipate" else f"_{goal_steps}") + ".json")
     (Path(out) / name).write_text(json.dumps(aligned, indent=2) + "\n", encoding="utf-8")
     Console().print(f"aligner: {aligned['placeable_share']:.1%} of the kept samples' reasoning tokens placeable "
                     "before the last chunk; the rest: " + ", ".join(f"{k} {v:.1%}" for k, v in aligned["unplaced"].items()))

@@ -52,6 +52,16 @@ Alignment rules (our definitions)
   is never known, or if it lands on the last chunk (no thought follows the last chunk: the
   stream closes with it); by monotonicity every later step then goes there too (what the deep
   stage then holds: :mod:`adasr.tasks.streamify`).
+* **Goal steps** (``goal_steps="after-question"``; default ``"anticipate"``: the rules above
+  alone). A model's own solution opens with a plan that restates what the question asks ("To
+  determine how many slices are left, we need to follow these steps: 1. ..."), and its last
+  computing step computes the answer. Both need the question: written before it arrives, in a
+  training episode, they teach a streamer to guess the question, and a guessed goal is followed
+  to a wrong answer (benchmarks/RESULTS.md §45). With ``"after-question"`` the prose before the
+  first computing step goes to the deep stage (reason ``"plan"``; it is the only exception to
+  monotone placement: the steps after it are still placed, and the deep stage opens with the
+  plan), and a step whose result is the final answer (``answer``) goes there too, with every
+  later step (reason ``"answer"``).
 
 Limitations: this is a heuristic without a teacher model. A value mentioned twice whose wrong
 mention also matches the step's words can still place a step one chunk early, and steps that
@@ -66,14 +76,20 @@ from dataclasses import dataclass
 from adasr.tasks.solutions import Step
 from adasr.tasks.text import NUMBER_WORDS, content_words, known_numbers, number_key, unit_constants, words
 
-__all__ = ["DEEP_REASONS", "align_steps"]
+__all__ = ["DEEP_REASONS", "GOAL_STEPS", "align_steps"]
 
 DEEP_REASONS = ("answer", "no arithmetic", "operand not found", "operand in the last chunk",
-                "after a deep-stage step")
+                "after a deep-stage step", "plan")
 """Why a step stays after end of input (:attr:`Step.deep_reason`): it holds the ``\\boxed{}``
-answer (or is prose after it); it computes nothing the aligner can read; an operand is in no chunk
-of the question (and no earlier result); its operands are complete only with the last chunk; or an
-earlier step went to the deep stage (placement is monotone)."""
+answer (or is prose after it; with goal steps after the question, it computes the answer); it
+computes nothing the aligner can read; an operand is in no chunk of the question (and no earlier
+result); its operands are complete only with the last chunk; an earlier step went to the deep
+stage (placement is monotone); or (goal steps after the question) it is the solution's opening
+plan."""
+
+GOAL_STEPS = ("anticipate", "after-question")
+"""Where the goal steps (the opening plan, the step computing the answer) may go: placed by the
+operand rules like any step (``"anticipate"``), or in the deep stage (``"after-question"``)."""
 
 
 def _anchor_chunk(step: Step, chunk_words: list[set[str]], chunk_content: list[set[str]]) -> int:
@@ -154,7 +170,8 @@ class _ChunkIndex:
                    Counter(w for ws in content for w in ws))
 
 
-def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "deep") -> None:
+def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "deep",
+                goal_steps: str = "anticipate", answer: float | None = None) -> None:
     """Place each step after the earliest chunk once every quantity it uses is known (sets
     ``Step.chunk``/``Step.placed``; the rules are in the module docstring).
 
@@ -165,21 +182,40 @@ def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "dee
             and every later step go to the deep stage) or ``"attach"`` (free-form solutions:
             prose travels with the next step that computes something; trailing prose and any
             step holding ``\\boxed{}`` go to the deep stage).
+        goal_steps: ``"anticipate"`` (default) or ``"after-question"``: the opening plan (prose
+            before the first computing step, with ``unannotated="attach"``) and the step whose
+            result is ``answer`` go to the deep stage ("Goal steps" in the module docstring).
+        answer: the final answer's value (for ``goal_steps="after-question"``; ``None``: no step
+            is taken for the answer's by its result).
+
+    Raises:
+        ValueError: an unknown ``unannotated`` or ``goal_steps``.
     """
     if unannotated not in ("deep", "attach"):
         raise ValueError(f"unannotated must be 'deep' or 'attach', got {unannotated!r}")
+    if goal_steps not in GOAL_STEPS:
+        raise ValueError(f"goal_steps must be one of {GOAL_STEPS}, got {goal_steps!r}")
+    after_question = goal_steps == "after-question"
     idx = _ChunkIndex.of(chunks)
     n = len(chunks)
     results_so_far: set[float] = set()
     prev_chunk = 0
     to_deep = False  # once a step goes to the deep stage, every later step follows it
     waiting: list[Step] = []  # prose steps attached to the next computing step
+    opening = True  # no computing step seen yet: prose waiting now is the opening plan
     for st in steps:
         if unannotated == "attach" and not st.annotated and "\\boxed" not in st.text:
             waiting.append(st)
             continue
+        if after_question and opening and waiting:
+            for s in waiting:
+                s.chunk, s.deep_reason = None, "plan"
+            waiting = []
+        opening = False
+        computes_answer = (after_question and answer is not None and st.annotated
+                           and any(number_key(r) == number_key(answer) for r in st.results))
         target = None
-        if st.annotated and "\\boxed" not in st.text:
+        if st.annotated and "\\boxed" not in st.text and not computes_answer:
             target = max(prev_chunk, _anchor_chunk(st, idx.words, idx.content))
             step_words = content_words(st.text)
             for op in st.operands:
@@ -192,7 +228,7 @@ def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "dee
                 target = max(target, k)
         if to_deep:
             reason = "after a deep-stage step"
-        elif "\\boxed" in st.text:
+        elif "\\boxed" in st.text or computes_answer:
             reason = "answer"
         elif not st.annotated:
             reason = "no arithmetic"

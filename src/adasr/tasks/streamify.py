@@ -26,6 +26,7 @@ excluded and counted by reason in :class:`StreamifyReport`.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -85,7 +86,7 @@ class StreamifiedProblem:
 def streamify_solution(question: str, solution: str, final: str, *, id: str = "",
                        task: str = "gsm8k", notes: str = "steps", one_line: bool = False,
                        fit: ThoughtFit | None = None, deep_style: str = "verbatim",
-                       chunker: str = "sentence") -> StreamifiedProblem:
+                       chunker: str = "sentence", goal_steps: str = "anticipate") -> StreamifiedProblem:
     """Streamify a free-form solution (e.g. the model's own, from :mod:`adasr.train.distill`).
 
     Same chunking and placement rules as :func:`streamify_problem`
@@ -114,11 +115,14 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
     keeps the step with ``\\boxed{}`` and what follows it verbatim: a concise deep stage
     (``"verbatim"``: the solution's slice). ``chunker``: how the question is cut into chunks,
     ``"sentence"`` or ``"clause"`` (:func:`~adasr.stream.split_clauses`: a final question clause
-    on its own), the chunker the episodes are then run with (``--chunker``).
+    on its own), the chunker the episodes are then run with (``--chunker``). ``goal_steps``:
+    ``"after-question"`` keeps the solution's opening plan and the step computing ``final`` for the
+    deep stage, which then opens with the plan (:func:`~adasr.tasks.align.align_steps`, "Goal
+    steps"); ``"anticipate"`` (default) places them like any step.
 
     Raises:
         ParseFailure: empty question or solution.
-        ValueError: an unknown ``notes`` style, deep style or chunker.
+        ValueError: an unknown ``notes`` style, deep style, chunker or ``goal_steps``.
     """
     if notes not in NOTE_STYLES:
         raise ValueError(f"notes must be one of {NOTE_STYLES}, got {notes!r}")
@@ -128,13 +132,26 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
         raise ParseFailure("empty question")
     chunks = episode_chunks(question, chunker)
     steps = parse_free_solution(solution or "")
-    align_steps(chunks, steps, unannotated="attach")
+    align_steps(chunks, steps, unannotated="attach", goal_steps=goal_steps, answer=parse_number(str(final)))
     note_of = (lambda st: terse_note(st.text)) if notes == "terse" else (lambda st: st.text)
     if fit is not None:
         fit_thoughts(steps, fit.capacity(chunks), note_of, fit.count)
 
-    def text_of(group: list[Step]) -> str:  # placement is monotone: a group is one slice
-        return solution[group[0].span[0]:group[-1].span[1]].strip() if group else ""
+    def text_of(group: list[Step]) -> str:
+        """The solution's text of ``group`` (steps in order): one slice per run of consecutive
+        steps (placement is monotone, so a thought is one slice; a deep stage that opens with
+        the plan is two), runs joined by a blank line."""
+        members = {builtins.id(s) for s in group}
+        runs: list[list[Step]] = []
+        previous = False  # whether the step before was in the group
+        for s in steps:
+            inside = builtins.id(s) in members
+            if inside and previous:
+                runs[-1].append(s)
+            elif inside:
+                runs.append([s])
+            previous = inside
+        return "\n\n".join(solution[r[0].span[0]:r[-1].span[1]].strip() for r in runs)
 
     def thought(k: int) -> str:
         group = [s for s in steps if s.chunk == k]

@@ -247,6 +247,8 @@ class ConversionReport:
         by_point: with mixed operating points, per ``tokens_per_word`` (as a string): its
             ``episodes`` and ``stream_token_share``.
         chunker: how the questions were cut into chunks (``"sentence"`` | ``"clause"``).
+        goal_steps: where the opening plan and the step computing the answer went
+            (``"anticipate"`` | ``"after-question"``: :func:`adasr.tasks.align.align_steps`).
     """
 
     problems: int = 0
@@ -265,6 +267,7 @@ class ConversionReport:
     deep_style: str = ""
     by_point: dict | None = None
     chunker: str = "sentence"
+    goal_steps: str = "anticipate"
 
     @property
     def keep_rate(self) -> float:
@@ -309,7 +312,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
                    tokens_per_word: float | Sequence[float] | None = 2.8,
                    max_thought_tokens: int = DEFAULT_THOUGHT_BUDGET,
                    deep_style: str = "terse", episodes_file: str = EPISODES_FILE,
-                   chunker: str = "sentence") -> ConversionReport:
+                   chunker: str = "sentence", goal_steps: str = "anticipate") -> ConversionReport:
     """Convert the correct samples into streaming episodes: ``<out>/episodes.jsonl`` (the
     shared streaming-episode schema, one per kept sample, in sample order) and
     ``<out>/report.json`` (:class:`ConversionReport`). Rewritten whole on every call.
@@ -339,16 +342,22 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         chunker: how each question is cut into chunks, ``"sentence"`` (default) or ``"clause"``
             (:func:`adasr.stream.split_clauses`: a final question clause on its own chunk); the
             episodes are to be run with the same ``--chunker``.
+        goal_steps: ``"anticipate"`` (default) or ``"after-question"``: the solution's opening
+            plan and the step computing the answer wait for the question, in the deep stage
+            (:func:`adasr.tasks.align.align_steps`, "Goal steps"; benchmarks/RESULTS.md §45).
 
     Raises:
         ConfigError: an ``episodes_file`` that is not a plain ``*.jsonl`` file name; a point that
-            is not > 0 among mixed points; an unknown chunker.
+            is not > 0 among mixed points; an unknown chunker or ``goal_steps``.
     """
     check_episodes_file(episodes_file)
+    from adasr.tasks.align import GOAL_STEPS
     from adasr.tasks.streamify import EPISODE_CHUNKERS
 
     if chunker not in EPISODE_CHUNKERS:
         raise ConfigError(f"episodes are cut with --chunker {' or '.join(EPISODE_CHUNKERS)}, got {chunker!r}")
+    if goal_steps not in GOAL_STEPS:
+        raise ConfigError(f"--goal-steps takes {' or '.join(GOAL_STEPS)}, got {goal_steps!r}")
     points = None
     if tokens_per_word is not None and not isinstance(tokens_per_word, (int, float)):
         points = [float(t) for t in tokens_per_word]
@@ -383,7 +392,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
         try:
             ep = streamify_solution(r["question"], r["solution"], r["reference"], id=r["id"], notes=notes,
                                     one_line=True, fit=fits.get(point), deep_style=deep_style,
-                                    chunker=chunker).record
+                                    chunker=chunker, goal_steps=goal_steps).record
         except ParseFailure:
             rep.excluded["unparsable"] = rep.excluded.get("unparsable", 0) + 1
             continue
@@ -409,6 +418,7 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     rep.tokens_per_word = points or tokens_per_word
     rep.deep_style = deep_style
     rep.chunker = chunker
+    rep.goal_steps = goal_steps
     if points:
         rep.by_point = {f"{t:g}": {"episodes": e, "stream_token_share": st / max(st + d, 1)}
                         for t, (e, st, d) in per_point.items()}
@@ -419,7 +429,8 @@ def write_episodes(records: Sequence[dict], out_dir: str | Path, tokenizer, *, n
     return rep
 
 
-def alignment_report(records: Sequence[dict], tokenizer, chunker: str = "sentence") -> dict:
+def alignment_report(records: Sequence[dict], tokenizer, chunker: str = "sentence",
+                     goal_steps: str = "anticipate") -> dict:
     """How much of the kept samples' reasoning the aligner can place before the last chunk, and
     why the rest cannot be placed (:func:`adasr.tasks.align.align_steps`, no fitting to an
     operating point's room: the upper bound any conversion reaches).
@@ -428,15 +439,17 @@ def alignment_report(records: Sequence[dict], tokenizer, chunker: str = "sentenc
     and aligned to its question's chunks; a step's tokens (``tokenizer``) count as placeable when
     it lands on a chunk before the last, else under its :attr:`~adasr.tasks.solutions.Step.deep_reason`.
     A solution with no step counts all its tokens under ``"parse failure"``. ``chunker``: how
-    the questions are cut (``"sentence"`` | ``"clause"``, as in :func:`write_episodes`).
+    the questions are cut (``"sentence"`` | ``"clause"``, as in :func:`write_episodes`);
+    ``goal_steps``: where the opening plan and the answer's step go (as in :func:`write_episodes`).
 
     Returns:
         ``{"samples", "reasoning_tokens", "placeable_share", "unplaced": {reason: share of all
-        reasoning tokens}, "chunker"}`` (shares in [0, 1]).
+        reasoning tokens}, "chunker", "goal_steps"}`` (shares in [0, 1]).
     """
     from adasr.tasks.align import align_steps
     from adasr.tasks.solutions import parse_free_solution
     from adasr.tasks.streamify import episode_chunks
+    from adasr.tasks.text import parse_number
 
     counts: dict[str, int] = {}
     total = placed = n = 0
@@ -455,7 +468,8 @@ def alignment_report(records: Sequence[dict], tokenizer, chunker: str = "sentenc
             total += k
             add("parse failure", k)
             continue
-        align_steps(episode_chunks(r["question"], chunker), steps, unannotated="attach")
+        align_steps(episode_chunks(r["question"], chunker), steps, unannotated="attach", goal_steps=goal_steps,
+                    answer=parse_number(str(r.get("reference", ""))))
         for st in steps:
             k = len(tokenizer.encode(st.text, add_special_tokens=False))
             total += k
@@ -465,4 +479,5 @@ def alignment_report(records: Sequence[dict], tokenizer, chunker: str = "sentenc
                 add(st.deep_reason or "answer", k)
     share = lambda k: k / total if total else 0.0  # noqa: E731
     return {"samples": n, "reasoning_tokens": total, "placeable_share": share(placed),
-            "unplaced": {k: share(v) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}, "chunker": chunker}
+            "unplaced": {k: share(v) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}, "chunker": chunker,
+            "goal_steps": goal_steps}
