@@ -287,6 +287,15 @@ def test_data_distill_end_to_end_and_errors(tiny_dir, tmp_path):
     assert json.loads((out / "alignment_clause.json").read_text())["chunker"] == "clause"
     assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--convert-only",
                              "--chunker", "word"), "--chunker for episodes: sentence or clause")
+    # --goal-steps after-question: the plan and the answer's step wait for the question
+    proc = adasr("data", "distill", "--model", tiny_dir, "--source", str(src), "--out", str(out), "--convert-only",
+                 "--chunker", "clause", "--goal-steps", "after-question", "--episodes", "goal.jsonl",
+                 "--dtype", "float32")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads((out / "goal.report.json").read_text())["goal_steps"] == "after-question"
+    assert json.loads((out / "alignment_clause_after-question.json").read_text())["goal_steps"] == "after-question"
+    assert_clean_error(adasr("data", "distill", "--source", str(src), "--out", str(out), "--convert-only",
+                             "--goal-steps", "later"), "--goal-steps takes anticipate or after-question")
 
 
 # ---------------------------------------------------------------------------------- one way to stream

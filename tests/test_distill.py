@@ -318,3 +318,33 @@ def test_alignment_report_places_steps_and_names_why_the_rest_stays(tiny_tokeniz
                                     "operand not found", "no arithmetic", "parse failure"}
     assert "answer" in rep["unplaced"]
     assert abs(rep["placeable_share"] + sum(rep["unplaced"].values()) - 1) < 1e-9
+
+
+def test_goal_steps_after_the_question_keep_the_plan_and_the_answer_step_for_the_deep_stage(tiny_tokenizer, tmp_path):
+    """--goal-steps after-question: the opening plan (it restates what the question asks) and the
+    step that computes the answer wait for the question; the deep stage opens with the plan, then
+    continues from the notes. The default places them like any step."""
+    from adasr.train.distill import alignment_report
+
+    p = streamify_solution(NATALIA_Q, NATALIA_SOL, "72", notes="prose", goal_steps="after-question")
+    (thought,) = p.record["thoughts"]
+    assert thought.startswith("2. In May") and "\\frac{48}{2} = 24" in thought
+    assert "48 + 24" not in thought and "To solve this problem" not in thought
+    plan_end = NATALIA_SOL.index("1. In April, Natalia sold 48 clips.") + len("1. In April, Natalia sold 48 clips.")
+    assert p.record["deep"] == (NATALIA_SOL[:plan_end] + "\n\n" + NATALIA_SOL[NATALIA_SOL.index("3. The total"):])
+    assert {s.deep_reason for s in p.steps if s.chunk is None} == {"plan", "answer", "after a deep-stage step"}
+    default = streamify_solution(NATALIA_Q, NATALIA_SOL, "72", notes="prose")
+    assert default.record["thoughts"][0].startswith("To solve this problem") and "48 + 24 = 72" in default.record["thoughts"][0]
+    assert default.record["deep"].startswith("So, the total")
+    with pytest.raises(ValueError, match="goal_steps"):
+        streamify_solution(NATALIA_Q, NATALIA_SOL, "72", goal_steps="later")
+    rec = {"id": "n#0", "item_id": "n", "question": NATALIA_Q, "reference": "72", "prediction": "72", "tokens": 1,
+           "format_ok": True, "solution": NATALIA_SOL, "correct": True}
+    rep = write_episodes([rec], tmp_path, tiny_tokenizer, notes="prose", tokens_per_word=None, deep_style="verbatim",
+                         goal_steps="after-question")
+    assert rep.goal_steps == "after-question" and 0 < rep.stream_token_share < 0.5
+    bound = alignment_report([rec], tiny_tokenizer, goal_steps="after-question")
+    assert bound["goal_steps"] == "after-question" and {"plan", "answer"} <= set(bound["unplaced"])
+    assert bound["placeable_share"] < alignment_report([rec], tiny_tokenizer)["placeable_share"]
+    with pytest.raises(ConfigError, match="--goal-steps"):
+        write_episodes([rec], tmp_path, tiny_tokenizer, goal_steps="later")
