@@ -169,3 +169,15 @@ def test_top_p_draws_follow_the_warpers_distribution():
     assert bool((want[1, second] > 0).all()) and len(set(second.tolist())) > 300  # the wide nucleus, whole vocabulary
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert draw_tokens(scores, [g1, g1], 1.0) == [int(torch.multinomial(p, 1, generator=g2)) for p in torch.softmax(scores, -1)]
+
+
+@pytest.mark.parametrize("top_p", [5.8e-111, 1e-45, 1e-9])
+def test_a_tiny_top_p_keeps_the_most_likely_token(top_p):
+    """A top_p the scores' float32 cannot hold (the server's fuzz test sent 5.8e-111) still keeps
+    the most likely token, as the warper's ``min_tokens_to_keep=1`` does: the draw is greedy,
+    never an empty distribution."""
+    scores = torch.randn(3, 1000, generator=torch.Generator().manual_seed(0))
+    ids, probs, covered = nucleus(scores, top_p)
+    assert bool(covered.all()) and bool((probs[:, 0] > 0).all()) and bool((probs[:, 1:] == 0).all())
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    assert draw_tokens(scores, gens, top_p) == scores.argmax(-1).tolist()

@@ -212,14 +212,17 @@ def nucleus(scores: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Ten
         ``top_p``). A candidate is kept when the mass ranked above it is below ``top_p``: the rule
         of transformers' ``TopPLogitsWarper`` (which removes a token when the mass ranked at or
         below it is at most ``1 - top_p``), so on covered rows the kept set and its probabilities
-        are the warper's.
+        are the warper's. The most likely token is always kept (the warper's
+        ``min_tokens_to_keep=1``), also for a ``top_p`` too small for the scores' dtype.
     """
     k = min(NUCLEUS_CANDIDATES, scores.shape[-1])
     vals, ids = scores.topk(k, dim=-1)
     probs = torch.exp(vals - torch.logsumexp(scores, dim=-1, keepdim=True))
     above = probs.cumsum(-1) - probs
+    keep = above < top_p
+    keep[..., 0] = True
     covered = probs.sum(-1) >= top_p
-    return ids, torch.where(above < top_p, probs, torch.zeros_like(probs)), covered
+    return ids, torch.where(keep, probs, torch.zeros_like(probs)), covered
 
 
 def draw_tokens(scores: torch.Tensor, generators: list[torch.Generator], top_p: float = 1.0) -> list[int]:

@@ -185,8 +185,8 @@ def align_steps(chunks: list[str], steps: list[Step], *, unannotated: str = "dee
         goal_steps: ``"anticipate"`` (default) or ``"after-question"``: the opening plan (prose
             before the first computing step, with ``unannotated="attach"``) and the step whose
             result is ``answer`` go to the deep stage ("Goal steps" in the module docstring).
-        answer: the final answer's value (for ``goal_steps="after-question"``; ``None``: no step
-            is taken for the answer's by its result).
+        answer: the final answer's value, for ``goal_steps="after-question"`` (``None``: no step
+            is recognised as computing the answer).
 
     Raises:
         ValueError: an unknown ``unannotated`` or ``goal_steps``.
