@@ -26,10 +26,10 @@ excluded and counted by reason in :class:`StreamifyReport`.
 
 from __future__ import annotations
 
-import builtins
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Iterable
 
 from adasr.stream import chunk_text, split_sentences
@@ -141,16 +141,7 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
         """The solution's text of ``group`` (steps in order): one slice per run of consecutive
         steps (placement is monotone, so a thought is one slice; a deep stage that opens with
         the plan is two), runs joined by a blank line."""
-        members = {builtins.id(s) for s in group}
-        runs: list[list[Step]] = []
-        previous = False  # whether the step before was in the group
-        for s in steps:
-            inside = builtins.id(s) in members
-            if inside and previous:
-                runs[-1].append(s)
-            elif inside:
-                runs.append([s])
-            previous = inside
+        runs = [list(run) for inside, run in groupby(steps, key=lambda s: any(s is g for g in group)) if inside]
         return "\n\n".join(solution[r[0].span[0]:r[-1].span[1]].strip() for r in runs)
 
     def thought(k: int) -> str:
