@@ -27,7 +27,8 @@ Rows (issue "A streaming reasoner for real word problems"):
   steps as notes (configs/sft_gsm8k_qwen_typing_steps*.yaml); ``typo-*``: the typing point with
   notes and deep stage both verbatim slices of the model's own solution
   (configs/sft_gsm8k_qwen_typing_own*.yaml); ``typow-stream``: the same episodes, warm-started from the
-  shipped adapter (configs/sft_gsm8k_qwen_typing_own_warm.yaml); ``typgw-stream``: the same with the opening plan and the answer's step in the deep stage
+  shipped adapter (configs/sft_gsm8k_qwen_typing_own_warm.yaml), and ``typow-batch`` its twin (the same warm start,
+  episodes and steps in the batch layout: configs/sft_gsm8k_qwen_typing_own_warm_batch.yaml); ``typgw-stream``: the same with the opening plan and the answer's step in the deep stage
   (configs/sft_gsm8k_qwen_typing_goal_warm.yaml, ``--goal-steps after-question``); ``shipped-stream``: the bundled
   ``qwen2.5-coder-0.5b-gsm8k-stream`` as shipped (the warm start's starting point).
 """
@@ -67,6 +68,8 @@ ROWS = {  # name: (label, model, mode)
                        "src/adasr/adapters/qwen2.5-coder-0.5b-gsm8k-stream", "adaptive"),
     "typow-stream": ("typing verbatim SFT streaming, warm-started from the shipped adapter, adaptive",
                      "runs/sft_gsm8k_qwen_typing_own_warm/final", "adaptive"),
+    "typow-batch": ("typing verbatim SFT twin, warm-started from the shipped adapter, batch",
+                    "runs/sft_gsm8k_qwen_typing_own_warm_batch/final", "batch"),
     "typo-grpo": ("typing verbatim SFT+GRPO, adaptive", "runs/grpo_gsm8k_qwen_typing_own/final", "adaptive"),
     "typo-hrpo": ("typing verbatim SFT+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_typing_own/final", "adaptive"),
 }
