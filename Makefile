@@ -19,6 +19,8 @@ STREAMER ?= qwen2.5-coder-0.5b-gsm8k-stream
 # the typing operating point (docs/OPERATING_POINTS.md): the problem typed at 4 characters/s, on the
 # pinned clock (every step 0.14 s, adaptive budgets at 7 tokens/s: this CPU's rate, simulated, so the
 # latencies do not depend on the machine's load); the two runs' JSON goes to DEMO_OUT
+# --dtype auto: bfloat16 where this CPU runs it natively (AVX-512, AMX), else float32 (on an AVX2-only
+# CPU bfloat16 prefills run ~7x slower: benchmarks/RESULTS.md section 46)
 TYPING := --cps 4 --clock virtual --decode-rate 7 --step-s 0.14
 DEMO_OUT ?= runs/demo
 
@@ -38,10 +40,10 @@ demo: setup
 	@mkdir -p $(DEMO_OUT)
 	@echo "== a held-out GSM8K problem typed at 4 characters/s (pinned clock: 7 tokens/s, 0.14 s a step) into"
 	@echo "   $(STREAMER) (adaptive: thinks while it is typed) and the base model reading then thinking (batch) =="
-	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model $(STREAMER) --mode adaptive --dtype bfloat16 \
+	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model $(STREAMER) --mode adaptive --dtype auto \
 	  $(TYPING) --json > $(DEMO_OUT)/stream.json
 	$(BIN)/adasr run --gsm8k $(DATA) --index $(INDEX) --model qwen2.5-coder-0.5b-instruct --mode batch \
-	  --dtype bfloat16 $(TYPING) --json > $(DEMO_OUT)/batch.json
+	  --dtype auto $(TYPING) --json > $(DEMO_OUT)/batch.json
 	$(BIN)/python tools/demo_table.py "streamer, adaptive=$(DEMO_OUT)/stream.json" \
 	  "base, read-then-think=$(DEMO_OUT)/batch.json"
 	@echo "== a held-out chain_sum stream into the shipped chain_sum streamer =="

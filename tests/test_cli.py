@@ -159,6 +159,14 @@ def test_eval_records_config_and_refuses_another(tiny_dir, tmp_path):
     assert cfg["data"] == str(data.resolve()) and cfg["dtype"] == "float32" and cfg["budget"] == 64
     assert_clean_error(adasr(*args, "--budget", "8"), "budget 64 -> 8")
     assert adasr(*args).returncode == 0  # same settings: resumes (nothing left to do)
+    # --dtype auto is recorded as what it resolved to: float32 here resumes, bfloat16 would be another run
+    from adasr.models import native_bfloat16
+
+    auto = adasr(*args, "--dtype", "auto")
+    if native_bfloat16("cpu"):
+        assert_clean_error(auto, "dtype float32 -> bfloat16")
+    else:
+        assert auto.returncode == 0, auto.stderr.decode()
 
 
 def test_eval_protocol_override_is_recorded_and_checked(tiny_dir, tmp_path):

@@ -395,6 +395,26 @@ def test_invalid_dtype():
         load_model("whatever", dtype="float33")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bfloat16_only_where_it_runs_natively(monkeypatch, caplog, tiny_base, native):
+    """``dtype="auto"``: bfloat16 where the device multiplies it natively, else float32; an explicit
+    bfloat16 where it does not is kept, with a warning (it is many times slower there)."""
+    from adasr.models import devices, native_bfloat16, resolve_dtype
+
+    assert isinstance(native_bfloat16("cpu"), bool)
+    monkeypatch.setattr(devices, "native_bfloat16", lambda device="cpu": native)
+    want = torch.bfloat16 if native else torch.float32
+    assert resolve_dtype("auto", "cpu") == want
+    assert load_model(str(tiny_base), dtype="auto").model.dtype == want
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="adasr.models.devices"):
+        assert resolve_dtype("bfloat16") == torch.bfloat16 and resolve_dtype(None) is None
+    warned = [r.getMessage() for r in caplog.records if "no native bfloat16" in r.getMessage()]
+    assert len(warned) == (0 if native else 1), warned
+    with pytest.raises(ModelLoadError, match="or 'auto'"):
+        resolve_dtype("automatic")
+
+
 # ----------------------------------------------------------------------------------------------
 # local dirs, caches and adapters (tiny models)
 # ----------------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="bundled name, HF id, local dir or adapter dir")]
 DtypeOpt = Annotated[str, typer.Option(
-    help="float32 | bfloat16 | float16: weight and compute dtype (bfloat16 makes batched steps much cheaper "
-         "on CPUs with AMX; see benchmarks/RESULTS.md)")]
+    help="float32 | bfloat16 | float16 | auto: weight and compute dtype (bfloat16 makes batched steps ~2x "
+         "cheaper on CPUs with AMX and many times dearer on CPUs without AVX-512; auto: bfloat16 where it runs "
+         "natively, else float32; benchmarks/RESULTS.md section 46)")]
 DeviceOpt = Annotated[str, typer.Option(
     help="cpu | cuda | cuda:N | auto (CUDA if available): where the model runs")]
 RevisionOpt = Annotated[Optional[str], typer.Option(
@@ -63,7 +64,7 @@ LogitBiasOpt = Annotated[list[str], typer.Option(
     "--logit-bias", help="TEXT=BIAS (repeatable): add BIAS to the logit of TEXT's one token, greedy decoding included "
                          "(vLLM's logit_bias). Proactive commit threshold tau: --logit-bias ' yes=B' with "
                          "B = ln((1 - tau) / tau), e.g. -0.85 for tau 0.7 (docs/DESIGN.md, Commit threshold)")]
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 def setup_logging(verbose: int = 0) -> None:
@@ -88,6 +89,22 @@ def setup_logging(verbose: int = 0) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_info()
+
+
+def dtype_name(dtype: str, device: str = "cpu") -> str:
+    """The dtype ``--dtype`` names, ``auto`` resolved for ``device`` (:func:`adasr.models.resolve_dtype`):
+    what a run records, so that a record says which dtype it ran in.
+
+    Raises:
+        ConfigError: an unknown dtype or device.
+    """
+    from adasr.models import resolve_device, resolve_dtype
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    return str(resolve_dtype(dtype, resolve_device(device))).removeprefix("torch.")
 
 
 def load(model: str, dtype: str, device: str = "cpu", revision: str | None = None, protocol: str | None = None):

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from adasr.cli.common import BackendOpt, DeviceOpt, DtypeOpt, ModelOpt, err, load, print_skipped
+from adasr.cli.common import BackendOpt, DeviceOpt, DtypeOpt, ModelOpt, dtype_name, err, load, print_skipped
 from adasr.defaults import DEFAULT_THOUGHT_BUDGET
 from adasr.errors import ConfigError
 
@@ -100,6 +100,7 @@ def data_distill(
 
     if start < 0 or (limit is not None and limit < 1):
         raise ConfigError("need --start >= 0 and --limit >= 1")
+    dtype = dtype_name(dtype, device)  # (auto resolved: the samples record what they ran in)
     cfg = DistillConfig(model=model, samples=samples, temperature=temperature, top_p=top_p,
                         max_tokens=max_tokens, batch_size=batch_size, seed=seed, dtype=dtype, device=device,
                         backend=backend)

@@ -118,7 +118,7 @@ def eval_cmd(
     run_config = {
         "model": model_ref(model), "model_path": loaded.path, "revision": revision,
         "data": str(data.expanduser().resolve()), "limit": limit,
-        "dtype": dtype, "device": loaded.model.device.type,
+        "dtype": str(loaded.model.dtype).removeprefix("torch."), "device": loaded.model.device.type,
         "budget": budgets[0], "max_deep_tokens": max_deep_tokens, "decode_rate": decode_rate,
         "temperature": temperature, "top_p": 1.0, "top_k": 0, "seed": seed,
         "protocol": run_protocol,

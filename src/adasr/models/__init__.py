@@ -23,7 +23,7 @@ private function patches it in the module that calls it (``adasr.models.loader._
 from adasr.defaults import DEFAULT_MODEL  # re-exported: the model used when none is given
 from adasr.models.adapters import META_FILE, adapter_info, read_meta, trained_protocol
 from adasr.models.common import cache_root
-from adasr.models.devices import DEVICES, resolve_device
+from adasr.models.devices import DEVICES, native_bfloat16, resolve_device, resolve_dtype
 from adasr.models.gguf import resolve_bundled_gguf
 from adasr.models.hub import hf_offline
 from adasr.models.listing import list_models
@@ -44,8 +44,10 @@ __all__ = [
     "hub_base_id",
     "list_models",
     "load_model",
+    "native_bfloat16",
     "read_meta",
     "resolve_bundled_gguf",
     "resolve_device",
+    "resolve_dtype",
     "trained_protocol",
 ]

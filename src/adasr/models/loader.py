@@ -44,7 +44,7 @@ from adasr.defaults import DEFAULT_MODEL
 from adasr.errors import ModelLoadError
 from adasr.models.adapters import META_FILE, _adapter_protocol, _bundled_adapters, adapter_info
 from adasr.models.common import _load_pretrained_dir, _one_line, _resolve_root
-from adasr.models.devices import _finish_dtype, _resolve_dtype, resolve_device
+from adasr.models.devices import _finish_dtype, resolve_device, resolve_dtype
 from adasr.models.gguf import _load_local_gguf, _load_via_cache, resolve_bundled_gguf
 from adasr.models.hub import _HUB_ID, _check_not_a_typo, _load_hub, _not_found
 from adasr.models.registry import BUNDLED
@@ -213,7 +213,7 @@ def _load(
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
-    dtype: torch.dtype | None = None,
+    dtype: "torch.dtype | str | None" = None,
     device: "str | torch.device | None" = "cpu",
     revision: str | None = None,
     trust_remote_code: bool = False,
@@ -228,7 +228,9 @@ def load_model(
             loaded through this function and the adapter merged into it), or a Hugging Face hub
             id (read from the Hugging Face cache, downloaded if missing unless ``HF_HUB_OFFLINE``
             is set, exactly as ``transformers`` does).
-        dtype: torch dtype of the returned weights; ``None`` means ``torch.float32``.
+        dtype: torch dtype of the returned weights (or its name); ``None`` means ``torch.float32``;
+            ``"auto"``: bfloat16 where it runs natively on ``device``, else float32
+            (:func:`resolve_dtype`).
         device: where the weights go: ``"cpu"`` (default), ``"cuda"`` / ``"cuda:N"`` or
             ``"auto"`` (CUDA if available); see :func:`resolve_device`. Loading, conversion and
             adapter merging happen on the CPU; the finished model is moved.
@@ -257,7 +259,7 @@ def load_model(
     """
     dev = resolve_device(device)
     loaded = _load(
-        name_or_path, dtype=_resolve_dtype(dtype), trust_remote_code=trust_remote_code, cache_dir=cache_dir, depth=0,
+        name_or_path, dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code, cache_dir=cache_dir, depth=0,
         revision=revision,
     )
     if dev.type != "cpu":

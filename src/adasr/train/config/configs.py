@@ -112,6 +112,12 @@ class _AdasrArguments:
         if self.bf16 and not self.use_cpu and not _has_accelerator():
             logger.info("bf16 without a GPU: training on the CPU (use_cpu), with bfloat16 autocast")
             self.use_cpu = True
+        if self.bf16 and self.use_cpu:
+            from adasr.models import native_bfloat16
+
+            if not native_bfloat16("cpu"):
+                logger.warning("bf16: true, but this CPU has no native bfloat16 (no AVX-512): bfloat16 autocast "
+                               "runs many times slower than float32 here; set bf16: false (or --bf16 false)")
         try:
             super().__post_init__()
         except (ValueError, ImportError) as err:  # ImportError: e.g. deepspeed asked for, not installed
