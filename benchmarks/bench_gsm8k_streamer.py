@@ -6,10 +6,10 @@
 Each row is one `adasr eval` run (resumable) into ``--out/<row>/<mode>/`` on the held-out
 problems (``data/gsm8k_heldout400.jsonl``: the last 400 of GSM8K ``train.jsonl``, which no
 distillation or training step sees; every training config excludes it and checks the overlap),
-EOI-aligned waves of 8, bfloat16, an operating point (``--point``: arrival, step time, decode
+EOI-aligned waves of 8, ``--dtype`` (bfloat16 where the CPU runs it natively), an operating point (``--point``: arrival, step time, decode
 rate; default speech on this CPU, 2.5 words/s) and the load-independent clock: every engine step
 costs ``--step-s`` seconds and adaptive budgets assume ``--decode-rate`` tokens/s (7 tokens/s,
-0.14 s a step: a batch-8 bfloat16 step of the bundled Qwen on this 2-core CPU). Rows whose model
+0.14 s a step: a batch-8 bfloat16 step of the bundled Qwen on a 2-core CPU with AMX). Rows whose model
 directory does not exist yet are skipped. The table (benchmarks/compare_evals.py) compares every
 row with the base model reading then thinking, on the problems all rows finished.
 
@@ -119,6 +119,9 @@ def main(argv=None) -> None:
     ap.add_argument("--chunker", default="sentence",
                     help="how every row's questions are cut into chunks (sentence | clause: the typo-* rows were "
                          "trained on clause chunks)")
+    ap.add_argument("--dtype", default="auto",
+                    help="every row's dtype: auto (bfloat16 where this CPU runs it natively, else float32; "
+                         "recorded in each run's config.json), bfloat16, float32")
     ap.add_argument("--table-only", action="store_true", help="print the table of what has finished")
     args = ap.parse_args(argv)
     arrival, step_s, decode_rate = POINTS[args.point]
@@ -136,7 +139,7 @@ def main(argv=None) -> None:
             continue
         out = Path(args.out) / name.split("-")[0] if name.startswith("base") else Path(args.out) / name
         cmd = [sys.executable, "-m", "adasr.cli", "eval", "--data", args.data, "--model", model, "--mode", mode,
-               "--limit", str(args.limit), "--dtype", "bfloat16", "--batch-size", "8", "--step-s", args.step_s,
+               "--limit", str(args.limit), "--dtype", args.dtype, "--batch-size", "8", "--step-s", args.step_s,
                "--decode-rate", args.decode_rate, *arrival, "--chunker", args.chunker, "--out", str(out)]
         if args.budget and mode == "adaptive":
             cmd += ["--budget", args.budget]
