@@ -75,5 +75,6 @@ def main() -> None:
             cells = " | ".join(f"{pre:.0f} | {step:.1f}" for pre, step in timed)
             print(f"| {dtype} | {b} | {cells} | {1000 * b / last:.0f} | {last / base:.2f}x |", flush=True)
 
+
 if __name__ == "__main__":
     main()

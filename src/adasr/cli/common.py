@@ -98,13 +98,13 @@ def dtype_name(dtype: str, device: str = "cpu") -> str:
     Raises:
         ConfigError: an unknown dtype or device.
     """
-    from adasr.models import resolve_device, resolve_dtype
+    from adasr.models import resolve_dtype
 
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if dtype != "auto":
         return dtype
-    return str(resolve_dtype(dtype, resolve_device(device))).removeprefix("torch.")
+    return str(resolve_dtype(dtype, device)).removeprefix("torch.")
 
 
 def load(model: str, dtype: str, device: str = "cpu", revision: str | None = None, protocol: str | None = None):
@@ -118,8 +118,7 @@ def load(model: str, dtype: str, device: str = "cpu", revision: str | None = Non
     from adasr.models import load_model, resolve_device
     from adasr.protocol import resolve_protocol
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    dtype = dtype_name(dtype, device)  # (ConfigError: an unknown dtype, before any loading)
     if protocol is not None:
         resolve_protocol(protocol)  # ConfigError: an unknown name fails before any loading
     resolve_device(device)  # a bad device fails before any loading
