@@ -70,8 +70,8 @@ ROWS = {  # name: (label, model, mode)
                      "runs/sft_gsm8k_qwen_typing_own_warm/final", "adaptive"),
     "typow-batch": ("typing verbatim SFT twin, warm-started from the shipped adapter, batch",
                     "runs/sft_gsm8k_qwen_typing_own_warm_batch/final", "batch"),
-    "typo-grpo": ("typing verbatim SFT (warm)+GRPO, adaptive", "runs/grpo_gsm8k_qwen_typing_own/final", "adaptive"),
-    "typo-hrpo": ("typing verbatim SFT (warm)+HRPO, adaptive", "runs/hrpo_gsm8k_qwen_typing_own/final", "adaptive"),
+    "typo-grpo": ("shipped streaming SFT+GRPO at the typing point, adaptive", "runs/grpo_gsm8k_qwen_typing_own/final", "adaptive"),
+    "typo-hrpo": ("shipped streaming SFT+HRPO at the typing point, adaptive", "runs/hrpo_gsm8k_qwen_typing_own/final", "adaptive"),
 }
 # Operating points (docs/OPERATING_POINTS.md): arrival flags, pinned step time (s), decode rate (tokens/s).
 POINTS = {
