@@ -122,6 +122,9 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="auto",
                     help="every row's dtype: auto (bfloat16 where this CPU runs it natively, else float32; "
                          "recorded in each run's config.json), bfloat16, float32")
+    ap.add_argument("--base-from", default=None,
+                    help="the base-batch row without the model: rescale this pinned-clock base read-then-think run "
+                         "(another point's --out/base) to this point (`adasr eval --rescale-from`; RESULTS §47)")
     ap.add_argument("--table-only", action="store_true", help="print the table of what has finished")
     args = ap.parse_args(argv)
     arrival, step_s, decode_rate = POINTS[args.point]
@@ -138,12 +141,17 @@ def main(argv=None) -> None:
             print(f"skipped {name}: {model} does not exist yet", file=sys.stderr)
             continue
         out = Path(args.out) / name.split("-")[0] if name.startswith("base") else Path(args.out) / name
-        cmd = [sys.executable, "-m", "adasr.cli", "eval", "--data", args.data, "--model", model, "--mode", mode,
-               "--limit", str(args.limit), "--dtype", args.dtype, "--batch-size", "8", "--step-s", args.step_s,
-               "--decode-rate", args.decode_rate, *arrival, "--chunker", args.chunker, "--out", str(out)]
+        point = ["--limit", str(args.limit), "--step-s", args.step_s, "--decode-rate", args.decode_rate, *arrival,
+                 "--chunker", args.chunker, "--out", str(out)]
+        if name == "base-batch" and args.base_from:  # read-then-think's tokens do not depend on the point
+            cmd = [sys.executable, "-m", "adasr.cli", "eval", "--data", args.data, "--mode", "batch", *point,
+                   "--rescale-from", args.base_from]
+        else:
+            cmd = [sys.executable, "-m", "adasr.cli", "eval", "--data", args.data, "--model", model, "--mode", mode,
+                   "--dtype", args.dtype, "--batch-size", "8", *point]
         if args.budget and mode == "adaptive":
             cmd += ["--budget", args.budget]
-        if name.startswith("base"):  # (the batch layout is the same in every protocol)
+        if name.startswith("base") and "--rescale-from" not in cmd:  # (the batch layout is the same in every protocol)
             cmd += ["--protocol", args.base_protocol]
         if not args.table_only:
             print("+", " ".join(cmd), file=sys.stderr, flush=True)

@@ -169,6 +169,28 @@ def test_eval_records_config_and_refuses_another(tiny_dir, tmp_path):
         assert auto.returncode == 0, auto.stderr.decode()
 
 
+def test_eval_rescale_from_moves_a_pinned_batch_run(tiny_dir, tmp_path):
+    """``adasr eval --rescale-from``: a pinned-clock read-then-think run written at another point
+    without the model (the tokens copied, latencies x the step ratio); misuse is a clean error."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "Tom has 3 apples. He eats one. How many?", "answer": "#### 2"}) + "\n")
+    src = ["eval", "--data", str(data), "--model", tiny_dir, "--mode", "batch", "--max-deep-tokens", "4"]
+    assert adasr(*src, "--out", str(tmp_path / "a"), "--step-s", "0.1").returncode == 0
+    moved = ["eval", "--data", str(data), "--mode", "batch", "--rescale-from", str(tmp_path / "a"),
+             "--cps", "4", "--chunker", "clause", "--step-s", "0.05", "--out", str(tmp_path / "b")]
+    proc = adasr(*moved)
+    assert proc.returncode == 0, proc.stderr.decode()
+    a = json.loads((tmp_path / "a" / "batch" / "results.jsonl").read_text())
+    b = json.loads((tmp_path / "b" / "batch" / "results.jsonl").read_text())
+    assert b["deep_tokens"] == a["deep_tokens"] and b["post_input_latency_s"] == pytest.approx(a["post_input_latency_s"] / 2)
+    assert b["eoi_s"] != a["eoi_s"]  # typed at 4 characters/s, not spoken at 2.5 words/s
+    assert json.loads((tmp_path / "b" / "batch" / "config.json").read_text())["rescale_factor"] == 0.5
+    assert_clean_error(adasr(*moved[:-2], "--out", str(tmp_path / "c"), "--mode", "adaptive"), "--mode batch")
+    assert adasr(*src, "--out", str(tmp_path / "m")).returncode == 0  # measured clock: no step count
+    assert_clean_error(adasr(*moved[:3], "--mode", "batch", "--rescale-from", str(tmp_path / "m"), "--step-s", "0.05",
+                             "--out", str(tmp_path / "d")), "pinned virtual clock")
+
+
 def test_eval_protocol_override_is_recorded_and_checked(tiny_dir, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "Tom has 3 apples. He eats one. How many?", "answer": "#### 2"}) + "\n")

@@ -362,3 +362,42 @@ def test_budget_sweep_with_step_s_resumes(tmp_path, tiny_model, tiny_tokenizer):
     assert second.keys() == first.keys()
     for b in (2, 3):
         assert len(_read(tmp_path / f"budget-{b}" / "interleaved" / "results.jsonl")) == 2
+
+
+def test_rescaled_read_then_think_matches_a_run_at_the_other_point(tmp_path, tiny_model, tiny_tokenizer):
+    """``rescale_read_then_think``: a pinned-clock batch run moved to another operating point (other
+    arrival, chunker and step time) gives the records that running that point gives: the same
+    tokens and answers, latencies x the step ratio, end of input from the new schedule."""
+    from adasr.engine import EngineConfig, StreamingEngine
+    from adasr.errors import ConfigError
+    from adasr.evaluation import evaluate, rescale_read_then_think
+
+    items = [Item(f"i{k}", f"Tom has {k + 2} apples, and he buys 3 more. How many apples does he have now?", "5",
+                  k + 1) for k in range(3)]
+
+    def factory(mode):
+        return StreamingEngine(tiny_model, tiny_tokenizer, EngineConfig(policy=mode, max_deep_tokens=7, decode_rate=4.0))
+
+    common = dict(modes=["batch"], progress=False, batch_size=2)
+    evaluate(factory, items, out_dir=tmp_path / "speech", stream=StreamSpec(wps=2.5), step_s=0.14, **common)
+    typing = StreamSpec(cps=4.0, chunker="clause")
+    evaluate(factory, items, out_dir=tmp_path / "real", stream=typing, step_s=0.02, **common)
+    summary = rescale_read_then_think(tmp_path / "speech", items, out_dir=tmp_path / "moved", stream=typing,
+                                      step_s=0.02, decode_rate=50.0, tokenizer=tiny_tokenizer)
+    real = {r["id"]: r for r in _read(tmp_path / "real" / "batch" / "results.jsonl")}
+    moved = {r["id"]: r for r in _read(tmp_path / "moved" / "batch" / "results.jsonl")}
+    assert real.keys() == moved.keys() and summary["count"] == 3
+    for i, r in real.items():
+        m = moved[i]
+        assert (m["deep_tokens"], m["prediction"]) == (r["deep_tokens"], r["prediction"])
+        for key in ("post_input_latency_s", "post_input_ttft_s", "eoi_s", "answer_s"):
+            assert m[key] == pytest.approx(r[key], abs=1e-6), key
+    config = json.loads((tmp_path / "moved" / "batch" / "config.json").read_text())
+    assert (config["step_s"], config["cps"], config["chunker"]) == (0.02, 4.0, "clause")
+    assert config["rescale_factor"] == pytest.approx(0.02 / 0.14)
+
+    with pytest.raises(ConfigError, match="no record"):
+        rescale_read_then_think(tmp_path / "speech", _items(1), out_dir=tmp_path / "x", stream=typing, step_s=0.02)
+    evaluate(factory, items[:1], out_dir=tmp_path / "measured", stream=typing, **common)
+    with pytest.raises(ConfigError, match="pinned virtual clock"):
+        rescale_read_then_think(tmp_path / "measured", items[:1], out_dir=tmp_path / "x", stream=typing, step_s=0.02)

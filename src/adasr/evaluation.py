@@ -21,8 +21,9 @@ item is simply recomputed. Ctrl-C keeps what was written and raises
 differing keys, so records of two configurations never mix.
 
 This module is the loop (:func:`evaluate`: plan, run each mode, grade with
-:func:`adasr.metrics.grade_record`, summarize; :func:`evaluate_budgets`: a budget sweep); the
-files are :mod:`adasr.storage`'s.
+:func:`adasr.metrics.grade_record`, summarize; :func:`evaluate_budgets`: a budget sweep;
+:func:`rescale_read_then_think`: a pinned-clock read-then-think run moved to another operating
+point without the model); the files are :mod:`adasr.storage`'s.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from adasr.errors import ConfigError, DataError, EvalInterrupted
 from adasr.metrics import grade_record, summarize, summary_table
 from adasr.proactive_metrics import proactive_fields, summarize_proactive
 from adasr.storage import (
+    RESULTS_FILE,
     SUMMARY_FILE,
     TRANSCRIPTS_FILE,
     ResultsWriter,
@@ -56,7 +58,7 @@ from adasr.storage import (
 from adasr.stream import StreamSpec
 from adasr.tasks.base import Item
 
-__all__ = ["EvalInterrupted", "evaluate", "evaluate_budgets", "budget_dir"]
+__all__ = ["EvalInterrupted", "evaluate", "evaluate_budgets", "budget_dir", "rescale_read_then_think", "RESCALED_FIELDS"]
 
 def _progress(enabled: bool):
     from rich.progress import (
@@ -426,3 +428,91 @@ def evaluate_budgets(
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_text(Path(out_dir) / "summary.md", "# adasr evaluation: thought-budget sweep\n\n" + summary_table(out))
     return out
+
+
+RESCALED_FIELDS = ("post_input_ttft_s", "post_input_latency_s", "max_backlog_s")
+"""Record fields (s) that :func:`rescale_read_then_think` multiplies by the ratio of step times."""
+_POINT_KEYS = ("chunker", "wps", "cps", "max_chunk_tokens", "tokens_per_chunk", "step_s", "decode_rate")
+
+
+def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_dir: str | Path, stream: StreamSpec,
+                            step_s: float, decode_rate: float | None = None, tokenizer=None) -> dict:
+    """Read-then-think's records at another operating point, from one pinned-clock run, without
+    running the model again (issue "Think while they type", point 4).
+
+    In batch mode (read-then-think) the model writes nothing before end of input and every wave
+    of a pinned-clock run (one stream at a time, or EOI-aligned waves) starts its deep stage at
+    end of input, so each post-input
+    time is a number of engine steps times the step time: the records of ``source`` (its
+    ``batch/`` directory) give those of another point once :data:`RESCALED_FIELDS` are multiplied
+    by ``step_s / source step_s`` and ``eoi_s`` (and ``answer_s = eoi_s + post_input_latency_s``)
+    are recomputed from the new arrival schedule (``stream.for_item``). Tokens, predictions and
+    grades are copied, and so are ``wall_s`` (the source run's real time: problems/hour in the
+    summary is the source run's pace). This assumes the model's tokens do not depend on the chunking, which holds
+    when the deep stage sees the same prompt tokens: check it on a few problems by running the
+    point for real (RESULTS §47 did, on 8 held-out problems).
+
+    Writes ``<out_dir>/batch/`` (``config.json``: the source run's model settings with the new
+    point's stream keys, ``step_s`` and ``decode_rate``, and ``rescaled_from``/``rescale_factor``;
+    ``results.jsonl``; ``summary.json``/``summary.md``). Rerunning into the same directory with
+    the same arguments rewrites it; another configuration there is refused.
+
+    Args:
+        source: the source run's ``--out`` directory (holding ``batch/config.json``).
+        items: the items to rescale (each must have a source record).
+        out_dir: where to write.
+        stream: the new point's arrival (chunker, words/s or characters/s).
+        step_s: the new point's pinned step time (s, > 0).
+        decode_rate: the new point's decode rate (tokens/s), recorded (batch mode has no budgets).
+        tokenizer: the source model's tokenizer, for chunkers or chunk caps that count tokens.
+
+    Returns:
+        The summary (:func:`adasr.metrics.summarize`) of the rescaled records.
+
+    Raises:
+        ConfigError: ``source`` is not a batch-mode run on the pinned virtual clock, one stream at a
+            time or in EOI-aligned waves, an item has no source record, a bad ``step_s``, or ``out_dir`` holds another
+            configuration.
+        DataError: an unreadable source ``config.json`` or ``results.jsonl``.
+    """
+    src = Path(source) / "batch"
+    try:
+        config = json.loads((src / "config.json").read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{src}/config.json not found: rescale the --out directory of an `adasr eval --mode "
+                          f"batch` run") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read {src}/config.json: {e}") from None
+    align = bool(config.get("align_eoi"))
+    if config.get("clock") != "virtual" or not config.get("step_s") or not (align or config.get("batch_size") == 1):
+        raise ConfigError(f"{src} was not run on the pinned virtual clock with EOI-aligned waves (clock "
+                          f"{config.get('clock')!r}, step_s {config.get('step_s')!r}, align_eoi "
+                          f"{config.get('align_eoi')!r}): only then is its latency steps x step time")
+    if isinstance(step_s, bool) or not isinstance(step_s, (int, float)) or not step_s > 0:
+        raise ConfigError(f"step_s must be a positive number of seconds, got {step_s!r}")
+    by_id = {r["id"]: r for r in ResultsWriter(src).records()}
+    missing = [it.id for it in items if it.id not in by_id]
+    if missing:
+        raise ConfigError(f"{len(missing)} of {len(items)} items have no record in {src} (first: {missing[0]}): "
+                          f"extend the source run (the same `adasr eval` with a larger --limit) first")
+    factor = float(step_s) / float(config["step_s"])
+    kept = {k: v for k, v in config.items() if k not in _POINT_KEYS and k not in provenance() and k != "mode"
+            and k not in ("batch_size", "clock", "align_eoi")}
+    run_config = {**kept, "limit": len(items), "decode_rate": decode_rate, "rescaled_from": str(Path(source).resolve()),
+                  "rescale_factor": factor}
+    plan = _plan(items, modes=["batch"], out_dir=out_dir, batch_size=config.get("batch_size", 1), stream=stream,
+                 step_s=float(step_s), align_eoi=align, run_config=run_config)
+    records = []
+    for it in items:
+        rec = dict(by_id[it.id])
+        for key in RESCALED_FIELDS:
+            if rec.get(key) is not None:
+                rec[key] = rec[key] * factor
+        rec["eoi_s"] = plan.stream.for_item(it, tokenizer=tokenizer).chunks[-1].arrival_s
+        rec["answer_s"] = rec["eoi_s"] + rec["post_input_latency_s"]
+        records.append(rec)
+    mode_dir = Path(out_dir) / "batch"
+    write_config(mode_dir, plan.configs["batch"])
+    write_text(mode_dir / RESULTS_FILE, "".join(json.dumps(r, default=json_default) + "\n" for r in records))
+    return _write_summary(mode_dir, "batch", records, None, complete=True, clock="virtual",
+                          batch_size=config.get("batch_size", 1), align_eoi=align)

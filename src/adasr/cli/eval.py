@@ -76,6 +76,10 @@ def eval_cmd(
     skip_backlog: SkipBacklogOpt = None,
     backend: BackendOpt = "torch",
     logit_bias: LogitBiasOpt = [],  # noqa: B006
+    rescale_from: Annotated[Optional[Path], typer.Option(
+        help="read-then-think without the model: move this pinned-clock `--mode batch` run (its --out) to the "
+             "operating point of --wps/--cps/--chunker/--step-s (latencies x the ratio of step times); "
+             "the model and its settings are the source run's")] = None,
 ) -> None:
     """Evaluate on a GSM8K-format file: results.jsonl (resumable), summary.json, summary.md."""
     from adasr.evaluation import evaluate, evaluate_budgets
@@ -98,6 +102,9 @@ def eval_cmd(
     budgets = parse_budgets(thought_budget)
     spec = stream_spec(chunker, wps, max_chunk_tokens, cps)
     items = load_gsm8k(data, limit=limit, on_error=print_skipped)
+    if rescale_from is not None:
+        _rescale(rescale_from, items, data, mode, spec, step_s, decode_rate, out)
+        return
     loaded = load(model, dtype, device, revision, protocol)
     resolve_logit_bias(loaded.tokenizer, bias)  # a text that is not one token fails before any episode
 
@@ -143,6 +150,32 @@ def eval_cmd(
             engine.close()
     Console().print(rich_table(summaries, title=f"{loaded.name} on {data.name} ({len(items)} problems)"))
     Console().print(f"records and summaries in {out}/")
+
+
+def _rescale(source: Path, items, data: Path, modes: list[str], spec, step_s, decode_rate, out: Path) -> None:
+    """``adasr eval --rescale-from``: :func:`adasr.evaluation.rescale_read_then_think`, checked
+    against what the command line asks (batch mode, a pinned step time, the source run's data)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from adasr.evaluation import rescale_read_then_think
+    from adasr.metrics import rich_table
+
+    if modes != ["batch"] or step_s is None:
+        raise ConfigError("--rescale-from moves a read-then-think run: give --mode batch and the new point's --step-s")
+    try:
+        cfg = json.loads((source / "batch" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--rescale-from {source}: no readable batch/config.json ({e})") from None
+    if cfg.get("data") != str(data.expanduser().resolve()):
+        raise ConfigError(f"--data {data} is not the data of the run in {source} ({cfg.get('data')})")
+    tokenizer = AutoTokenizer.from_pretrained(cfg["model_path"])
+    summary = rescale_read_then_think(source, items, out_dir=out, stream=spec, step_s=step_s,
+                                      decode_rate=decode_rate, tokenizer=tokenizer)
+    Console().print(rich_table({"batch": summary}, title=f"read-then-think rescaled from {source} "
+                                                          f"({len(items)} problems)"))
+    Console().print(f"records and summary in {out}/batch/")
 
 
 def parse_budgets(values: list[str]) -> list[int]:
