@@ -138,6 +138,26 @@ def test_plot_frontier_and_cdf(evals, tmp_path):
     assert svg.read_text().lstrip().startswith("<?xml")
 
 
+def test_the_clock_is_named_beside_the_figures(evals, tmp_path):
+    """A pinned clock is a simulated rate: the plots name it (one axis note when every series shares
+    it, else beside each label); a measured clock names its device."""
+    from adasr.plots import _clock_labels, clock_text
+
+    a, b = evals
+    assert clock_text(a / "batch") == "clock not recorded"
+    (a / "batch" / "config.json").write_text(json.dumps({"clock": "virtual", "step_s": 0.14, "decode_rate": 7.0}))
+    (a / "adaptive" / "config.json").write_text(json.dumps({"clock": "virtual", "step_s": 0.14, "decode_rate": 7}))
+    (b / "adaptive" / "config.json").write_text(json.dumps({"clock": "real", "device": "cuda"}))
+    assert clock_text(a / "batch") == "simulated pinned clock, 0.14 s a step, 7 tokens/s"
+    assert clock_text(b / "adaptive") == "real clock, measured on cuda"
+    labels, note = _clock_labels(load_eval_dirs([a]))
+    assert note == "\nsimulated pinned clock, 0.14 s a step, 7 tokens/s" and labels == ["qwen/batch", "qwen/adaptive"]
+    labels, note = _clock_labels(load_eval_dirs([a, b]))
+    assert note == "" and labels[-1] == "trained/adaptive [real clock, measured on cuda]"
+    assert_png(plot_frontier([a, b], tmp_path / "f.png"))
+    assert_png(plot_latency_cdf([a, b], tmp_path / "c.png"))
+
+
 def test_plot_frontier_without_references(tmp_path):
     d = tmp_path / "ungraded" / "adaptive"
     d.mkdir(parents=True)

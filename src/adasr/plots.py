@@ -42,7 +42,7 @@ from adasr.errors import ConfigError, DataError, InputError
 from adasr.jsonl import jsonl_lines
 from adasr.metrics import summarize, wilson_interval
 from adasr.policy import MODES
-from adasr.storage import RESULTS_FILE
+from adasr.storage import CONFIG_FILE, RESULTS_FILE
 
 __all__ = [
     "EvalSeries",
@@ -65,6 +65,7 @@ class EvalSeries:
         mode: the mode (the directory's name).
         records: the episode records of ``results.jsonl`` (the last one per id).
         summary: :func:`adasr.metrics.summarize` of ``records``.
+        clock: how its latencies were timed, from its ``config.json`` (:func:`clock_text`).
     """
 
     label: str
@@ -72,6 +73,7 @@ class EvalSeries:
     mode: str
     records: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    clock: str = "clock not recorded"
 
     def latencies(self) -> list[float]:
         """The finite ``post_input_latency_s`` values of the records, sorted (seconds)."""
@@ -174,8 +176,32 @@ def load_eval_dirs(dirs: Sequence[str | Path]) -> list[EvalSeries]:
             if not records:
                 raise DataError(f"{md / RESULTS_FILE} has no records yet")
             rel = md.relative_to(root).as_posix() if md != root else md.name
-            out.append(EvalSeries(f"{prefix}/{rel}", md, md.name, records, summarize(records)))
+            out.append(EvalSeries(f"{prefix}/{rel}", md, md.name, records, summarize(records), clock_text(md)))
     return out
+
+
+def clock_text(mode_dir: Path) -> str:
+    """How an evaluation's latencies were timed, from ``<mode_dir>/config.json``: ``"simulated pinned
+    clock, S s a step, R tokens/s"`` when ``adasr eval --step-s`` pinned it (a simulated rate, always
+    named beside its figures), else ``"<clock> clock, measured on <device>"``; ``"clock not
+    recorded"`` without a readable config."""
+    try:
+        cfg = json.loads((Path(mode_dir) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return "clock not recorded"
+    if cfg.get("step_s"):
+        rate = f", {cfg['decode_rate']:g} tokens/s" if isinstance(cfg.get("decode_rate"), (int, float)) else ""
+        return f"simulated pinned clock, {cfg['step_s']:g} s a step{rate}"
+    return f"{cfg.get('clock', 'virtual')} clock, measured on {cfg.get('device', 'an unrecorded device')}"
+
+
+def _clock_labels(series: Sequence[EvalSeries]) -> tuple[list[str], str]:
+    """Legend labels and an axis note naming the clock: one note when every series shares it,
+    else the clock beside each label."""
+    clocks = {s.clock for s in series}
+    if len(clocks) == 1:
+        return [s.label for s in series], f"\n{clocks.pop()}"
+    return [f"{s.label} [{s.clock}]" for s in series], ""
 
 
 def load_run_json(path: str | Path) -> dict:
@@ -297,18 +323,19 @@ def plot_frontier(dirs: Sequence[str | Path], out: str | Path) -> Path:
     fig = _figure(7.5, 5.0)
     ax = fig.add_subplot()
     points = []
-    for s, color in zip(placed, _colors(len(placed))):
+    labels, note = _clock_labels(placed)
+    for s, label, color in zip(placed, labels, _colors(len(placed))):
         k, n = s.summary["n_correct"], s.summary["n_graded"]
         acc, x = s.summary["accuracy"], s.summary["p50_post_input_latency_s"]
         lo, hi = wilson_interval(k, n)
         points.append((x, acc))
         ax.errorbar([x], [100 * acc], yerr=[[100 * (acc - lo)], [100 * (hi - acc)]], fmt="o", color=color,
-                    capsize=4, markersize=7, label=f"{s.label}  {100 * acc:.1f}% ({k}/{n}), p50 {x:.2f} s")
+                    capsize=4, markersize=7, label=f"{label}  {100 * acc:.1f}% ({k}/{n}), p50 {x:.2f} s")
     front = _pareto(points)
     if len(front) > 1:
         ax.plot([points[i][0] for i in front], [100 * points[i][1] for i in front], "--", color="0.6",
                 zorder=0, label="Pareto front")
-    ax.set_xlabel("post-input latency p50 (s): end of input → answer complete")
+    ax.set_xlabel("post-input latency p50 (s): end of input → answer complete" + note)
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy vs post-input latency (bars: 95% Wilson interval)")
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=max(100.0, ax.get_ylim()[1]))
@@ -335,16 +362,17 @@ def plot_latency_cdf(dirs: Sequence[str | Path], out: str | Path) -> Path:
         raise DataError("no record has a post_input_latency_s: nothing to draw")
     fig = _figure(7.5, 5.0)
     ax = fig.add_subplot()
-    for (s, lat), color in zip(curves, _colors(len(curves))):
+    labels, note = _clock_labels([s for s, _ in curves])
+    for (s, lat), label, color in zip(curves, labels, _colors(len(curves))):
         if not lat:
             continue
         n = len(lat)
         ys = [100 * (i + 1) / n for i in range(n)]
         p50 = s.summary.get("p50_post_input_latency_s")
         ax.step([lat[0], *lat], [0.0, *ys], where="post", color=color, linewidth=1.8,
-                label=f"{s.label} (n={n}, p50 {p50:.2f} s)")
+                label=f"{label} (n={n}, p50 {p50:.2f} s)")
     ax.axhline(50, color="0.7", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("post-input latency (s): end of input → answer complete")
+    ax.set_xlabel("post-input latency (s): end of input → answer complete" + note)
     ax.set_ylabel("episodes answered (%)")
     ax.set_ylim(0, 101)
     ax.set_title("post-input latency, empirical CDF")
