@@ -204,6 +204,15 @@ def test_sft_lora_final_adapter_loads(tmp_path, tiny_dir, episodes):
     assert meta["kind"] == "lora" and meta["stage"] == "sft" and meta["config"]["lora_r"] == 4
     merged = load_model(str(final)).model
     base = load_model(str(tiny_dir)).model
+    # a checkpoint carries the same metadata, so it loads as final/ does (the base adasr named, not the hub's)
+    ckpt = json.loads((tmp_path / "lora" / "checkpoint-1" / "adasr_meta.json").read_text())
+    assert ckpt["checkpoint"] is True and ckpt["global_step"] == 1 and ckpt["base"] == meta["base"]
+    assert ckpt["stage"] == "sft" and ckpt["protocol"] == meta["protocol"]
+    from adasr.models import adapter_info
+
+    assert adapter_info(tmp_path / "lora" / "checkpoint-1")[0] == str(tiny_dir)
+    assert all(torch.equal(x, y) for x, y in zip(load_model(str(tmp_path / "lora" / "checkpoint-1")).model.state_dict().values(),
+                                                  merged.state_dict().values()))
     assert any(not torch.equal(x, y) for x, y in zip(merged.state_dict().values(), base.state_dict().values()))
     # the adapter as the start of a further stage: LoRA keeps training it, full FT trains every weight
     from adasr.train.common import load_policy
@@ -288,6 +297,8 @@ def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch, rl
         assert all(key in h and h[key] is not None for h in steps), key
     assert (out / "checkpoint-1").is_dir()
     assert json.loads((final / "adasr_meta.json").read_text())["stage"] == advantage
+    ckpt = json.loads((out / "checkpoint-1" / "adasr_meta.json").read_text())
+    assert (ckpt["stage"], ckpt["global_step"], ckpt["checkpoint"]) == (advantage, 1, True)
 
 
 def test_rl_decode_rate_is_pinned_or_measured():

@@ -66,7 +66,7 @@ from adasr.train.advantages import (
     proactive_token_advantages,
 )
 from adasr.train.common import prepare_run
-from adasr.train.save import save_final, trained_on
+from adasr.train.save import CheckpointMeta, save_final, trained_on
 from adasr.train.config import RLConfig
 from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors, trajectory_reward, turn_rewards
 
@@ -469,14 +469,15 @@ def train_rl(
     required = ("chunks", "answer", "evidence_chunk") if cfg.advantage == "proactive" else ("chunks", "answer")
     run = prepare_run(cfg, required=required, model=model, tokenizer=tokenizer, train_dataset=train_dataset)
     policy = run.policy
-    trainer = StreamGRPOTrainer(policy.model, policy.tokenizer, cfg, train_dataset=run.train,
-                                callbacks=callbacks, scorer=scorer)
+    on = trained_on(cfg, len(run.train))
+    trainer = StreamGRPOTrainer(policy.model, policy.tokenizer, cfg, train_dataset=run.train, scorer=scorer,
+                                callbacks=[*(callbacks or []), CheckpointMeta(policy, cfg, cfg.advantage, trained_on=on,
+                                                                             extra={"init": cfg.init})])
     trainer.train(resume_from_checkpoint=run.resume_from)
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if getattr(unwrapped, "peft_config", None) and "ref" in unwrapped.peft_config:
         unwrapped.delete_adapter("ref")  # the frozen KL reference copy is not part of the result
-    return save_final(trainer, policy, cfg, cfg.advantage, trained_on=trained_on(cfg, len(run.train)),
-                      extra={"init": cfg.init})
+    return save_final(trainer, policy, cfg, cfg.advantage, trained_on=on, extra={"init": cfg.init})
 
 
 __all__ = ["StreamGRPOTrainer", "train_rl", "RolloutTurn", "rollout_turns"]

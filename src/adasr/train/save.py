@@ -3,7 +3,8 @@
 * :func:`save_final` — the model or LoRA adapter, ``adasr_meta.json`` (read back by
   :func:`adasr.models.adapter_info` / :func:`adasr.models.read_meta`, the one reader of that
   metadata) and a model card (:func:`model_card`);
-* :func:`trained_on` — the ``trained_on`` line of that metadata.
+* :func:`trained_on` — the ``trained_on`` line of that metadata;
+* :class:`CheckpointMeta` — the same metadata in every checkpoint as it is saved.
 
 Used by :mod:`adasr.train.sft` and :mod:`adasr.train.rl`, after their start
 (:func:`adasr.train.common.prepare_run`).
@@ -11,8 +12,11 @@ Used by :mod:`adasr.train.sft` and :mod:`adasr.train.rl`, after their start
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from adasr.models import META_FILE
 from adasr.train.common import Policy
@@ -46,21 +50,45 @@ def save_final(trainer, policy: Policy, cfg: SFTConfig | RLConfig, stage: str, *
             adapter_cfg.write_text(json.dumps(data, indent=2, sort_keys=True))
         elif policy.kind == "full":
             policy.tokenizer.save_pretrained(str(final))
-        meta = {
-            "base": policy.base,
-            "base_model_name_or_path": published,
-            "kind": policy.kind,
-            "trained_on": trained_on,
-            "stage": stage,
-            "protocol": cfg.protocol,
-            "config": cfg.to_dict(),
-            "global_step": int(trainer.state.global_step),
-        }
-        meta.update(extra or {})
+        meta = run_meta(policy, cfg, stage, trained_on=trained_on, step=int(trainer.state.global_step), extra=extra)
         (final / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         (final / "README.md").write_text(model_card(meta))
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def run_meta(policy: Policy, cfg: SFTConfig | RLConfig, stage: str, *, trained_on: str, step: int,
+             extra: dict | None = None) -> dict:
+    """The ``adasr_meta.json`` of a model saved by a run (``final/`` or a checkpoint):
+    ``{"base", "base_model_name_or_path", "kind", "trained_on", "stage", "protocol", "config",
+    "global_step", ...extra}``."""
+    from adasr.models import hub_base_id
+
+    return {"base": policy.base, "base_model_name_or_path": hub_base_id(policy.base), "kind": policy.kind,
+            "trained_on": trained_on, "stage": stage, "protocol": cfg.protocol, "config": cfg.to_dict(),
+            "global_step": step, **(extra or {})}
+
+
+class CheckpointMeta(TrainerCallback):
+    """Writes ``adasr_meta.json`` (:func:`run_meta`, with ``"checkpoint": true``) into every
+    ``output_dir/checkpoint-<step>/`` as it is saved, so that a checkpoint loads and evaluates like
+    ``final/`` (``adasr eval --model .../checkpoint-12``: the bundled base, the trained protocol)
+    instead of asking the hub for the upstream base.
+
+    Args:
+        policy, cfg, stage, trained_on, extra: as for :func:`run_meta`.
+    """
+
+    def __init__(self, policy: Policy, cfg: SFTConfig | RLConfig, stage: str, *, trained_on: str,
+                 extra: dict | None = None):
+        self._meta = functools.partial(run_meta, policy, cfg, stage, trained_on=trained_on, extra=extra)
+
+    def on_save(self, args, state, control, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and ckpt.is_dir():
+            (ckpt / META_FILE).write_text(json.dumps({**self._meta(step=int(state.global_step)), "checkpoint": True},
+                                                     indent=2, default=str))
+        return control
 
 
 def model_card(meta: dict) -> str:
@@ -113,4 +141,4 @@ def trained_on(cfg: SFTConfig | RLConfig, n: int) -> str:
     return f"{cfg.task}{knobs}{src} ({n} episodes{layout})"
 
 
-__all__ = ["save_final", "model_card", "trained_on", "FINAL_DIR"]
+__all__ = ["save_final", "run_meta", "CheckpointMeta", "model_card", "trained_on", "FINAL_DIR"]

@@ -37,7 +37,7 @@ from adasr.protocol import StreamingFormat
 from adasr.train.cb_stream import cb_stream_loss, cb_stream_token_weights, trained_positions
 from adasr.train.common import prepare_run
 from adasr.train.config import SFTConfig
-from adasr.train.save import save_final, trained_on
+from adasr.train.save import CheckpointMeta, save_final, trained_on
 from adasr.train.sft_data import IGNORE, StreamingCollator, prepare_episodes
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def train_sft(
         eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=policy.tokenizer,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), CheckpointMeta(policy, cfg, "sft", trained_on=trained_on(cfg, stats.kept))],
         cb_beta=cfg.cb_beta,
         class_counts=stats.class_counts,
         end_of_turn_id=fmt.end_of_turn_id,
