@@ -15,7 +15,12 @@ one markdown row per run, averaged over its logged steps:
   (mean ``|A_S - A_D|`` per rollout);
 * the token advantages actually applied, per stage (mean and std over the stage's tokens);
   under GRPO a rollout's stream and deep tokens carry the same value, under HRPO their own;
-* post-input tokens, KL to the initial policy and step time (s).
+* streaming-thought tokens (written before end of input) and post-input tokens, the share of
+  rollout groups whose rewards differ (the groups that carry a signal: 1 - ``frac_reward_zero_std``),
+  KL to the initial policy, and where a step's time goes: rollouts (the engine) vs the rest (log-probs,
+  loss, backward, optimizer), in seconds.
+
+``--halves`` prints two rows per run, its first and second half of steps, to show a trend.
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ COLUMNS = (
     ("stage_abs_diff", "advantages/stage_abs_diff"),
     ("A on stream tokens mean / std", ("advantages/stream/mean", "advantages/stream/std")),
     ("A on deep tokens mean / std", ("advantages/deep/mean", "advantages/deep/std")),
+    ("stream tokens", "tokens/stream_tokens"),
     ("post-input tokens", "tokens/post_input_tokens"),
+    ("groups with reward variance", "frac_reward_zero_std"),
     ("kl", "kl"),
-    ("step time (s)", "step_time"),
+    ("step time (s): rollouts + rest", ("step_time", "rollout_time")),
 )
 
 
@@ -73,8 +80,15 @@ def row(name: str, entries: list[dict]) -> str:
     for label, key in COLUMNS:
         if key is None:
             cells.append(str(len(entries)))
+        elif key == ("step_time", "rollout_time"):
+            step, roll = _m(entries, key[0]), _m(entries, key[1])
+            cells.append(f"{_f(step)}: {_f(roll)} + {_f(step - roll)}" if step is not None and roll is not None
+                         else _f(step))
         elif isinstance(key, tuple):
             cells.append(" / ".join(_f(_m(entries, k)) for k in key))
+        elif key == "frac_reward_zero_std":
+            zero = _m(entries, key)
+            cells.append("–" if zero is None else f"{1 - zero:.0%}")
         elif key == "advantages/stage_corr":
             vals = [float(e[key]) for e in entries if e.get(key) is not None]
             cells.append(f"{mean(vals):.2f} [{min(vals):.2f}, {max(vals):.2f}]" if vals else "–")
@@ -84,6 +98,8 @@ def row(name: str, entries: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    halves = "--halves" in argv
+    argv = [a for a in argv if a != "--halves"]
     if not argv or any("=" not in a for a in argv):
         print(__doc__.strip().splitlines()[3], file=sys.stderr)
         print("error: give one or more NAME=RUN_DIR arguments", file=sys.stderr)
@@ -93,7 +109,13 @@ def main(argv: list[str]) -> int:
     for arg in argv:
         name, d = arg.split("=", 1)
         try:
-            print(row(name, log_history(Path(d))))
+            entries = log_history(Path(d))
+            if halves and len(entries) > 1:
+                h = len(entries) // 2
+                print(row(f"{name}, steps 1-{h}", entries[:h]))
+                print(row(f"{name}, steps {h + 1}-{len(entries)}", entries[h:]))
+            else:
+                print(row(name, entries))
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
