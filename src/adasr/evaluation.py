@@ -440,17 +440,17 @@ def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_di
     """Read-then-think's records at another operating point, from one pinned-clock run, without
     running the model again (issue "Think while they type", point 4).
 
-    In batch mode (read-then-think) the model writes nothing before end of input and every wave
-    of a pinned-clock run (one stream at a time, or EOI-aligned waves) starts its deep stage at
-    end of input, so each post-input
-    time is a number of engine steps times the step time: the records of ``source`` (its
-    ``batch/`` directory) give those of another point once :data:`RESCALED_FIELDS` are multiplied
-    by ``step_s / source step_s`` and ``eoi_s`` (and ``answer_s = eoi_s + post_input_latency_s``)
-    are recomputed from the new arrival schedule (``stream.for_item``). Tokens, predictions and
-    grades are copied, and so are ``wall_s`` (the source run's real time: problems/hour in the
-    summary is the source run's pace). This assumes the model's tokens do not depend on the chunking, which holds
-    when the deep stage sees the same prompt tokens: check it on a few problems by running the
-    point for real (RESULTS §47 did, on 8 held-out problems).
+    In batch mode (read-then-think) the model writes nothing before end of input, and on a pinned
+    clock (one stream at a time, or EOI-aligned waves) every deep stage starts at end of input, so
+    each post-input time is a number of engine steps times the step time. The records of
+    ``source`` (its ``batch/`` directory) give those of another point once :data:`RESCALED_FIELDS`
+    are multiplied by ``step_s / source step_s`` and ``eoi_s`` (and ``answer_s = eoi_s +
+    post_input_latency_s``) are recomputed from the new arrival schedule (``stream.for_item``).
+    Tokens, predictions and grades are copied, and so is ``wall_s`` (the source run's real time:
+    the summary's problems/hour is the source run's pace). This assumes that the model's tokens
+    do not depend on the chunking, which holds when the deep stage sees the same prompt tokens:
+    check it on a few problems by running the point for real (RESULTS §47 did, on 8 held-out
+    problems: 8 of 8 identical).
 
     Writes ``<out_dir>/batch/`` (``config.json``: the source run's model settings with the new
     point's stream keys, ``step_s`` and ``decode_rate``, and ``rescaled_from``/``rescale_factor``;
@@ -470,9 +470,9 @@ def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_di
         The summary (:func:`adasr.metrics.summarize`) of the rescaled records.
 
     Raises:
-        ConfigError: ``source`` is not a batch-mode run on the pinned virtual clock, one stream at a
-            time or in EOI-aligned waves, an item has no source record, a bad ``step_s``, or ``out_dir`` holds another
-            configuration.
+        ConfigError: ``source`` is not a batch-mode run on the pinned virtual clock (one stream at
+            a time or EOI-aligned waves), an item has no source record, a bad ``step_s``, or
+            ``out_dir`` holds another configuration.
         DataError: an unreadable source ``config.json`` or ``results.jsonl``.
     """
     src = Path(source) / "batch"
@@ -498,8 +498,8 @@ def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_di
     factor = float(step_s) / float(config["step_s"])
     kept = {k: v for k, v in config.items() if k not in _POINT_KEYS and k not in provenance() and k != "mode"
             and k not in ("batch_size", "clock", "align_eoi")}
-    run_config = {**kept, "limit": len(items), "decode_rate": decode_rate, "rescaled_from": str(Path(source).resolve()),
-                  "rescale_factor": factor}
+    run_config = {**kept, "limit": len(items), "decode_rate": decode_rate,
+                  "rescaled_from": str(Path(source).resolve()), "rescale_factor": factor}
     plan = _plan(items, modes=["batch"], out_dir=out_dir, batch_size=config.get("batch_size", 1), stream=stream,
                  step_s=float(step_s), align_eoi=align, run_config=run_config)
     records = []
