@@ -16,7 +16,8 @@ one markdown row per run, averaged over its logged steps:
 * the token advantages actually applied, per stage (mean and std over the stage's tokens);
   under GRPO a rollout's stream and deep tokens carry the same value, under HRPO their own;
 * streaming-thought tokens (written before end of input) and post-input tokens, the share of
-  rollout groups whose rewards differ (the groups that carry a signal: 1 - ``frac_reward_zero_std``),
+  rollout groups whose rewards differ (the groups that carry a signal: 1 - ``frac_reward_zero_std``;
+  under HRPO that of the streaming stage's reward ``R_S``),
   KL to the initial policy, and where a step's time goes: rollouts (the engine) vs the rest (log-probs,
   loss, backward, optimizer), in seconds.
 
