@@ -396,6 +396,9 @@ def test_rescaled_read_then_think_matches_a_run_at_the_other_point(tmp_path, tin
     assert (config["step_s"], config["cps"], config["chunker"]) == (0.02, 4.0, "clause")
     assert config["rescale_factor"] == pytest.approx(0.02 / 0.14)
 
+    with pytest.raises(ConfigError, match="not the data"):
+        rescale_read_then_think(tmp_path / "speech", items, out_dir=tmp_path / "x", stream=typing, step_s=0.02,
+                                tokenizer=tiny_tokenizer, data=tmp_path / "other.jsonl")
     with pytest.raises(ConfigError, match="no record"):
         rescale_read_then_think(tmp_path / "speech", _items(1), out_dir=tmp_path / "x", stream=typing, step_s=0.02)
     evaluate(factory, items[:1], out_dir=tmp_path / "measured", stream=typing, **common)

@@ -436,7 +436,8 @@ _POINT_KEYS = ("chunker", "wps", "cps", "max_chunk_tokens", "tokens_per_chunk", 
 
 
 def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_dir: str | Path, stream: StreamSpec,
-                            step_s: float, decode_rate: float | None = None, tokenizer=None) -> dict:
+                            step_s: float, decode_rate: float | None = None, tokenizer=None,
+                            data: str | Path | None = None) -> dict:
     """Read-then-think's records at another operating point, from one pinned-clock run, without
     running the model again (issue "Think while they type", point 4).
 
@@ -464,15 +465,17 @@ def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_di
         stream: the new point's arrival (chunker, words/s or characters/s).
         step_s: the new point's pinned step time (s, > 0).
         decode_rate: the new point's decode rate (tokens/s), recorded (batch mode has no budgets).
-        tokenizer: the source model's tokenizer, for chunkers or chunk caps that count tokens.
+        tokenizer: the source model's tokenizer, for chunkers or chunk caps that count tokens; when
+            None, loaded from the source run's recorded ``model_path`` (if it recorded one).
+        data: the file ``items`` came from; when given, it must be the source run's recorded data.
 
     Returns:
         The summary (:func:`adasr.metrics.summarize`) of the rescaled records.
 
     Raises:
         ConfigError: ``source`` is not a batch-mode run on the pinned virtual clock (one stream at
-            a time or EOI-aligned waves), an item has no source record, a bad ``step_s``, or
-            ``out_dir`` holds another configuration.
+            a time or EOI-aligned waves), ``data`` is not its data, an item has no source record, a
+            bad ``step_s``, or ``out_dir`` holds another configuration.
         DataError: an unreadable source ``config.json`` or ``results.jsonl``.
     """
     src = Path(source) / "batch"
@@ -490,6 +493,12 @@ def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_di
                           f"{config.get('align_eoi')!r}): only then is its latency steps x step time")
     if isinstance(step_s, bool) or not isinstance(step_s, (int, float)) or not step_s > 0:
         raise ConfigError(f"step_s must be a positive number of seconds, got {step_s!r}")
+    if data is not None and config.get("data") != str(Path(data).expanduser().resolve()):
+        raise ConfigError(f"data {data} is not the data of the run in {source} ({config.get('data')})")
+    if tokenizer is None and config.get("model_path"):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     by_id = {r["id"]: r for r in ResultsWriter(src).records()}
     missing = [it.id for it in items if it.id not in by_id]
     if missing:

@@ -153,26 +153,16 @@ def eval_cmd(
 
 
 def _rescale(source: Path, items, data: Path, modes: list[str], spec, step_s, decode_rate, out: Path) -> None:
-    """``adasr eval --rescale-from``: :func:`adasr.evaluation.rescale_read_then_think`, checked
-    against what the command line asks (batch mode, a pinned step time, the source run's data)."""
-    import json
-
-    from transformers import AutoTokenizer
-
+    """``adasr eval --rescale-from``: :func:`adasr.evaluation.rescale_read_then_think` (which reads
+    the source run's config once: its clock, data and tokenizer), with batch mode and a pinned step
+    time asked of the command line."""
     from adasr.evaluation import rescale_read_then_think
     from adasr.metrics import rich_table
 
     if modes != ["batch"] or step_s is None:
         raise ConfigError("--rescale-from moves a read-then-think run: give --mode batch and the new point's --step-s")
-    try:
-        cfg = json.loads((source / "batch" / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"--rescale-from {source}: no readable batch/config.json ({e})") from None
-    if cfg.get("data") != str(data.expanduser().resolve()):
-        raise ConfigError(f"--data {data} is not the data of the run in {source} ({cfg.get('data')})")
-    tokenizer = AutoTokenizer.from_pretrained(cfg["model_path"])
     summary = rescale_read_then_think(source, items, out_dir=out, stream=spec, step_s=step_s,
-                                      decode_rate=decode_rate, tokenizer=tokenizer)
+                                      decode_rate=decode_rate, data=data)
     Console().print(rich_table({"batch": summary}, title=f"read-then-think rescaled from {source} "
                                                           f"({len(items)} problems)"))
     Console().print(f"records and summary in {out}/batch/")
