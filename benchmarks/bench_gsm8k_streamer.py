@@ -29,7 +29,10 @@ Rows (issue "A streaming reasoner for real word problems"):
   (configs/sft_gsm8k_qwen_typing_own*.yaml); ``typow-stream``: the same episodes, warm-started from the
   shipped adapter (configs/sft_gsm8k_qwen_typing_own_warm.yaml), and ``typow-batch`` its twin (the same warm start,
   episodes and steps in the batch layout: configs/sft_gsm8k_qwen_typing_own_warm_batch.yaml); ``typgw-stream``: the same with the opening plan and the answer's step in the deep stage
-  (configs/sft_gsm8k_qwen_typing_goal_warm.yaml, ``--goal-steps after-question``); ``shipped-stream``: the bundled
+  (configs/sft_gsm8k_qwen_typing_goal_warm.yaml, ``--goal-steps after-question``); ``typo-grpo`` /
+  ``typo-hrpo``: the shipped adapter after GRPO / HRPO with rollouts at the typing point
+  (configs/{grpo,hrpo}_gsm8k_qwen_typing_own.yaml), ``typo-hrpo-s`` the HRPO knob run
+  (configs/hrpo_gsm8k_qwen_typing_stream.yaml); ``shipped-stream``: the bundled
   ``qwen2.5-coder-0.5b-gsm8k-stream`` as shipped (the warm start's starting point).
 """
 
@@ -72,6 +75,8 @@ ROWS = {  # name: (label, model, mode)
                     "runs/sft_gsm8k_qwen_typing_own_warm_batch/final", "batch"),
     "typo-grpo": ("shipped streaming SFT+GRPO at the typing point, adaptive", "runs/grpo_gsm8k_qwen_typing_own/final", "adaptive"),
     "typo-hrpo": ("shipped streaming SFT+HRPO at the typing point, adaptive", "runs/hrpo_gsm8k_qwen_typing_own/final", "adaptive"),
+    "typo-hrpo-s": ("shipped streaming SFT+HRPO at the typing point, stream credit 1.0 / deep price 0.125, adaptive",
+                    "runs/hrpo_gsm8k_qwen_typing_stream/final", "adaptive"),
 }
 # Operating points (docs/OPERATING_POINTS.md): arrival flags, pinned step time (s), decode rate (tokens/s).
 POINTS = {
