@@ -164,7 +164,7 @@ def test_eval_records_config_and_refuses_another(tiny_dir, tmp_path):
 
     auto = adasr(*args, "--dtype", "auto")
     if native_bfloat16("cpu"):
-        assert_clean_error(auto, "dtype float32 -> bfloat16")
+        assert_clean_error(auto, 'dtype "float32" -> "bfloat16"')
     else:
         assert auto.returncode == 0, auto.stderr.decode()
 
