@@ -476,7 +476,8 @@ def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_di
         ConfigError: ``source`` is not a batch-mode run on the pinned virtual clock (one stream at
             a time or EOI-aligned waves), ``data`` is not its data, an item has no source record, a
             bad ``step_s``, or ``out_dir`` holds another configuration.
-        DataError: an unreadable source ``config.json`` or ``results.jsonl``.
+        DataError: an unreadable source ``config.json`` or ``results.jsonl``, or a recorded
+            ``model_path`` whose tokenizer cannot be loaded.
     """
     src = Path(source) / "batch"
     try:
@@ -498,7 +499,11 @@ def rescale_read_then_think(source: str | Path, items: Sequence[Item], *, out_di
     if tokenizer is None and config.get("model_path"):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
+        except OSError as e:
+            raise DataError(f"cannot load the tokenizer of the run in {source} from {config['model_path']}: {e}; "
+                            f"load that model once (e.g. `adasr run --model ...`) to rebuild its cache, or pass tokenizer=") from None
     by_id = {r["id"]: r for r in ResultsWriter(src).records()}
     missing = [it.id for it in items if it.id not in by_id]
     if missing:
