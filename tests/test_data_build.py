@@ -205,7 +205,9 @@ def test_report_on_first_200_train_problems():
     assert rep.with_thought > 0.5
     assert len(out) == rep.converted
     for r in out:
-        assert set(r) == {"id", "task", "question", "chunks", "thoughts", "deep", "answer"}
+        assert set(r) == {"id", "task", "question", "chunks", "thoughts", "deep", "answer", "note_targets"}
+        # the per-note reward's targets: results the notes compute, never a number the question gives
+        assert all(t not in known_numbers(r["question"]) for t in r["note_targets"])
         assert len(r["thoughts"]) == len(r["chunks"]) - 1
         assert r["deep"].endswith(f"\\boxed{{{r['answer']}}}.")
         assert "<<" not in " ".join(r["thoughts"]) + r["deep"]
@@ -435,11 +437,23 @@ def test_build_dataset_schema_and_write_jsonl(tmp_path):
     )
     ds = build_dataset("gsm8k", source=src, size=3)
     assert len(ds) == 3
-    assert ds.column_names == ["id", "task", "question", "chunks", "thoughts", "deep", "answer"]
+    assert ds.column_names == ["id", "task", "question", "chunks", "thoughts", "deep", "answer", "note_targets"]
     assert ds[0]["thoughts"] == HAND_CHECKED[0]["thoughts"]
-    proc = build_dataset("leg_counting", size=4, seed=1)
-    assert len(proc) == 4 and proc.features == ds.features
+    proc = build_dataset("leg_counting", size=4, seed=1)  # the shared schema (GSM8K adds its note targets)
+    assert len(proc) == 4 and proc.features == ds.remove_columns("note_targets").features
     out = tmp_path / "sub" / "out.jsonl"
     assert write_jsonl(ds, out) == 3
     back = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert back == ds.to_list()
+
+
+def test_note_targets_are_the_early_steps_results_the_question_does_not_give():
+    p = streamify_problem(
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+        "How many clips did Natalia sell altogether in April and May?",
+        "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+        "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+    assert p.record["note_targets"] == [24.0, 72.0]  # both placed after the first chunk (72 anticipated)
+    q = streamify_problem("Tom has 3 apples. He buys 3 more. Then he eats 3. How many are left?",
+                          "3+3 = <<3+3=6>>6\n6-3 = <<6-3=3>>3\n#### 3")
+    assert all(s.chunk is not None for s in q.steps) and q.record["note_targets"] == [6.0]  # 6 - 3 = 3: given

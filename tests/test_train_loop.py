@@ -265,15 +265,18 @@ def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch, rl
     measure = TorchModelRunner.measure_decode_rate
     monkeypatch.setattr(TorchModelRunner, "measure_decode_rate",
                         lambda *a, **k: calibrations.append(1) or measure(*a, **k))
+    credited = []  # the per-note reward reads each rollout's thoughts and its row's note targets
+    monkeypatch.setattr(rl, "note_credit", lambda thoughts, targets: credited.append((thoughts, targets)) or 0.25)
     out = tmp_path / advantage
     cfg = RLConfig(model="tiny", task="chain_sum", output_dir=str(out), advantage=advantage, max_steps=2,
                    per_device_train_batch_size=4, num_generations=2, save_steps=1, logging_steps=1,
-                   learning_rate=1e-3, thought_budget=4, max_deep_tokens=8, lam_over=1.0)
+                   learning_rate=1e-3, thought_budget=4, max_deep_tokens=8, lam_over=1.0, lam_note=0.5)
     assert cfg.prompts_per_step == 2
     final = rl.train_rl(cfg, model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer,
                         train_dataset=episodes)
 
     assert len(seen) == 2
+    assert len(credited) == 2 * cfg.prompts_per_step * cfg.num_generations and all(t == () for _, t in credited)
     assert len(calibrations) == 1  # the first rollout batch measures the decode rate; the next one carries it
     for batch, last in seen:
         adv, stage, env = batch["advantages"], last["stage"], batch["tool_mask"]
@@ -293,8 +296,9 @@ def test_rl_smoke(advantage, tmp_path, tiny_tokenizer, episodes, monkeypatch, rl
     assert len(steps) == 2
     for key in ("rewards/r_acc/mean", "rewards/r_fmt/mean", "rewards/r_adapt/mean", "accuracy", "format_rate",
                 "tokens/stream_tokens", "tokens/deep_tokens", "tokens/post_input_tokens", "advantages/stream/mean",
-                "advantages/deep/std", "step_time", "loss"):
+                "advantages/deep/std", "step_time", "loss", "rewards/r_note/mean"):
         assert all(key in h and h[key] is not None for h in steps), key
+    assert all(h["rewards/r_note/mean"] == pytest.approx(0.25) for h in steps)
     assert (out / "checkpoint-1").is_dir()
     assert json.loads((final / "adasr_meta.json").read_text())["stage"] == advantage
     ckpt = json.loads((out / "checkpoint-1" / "adasr_meta.json").read_text())

@@ -23,6 +23,7 @@ from adasr.train.rewards import (
     accuracy_reward,
     adaptive_reward,
     format_reward,
+    note_credit,
     reward_tensors,
     stage_rewards,
     total_reward,
@@ -83,6 +84,31 @@ def test_rollout_stats_from_record():
     del rec["overrun_tokens"]
     with pytest.raises(DataError, match="overrun_tokens"):
         RolloutStats.from_record(rec)
+
+
+def test_note_credit_pays_for_reference_results_the_notes_compute():
+    targets = [24.0, 72.0]  # GSM8K's first problem: 48/2 = 24 in May, 48+24 = 72 altogether
+    assert note_credit(["Natalia sold 48/2 = 24 clips in May."], targets) == 0.5
+    assert note_credit([None, "May: 48 / 2 = 24", "", "total 48 + 24 = 72"], targets) == 1.0
+    assert note_credit(["In May she sold 24 clips."], targets) == 0.0  # mentioned, not computed
+    assert note_credit(["48/2 = 23"], targets) == 0.0  # a wrong result earns nothing
+    assert note_credit(["10 \\times 2 = 20, and 20/3 = 6.67"], [6.666667]) == 1.0  # GSM8K rounding, LaTeX
+    assert note_credit([None, ""], targets) == 0.0 and note_credit(["48/2 = 24"], []) == 0.0
+
+
+def test_note_reward_goes_to_the_total_and_the_streaming_stage_only():
+    cfg, on = RewardConfig(), RewardConfig(lam_note=0.8)
+    s = RolloutStats(True, False, 100, 64, 128, 0, note_credit=0.5)
+    assert total_reward(s, on) == pytest.approx(total_reward(s, cfg) + 0.4)
+    (rs0, rd0), (rs1, rd1) = stage_rewards(s, cfg), stage_rewards(s, on)
+    assert rs1 == pytest.approx(rs0 + 0.4) and rd1 == rd0  # paid although the answer is wrong
+    assert reward_tensors([s], on)["note"].tolist() == [0.5]
+    rec = dict(format_ok=True, correct=True, stream_tokens=3, deep_tokens=4, post_input_tokens=5, overrun_tokens=0)
+    assert RolloutStats.from_record({**rec, "note_credit": 0.25}).note_credit == 0.25
+    with pytest.raises(DataError, match="note_credit"):
+        RolloutStats.from_record({**rec, "note_credit": 1.5})
+    with pytest.raises(ConfigError, match="lam_note"):
+        RewardConfig(lam_note=-1)
 
 
 def test_reward_config_validation():

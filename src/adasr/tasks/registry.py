@@ -229,13 +229,16 @@ def _features() -> tuple:
     )
     proactive = datasets.Features(
         {**features, "evidence_chunk": datasets.Value("int64"), "response": datasets.Value("string")})
-    optional = {"forced_skips": datasets.List(datasets.Value("int64"))}  # the keys of _OPTIONAL_KEYS
+    optional = {"forced_skips": datasets.List(datasets.Value("int64")),  # the keys of _OPTIONAL_KEYS
+                "note_targets": datasets.List(datasets.Value("float64"))}
     return features, proactive, optional
 
 
 _EPISODE_KEYS = ("id", "task", "question", "chunks", "thoughts", "deep", "answer")
 _PROACTIVE_KEYS = ("evidence_chunk", "response")
-_OPTIONAL_KEYS = ("forced_skips",)  # columns kept when the first record has them (chain_sum's skip_forced)
+_OPTIONAL_KEYS = ("forced_skips", "note_targets")
+"""Columns kept when the first record has them: chain_sum's ``skip_forced``, GSM8K's reference
+``note_targets`` (:func:`adasr.tasks.streamify.note_targets`, the per-note reward's targets)."""
 
 
 def __getattr__(name: str):

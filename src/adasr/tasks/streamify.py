@@ -15,6 +15,11 @@ Output records follow the shared streaming-episode schema (one SFT episode each)
     thoughts: list[str] (N-1; "" is a skip), deep: str (ends with "\\boxed{<answer>}"),
     answer: str (canonical: commas stripped)
 
+Records of reference solutions (:func:`streamify_problem`) also carry ``note_targets``:
+list[float], the results of the reference steps placed before the last chunk that are not
+numbers of the question, i.e. the intermediate results a streaming note can reach before end of
+input (what the per-note reward of :func:`adasr.train.rewards.note_credit` checks).
+
 A problem is **clean** when every annotation is consistent (its expression evaluates to its
 result, up to the rounding GSM8K uses), every step has an annotation whose operands become known
 (so it was placed by the alignment rules, not by a fallback), and the final ``####`` answer is the
@@ -36,7 +41,7 @@ from adasr.stream import chunk_text, split_sentences
 from adasr.tasks.align import align_steps
 from adasr.tasks.notes import DEEP_STYLES, NOTE_STYLES, ThoughtFit, fit_thoughts, terse_note
 from adasr.tasks.solutions import ParseFailure, Step, parse_free_solution, parse_solution
-from adasr.tasks.text import canonical_answer, numbers_close, parse_number
+from adasr.tasks.text import canonical_answer, known_numbers, numbers_close, parse_number
 
 EPISODE_CHUNKERS = ("sentence", "clause")
 """Chunkers (:func:`adasr.stream.chunk_text` names) a distilled solution's question can be cut
@@ -58,6 +63,7 @@ __all__ = [
     "StreamifiedProblem",
     "episode_chunks",
     "StreamifyReport",
+    "note_targets",
     "streamify_problem",
     "streamify_solution",
     "streamify_gsm8k",
@@ -168,6 +174,20 @@ def streamify_solution(question: str, solution: str, final: str, *, id: str = ""
     return StreamifiedProblem(record=record, steps=steps, clean=not issues, issues=issues)
 
 
+def note_targets(question: str, steps: list[Step]) -> list[float]:
+    """The intermediate results a streaming note can reach before end of input: the results of the
+    aligned ``steps`` placed before the last chunk (``Step.chunk`` not ``None``), as canonical
+    keys in solution order, without repeats and without numbers the ``question`` states (copying a
+    given number computes nothing)."""
+    given = known_numbers(question)
+    out: list[float] = []
+    for s in steps:
+        if s.chunk is None:
+            continue
+        out.extend(r for r in s.results if r not in out and not any(numbers_close(r, g) for g in given))
+    return out
+
+
 def streamify_problem(question: str, answer: str, *, id: str = "", task: str = "gsm8k") -> StreamifiedProblem:
     """Streamify one GSM8K problem (``question`` and its reference ``answer`` field).
 
@@ -196,6 +216,7 @@ def streamify_problem(question: str, answer: str, *, id: str = "", task: str = "
         "thoughts": thoughts,
         "deep": "\n".join(deep_lines),
         "answer": final,
+        "note_targets": note_targets(question, steps),
     }
 
     issues: list[str] = []

@@ -17,6 +17,13 @@ rewards, each later normalized within its group (:mod:`adasr.train.advantages`):
   reasoning done while the input was still arriving (applied to streaming-thought tokens);
 * ``R_D = r_acc + w_fmt * r_fmt - lam_deep * deep_tokens / L_D`` (applied to deep-stage tokens).
 
+The per-note reward (``lam_note``, default 0: off) adds ``lam_note * r_note`` to ``R`` and to
+``R_S``, with ``r_note`` (:func:`note_credit`) the share of the reference's reachable intermediate
+results (``note_targets`` of a streamified GSM8K record) that the streaming notes compute. Unlike
+``lam_stream * r_acc * share`` it does not hang on the final answer: a right note is paid for even
+when the deep stage then goes wrong (benchmarks/RESULTS.md §48: the share term seldom paid,
+because a note written on half a problem is rarely what makes a rollout right).
+
 Why (revised; docs/DESIGN.md, "HRPO"): the first definition gave the streaming stage
 ``R_S = R`` and the deep stage ``R`` with ``deep_tokens`` for ``post_input_tokens``; both were
 dominated by ``r_acc`` and their length terms differed by < 0.01, so after group normalization
@@ -37,6 +44,8 @@ import torch
 
 from adasr.errors import ConfigError, DataError
 from adasr.protocol import same_answer
+from adasr.tasks.solutions import read_arithmetic
+from adasr.tasks.text import numbers_close
 from adasr.proactive_metrics import proactive_score
 
 
@@ -80,6 +89,8 @@ class RewardConfig:
             generated before end of input.
         lam_deep: HRPO ``R_D``: penalty per ``deep_length_norm`` deep-stage tokens.
         deep_length_norm: ``L_D``, tokens (default 64: 64 deep tokens cost ``lam_deep``).
+        lam_note: weight of the per-note reward ``r_note`` (:func:`note_credit`) in ``R`` and
+            ``R_S`` (0: off).
     """
 
     w_fmt: float = knob(0.2, "format reward weight")
@@ -89,12 +100,14 @@ class RewardConfig:
     lam_stream: float = knob(0.5, "streaming-stage reward: weight of the latency term")
     lam_deep: float = knob(0.5, "deep-stage reward: weight of the length term")
     deep_length_norm: float = knob(64, "token count that normalizes the deep-stage length term")
+    lam_note: float = knob(0.0, "weight of the per-note reward: the share of the reference's reachable "
+                           "intermediate results the streaming notes compute (0: off)")
 
     def __post_init__(self) -> None:
         for name in ("length_norm", "deep_length_norm"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"RewardConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("w_fmt", "lam_post", "lam_over", "lam_stream", "lam_deep"):
+        for name in ("w_fmt", "lam_post", "lam_over", "lam_stream", "lam_deep", "lam_note"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RewardConfig.{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -110,6 +123,7 @@ class RolloutStats:
         deep_tokens: tokens generated in the deep stage (after the end-of-input marker).
         post_input_tokens: tokens generated after the input closed (what the user waits for).
         overrun_tokens: streaming-thought tokens beyond the slack budget.
+        note_credit: ``r_note`` in [0, 1] (:func:`note_credit`; 0.0 when the record has none).
     """
 
     format_ok: bool
@@ -118,17 +132,20 @@ class RolloutStats:
     deep_tokens: int
     post_input_tokens: int
     overrun_tokens: int
+    note_credit: float = 0.0
 
     @classmethod
     def from_record(cls, record: Mapping) -> "RolloutStats":
         """Read an engine episode record (a flat dict; extra keys are ignored).
 
-        ``None`` for ``correct``/``format_ok`` (e.g. no reference) counts as False.
+        ``None`` for ``correct``/``format_ok`` (e.g. no reference) counts as False; a missing
+        ``note_credit`` is 0.0.
 
         Raises:
-            DataError: a required key is missing or a token count is not an integer.
+            DataError: a required key is missing, a token count is not an integer or the note
+                credit is not a number in [0, 1].
         """
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name != "note_credit"]
         missing = [n for n in names if n not in record]
         if missing:
             raise DataError(f"episode record lacks reward fields {missing} (has {sorted(record)})")
@@ -136,7 +153,13 @@ class RolloutStats:
             counts = {n: int(record[n]) for n in names[2:]}
         except (TypeError, ValueError) as err:
             raise DataError(f"episode record has a non-integer token count: {err}") from None
-        return cls(format_ok=bool(record["format_ok"]), correct=bool(record["correct"]), **counts)
+        try:
+            credit = float(record.get("note_credit") or 0.0)
+        except (TypeError, ValueError):
+            credit = -1.0
+        if not 0.0 <= credit <= 1.0:
+            raise DataError(f"episode record has a note_credit outside [0, 1]: {record.get('note_credit')!r}")
+        return cls(format_ok=bool(record["format_ok"]), correct=bool(record["correct"]), note_credit=credit, **counts)
 
 
 def format_reward(stats: RolloutStats) -> float:
@@ -155,9 +178,33 @@ def adaptive_reward(stats: RolloutStats, cfg: RewardConfig) -> float:
     return -cfg.lam_post * stats.post_input_tokens / L - cfg.lam_over * stats.overrun_tokens / L
 
 
+def note_credit(thoughts: Sequence[str | None], targets: Sequence[float]) -> float:
+    """``r_note``: the share of ``targets`` (the reference's intermediate results reachable before
+    end of input, ``note_targets`` of :func:`adasr.tasks.streamify.streamify_problem`) that the
+    streaming ``thoughts`` compute, i.e. write as the result of an arithmetic chain ``E0 = ... = En``
+    (:func:`adasr.tasks.solutions.read_arithmetic`; GSM8K rounding accepted). A number merely
+    mentioned, or a result that matches no target, earns nothing.
+
+    Our definition (docs/DESIGN.md, "Rewards, HRPO and CB-Stream"): a per-note reward for correct
+    intermediate results, checkable against GSM8K's calculator annotations.
+
+    Returns:
+        A float in [0, 1]; 0.0 when there is no target or no thought.
+    """
+    if not targets:
+        return 0.0
+    text = "\n".join(t for t in thoughts if t)
+    if not text.strip():
+        return 0.0
+    _, results, _ = read_arithmetic(text)
+    hit = sum(any(numbers_close(r, t) for r in results) for t in targets)
+    return hit / len(targets)
+
+
 def total_reward(stats: RolloutStats, cfg: RewardConfig) -> float:
-    """GRPO reward ``R = r_acc + w_fmt * r_fmt + r_adapt``."""
-    return accuracy_reward(stats) + cfg.w_fmt * format_reward(stats) + adaptive_reward(stats, cfg)
+    """GRPO reward ``R = r_acc + w_fmt * r_fmt + r_adapt + lam_note * r_note``."""
+    return (accuracy_reward(stats) + cfg.w_fmt * format_reward(stats) + adaptive_reward(stats, cfg)
+            + cfg.lam_note * stats.note_credit)
 
 
 def stream_share(stats: RolloutStats) -> float:
@@ -170,13 +217,14 @@ def stream_share(stats: RolloutStats) -> float:
 def stage_rewards(stats: RolloutStats, cfg: RewardConfig) -> tuple[float, float]:
     """HRPO stage rewards ``(R_S, R_D)`` (ours; see the module docstring for why).
 
-    ``R_S = r_acc + w_fmt*r_fmt + lam_stream*r_acc*share - lam_over*overrun_tokens/L``
-    (streaming-thought tokens; ``share`` = :func:`stream_share`);
+    ``R_S = r_acc + w_fmt*r_fmt + lam_stream*r_acc*share + lam_note*r_note - lam_over*overrun_tokens/L``
+    (streaming-thought tokens; ``share`` = :func:`stream_share`, ``r_note`` = :func:`note_credit`);
     ``R_D = r_acc + w_fmt*r_fmt - lam_deep*deep_tokens/L_D`` (deep-stage tokens).
     """
     acc = accuracy_reward(stats)
     base = acc + cfg.w_fmt * format_reward(stats)
-    r_s = base + cfg.lam_stream * acc * stream_share(stats) - cfg.lam_over * stats.overrun_tokens / float(cfg.length_norm)
+    r_s = (base + cfg.lam_stream * acc * stream_share(stats) + cfg.lam_note * stats.note_credit
+           - cfg.lam_over * stats.overrun_tokens / float(cfg.length_norm))
     r_d = base - cfg.lam_deep * stats.deep_tokens / float(cfg.deep_length_norm)
     return r_s, r_d
 
@@ -185,7 +233,7 @@ def reward_tensors(stats: Sequence[RolloutStats], cfg: RewardConfig) -> dict[str
     """Rewards of a batch of rollouts as float32 tensors of shape ``(B,)``.
 
     Returns ``{"total": R (GRPO), "stream": R_S, "deep": R_D, "accuracy": r_acc,
-    "format": r_fmt}``, in the order of ``stats`` (keep groups of G rollouts of one input
+    "format": r_fmt, "note": r_note}``, in the order of ``stats`` (keep groups of G rollouts of one input
     consecutive for :func:`adasr.train.advantages.group_normalize`).
     """
     pairs = [stage_rewards(s, cfg) for s in stats]
@@ -196,6 +244,7 @@ def reward_tensors(stats: Sequence[RolloutStats], cfg: RewardConfig) -> dict[str
         "deep": as_t(p[1] for p in pairs),
         "accuracy": as_t(accuracy_reward(s) for s in stats),
         "format": as_t(format_reward(s) for s in stats),
+        "note": as_t(s.note_credit for s in stats),
     }
 
 

@@ -68,7 +68,9 @@ from adasr.train.advantages import (
 from adasr.train.common import prepare_run
 from adasr.train.save import CheckpointMeta, save_final, trained_on
 from adasr.train.config import RLConfig
-from adasr.train.rewards import RolloutStats, adaptive_reward, reward_tensors, trajectory_reward, turn_rewards
+from adasr.train.rewards import (
+    RolloutStats, adaptive_reward, note_credit, reward_tensors, trajectory_reward, turn_rewards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +255,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         stats: list[RolloutStats] = []
         for row, res in zip(inputs, results):
             rec = grade_record(res.record, lambda prediction, _: self.grade(row, prediction), str(row["answer"]))
+            rec["note_credit"] = note_credit(res.thoughts, row.get("note_targets") or ())
             stats.append(RolloutStats.from_record(rec))
         rewards = reward_tensors(stats, self.reward_cfg)
         rewards["adapt"] = torch.tensor([adaptive_reward(s, self.reward_cfg) for s in stats], dtype=torch.float32)
@@ -416,6 +419,7 @@ class StreamGRPOTrainer(GRPOTrainer):
         metrics["rewards/r_adapt/mean"].append(mean(rewards["adapt"]))
         metrics["rewards/R_S/mean"].append(mean(rewards["stream"]))
         metrics["rewards/R_D/mean"].append(mean(rewards["deep"]))
+        metrics["rewards/r_note/mean"].append(mean(rewards["note"]))
         metrics["accuracy"].append(mean(rewards["accuracy"]))
         metrics["format_rate"].append(mean(rewards["format"]))
         for key in ("stream_tokens", "deep_tokens", "post_input_tokens", "overrun_tokens", "skipped_chunks"):

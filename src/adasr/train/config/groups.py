@@ -223,7 +223,7 @@ Attributes:
         (turn-level advantages on each decision turn's tokens plus a trajectory advantage on
         every generated token; proactive tasks, ``mode: proactive``).
     adv_eps: added to the group std when normalizing rewards (``scale_rewards: group``).
-    w_fmt / lam_post / lam_over / length_norm / lam_stream / lam_deep / deep_length_norm: the
+    w_fmt / lam_post / lam_over / length_norm / lam_stream / lam_deep / deep_length_norm / lam_note: the
         knobs of :class:`adasr.train.rewards.RewardConfig`, declared there.
     turn_* / traj_* / w_turn / w_traj / proactive_window / proactive_half_life: proactive GRPO
         (``advantage: proactive``): the knobs of :class:`adasr.train.rewards.ProactiveRewardConfig`
