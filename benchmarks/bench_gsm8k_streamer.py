@@ -32,7 +32,8 @@ Rows (issue "A streaming reasoner for real word problems"):
   (configs/sft_gsm8k_qwen_typing_goal_warm.yaml, ``--goal-steps after-question``); ``typo-grpo`` /
   ``typo-hrpo``: the shipped adapter after GRPO / HRPO with rollouts at the typing point
   (configs/{grpo,hrpo}_gsm8k_qwen_typing_own.yaml), ``typo-hrpo-s`` the HRPO knob run
-  (configs/hrpo_gsm8k_qwen_typing_stream.yaml); ``shipped-stream``: the bundled
+  (configs/hrpo_gsm8k_qwen_typing_stream.yaml), ``typo-hrpo-n`` the same with the per-note reward
+  (configs/hrpo_gsm8k_qwen_typing_notes.yaml); ``shipped-stream``: the bundled
   ``qwen2.5-coder-0.5b-gsm8k-stream`` as shipped (the warm start's starting point).
 """
 
@@ -77,6 +78,8 @@ ROWS = {  # name: (label, model, mode)
     "typo-hrpo": ("shipped streaming SFT+HRPO at the typing point, adaptive", "runs/hrpo_gsm8k_qwen_typing_own/final", "adaptive"),
     "typo-hrpo-s": ("shipped streaming SFT+HRPO at the typing point, stream credit 1.0 / deep price 0.125, adaptive",
                     "runs/hrpo_gsm8k_qwen_typing_stream/final", "adaptive"),
+    "typo-hrpo-n": ("shipped streaming SFT+HRPO at the typing point, with the per-note reward, adaptive",
+                    "runs/hrpo_gsm8k_qwen_typing_notes/final", "adaptive"),
 }
 # Operating points (docs/OPERATING_POINTS.md): arrival flags, pinned step time (s), decode rate (tokens/s).
 POINTS = {
