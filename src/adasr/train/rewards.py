@@ -43,10 +43,10 @@ from typing import Mapping, Sequence
 import torch
 
 from adasr.errors import ConfigError, DataError
+from adasr.proactive_metrics import proactive_score
 from adasr.protocol import same_answer
 from adasr.tasks.solutions import read_arithmetic
 from adasr.tasks.text import numbers_close
-from adasr.proactive_metrics import proactive_score
 
 
 def knob(default: float, text: str, key: str | None = None):
@@ -185,8 +185,8 @@ def note_credit(thoughts: Sequence[str | None], targets: Sequence[float]) -> flo
     (:func:`adasr.tasks.solutions.read_arithmetic`; GSM8K rounding accepted). A number merely
     mentioned, or a result that matches no target, earns nothing.
 
-    Our definition (docs/DESIGN.md, "Rewards, HRPO and CB-Stream"): a per-note reward for correct
-    intermediate results, checkable against GSM8K's calculator annotations.
+    Our definition (docs/DESIGN.md, "HRPO (ours)", "The per-note reward"): a per-note reward for
+    correct intermediate results, checkable against GSM8K's calculator annotations.
 
     Returns:
         A float in [0, 1]; 0.0 when there is no target or no thought.
