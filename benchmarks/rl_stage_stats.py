@@ -9,7 +9,8 @@ Each ``NAME=DIR`` is an ``adasr train grpo|hrpo`` output directory. The script r
 log history (``DIR/trainer_state.json``, else that of the newest ``DIR/checkpoint-*``) and prints
 one markdown row per run, averaged over its logged steps:
 
-* reward, accuracy, the stage rewards ``R_S`` / ``R_D`` (docs/DESIGN.md "HRPO (ours)");
+* reward, accuracy, the stage rewards ``R_S`` / ``R_D`` (docs/DESIGN.md "HRPO (ours)") and the
+  per-note reward ``r_note`` (runs that logged it; "The per-note reward");
 * ``stage_corr``: correlation over rollouts of the group-normalized ``R_S`` and ``R_D`` (1.0:
   the stages would get one signal, as in GRPO), with its range over steps, and ``stage_abs_diff``
   (mean ``|A_S - A_D|`` per rollout);
@@ -54,6 +55,7 @@ COLUMNS = (
     ("accuracy", "accuracy"),
     ("R_S", "rewards/R_S/mean"),
     ("R_D", "rewards/R_D/mean"),
+    ("r_note", "rewards/r_note/mean"),
     ("stage_corr mean [min, max]", "advantages/stage_corr"),
     ("stage_abs_diff", "advantages/stage_abs_diff"),
     ("A on stream tokens mean / std", ("advantages/stream/mean", "advantages/stream/std")),
