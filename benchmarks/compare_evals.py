@@ -43,17 +43,24 @@ def read_rows(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in read_jsonl(file)}
 
 
+def labelled_rows(specs: list[str], read) -> dict:
+    """``{label: read(Path(dir))}`` for ``--row LABEL=DIR`` arguments, in order (the label may hold
+    ``=``: the last one splits). Exits with a one-line error on a spec without ``LABEL=``."""
+    runs = {}
+    for spec in specs:
+        label, sep, path = spec.rpartition("=")
+        if not sep or not label:
+            raise SystemExit(f"error: --row needs LABEL=DIR, got {spec!r}")
+        runs[label] = read(Path(path))
+    return runs
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--row", action="append", required=True, help="LABEL=EVAL_MODE_DIR (repeat)")
     ap.add_argument("--baseline", help="label of the row the others are compared with (default: the first)")
     args = ap.parse_args(argv)
-    runs = {}
-    for spec in args.row:
-        label, sep, path = spec.rpartition("=")
-        if not sep or not label:
-            raise SystemExit(f"error: --row needs LABEL=DIR, got {spec!r}")
-        runs[label] = read_rows(Path(path))
+    runs = labelled_rows(args.row, read_rows)
     base = args.baseline or next(iter(runs))
     if base not in runs:
         raise SystemExit(f"error: --baseline {base!r} is not a row label ({', '.join(runs)})")

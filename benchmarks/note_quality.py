@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from adasr.jsonl import read_jsonl  # noqa: E402
+from compare_evals import labelled_rows  # noqa: E402  (benchmarks/, the script's own folder)
 from adasr.tasks.gsm8k import load_gsm8k  # noqa: E402
 from adasr.tasks.solutions import ParseFailure, read_arithmetic  # noqa: E402
 from adasr.tasks.streamify import streamify_problem  # noqa: E402
@@ -106,12 +107,7 @@ def main(argv=None) -> None:
     ap.add_argument("--row", action="append", required=True, help="LABEL=EVAL_MODE_DIR (repeat)")
     args = ap.parse_args(argv)
     refs = references(Path(args.data))
-    runs = {}
-    for spec in args.row:
-        label, sep, path = spec.rpartition("=")
-        if not sep or not label:
-            raise SystemExit(f"error: --row needs LABEL=DIR, got {spec!r}")
-        runs[label] = read_run(Path(path))
+    runs = labelled_rows(args.row, read_run)
     ids = sorted(set(refs).intersection(*(set(c) & set(t) for c, t in runs.values())))
     if not ids:
         raise SystemExit("error: no problem is in --data and finished by every row")
