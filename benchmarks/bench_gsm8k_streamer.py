@@ -34,7 +34,9 @@ Rows (issue "A streaming reasoner for real word problems"):
   (configs/{grpo,hrpo}_gsm8k_qwen_typing_own.yaml), ``typo-hrpo-s`` the HRPO knob run
   (configs/hrpo_gsm8k_qwen_typing_stream.yaml), ``typo-hrpo-n`` the same with the per-note reward
   (configs/hrpo_gsm8k_qwen_typing_notes.yaml); ``shipped-stream``: the bundled
-  ``qwen2.5-coder-0.5b-gsm8k-stream`` as shipped (the warm start's starting point).
+  ``qwen2.5-coder-0.5b-gsm8k-stream`` as shipped (the warm start's starting point); ``mixw-stream``: one
+  adapter for every point, the typing warm start on episodes converted at mixed points
+  (configs/sft_gsm8k_qwen_mixed_own_warm.yaml).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ ROWS = {  # name: (label, model, mode)
                        "src/adasr/adapters/qwen2.5-coder-0.5b-gsm8k-stream", "adaptive"),
     "typow-stream": ("typing verbatim SFT streaming, warm-started from the shipped adapter, adaptive",
                      "runs/sft_gsm8k_qwen_typing_own_warm/final", "adaptive"),
+    "mixw-stream": ("verbatim SFT streaming on episodes at mixed points (typing, CPU and GPU speech), warm-started "
+                    "from the shipped adapter, adaptive", "runs/sft_gsm8k_qwen_mixed_own_warm/final", "adaptive"),
     "typow-batch": ("typing verbatim SFT twin, warm-started from the shipped adapter, batch",
                     "runs/sft_gsm8k_qwen_typing_own_warm_batch/final", "batch"),
     "typo-grpo": ("shipped streaming SFT+GRPO at the typing point, adaptive", "runs/grpo_gsm8k_qwen_typing_own/final", "adaptive"),

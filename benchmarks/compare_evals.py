@@ -8,10 +8,12 @@
 Each row is ``LABEL=DIR`` where DIR holds an eval mode's ``results.jsonl``. Only the problems
 every row has finished are compared (printed as N), so runs still in progress can be tabled.
 Columns: accuracy with its 95% Wilson interval, p50/p95 post-input latency (seconds, the eval's
-clock) and the p50 ratio to the baseline row, mean streaming-thought / deep-stage tokens, format
-rate, and the paired comparison with the baseline: problems only this row solved / only the
-baseline solved, with the exact two-sided McNemar p-value (binomial test on the discordant
-pairs; McNemar, Psychometrika 1947).
+clock) and the p50 ratio to the baseline row, mean streaming-thought / deep-stage tokens, the share
+of the reasoning written before end of input (streaming-thought tokens / (those + deep-stage
+tokens), over all problems), format rate, and the paired comparison with the baseline: problems
+only this row solved / only the baseline solved, with the exact two-sided McNemar p-value
+(binomial test on the discordant pairs; McNemar, Psychometrika 1947). ``--versus LABEL`` (repeat)
+adds the same paired column against another row, e.g. a streamer's read-then-think twin.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def read_rows(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in read_jsonl(file)}
 
 
+def paired_cell(rows: dict, ref: dict, ids: list) -> str:
+    """``"b / c (p = ...)"``: problems of ``ids`` only ``rows`` solved / only ``ref`` solved, exact McNemar p."""
+    only_row = sum(bool(rows[i].get("correct")) and not ref[i].get("correct") for i in ids)
+    only_ref = sum(bool(ref[i].get("correct")) and not rows[i].get("correct") for i in ids)
+    return f"{only_row} / {only_ref} (p = {mcnemar_exact(only_row, only_ref):.2f})"
+
+
 def labelled_rows(specs: list[str], read) -> dict:
     """``{label: read(Path(dir))}`` for ``--row LABEL=DIR`` arguments, in order (the label may hold
     ``=``: the last one splits). Exits with a one-line error on a spec without ``LABEL=``."""
@@ -59,20 +68,25 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--row", action="append", required=True, help="LABEL=EVAL_MODE_DIR (repeat)")
     ap.add_argument("--baseline", help="label of the row the others are compared with (default: the first)")
+    ap.add_argument("--versus", action="append", default=[],
+                    help="label of a further row to compare every other row with (repeat): one more paired column")
     args = ap.parse_args(argv)
     runs = labelled_rows(args.row, read_rows)
     base = args.baseline or next(iter(runs))
-    if base not in runs:
-        raise SystemExit(f"error: --baseline {base!r} is not a row label ({', '.join(runs)})")
+    for ref in (base, *args.versus):
+        if ref not in runs:
+            raise SystemExit(f"error: {ref!r} (--baseline / --versus) is not a row label ({', '.join(runs)})")
     ids = sorted(set.intersection(*(set(r) for r in runs.values())))
     if not ids:
         raise SystemExit("error: the rows share no finished problem")
     b_lat = [runs[base][i]["post_input_latency_s"] for i in ids]
     b_p50 = percentile(b_lat, 50)
     print(f"N = {len(ids)} problems finished by every row; paired comparisons against '{base}'\n")
+    refs = [base, *args.versus]
     print("| row | accuracy [95% CI] | post-input latency p50 / p95 (s) | p50 vs baseline | stream tokens | "
-          "deep tokens | format | only this row / only baseline correct (McNemar p) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "deep tokens | before end of input | format | "
+          + " | ".join(f"only this row / only '{ref}' correct (McNemar p)" for ref in refs) + " |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(refs))
     for label, rows in runs.items():
         recs = [rows[i] for i in ids]
         k = sum(bool(r.get("correct")) for r in recs)
@@ -81,15 +95,12 @@ def main(argv=None) -> None:
         p50, p95 = percentile(lat, 50), percentile(lat, 95)
         mean = lambda f: sum(r.get(f) or 0 for r in recs) / len(recs)  # noqa: E731
         fmt = sum(bool(r.get("format_ok")) for r in recs) / len(recs)
-        if label == base:
-            paired = "-"
-        else:
-            only_row = sum(bool(rows[i].get("correct")) and not runs[base][i].get("correct") for i in ids)
-            only_base = sum(bool(runs[base][i].get("correct")) and not rows[i].get("correct") for i in ids)
-            paired = f"{only_row} / {only_base} (p = {mcnemar_exact(only_row, only_base):.2f})"
+        stream, deep = mean("stream_tokens"), mean("deep_tokens")
+        early = stream / (stream + deep) if stream + deep else 0.0
+        paired = [paired_cell(rows, runs[ref], ids) if ref != label else "-" for ref in refs]
         print(f"| {label} | {k}/{len(recs)} = {100 * k / len(recs):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | "
-              f"{p50:.1f} / {p95:.1f} | {p50 / b_p50:.2f}x | {mean('stream_tokens'):.1f} | "
-              f"{mean('deep_tokens'):.1f} | {100 * fmt:.0f}% | {paired} |")
+              f"{p50:.1f} / {p95:.1f} | {p50 / b_p50:.2f}x | {stream:.1f} | {deep:.1f} | {100 * early:.1f}% | "
+              f"{100 * fmt:.0f}% | {' | '.join(paired)} |")
 
 
 if __name__ == "__main__":
