@@ -49,7 +49,8 @@ def paired_cell(rows: dict, ref: dict, ids: list) -> str:
     """``"b / c (p = ...)"``: problems of ``ids`` only ``rows`` solved / only ``ref`` solved, exact McNemar p."""
     only_row = sum(bool(rows[i].get("correct")) and not ref[i].get("correct") for i in ids)
     only_ref = sum(bool(ref[i].get("correct")) and not rows[i].get("correct") for i in ids)
-    return f"{only_row} / {only_ref} (p = {mcnemar_exact(only_row, only_ref):.2f})"
+    p = mcnemar_exact(only_row, only_ref)
+    return f"{only_row} / {only_ref} (p {'< 0.001' if p < 0.001 else f'= {p:.3f}' if p < 0.01 else f'= {p:.2f}'})"
 
 
 def labelled_rows(specs: list[str], read) -> dict:
