@@ -50,7 +50,9 @@ def paired_cell(rows: dict, ref: dict, ids: list) -> str:
     only_row = sum(bool(rows[i].get("correct")) and not ref[i].get("correct") for i in ids)
     only_ref = sum(bool(ref[i].get("correct")) and not rows[i].get("correct") for i in ids)
     p = mcnemar_exact(only_row, only_ref)
-    return f"{only_row} / {only_ref} (p {'< 0.001' if p < 0.001 else f'= {p:.3f}' if p < 0.01 else f'= {p:.2f}'})"
+    if p < 0.001:
+        return f"{only_row} / {only_ref} (p < 0.001)"
+    return f"{only_row} / {only_ref} (p = {p:.3f})" if p < 0.01 else f"{only_row} / {only_ref} (p = {p:.2f})"
 
 
 def labelled_rows(specs: list[str], read) -> dict:
@@ -74,7 +76,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     runs = labelled_rows(args.row, read_rows)
     base = args.baseline or next(iter(runs))
-    for ref in (base, *args.versus):
+    refs = [base, *args.versus]
+    for ref in refs:
         if ref not in runs:
             raise SystemExit(f"error: {ref!r} (--baseline / --versus) is not a row label ({', '.join(runs)})")
     ids = sorted(set.intersection(*(set(r) for r in runs.values())))
@@ -83,7 +86,6 @@ def main(argv=None) -> None:
     b_lat = [runs[base][i]["post_input_latency_s"] for i in ids]
     b_p50 = percentile(b_lat, 50)
     print(f"N = {len(ids)} problems finished by every row; paired comparisons against '{base}'\n")
-    refs = [base, *args.versus]
     print("| row | accuracy [95% CI] | post-input latency p50 / p95 (s) | p50 vs baseline | stream tokens | "
           "deep tokens | before end of input | format | "
           + " | ".join(f"only this row / only '{ref}' correct (McNemar p)" for ref in refs) + " |")
