@@ -215,7 +215,7 @@ def test_eval_logit_bias_is_recorded_checked_and_refused_when_not_one_token(tiny
     assert_clean_error(adasr(*args, "--logit-bias", "a b c d=1"), "a bias applies to one token")
     assert_clean_error(adasr(*args, "--logit-bias", "a"), "--logit-bias takes TEXT=BIAS")
     assert_clean_error(adasr("run", "Add 5.", "--server", "http://127.0.0.1:9", "--logit-bias", "a=1"),
-                       "--logit-bias is an in-process engine setting")
+                       "--logit-bias and --revision-logit-bias are in-process engine settings")
     assert_clean_error(adasr("serve", "--model", tiny_dir, "--port", "1", "--logit-bias", "a=x"),
                        "--logit-bias takes TEXT=BIAS")  # before binding or loading
 

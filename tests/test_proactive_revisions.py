@@ -62,14 +62,15 @@ class _TurnScripted(torch.nn.Module):
         return out
 
 
-def _run(tiny_model, tok, revisions: int, evidence: int = 3, reference: str = "9"):
+def _run(tiny_model, tok, revisions: int, evidence: int = 3, reference: str = "9", **config):
     """One episode of 6 chunks: silent after chunk 0, ``\\boxed{7}`` after chunks 1 and 2 (a
-    response, then a confirmation), ``\\boxed{9}`` after chunk 3 (a revision), silent after."""
+    response, then a confirmation), ``\\boxed{9}`` after chunk 3 (a revision), silent after;
+    ``config``: more :class:`EngineConfig` settings."""
     fmt = StreamingEngine(tiny_model, tok, EngineConfig(policy="proactive")).format
     seven, nine = tok.encode("\\boxed{7}"), tok.encode("\\boxed{9}")
     model = _TurnScripted(tiny_model, fmt.assistant_header, {1: seven, 2: seven, 3: nine}, tok.encode("\n")[0])
     eng = StreamingEngine(model, tok, EngineConfig(policy="proactive", thought_budget=16, decode_rate=100.0,
-                                                   max_deep_tokens=4, revisions=revisions))
+                                                   max_deep_tokens=4, revisions=revisions, **config))
     return next(eng.run([EpisodeInput("p", stream(), reference=reference, evidence_chunk=evidence)],
                         clock=VirtualClock(fixed_step_s=0.01)))
 
@@ -95,6 +96,26 @@ def test_one_revision_replaces_the_answer_and_ends_the_episode(tiny_model, tiny_
     answers = [e for e in res.events if e["type"] == "answer"]
     assert len(answers) == 1 and answers[0]["prediction"] == "9" and answers[0]["early"]
     assert not any(e["type"] == "eoi" and e["t"] < rec["answer_s"] for e in res.events)
+
+
+def _digit(tok, d: str) -> int:
+    """The token that tells ``\\boxed{d}`` from ``\\boxed{0}``."""
+    a, b = tok.encode(f"\\boxed{{{d}}}"), tok.encode("\\boxed{0}")
+    (i,) = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return a[i]
+
+
+@pytest.mark.parametrize("config, prediction", [
+    ({"revision_logit_bias": {"9": -1e4}}, "7"),  # the revision cannot be written: the answer stands
+    ({"logit_bias": {"9": -1e4}}, "7"),  # no revision bias: the turns after the answer keep logit_bias
+    ({"logit_bias": {"9": -1e4}, "revision_logit_bias": {}}, "9"),  # an unbiased revision
+    ({"revision_logit_bias": {"7": -1e4}}, "9"),  # not applied before the answer: the first response is 7
+])
+def test_a_revision_logit_bias_sets_the_turns_after_an_answer_only(tiny_model, tiny_tokenizer, config, prediction):
+    ids = {key: {_digit(tiny_tokenizer, d): b for d, b in bias.items()} for key, bias in config.items()}
+    rec = _run(tiny_model, tiny_tokenizer, revisions=1, **ids).record
+    assert rec["first_prediction"] == "7" and rec["first_answer_chunk"] == 1
+    assert rec["prediction"] == prediction and rec["n_revisions"] == int(prediction == "9")
 
 
 def test_an_unused_revision_keeps_listening_to_the_end_of_input(tiny_model, tiny_tokenizer):
@@ -184,6 +205,29 @@ def test_cli_revisions_need_proactive_mode(tiny_dir, tmp_path):
         err = proc.stderr.decode()
         assert proc.returncode != 0 and "Traceback" not in err and "proactive only" in err, err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_revision_logit_bias_needs_revisions_and_is_recorded(tiny_dir, tmp_path):
+    def adasr(*args):
+        return subprocess.run([sys.executable, "-m", "adasr.cli", *args], capture_output=True, timeout=120)
+
+    for args in (("run", "Add 5. Then 3.", "--model", tiny_dir, "--mode", "proactive"),
+                 ("eval", "--data", str(tmp_path / "x.jsonl"), "--model", tiny_dir, "--mode", "proactive")):
+        proc = adasr(*args, "--revision-logit-bias", "a=-1")
+        err = proc.stderr.decode()
+        assert proc.returncode != 0 and "Traceback" not in err and "--revisions 1 or more" in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"question": "Say the first even number.", "chunks": ["Say the first even number.",
+                                "3.", "4."], "answer": "4", "evidence_chunk": 2}) + "\n")
+    args = ["eval", "--data", str(data), "--model", tiny_dir, "--out", str(tmp_path / "out"), "--mode", "proactive",
+            "--revisions", "1", "--budget", "4", "--max-deep-tokens", "4", "--decode-rate", "20", "--step-s", "0.05"]
+    proc = adasr(*args, "--revision-logit-bias", "a=-1")
+    assert proc.returncode == 0, proc.stderr.decode()
+    config = json.loads((tmp_path / "out" / "proactive" / "config.json").read_text())
+    assert config["revision_logit_bias"] == {"a": -1.0} and "logit_bias" not in config
+    proc = adasr(*args)  # resuming with other settings is refused
+    assert proc.returncode != 0 and "revision_logit_bias" in proc.stderr.decode()
 
 
 def test_the_turns_after_an_answer_are_the_tokens_sft_trains_on(tiny_model, tiny_tokenizer):

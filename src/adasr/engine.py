@@ -42,7 +42,7 @@ session / scheduler / runner split and the step API follow vLLM's ``v1/engine``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
 
 from functools import partial
@@ -87,6 +87,11 @@ class EngineConfig:
             argmax (vLLM's ``logit_bias``; :func:`adasr.sampling.resolve_logit_bias` makes it from
             text). The four are the sessions' default :class:`~adasr.sampling.SamplingParams`
             (:attr:`sampling`).
+        revision_logit_bias: ``proactive`` mode with ``revisions``: the logit bias of the turns
+            after a committed answer, in place of ``logit_bias`` (``None``: ``logit_bias``). A
+            stricter commit threshold for revising an answer than for giving one: with
+            ``{id(" yes"): ln((1 - tau_r) / tau_r)}`` a check revises only when
+            p(yes) / (p(yes) + p(no)) > tau_r (docs/DESIGN.md, "Commit threshold").
         seed: base seed; each episode's generator is seeded from it and the episode's seed/id.
         decode_rate: decode tokens/s of one row used for adaptive budgets. ``None``: measured —
             calibrated when the engine starts (or ``initial_decode_rate``), then a moving average
@@ -128,6 +133,7 @@ class EngineConfig:
     top_p: float = 1.0
     top_k: int = 0
     logit_bias: dict[int, float] | None = None
+    revision_logit_bias: dict[int, float] | None = None
     seed: int = 0
     decode_rate: float | None = None
     initial_decode_rate: float | None = None
@@ -162,11 +168,24 @@ class EngineConfig:
         """
         return SamplingParams(self.temperature, self.top_p, self.top_k, tuple((self.logit_bias or {}).items()))
 
+    def revision_sampling(self, sampling: SamplingParams | None = None) -> SamplingParams | None:
+        """The sampling settings of a session's turns after a committed answer: ``sampling`` (the
+        session's own, default :attr:`sampling`) with :attr:`revision_logit_bias` as its logit
+        bias; ``None`` when ``revision_logit_bias`` is ``None`` (those turns keep ``sampling``).
+
+        Raises:
+            ConfigError: out-of-range settings.
+        """
+        if self.revision_logit_bias is None:
+            return None
+        return replace(sampling or self.sampling, logit_bias=tuple(self.revision_logit_bias.items()))
+
     def validate(self) -> None:
         """Raises :class:`ConfigError` for out-of-range values."""
         if self.max_deep_tokens < 1:
             raise ConfigError("max_deep_tokens must be >= 1")
         self.sampling  # noqa: B018  (validates the sampling settings)
+        self.revision_sampling()
         if self.split_min_waste is not None and self.split_min_waste < 1:
             raise ConfigError("split_min_waste must be >= 1 (or None: never split a step)")
         if self.backend not in BACKENDS:
@@ -338,6 +357,7 @@ class StreamingEngine:
         if live is not None and not live.status.ended:
             raise ConfigError(f"a session with id {inp.id!r} is already running")
         session = Session(inp, self.session_format(policy), policy or self.policy, sampling=sampling,
+                          revision_sampling=self.config.revision_sampling(sampling),
                           max_deep_tokens=max_deep_tokens or self.config.max_deep_tokens,
                           seed=self.config.seed, decode=self.decode, on_event=self._emitter(on_event))
         self.scheduler.add(session, start_s)

@@ -154,6 +154,9 @@ class Session:
         decode: text of token ids (special tokens dropped).
         on_event: called with every event as it happens (per-token ones included).
         sampling: this episode's :class:`~adasr.sampling.SamplingParams`; ``None``: the engine's.
+        revision_sampling: the settings of its turns after a committed proactive answer (a
+            stricter commit threshold for revisions, :meth:`adasr.engine.EngineConfig.revision_sampling`);
+            ``None``: ``sampling``.
 
     Attributes:
         status: :class:`SessionStatus`.
@@ -164,11 +167,12 @@ class Session:
 
     def __init__(self, inp: "EpisodeInput", fmt: StreamingFormat, policy: ThoughtPolicy, *, max_deep_tokens: int,
                  seed: int, decode: Callable[[Sequence[int]], str], on_event: Callable[[Event], None] | None = None,
-                 sampling: SamplingParams | None = None):
+                 sampling: SamplingParams | None = None, revision_sampling: SamplingParams | None = None):
         self.inp, self.id, self.fmt, self.policy = inp, inp.id, fmt, policy
         self.layout = policy.layout
         self.max_deep_tokens = max_deep_tokens
-        self.decode, self.on_event, self.sampling = decode, on_event, sampling
+        self.decode, self.on_event = decode, on_event
+        self.first_sampling, self.revision_sampling = sampling, revision_sampling
         episode_seed = inp.seed if inp.seed is not None else zlib.crc32(inp.id.encode())
         self.generator = torch.Generator().manual_seed((seed * 1_000_003 + episode_seed) % 2**64)  # any int
         self.status = SessionStatus.WAITING
@@ -195,6 +199,14 @@ class Session:
         self.first_deep_t: float | None = None
         self.done_t: float | None = None
         self.post_input_tokens = 0
+
+    @property
+    def sampling(self) -> SamplingParams | None:
+        """The settings the next token is drawn with (``None``: the engine's): ``revision_sampling``
+        once an answer is committed (if set), else ``sampling``."""
+        if self.responses and self.revision_sampling is not None:
+            return self.revision_sampling
+        return self.first_sampling
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, t0: float, clock: VirtualClock | RealClock) -> None:

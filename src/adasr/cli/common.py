@@ -64,6 +64,11 @@ LogitBiasOpt = Annotated[list[str], typer.Option(
     "--logit-bias", help="TEXT=BIAS (repeatable): add BIAS to the logit of TEXT's one token, greedy decoding included "
                          "(vLLM's logit_bias). Proactive commit threshold tau: --logit-bias ' yes=B' with "
                          "B = ln((1 - tau) / tau), e.g. -0.85 for tau 0.7 (docs/DESIGN.md, Commit threshold)")]
+RevisionLogitBiasOpt = Annotated[list[str], typer.Option(
+    "--revision-logit-bias", help="TEXT=BIAS (repeatable): with --mode proactive --revisions N, the logit bias of the "
+                                  "turns after a committed answer, in place of --logit-bias: a stricter threshold "
+                                  "tau_r for revising an answer than for giving one, ' yes=ln((1 - tau_r) / tau_r)' "
+                                  "(docs/DESIGN.md, Commit threshold)")]
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -152,28 +157,51 @@ def stream_spec(chunker: str, wps: float, max_chunk_tokens: int, cps: float | No
 
 def make_engine(loaded, mode: str, thought_budget: int, max_deep_tokens: int, temperature: float, top_p: float,
                 top_k: int, seed: int, decode_rate: float | None, backend: str = "torch", share=None, revisions: int = 0,
-                skip_backlog_s: float | None = None, logit_bias: dict[str, float] | None = None):
+                skip_backlog_s: float | None = None, logit_bias: dict[str, float] | None = None,
+                revision_logit_bias: dict[str, float] | None = None):
     """The engine of ``backend`` for a loaded model (:func:`adasr.backends.make_engine`);
     ``share``: an engine of the same model whose backend resources (its vLLM runtime) the new one
     uses (:meth:`~adasr.engine.StreamingEngine.derive`: one model load for every mode of an
     evaluation); ``logit_bias``: ``{text: bias}`` (``--logit-bias``), each text one token of the
-    model's tokenizer.
+    model's tokenizer; ``revision_logit_bias``: the same for the turns after a committed proactive
+    answer (``--revision-logit-bias``; ``None``: ``logit_bias``).
 
     Raises:
-        ConfigError: a ``logit_bias`` text that is not one token (:func:`adasr.sampling.resolve_logit_bias`).
+        ConfigError: a bias text that is not one token (:func:`adasr.sampling.resolve_logit_bias`).
     """
     from adasr.backends import make_engine as backend_engine
     from adasr.engine import EngineConfig
     from adasr.sampling import resolve_logit_bias
 
     bias = dict(resolve_logit_bias(loaded.tokenizer, logit_bias)) if logit_bias else None
+    revision_bias = (dict(resolve_logit_bias(loaded.tokenizer, revision_logit_bias))
+                     if revision_logit_bias is not None else None)
     cfg = EngineConfig(policy=mode, thought_budget=thought_budget, revisions=revisions, skip_backlog_s=skip_backlog_s,
                        max_deep_tokens=max_deep_tokens,
-                       temperature=temperature, top_p=top_p, top_k=top_k, logit_bias=bias, seed=seed,
+                       temperature=temperature, top_p=top_p, top_k=top_k, logit_bias=bias,
+                       revision_logit_bias=revision_bias, seed=seed,
                        decode_rate=decode_rate, protocol=loaded.protocol, backend=backend)
     if share is not None:
         return share.derive(cfg)
     return backend_engine(loaded, cfg)
+
+
+def parse_revision_logit_bias(values: list[str], mode: str | list[str], revisions: int) -> dict[str, float] | None:
+    """``--revision-logit-bias`` as ``{text: bias}`` (``None`` when not given).
+
+    Raises:
+        ConfigError: a malformed value (:func:`adasr.sampling.parse_logit_bias`), or the option
+            without ``--mode proactive --revisions N`` (N >= 1): it sets the turns after an answer.
+    """
+    from adasr.sampling import parse_logit_bias
+
+    if not values:
+        return None
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    if "proactive" not in modes or revisions < 1:
+        raise ConfigError("--revision-logit-bias sets the turns after a committed answer: it needs --mode proactive "
+                          "and --revisions 1 or more")
+    return parse_logit_bias(values)
 
 
 def check_context(loaded, n_input_tokens: int, max_deep_tokens: int) -> None:

@@ -17,6 +17,8 @@ from adasr.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LogitBiasOpt,
+    RevisionLogitBiasOpt,
+    parse_revision_logit_bias,
     MaxChunkTokensOpt,
     ModelOpt,
     ProtocolOpt,
@@ -76,6 +78,7 @@ def eval_cmd(
     skip_backlog: SkipBacklogOpt = None,
     backend: BackendOpt = "torch",
     logit_bias: LogitBiasOpt = [],  # noqa: B006
+    revision_logit_bias: RevisionLogitBiasOpt = [],  # noqa: B006
     rescale_from: Annotated[Optional[Path], typer.Option(
         help="read-then-think without the model: move this pinned-clock `--mode batch` run (its --out) to the "
              "operating point of --wps/--cps/--chunker/--step-s (latencies x the ratio of step times); "
@@ -99,6 +102,7 @@ def eval_cmd(
     if skip_backlog is not None:  # the policy's own check, on the mode it applies to (adaptive, if given)
         make_policy("adaptive" if "adaptive" in mode else mode[0], skip_backlog_s=skip_backlog)
     bias = parse_logit_bias(logit_bias)
+    revision_bias = parse_revision_logit_bias(revision_logit_bias, mode, revisions)
     budgets = parse_budgets(thought_budget)
     spec = stream_spec(chunker, wps, max_chunk_tokens, cps)
     items = load_gsm8k(data, limit=limit, on_error=print_skipped)
@@ -107,6 +111,7 @@ def eval_cmd(
         return
     loaded = load(model, dtype, device, revision, protocol)
     resolve_logit_bias(loaded.tokenizer, bias)  # a text that is not one token fails before any episode
+    resolve_logit_bias(loaded.tokenizer, revision_bias or {})
 
     engines = []  # the first engine's vLLM runtime serves every mode
 
@@ -114,7 +119,8 @@ def eval_cmd(
         engines.append(make_engine(loaded, m, budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate,
                                backend, share=engines[0] if engines else None,
                                revisions=revisions if m == "proactive" else 0,
-                               skip_backlog_s=skip_backlog if m == "adaptive" else None, logit_bias=bias))
+                               skip_backlog_s=skip_backlog if m == "adaptive" else None, logit_bias=bias,
+                               revision_logit_bias=revision_bias if m == "proactive" else None))
         return engines[-1]
 
     from adasr.protocol import mode_protocol
@@ -138,6 +144,8 @@ def eval_cmd(
         run_config["skip_backlog_s"] = skip_backlog
     if bias:  # (absent when none, as revisions)
         run_config["logit_bias"] = bias
+    if revision_bias is not None:  # (absent when not given, as revisions)
+        run_config["revision_logit_bias"] = revision_bias
     options = dict(modes=mode, out_dir=out, batch_size=batch_size, stream=spec, clock=clock, align_eoi=align_eoi,
                    step_s=step_s, run_config=run_config)
     try:

@@ -20,6 +20,8 @@ from adasr.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LogitBiasOpt,
+    RevisionLogitBiasOpt,
+    parse_revision_logit_bias,
     MaxChunkTokensOpt,
     ModelOpt,
     ProtocolOpt,
@@ -77,6 +79,7 @@ def run(
              "defaults are sent as the session's settings")] = None,
     backend: BackendOpt = "torch",
     logit_bias: LogitBiasOpt = [],  # noqa: B006
+    revision_logit_bias: RevisionLogitBiasOpt = [],  # noqa: B006
 ) -> None:
     """Stream one input into a model: it thinks while the input arrives, then answers."""
     from adasr.engine import EpisodeInput
@@ -94,8 +97,9 @@ def run(
     if skip_backlog is not None and server is not None:
         raise ConfigError("--skip-backlog is an in-process engine setting: drop it with --server")
     bias = parse_logit_bias(logit_bias)
-    if bias and server is not None:
-        raise ConfigError("--logit-bias is an in-process engine setting: drop it with --server")
+    revision_bias = parse_revision_logit_bias(revision_logit_bias, mode, revisions)
+    if (bias or revision_bias is not None) and server is not None:
+        raise ConfigError("--logit-bias and --revision-logit-bias are in-process engine settings: drop them with --server")
     if step_s is not None and (clock != "virtual" or text == "-" or server is not None or not step_s > 0):
         raise ConfigError(f"--step-s needs --clock virtual, an input known in advance (not stdin, not --server) and "
                           f"a positive number of seconds; got {step_s!r} with --clock {clock}")
@@ -133,7 +137,8 @@ def run(
         n_tokens = sum(len(loaded.tokenizer.encode(c.text, add_special_tokens=False)) for c in source.chunks)
         check_context(loaded, n_tokens, max_deep_tokens)
     engine = make_engine(loaded, mode, thought_budget, max_deep_tokens, temperature, top_p, top_k, seed, decode_rate,
-                         backend, revisions=revisions, skip_backlog_s=skip_backlog, logit_bias=bias)
+                         backend, revisions=revisions, skip_backlog_s=skip_backlog, logit_bias=bias,
+                         revision_logit_bias=revision_bias)
     inp = EpisodeInput(id="run", source=source, reference=item.reference if item else None)
     if step_s is not None:
         from adasr.stream import VirtualClock

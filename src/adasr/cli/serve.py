@@ -13,6 +13,8 @@ from adasr.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LogitBiasOpt,
+    RevisionLogitBiasOpt,
+    parse_revision_logit_bias,
     ModelOpt,
     ProtocolOpt,
     RevisionOpt,
@@ -48,6 +50,7 @@ def serve(
     threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads (default: torch's, one per core); "
                                                         "with clients on the same small machine, cores - 1 is faster")] = None,
     logit_bias: LogitBiasOpt = [],  # noqa: B006
+    revision_logit_bias: RevisionLogitBiasOpt = [],  # noqa: B006
 ) -> None:
     """Serve live streaming sessions: WebSocket /v1/sessions, POST /v1/solve, a page at / (docs/SERVING.md)."""
     import socket
@@ -66,6 +69,7 @@ def serve(
         raise ConfigError("need --max-sessions >= 1, --idle-timeout > 0, 0 < --port < 65536 and --threads >= 1")
     make_policy(mode, thought_budget=thought_budget, revisions=revisions)  # bad defaults fail before any load
     bias = parse_logit_bias(logit_bias)  # every session's, its own sampling settings included
+    revision_bias = parse_revision_logit_bias(revision_logit_bias, mode, revisions)
     with socket.socket() as probe:  # a taken port fails now, with one line, not after loading the model
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
         try:
@@ -78,7 +82,7 @@ def serve(
         torch.set_num_threads(threads)
     loaded = load(model, dtype, device, revision, protocol)
     engine = make_engine(loaded, mode, thought_budget, max_deep_tokens, temperature, 1.0, 0, seed, decode_rate, backend,
-                         revisions=revisions, logit_bias=bias)
+                         revisions=revisions, logit_bias=bias, revision_logit_bias=revision_bias)
     server_app = create_app(engine, model_name=model, api_key=api_key, max_sessions=max_sessions,
                             idle_timeout_s=idle_timeout)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
