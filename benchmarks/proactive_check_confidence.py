@@ -6,7 +6,10 @@ check word the model wrote (" yes" / " no"), ``p(yes) / (p(yes) + p(no))`` from 
 next-token distribution. Prints, for the check that committed each first answer, the median and
 the count below each threshold tau, split by the record's verdict (premature, timely, other):
 the figures behind the commit threshold (``--logit-bias " yes=ln((1 - tau) / tau)"``,
-docs/DESIGN.md). A run with ``--revisions`` is read up to its first answer only.
+docs/DESIGN.md). With ``--revisions`` (a run made with ``--revisions N``) it prints the same for
+the check that committed each episode's last revision, split by what the revision did (wrong ->
+right, right -> wrong, wrong -> wrong): the figures behind a revision threshold
+(``--revision-logit-bias``, RESULTS §52).
 
     python benchmarks/proactive_check_confidence.py --model qwen2.5-coder-0.5b-proactive \\
         --data data/proactive/pt_test_templates.jsonl --run runs/pq/wide_pt_test_templates_rev0/proactive
@@ -48,6 +51,7 @@ def main(argv=None) -> None:
     ap.add_argument("--run", type=Path, required=True, help="the eval's proactive/ folder (results + transcripts)")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--revisions", action="store_true", help="also the checks that committed revisions")
     args = ap.parse_args(argv)
     lm = load_model(args.model, dtype=getattr(torch, args.dtype))
     fmt = StreamingFormat(lm.tokenizer, mode_protocol("proactive", lm.protocol))
@@ -55,23 +59,36 @@ def main(argv=None) -> None:
     chunks = {r["id"]: r["chunks"] for r in read_jsonl(args.data)}
     records = {r["id"]: r for r in read_jsonl(args.run / "results.jsonl")}
     groups: dict[str, list[float]] = {"premature": [], "timely": [], "other": []}
+    revised: dict[str, list[float]] = {"wrong -> right": [], "right -> wrong": [], "wrong -> wrong": []}
     for t in list(read_jsonl(args.run / "transcripts.jsonl"))[: args.limit]:
         turns = [x or "" for x in t["thoughts"]]
         first = next((k for k, x in enumerate(turns) if is_response(x)), None)
         if first is None:
             continue
+        rec = records[t["id"]]
         checks = check_probs(lm, fmt, chunks[t["id"]], turns[: first + 1], yes, no)
         said_yes = [p for wrote_yes, p in checks if wrote_yes]
         if said_yes:
-            rec = records[t["id"]]
             groups["premature" if rec.get("premature") else "timely" if rec.get("timely") else "other"].append(said_yes[-1])
-    taus = (0.6, 0.7, 0.8, 0.9)
-    print("| first answer's check | n | median p(yes) | " + " | ".join(f"below {t}" for t in taus) + " |")
+        if args.revisions and rec.get("n_revisions"):  # the check of the turn that revised the answer last
+            checks = check_probs(lm, fmt, chunks[t["id"]], turns[: rec["answer_chunk"] + 1], yes, no)
+            said_yes = [p for wrote_yes, p in checks if wrote_yes]
+            before, after = ("right" if rec.get(k) else "wrong" for k in ("first_correct", "correct"))
+            if said_yes and f"{before} -> {after}" in revised:
+                revised[f"{before} -> {after}"].append(said_yes[-1])
+    print_table("first answer's check", groups, (0.6, 0.7, 0.8, 0.9))
+    if args.revisions:
+        print()
+        print_table("revision's check", revised, (0.7, 0.8, 0.9, 0.95, 0.99))
+
+
+def print_table(what: str, groups: dict[str, list[float]], taus: tuple[float, ...]) -> None:
+    """One markdown row per group: n, median p(yes), and how many fall below each tau."""
+    print(f"| {what} | n | median p(yes) | " + " | ".join(f"below {t}" for t in taus) + " |")
     print("|---|---|---|" + "---|" * len(taus))
     for name, ps in groups.items():
         med = f"{statistics.median(ps):.2f}" if ps else "-"
         print(f"| {name} | {len(ps)} | {med} | " + " | ".join(str(sum(p < t for p in ps)) for t in taus) + " |")
-
 
 if __name__ == "__main__":
     main()
