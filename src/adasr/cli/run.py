@@ -20,11 +20,10 @@ from adasr.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LogitBiasOpt,
-    RevisionLogitBiasOpt,
-    parse_revision_logit_bias,
     MaxChunkTokensOpt,
     ModelOpt,
     ProtocolOpt,
+    RevisionLogitBiasOpt,
     RevisionOpt,
     RevisionsOpt,
     SkipBacklogOpt,
@@ -33,6 +32,7 @@ from adasr.cli.common import (
     check_context,
     load,
     make_engine,
+    parse_revision_logit_bias,
     stream_spec,
 )
 from adasr.defaults import (

@@ -13,15 +13,15 @@ from adasr.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LogitBiasOpt,
-    RevisionLogitBiasOpt,
-    parse_revision_logit_bias,
     ModelOpt,
     ProtocolOpt,
+    RevisionLogitBiasOpt,
     RevisionOpt,
     RevisionsOpt,
     err,
     load,
     make_engine,
+    parse_revision_logit_bias,
 )
 from adasr.defaults import DEFAULT_MAX_DEEP_TOKENS, DEFAULT_MODEL, DEFAULT_THOUGHT_BUDGET
 from adasr.errors import ConfigError
