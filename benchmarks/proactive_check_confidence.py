@@ -66,16 +66,19 @@ def main(argv=None) -> None:
         if first is None:
             continue
         rec = records[t["id"]]
-        checks = check_probs(lm, fmt, chunks[t["id"]], turns[: first + 1], yes, no)
-        said_yes = [p for wrote_yes, p in checks if wrote_yes]
-        if said_yes:
-            groups["premature" if rec.get("premature") else "timely" if rec.get("timely") else "other"].append(said_yes[-1])
+
+        def last_yes(upto: int) -> float | None:
+            """p(yes) of the last check written "yes" in turns 0..upto (the one that committed)."""
+            said_yes = [p for wrote_yes, p in check_probs(lm, fmt, chunks[t["id"]], turns[: upto + 1], yes, no)
+                        if wrote_yes]
+            return said_yes[-1] if said_yes else None
+
+        if (p := last_yes(first)) is not None:
+            groups["premature" if rec.get("premature") else "timely" if rec.get("timely") else "other"].append(p)
         if args.revisions and rec.get("n_revisions"):  # the check of the turn that revised the answer last
-            checks = check_probs(lm, fmt, chunks[t["id"]], turns[: rec["answer_chunk"] + 1], yes, no)
-            said_yes = [p for wrote_yes, p in checks if wrote_yes]
             before, after = ("right" if rec.get(k) else "wrong" for k in ("first_correct", "correct"))
-            if said_yes and f"{before} -> {after}" in revised:
-                revised[f"{before} -> {after}"].append(said_yes[-1])
+            if f"{before} -> {after}" in revised and (p := last_yes(rec["answer_chunk"])) is not None:
+                revised[f"{before} -> {after}"].append(p)
     print_table("first answer's check", groups, (0.6, 0.7, 0.8, 0.9))
     if args.revisions:
         print()
@@ -89,6 +92,7 @@ def print_table(what: str, groups: dict[str, list[float]], taus: tuple[float, ..
     for name, ps in groups.items():
         med = f"{statistics.median(ps):.2f}" if ps else "-"
         print(f"| {name} | {len(ps)} | {med} | " + " | ".join(str(sum(p < t for p in ps)) for t in taus) + " |")
+
 
 if __name__ == "__main__":
     main()
