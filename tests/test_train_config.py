@@ -14,7 +14,8 @@ from transformers import TrainingArguments
 from trl import GRPOConfig
 
 from adasr.errors import ConfigError
-from adasr.train.config import LEGACY_KEYS, RLConfig, SFTConfig, field_groups, infer_kind, load_config
+from adasr.train.config import (LEGACY_KEYS, RLConfig, SFTConfig, field_groups, infer_kind, load_config,
+                                 read_config_file)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,12 +163,43 @@ def test_load_config_missing_file_and_kind(tmp_path):
         load_config(_write(tmp_path, "task: chain_sum\nscale_rewards: batch\n"), "hrpo")
 
 
+def test_a_config_states_only_what_it_changes_from_its_base(tmp_path):
+    """``base:`` reads another config first (relative to the file); the file wins, group sections
+    key by key, lists whole; chains follow; a run from the short file equals one from the long file."""
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path, "task: chain_sum\nlearning_rate: 1.0e-5\nlora_target_modules: [q_proj, v_proj]\n"
+                     "rewards: {lam_deep: 0.5, w_fmt: 0.1}\nengine: {mode: interleaved, thought_budget: 24}\n", "a.yaml")
+    _write(tmp_path, "base: ../a.yaml\nlora_target_modules: [o_proj]\nrewards: {w_fmt: 0.3}\n", "sub/b.yaml")
+    child = _write(tmp_path, "base: b.yaml\nengine: {thought_budget: 32}\nseed: 3\n", "sub/c.yaml")
+    merged = read_config_file(child)
+    assert merged == {"task": "chain_sum", "learning_rate": 1.0e-5, "lora_target_modules": ["o_proj"], "seed": 3,
+                      "rewards": {"lam_deep": 0.5, "w_fmt": 0.3}, "engine": {"mode": "interleaved", "thought_budget": 32}}
+    long = _write(tmp_path, yaml.safe_dump(merged), "long.yaml")
+    assert load_config(child, "hrpo").to_dict() == load_config(long, "hrpo").to_dict()
+    assert infer_kind(_write(tmp_path, "base: a.yaml\nrewards: {advantage: grpo}\n", "g.yaml")) == "grpo"
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("base: nope.yaml\n", "base config not found"),
+        ("base: [a.yaml]\n", "base must be the path of another config file"),
+        ("base: loop.yaml\ntask: chain_sum\n", "makes a cycle"),
+    ],
+)
+def test_base_config_errors(tmp_path, text, match):
+    p = _write(tmp_path, text, "loop.yaml")
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(p, "sft")
+    assert "\n" not in str(err.value) and str(p) in str(err.value)
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path, tmp_path, monkeypatch):
     """Each file in configs/ loads (run from a scratch directory holding empty stand-ins for the data
     files it names, so the check does not depend on the GSM8K download)."""
     kind = "sft" if path.name.startswith("sft") else path.name.split("_")[0]
-    data = yaml.safe_load(path.read_text())
+    data = read_config_file(path)  # with its base config merged in
     data.update(data.pop("data", None) or {})  # a nested data section
     work = tmp_path / "repo"
     work.mkdir()

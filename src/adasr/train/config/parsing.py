@@ -151,11 +151,44 @@ def infer_kind(path: str | Path) -> str:
 
 
 def read_config_file(p: Path) -> dict:
-    """The mapping of a YAML or JSON config file.
+    """The mapping of a YAML or JSON config file, with its ``base`` config merged in.
+
+    A file may name another config as ``base: other.yaml`` (a path relative to the file's own
+    folder; chains allowed, as mmengine's ``_base_``): the base's mapping is read first and the
+    file's keys override it, group sections (``engine``, ``stream``, ``rewards``, ``env``, ...) key
+    by key, every other value (lists included) whole. So a knob run states only what it changes.
 
     Raises:
-        ConfigError: a missing, unreadable or invalid file, or one that is not a mapping.
+        ConfigError: a missing, unreadable or invalid file, one that is not a mapping, a ``base``
+            that is not a path or is missing, or a cycle of bases.
     """
+    return _read_with_base(p, ())
+
+
+def _read_with_base(p: Path, chain: tuple[Path, ...]) -> dict:
+    data = _read_one(p)
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{p}: base must be the path of another config file, got {base!r}")
+    bp = (p.parent / base).resolve()
+    here = chain + (p.resolve(),)
+    if bp in here:
+        raise ConfigError(f"{p}: base {base!r} makes a cycle: {' -> '.join(str(x) for x in here + (bp,))}")
+    if not bp.is_file():
+        raise ConfigError(f"{p}: base config not found: {bp}")
+    merged = _read_with_base(bp, here)
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_one(p: Path) -> dict:
+    """One file's own mapping (its ``base`` not followed)."""
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
