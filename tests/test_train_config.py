@@ -172,6 +172,7 @@ def test_a_config_states_only_what_it_changes_from_its_base(tmp_path):
     _write(tmp_path, "base: ../a.yaml\nlora_target_modules: [o_proj]\nrewards: {w_fmt: 0.3}\n", "sub/b.yaml")
     child = _write(tmp_path, "base: b.yaml\nengine: {thought_budget: 32}\nseed: 3\n", "sub/c.yaml")
     merged = read_config_file(child)
+    assert read_config_file(str(child)) == merged  # a path given as a string too
     assert merged == {"task": "chain_sum", "learning_rate": 1.0e-5, "lora_target_modules": ["o_proj"], "seed": 3,
                       "rewards": {"lam_deep": 0.5, "w_fmt": 0.3}, "engine": {"mode": "interleaved", "thought_budget": 32}}
     long = _write(tmp_path, yaml.safe_dump(merged), "long.yaml")

@@ -150,8 +150,8 @@ def infer_kind(path: str | Path) -> str:
                       f"`adasr train sft|grpo|hrpo --config {p}`")
 
 
-def read_config_file(p: Path) -> dict:
-    """The mapping of a YAML or JSON config file, with its ``base`` config merged in.
+def read_config_file(p: str | Path) -> dict:
+    """The mapping of the YAML or JSON config file at path ``p``, with its ``base`` config merged in.
 
     A file may name another config as ``base: other.yaml`` (a path relative to the file's own
     folder; chains allowed, as mmengine's ``_base_``): the base's mapping is read first and the
@@ -162,7 +162,7 @@ def read_config_file(p: Path) -> dict:
         ConfigError: a missing, unreadable or invalid file, one that is not a mapping, a ``base``
             that is not a path or is missing, or a cycle of bases.
     """
-    return _read_with_base(p, ())
+    return _read_with_base(Path(p), ())
 
 
 def _read_with_base(p: Path, chain: tuple[Path, ...]) -> dict:
