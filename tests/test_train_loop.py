@@ -191,7 +191,7 @@ def test_sft_smoke_checkpoint_and_resume(tmp_path, tiny_tokenizer, episodes):
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_sft_lora_final_adapter_loads(tmp_path, tiny_dir, episodes):
+def test_sft_lora_final_adapter_loads(tmp_path, tiny_dir, episodes, monkeypatch):
     from adasr.models import load_model
     from adasr.train.sft import train_sft
 
@@ -222,6 +222,22 @@ def test_sft_lora_final_adapter_loads(tmp_path, tiny_dir, episodes):
         list(lora.model.parameters()))
     full = load_policy(RLConfig(task="chain_sum", lora=False), str(final))
     assert full.kind == "full" and all(p.requires_grad for p in full.model.parameters())
+    # a bundled adapter's name (`init: qwen2.5-coder-0.5b-proactive`) continues that adapter, as its directory does
+    import shutil
+
+    import adasr.models.adapters as adapters
+
+    bundled = tmp_path / "bundled"
+    shutil.copytree(final, bundled / "tiny-proactive")
+    monkeypatch.setattr(adapters, "_ADAPTERS_DIR", bundled)
+    assert adapters.adapter_dir("tiny-proactive") == bundled / "tiny-proactive"
+    assert adapters.adapter_dir(str(tiny_dir)) is None and adapters.adapter_dir("no-such-adapter") is None
+    by_name = load_policy(RLConfig(task="chain_sum", lora=True), "tiny-proactive")
+    assert by_name.kind == "lora" and by_name.base == str(tiny_dir)
+    lora_w = {k: v for k, v in lora.model.state_dict().items() if "lora_" in k}
+    named_w = {k: v for k, v in by_name.model.state_dict().items() if "lora_" in k}
+    assert lora_w and lora_w.keys() == named_w.keys() and all(torch.equal(lora_w[k], named_w[k]) for k in lora_w)
+    assert any(v.abs().sum() > 0 for k, v in named_w.items() if "lora_B" in k)  # the trained adapter, not a fresh one
 
 
 def test_adapter_on_a_bundled_base_publishes_its_upstream_id(tmp_path, tiny_tokenizer, episodes):

@@ -21,7 +21,7 @@ private function patches it in the module that calls it (``adasr.models.loader._
 """
 
 from adasr.defaults import DEFAULT_MODEL  # re-exported: the model used when none is given
-from adasr.models.adapters import META_FILE, adapter_info, read_meta, trained_protocol
+from adasr.models.adapters import META_FILE, adapter_dir, adapter_info, read_meta, trained_protocol
 from adasr.models.common import cache_root
 from adasr.models.devices import DEVICES, native_bfloat16, resolve_device, resolve_dtype
 from adasr.models.gguf import resolve_bundled_gguf
@@ -37,6 +37,7 @@ __all__ = [
     "META_FILE",
     "BundledModel",
     "LoadedModel",
+    "adapter_dir",
     "adapter_info",
     "cache_root",
     "close_bundled_names",

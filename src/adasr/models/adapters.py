@@ -31,6 +31,16 @@ def _bundled_adapters() -> dict[str, Path]:
     }
 
 
+def adapter_dir(name: str | os.PathLike) -> Path | None:
+    """The PEFT adapter directory ``name`` stands for: a bundled adapter's (``adasr models``
+    lists them, e.g. ``qwen2.5-coder-0.5b-proactive``) or ``name`` itself when it is a directory
+    holding ``adapter_config.json``; ``None`` for anything else (a base model, a hub id, a full
+    model directory)."""
+    bundled = _bundled_adapters()
+    path = bundled[str(name)] if str(name) in bundled else Path(name).expanduser()
+    return path if path.is_dir() and (path / "adapter_config.json").is_file() else None
+
+
 def adapter_info(adapter_dir: str | os.PathLike) -> tuple[str | None, dict]:
     """The base model and adasr metadata of a PEFT adapter directory (the one reader of both).
 

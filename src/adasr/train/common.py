@@ -187,9 +187,10 @@ def load_policy(cfg: SFTConfig | RLConfig, name: str | None = None, *, model=Non
 
     Args:
         cfg: the training config.
-        name: model to load (default ``cfg.start_model``: ``model``, or RL's ``init``). A PEFT adapter directory with ``cfg.lora``
-            is loaded *trainable* on top of its base (training continues the same adapter); without
-            ``cfg.lora`` it is merged into its base and trained fully.
+        name: model to load (default ``cfg.start_model``: ``model``, or RL's ``init``). A PEFT adapter
+            (a directory, or a bundled adapter's name such as ``qwen2.5-coder-0.5b-proactive``) with
+            ``cfg.lora`` is loaded *trainable* on top of its base (training continues the same
+            adapter); without ``cfg.lora`` it is merged into its base and trained fully.
         model / tokenizer: objects to use instead of loading ``name`` (tests, notebooks).
 
     Raises:
@@ -206,10 +207,10 @@ def load_policy(cfg: SFTConfig | RLConfig, name: str | None = None, *, model=Non
             model = get_peft_model(model, lora_config(cfg))
         return Policy(model, _ensure_pad(tokenizer), base, "lora" if _is_peft(model) else "full")
 
-    from adasr.models import load_model
+    from adasr.models import adapter_dir, load_model
 
-    path = Path(name).expanduser()
-    if cfg.lora and path.is_dir() and (path / "adapter_config.json").is_file():
+    path = adapter_dir(name) if cfg.lora else None
+    if path is not None:
         from peft import PeftModel
 
         base = _adapter_base(path)
