@@ -14,6 +14,11 @@ tokens), over all problems), format rate, and the paired comparison with the bas
 only this row solved / only the baseline solved, with the exact two-sided McNemar p-value
 (binomial test on the discordant pairs; McNemar, Psychometrika 1947). ``--versus LABEL`` (repeat)
 adds the same paired column against another row, e.g. a streamer's read-then-think twin.
+
+``--metric timely`` compares proactive runs (``adasr eval --mode proactive``) on timely-correct
+instead of accuracy (the record's ``timely`` field, docs/DESIGN.md "Proactive metrics (ours)") and
+adds their premature share. A row may also name a JSONL file of such records instead of a
+directory (e.g. a committed slice of them).
 """
 
 from __future__ import annotations
@@ -45,10 +50,11 @@ def read_rows(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in read_jsonl(file)}
 
 
-def paired_cell(rows: dict, ref: dict, ids: list) -> str:
-    """``"b / c (p = ...)"``: problems of ``ids`` only ``rows`` solved / only ``ref`` solved, exact McNemar p."""
-    only_row = sum(bool(rows[i].get("correct")) and not ref[i].get("correct") for i in ids)
-    only_ref = sum(bool(ref[i].get("correct")) and not rows[i].get("correct") for i in ids)
+def paired_cell(rows: dict, ref: dict, ids: list, metric: str = "correct") -> str:
+    """``"b / c (p = ...)"``: problems of ``ids`` where only ``rows`` / only ``ref`` has a true
+    ``metric`` field (``correct``, or a proactive record's ``timely``), exact McNemar p."""
+    only_row = sum(bool(rows[i].get(metric)) and not ref[i].get(metric) for i in ids)
+    only_ref = sum(bool(ref[i].get(metric)) and not rows[i].get(metric) for i in ids)
     p = mcnemar_exact(only_row, only_ref)
     if p < 0.001:
         return f"{only_row} / {only_ref} (p < 0.001)"
@@ -73,7 +79,10 @@ def main(argv=None) -> None:
     ap.add_argument("--baseline", help="label of the row the others are compared with (default: the first)")
     ap.add_argument("--versus", action="append", default=[],
                     help="label of a further row to compare every other row with (repeat): one more paired column")
+    ap.add_argument("--metric", choices=("correct", "timely"), default="correct",
+                    help="the per-problem outcome compared: correct (default) or, for proactive runs, timely-correct")
     args = ap.parse_args(argv)
+    metric = args.metric
     runs = labelled_rows(args.row, read_rows)
     base = args.baseline or next(iter(runs))
     refs = [base, *args.versus]
@@ -86,13 +95,16 @@ def main(argv=None) -> None:
     b_lat = [runs[base][i]["post_input_latency_s"] for i in ids]
     b_p50 = percentile(b_lat, 50)
     print(f"N = {len(ids)} problems finished by every row; paired comparisons against '{base}'\n")
-    print("| row | accuracy [95% CI] | post-input latency p50 / p95 (s) | p50 vs baseline | stream tokens | "
+    name = {"correct": "accuracy", "timely": "timely-correct"}[metric]
+    extra = " premature |" if metric == "timely" else ""
+    print(f"| row | {name} [95% CI] |{extra} post-input latency p50 / p95 (s) | p50 vs baseline | stream tokens | "
           "deep tokens | before end of input | format | "
-          + " | ".join(f"only this row / only '{ref}' correct (McNemar p)" for ref in refs) + " |")
-    print("|---|---|---|---|---|---|---|---|" + "---|" * len(refs))
+          + " | ".join(f"only this row / only '{ref}' {name} (McNemar p)" for ref in refs) + " |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * (len(refs) + bool(extra)))
     for label, rows in runs.items():
         recs = [rows[i] for i in ids]
-        k = sum(bool(r.get("correct")) for r in recs)
+        k = sum(bool(r.get(metric)) for r in recs)
+        prem = f" {100 * sum(bool(r.get('premature')) for r in recs) / len(recs):.0f}% |" if extra else ""
         lo, hi = wilson_interval(k, len(recs))
         lat = [r["post_input_latency_s"] for r in recs]
         p50, p95 = percentile(lat, 50), percentile(lat, 95)
@@ -100,8 +112,8 @@ def main(argv=None) -> None:
         fmt = sum(bool(r.get("format_ok")) for r in recs) / len(recs)
         stream, deep = mean("stream_tokens"), mean("deep_tokens")
         early = stream / (stream + deep) if stream + deep else 0.0
-        paired = [paired_cell(rows, runs[ref], ids) if ref != label else "-" for ref in refs]
-        print(f"| {label} | {k}/{len(recs)} = {100 * k / len(recs):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | "
+        paired = [paired_cell(rows, runs[ref], ids, metric) if ref != label else "-" for ref in refs]
+        print(f"| {label} | {k}/{len(recs)} = {100 * k / len(recs):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] |{prem} "
               f"{p50:.1f} / {p95:.1f} | {p50 / b_p50:.2f}x | {stream:.1f} | {deep:.1f} | {100 * early:.1f}% | "
               f"{100 * fmt:.0f}% | {' | '.join(paired)} |")
 

@@ -1,0 +1,48 @@
+"""benchmarks/compare_evals.py: paired comparisons of eval runs, on accuracy or (proactive) timely-correct."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_evals.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("compare_evals", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write(path: Path, outcomes: list[tuple[bool, bool, bool]]) -> Path:
+    """A results.jsonl of proactive records: (correct, timely, premature) per stream."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": f"s{i}", "correct": c, "timely": t, "premature": p, "post_input_latency_s": 1.0 + i,
+             "stream_tokens": 4, "deep_tokens": 0, "format_ok": True} for i, (c, t, p) in enumerate(outcomes)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_mcnemar_exact_two_sided():
+    mod = _script()
+    assert mod.mcnemar_exact(0, 0) == 1.0
+    assert mod.mcnemar_exact(0, 5) == 2 / 32  # all five discordant pairs one way
+    assert mod.mcnemar_exact(3, 3) == 1.0
+
+
+def test_timely_metric_pairs_on_timely_not_on_correct(tmp_path, capsys):
+    # both runs are right on every stream, but "late" answers on s0-s2 only (not timely), and s3 premature
+    a = _write(tmp_path / "a" / "results.jsonl", [(True, True, False)] * 4)
+    b = _write(tmp_path / "b.jsonl", [(True, False, False)] * 3 + [(True, False, True)])
+    mod = _script()
+    mod.main(["--row", f"A={a.parent}", "--row", f"B={b}"])  # a directory and a JSONL file
+    out = capsys.readouterr().out
+    assert "| B | 4/4 = 100.0%" in out and "0 / 0 (p = 1.00)" in out  # accuracy: no difference
+    mod.main(["--row", f"A={a.parent}", "--row", f"B={b}", "--metric", "timely"])
+    out = capsys.readouterr().out
+    assert "timely-correct [95% CI] | premature |" in out
+    assert "| A | 4/4 = 100.0%" in out and "| B | 0/4 = 0.0%" in out
+    assert "| B | 0/4 = 0.0% [0.0, 49.0] | 25% |" in out  # one of four premature
+    assert "0 / 4 (p = 0.12)" in out  # only A timely on all four
