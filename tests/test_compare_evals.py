@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_evals.py"
+from script_helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("compare_evals", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/compare_evals.py")
 
 
 def _write(path: Path, outcomes: list[tuple[bool, bool, bool]]) -> Path:

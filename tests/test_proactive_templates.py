@@ -6,7 +6,6 @@ their overlap check (tools/build_proactive_data.py)."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import random
 import re
 import subprocess
@@ -35,6 +34,7 @@ from adasr.tasks.proactive.base import (
     template_subset,
     training_phrasings,
 )
+from script_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "proactive"
@@ -43,10 +43,7 @@ GENERATED = ("proactive_perception", "proactive_temporal", "proactive_threshold"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("build_proactive_data", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/build_proactive_data.py")
 
 
 # ---------------------------------------------------------------------------------------------

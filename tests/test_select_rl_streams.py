@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from adasr.errors import DataError
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "select_rl_streams.py"
+from script_helpers import load_script
+
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("select_rl_streams", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/select_rl_streams.py")
 
 
 def _rec(i, timely=True, correct=True, premature=False, answered=True):
