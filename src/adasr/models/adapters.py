@@ -36,9 +36,14 @@ def adapter_dir(name: str | os.PathLike) -> Path | None:
     lists them, e.g. ``qwen2.5-coder-0.5b-proactive``) or ``name`` itself when it is a directory
     holding ``adapter_config.json``; ``None`` for anything else (a base model, a hub id, a full
     model directory)."""
-    bundled = _bundled_adapters()
-    path = bundled[str(name)] if str(name) in bundled else Path(name).expanduser()
+    path = _named_dir(name)
     return path if path.is_dir() and (path / "adapter_config.json").is_file() else None
+
+
+def _named_dir(name: str | os.PathLike) -> Path:
+    """The directory ``name`` stands for: a bundled adapter's, else ``name`` as a path (which may not exist)."""
+    bundled = _bundled_adapters()
+    return bundled[str(name)] if str(name) in bundled else Path(name).expanduser()
 
 
 def adapter_info(adapter_dir: str | os.PathLike) -> tuple[str | None, dict]:
@@ -101,8 +106,7 @@ def trained_protocol(name: str | os.PathLike | None) -> str | None:
     """
     if not name:
         return None
-    bundled = _bundled_adapters()
-    path = bundled[str(name)] if str(name) in bundled else Path(name).expanduser()
+    path = _named_dir(name)
     if not (path / META_FILE).is_file():
         return None
     return _adapter_protocol(path)
