@@ -16,8 +16,9 @@ only this row solved / only the baseline solved, with the exact two-sided McNema
 adds the same paired column against another row, e.g. a streamer's read-then-think twin.
 
 ``--metric timely`` compares proactive runs (``adasr eval --mode proactive``) on timely-correct
-instead of accuracy (the record's ``timely`` field, docs/DESIGN.md "Proactive metrics (ours)") and
-adds their premature share. A row may also name a JSONL file of such records instead of a
+instead of accuracy (the record's ``timely`` field, docs/DESIGN.md "Proactive metrics (ours)"),
+adds their premature share, and pairs premature answers with the baseline too (streams only this row /
+only the baseline answered before the evidence chunk, exact McNemar p: fewer is better). A row may also name a JSONL file of such records instead of a
 directory (e.g. a committed slice of them).
 """
 
@@ -99,8 +100,9 @@ def main(argv=None) -> None:
     extra = " premature |" if metric == "timely" else ""
     print(f"| row | {name} [95% CI] |{extra} post-input latency p50 / p95 (s) | p50 vs baseline | stream tokens | "
           "deep tokens | before end of input | format | "
-          + " | ".join(f"only this row / only '{ref}' {name} (McNemar p)" for ref in refs) + " |")
-    print("|---|---|---|---|---|---|---|---|" + "---|" * (len(refs) + bool(extra)))
+          + " | ".join(f"only this row / only '{ref}' {name} (McNemar p)" for ref in refs)
+          + (f" | only this row / only '{base}' premature (McNemar p)" if extra else "") + " |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * (len(refs) + 2 * bool(extra)))
     for label, rows in runs.items():
         recs = [rows[i] for i in ids]
         k = sum(bool(r.get(metric)) for r in recs)
@@ -113,6 +115,8 @@ def main(argv=None) -> None:
         stream, deep = mean("stream_tokens"), mean("deep_tokens")
         early = stream / (stream + deep) if stream + deep else 0.0
         paired = [paired_cell(rows, runs[ref], ids, metric) if ref != label else "-" for ref in refs]
+        if extra:
+            paired.append(paired_cell(rows, runs[base], ids, "premature") if label != base else "-")
         print(f"| {label} | {k}/{len(recs)} = {100 * k / len(recs):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] |{prem} "
               f"{p50:.1f} / {p95:.1f} | {p50 / b_p50:.2f}x | {stream:.1f} | {deep:.1f} | {100 * early:.1f}% | "
               f"{100 * fmt:.0f}% | {' | '.join(paired)} |")

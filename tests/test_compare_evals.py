@@ -42,3 +42,5 @@ def test_timely_metric_pairs_on_timely_not_on_correct(tmp_path, capsys):
     assert "| A | 4/4 = 100.0%" in out and "| B | 0/4 = 0.0%" in out
     assert "| B | 0/4 = 0.0% [0.0, 49.0] | 25% |" in out  # one of four premature
     assert "0 / 4 (p = 0.12)" in out  # only A timely on all four
+    assert "only this row / only 'A' premature (McNemar p) |" in out
+    assert out.rstrip().endswith("| 0 / 4 (p = 0.12) | 1 / 0 (p = 1.00) |")  # B alone premature on s3
