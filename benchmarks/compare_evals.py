@@ -17,9 +17,15 @@ adds the same paired column against another row, e.g. a streamer's read-then-thi
 
 ``--metric timely`` compares proactive runs (``adasr eval --mode proactive``) on timely-correct
 instead of accuracy (the record's ``timely`` field, docs/DESIGN.md "Proactive metrics (ours)"),
-adds their premature share, and pairs premature answers with the baseline too (streams only this row /
-only the baseline answered before the evidence chunk, exact McNemar p: fewer is better). A row may also name a JSONL file of such records instead of a
-directory (e.g. a committed slice of them).
+adds their premature share, and pairs premature answers with the baseline too (streams only this
+row / only the baseline answered before the evidence chunk, exact McNemar p: fewer is better). A
+row may also name a JSONL file of such records instead of a directory (e.g. a committed slice of
+them), and several paths joined by ``+`` pool them into one row (the k-th path's ids prefixed by
+``k:``, so list every row's paths in the same order), e.g. the three proactive families of one split:
+
+    python benchmarks/compare_evals.py --metric timely \
+        --row "turn=R/kl_s2x8/pt_test_templates.jsonl+R/kl_s2x8/pp_test_templates.jsonl+R/kl_s2x8/ptm_test_templates.jsonl" \
+        --row "traj=R/traj_kl_s2x8/pt_test_templates.jsonl+R/traj_kl_s2x8/pp_test_templates.jsonl+R/traj_kl_s2x8/ptm_test_templates.jsonl"
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 
 def read_rows(path: Path) -> dict[str, dict]:
+    """``{id: record}`` of an eval mode directory's ``results.jsonl`` or of a JSONL file; a path
+    holding ``+`` pools several, the k-th one's ids prefixed by ``k:``. Exits with a one-line error
+    on a path that does not exist."""
+    parts = str(path).split("+")
+    if len(parts) > 1:
+        return {f"{k}:{i}": r for k, part in enumerate(parts) for i, r in read_rows(Path(part)).items()}
     file = path / "results.jsonl" if path.is_dir() else path
     if not file.exists():
         raise SystemExit(f"error: {file} does not exist (pass an eval mode directory)")

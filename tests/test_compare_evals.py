@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from script_helpers import load_script
 
 
@@ -44,3 +46,19 @@ def test_timely_metric_pairs_on_timely_not_on_correct(tmp_path, capsys):
     assert "0 / 4 (p = 0.12)" in out  # only A timely on all four
     assert "only this row / only 'A' premature (McNemar p) |" in out
     assert out.rstrip().endswith("| 0 / 4 (p = 0.12) | 1 / 0 (p = 1.00) |")  # B alone premature on s3
+
+
+def test_rows_pool_several_files_by_position(tmp_path, capsys):
+    # two "families" whose ids collide ("s0", "s1"): pooled with "+" they are four streams, not two
+    a1 = _write(tmp_path / "a1.jsonl", [(True, True, False)] * 2)
+    a2 = _write(tmp_path / "a2.jsonl", [(True, True, False)] * 2)
+    b1 = _write(tmp_path / "b1.jsonl", [(True, True, False)] * 2)
+    b2 = _write(tmp_path / "b2.jsonl", [(False, False, True)] * 2)
+    mod = _script()
+    mod.main(["--row", f"A={a1}+{a2}", "--row", f"B={b1}+{b2}", "--metric", "timely"])
+    out = capsys.readouterr().out
+    assert out.startswith("N = 4 problems")
+    assert "| B | 2/4 = 50.0%" in out and "| 0 / 2 (p = 0.50) | 2 / 0 (p = 0.50) |" in out
+    assert set(mod.read_rows(Path(f"{a1}+{a2}"))) == {"0:s0", "0:s1", "1:s0", "1:s1"}
+    with pytest.raises(SystemExit, match="missing.jsonl does not exist"):
+        mod.main(["--row", f"A={a1}+{tmp_path / 'missing.jsonl'}"])
