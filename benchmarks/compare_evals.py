@@ -52,10 +52,11 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 def read_rows(path: Path) -> dict[str, dict]:
     """``{id: record}`` of an eval mode directory's ``results.jsonl`` or of a JSONL file; a path
-    holding ``+`` pools several, the k-th one's ids prefixed by ``k:``. Exits with a one-line error
-    on a path that does not exist."""
+    that does not exist but holds ``+`` pools several, the k-th one's ids prefixed by ``k:`` (an
+    existing path with ``+`` in its name is read as it is). Exits with a one-line error on a path
+    that does not exist."""
     parts = str(path).split("+")
-    if len(parts) > 1:
+    if len(parts) > 1 and not path.exists():
         return {f"{k}:{i}": r for k, part in enumerate(parts) for i, r in read_rows(Path(part)).items()}
     file = path / "results.jsonl" if path.is_dir() else path
     if not file.exists():

@@ -60,5 +60,7 @@ def test_rows_pool_several_files_by_position(tmp_path, capsys):
     assert out.startswith("N = 4 problems")
     assert "| B | 2/4 = 50.0%" in out and "| 0 / 2 (p = 0.50) | 2 / 0 (p = 0.50) |" in out
     assert set(mod.read_rows(Path(f"{a1}+{a2}"))) == {"0:s0", "0:s1", "1:s0", "1:s1"}
+    plus = _write(tmp_path / "run+1" / "results.jsonl", [(True, True, False)] * 3)  # a real "+" in a name
+    assert set(mod.read_rows(plus.parent)) == {"s0", "s1", "s2"}
     with pytest.raises(SystemExit, match="missing.jsonl does not exist"):
         mod.main(["--row", f"A={a1}+{tmp_path / 'missing.jsonl'}"])
